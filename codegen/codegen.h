@@ -1,0 +1,57 @@
+/* codegen.h - backends: tables of function pointers that lower a planned
+ * graph to native kernels.
+ *
+ * A backend receives every function (graph) of a module after the pass
+ * pipeline and memory planning. For each node that needs a kernel (not a
+ * source, not an ALIAS view) it emits one kernel with the bm_abi.h
+ * signature and fills node->kernel, node->tasks and node->scratch. All
+ * kernels of a module go into one code object (bm_code).
+ *
+ * Backends: "cpu" (codegen/llvm, LLVM C API), "cuda" (codegen/cuda, NVRTC,
+ * later), "metal" (codegen/metal, later), and "null" (the template: it
+ * supports nothing and fails with "unimplemented").
+ */
+#ifndef BM_CODEGEN_H
+#define BM_CODEGEN_H
+
+#include "../ir/ir.h"
+
+typedef struct bm_target {
+  const char *backend;  /* "cpu", "cuda", "metal", "null" */
+  const char *triple;   /* NULL = host (e.g. "x86_64-unknown-linux-gnu") */
+  const char *cpu;      /* NULL/"native" = host CPU; or "x86-64-v3", "znver3", ... */
+  const char *features; /* NULL = the CPU's own; else LLVM feature string "+avx2,+fma" */
+  int opt_level;        /* 0..3, default 3 */
+} bm_target;
+
+/* The compiled code of a module. */
+typedef struct bm_code {
+  char format[32];      /* "elf64-x86_64-rel" (relocatable object) */
+  char triple[64];
+  char cpu[64];         /* resolved CPU name */
+  char features[1024];  /* resolved "+a,+b,..." feature string */
+  char required[256];   /* runtime-checkable ISA requirements: "avx2,fma,avx512f" */
+  void *data;           /* malloc'd object bytes */
+  size_t size;
+} bm_code;
+
+void bm_code_free(bm_code *c);
+
+typedef struct bm_backend {
+  const char *name;
+  /* Nonzero if this backend can compile node n (fused or not). */
+  int (*supports)(const bm_node *n);
+  /* Emits all kernels of all graphs into one code object. */
+  bm_status (*compile)(bm_module *m, const bm_target *t, bm_code *out);
+} bm_backend;
+
+extern const bm_backend bm_backend_cpu;  /* codegen/llvm */
+extern const bm_backend bm_backend_null; /* codegen/null.c */
+
+/* Finds a backend by name; a status explains why one is unavailable. */
+bm_status bm_backend_find(const char *name, const bm_backend **out);
+
+/* Does node n need a kernel? (false for sources and ALIAS views) */
+bool bm_node_needs_kernel(const bm_node *n);
+
+#endif
