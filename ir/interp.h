@@ -38,6 +38,8 @@ uint8_t bm_f32_to_fp8_e5m2(float f);
 float bm_load_f32(const void *p, bm_dtype t, int64_t i);
 int64_t bm_load_i64(const void *p, bm_dtype t, int64_t i);
 void bm_store_f32(void *p, bm_dtype t, int64_t i, float v);
+/* Stores an integer: saturating for integer dtypes, via f32 for float dtypes. */
+void bm_store_i64(void *p, bm_dtype t, int64_t i, int64_t v);
 
 /* Runs g. inputs[i] feeds g->inputs[i] (dtype and rank must match; symbolic
  * dims are bound from them). outputs must have g->noutputs entries; each is

@@ -241,6 +241,12 @@ int bm_sym_find(const bm_graph *g, const char *name);
 
 /* Number of elements at the symbols' upper bounds, or -1 on overflow. */
 int64_t bm_node_numel_max(const bm_graph *g, const bm_node *n);
+/* Formats a dim as "64", "seq", "2*seq", "seq+1", "2*seq-3" / a shape as
+ * "(1, seq, 64)" into buf (symbol names from g, "s<k>" if g is NULL);
+ * returns buf. 96 bytes are enough for a dim, 512 for a shape. */
+const char *bm_dim_str(const bm_graph *g, bm_dim d, char *buf, size_t size);
+const char *bm_shape_str(const bm_graph *g, int ndim, const bm_dim *shape, char *buf,
+                         size_t size);
 /* Value of a dim given bound symbol values. */
 static inline int64_t bm_dim_eval(bm_dim d, const int64_t *syms) {
   return (bm_dim_is_static(d) ? 0 : (int64_t)d.mul * syms[d.sym]) + d.add;

@@ -29,6 +29,8 @@ typedef struct bm_cg {
   bm_graph *graph;          /* graph of the node being emitted */
   int vec;                  /* f32 lanes of the preferred vector: 16 (AVX-512), 8 (AVX2), 4 */
   bool has_fma;
+  bool has_f16c;            /* hardware f16 <-> f32 conversion (else integer code) */
+  int graph_index;          /* index of `graph` in the module */
   /* common types */
   LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_f16, t_bf16, t_f32, t_f64, t_ptr;
   LLVMTypeRef t_kernel;     /* the bm_kernel_fn type */
@@ -107,6 +109,55 @@ LLVMValueRef bm_cg_epilogue(bm_cg_fn *f, LLVMValueRef v, LLVMValueRef *coords, i
  * output element at coords. */
 LLVMValueRef bm_cg_bcast_offset(bm_cg_fn *f, const bm_node *in, const bm_node *out,
                                 LLVMValueRef *coords);
+
+/* ---- additional helpers (cg.c) */
+/* Splits the row-major index space prod(dims[0..ndim-1]) into tasks of about
+ * `grain` units each, sets *tasks, and returns in *lo, *hi (i64) the unit
+ * range covered by tasks [begin, end). Works for any number of symbolic
+ * dims (a leading product that is linear in one symbol is split; the rest
+ * is the unit size). */
+void bm_cg_task_range(bm_cg_fn *f, int ndim, const bm_dim *dims, int64_t grain,
+                      bm_task_expr *tasks, LLVMValueRef *lo, LLVMValueRef *hi);
+/* Upper bound of a dim (symbols at their max). */
+int64_t bm_cg_dim_max(const bm_cg *cg, bm_dim d);
+/* Body of a vectorized loop: `width` elements starting at idx; nvalid is NULL
+ * for a full vector, else the i64 count (< width) of valid lanes (tail). */
+typedef void (*bm_cg_body_fn)(bm_cg_fn *f, LLVMValueRef idx, int width, LLVMValueRef nvalid,
+                              void *ctx);
+/* for (i = start; i < end; i += width) body(i, width); the tail runs once
+ * with nvalid set (masked) or, with scalar_tail, as a scalar loop (width 1). */
+void bm_cg_vec_for(bm_cg_fn *f, LLVMValueRef start, LLVMValueRef end, int width,
+                   bool scalar_tail, bm_cg_body_fn body, void *ctx);
+/* bm_cg_epilogue for a tail: only the first nvalid (i64) lanes are valid
+ * (nvalid NULL = all `width`). */
+LLVMValueRef bm_cg_epilogue_partial(bm_cg_fn *f, LLVMValueRef v, LLVMValueRef *coords, int width,
+                                    LLVMValueRef nvalid);
+/* coords[0..ndim-1] of the row-major linear index idx over dims. */
+void bm_cg_unravel(bm_cg_fn *f, LLVMValueRef idx, int ndim, const bm_dim *dims,
+                   LLVMValueRef *coords);
+/* Raw element copy (no conversion; any dtype but I4): `width` elements. */
+LLVMValueRef bm_cg_load_raw(bm_cg_fn *f, LLVMValueRef base, bm_dtype t, LLVMValueRef idx, int width);
+void bm_cg_store_raw(bm_cg_fn *f, LLVMValueRef base, bm_dtype t, LLVMValueRef idx, LLVMValueRef v,
+                     int width);
+/* Integer store (saturating, like bm_store_i64) of an i64 value. */
+void bm_cg_store_i64(bm_cg_fn *f, LLVMValueRef base, bm_dtype t, LLVMValueRef idx, LLVMValueRef v);
+/* min/max of i64 values; select. */
+LLVMValueRef bm_cg_imin(bm_cg_fn *f, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef bm_cg_imax(bm_cg_fn *f, LLVMValueRef a, LLVMValueRef b);
+/* Calls a C library function `name` (float -> float, e.g. "sinf") per lane. */
+LLVMValueRef bm_cg_libm1(bm_cg_fn *f, const char *name, LLVMValueRef x);
+/* Stack slot of type t in the entry block. */
+LLVMValueRef bm_cg_alloca(bm_cg_fn *f, LLVMTypeRef t, const char *name);
+/* Can kernels load / store this dtype? */
+bool bm_cg_dtype_loadable(bm_dtype t);
+bool bm_cg_dtype_storable(bm_dtype t);
+
+/* ---- target machine (target.c) */
+/* Creates cg->tm for target t (host by default), sets cg->vec, has_fma,
+ * has_f16c and fills out->triple, cpu, features, required. */
+bm_status bm_cg_target_init(bm_cg *cg, const bm_target *t, bm_code *out);
+/* Writes the module as LLVM IR text, or as assembly if path ends in ".s". */
+bm_status bm_cg_dump_module(bm_cg *cg, const char *path);
 
 /* ---- emitters (one file each) */
 bm_status bm_cg_emit_elementwise(bm_cg *cg, bm_node *n, const char *symbol); /* elementwise.c: unary, binary, cast, FUSED */

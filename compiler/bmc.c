@@ -1,0 +1,314 @@
+/* bmc.c - the bm compiler CLI: `bmc compile`, `bmc inspect`, `bmc models`. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../models/models.h"
+#include "compile.h"
+
+static const char *usage =
+    "usage: bmc <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  compile   build a package from a model\n"
+    "  inspect   summarize a package: manifest, sizes, functions, peak memory\n"
+    "  models    list the models bmc can build\n"
+    "\n"
+    "bmc compile --model NAME [--weights PATH] [--target cpu] [--cpu CPU] -o FILE.bmpk\n"
+    "  --model NAME        a model from `bmc models` (default model: tiny)\n"
+    "  --weights PATH      checkpoint (.safetensors file, folder or index.json);\n"
+    "                      default: the model's own generated weights\n"
+    "  --seed N            seed of generated weights (default 0)\n"
+    "  --max-batch N       upper bound of the symbolic batch dimension\n"
+    "  --target NAME       backend: cpu (default), cuda, metal, null\n"
+    "  --cpu CPU           target CPU: native (default), x86-64-v3, x86-64-v4, znver3, ...\n"
+    "  --features F        LLVM feature string, e.g. +avx2,+fma (default: the CPU's)\n"
+    "  -O N                LLVM optimization level 0-3 (default 3)\n"
+    "  --compress          zstd-compress weights where it helps\n"
+    "  --no-fuse           skip the fusion passes\n"
+    "  --print-after PASS  print the IR after a pass (or 'all'); see --passes\n"
+    "  --print-ir          print the final IR\n"
+    "  --passes            list the passes of the pipeline\n"
+    "  -o FILE             output package (.bmpk)\n"
+    "\n"
+    "bmc inspect FILE [--json] [--no-verify]\n"
+    "  --json              print the raw manifest\n"
+    "  --no-verify         skip weight and code checksums\n";
+
+#define USAGE_ERROR(...)                         \
+  do {                                           \
+    fprintf(stderr, "bmc: ");                    \
+    fprintf(stderr, __VA_ARGS__);                \
+    fprintf(stderr, "\n(see bmc --help)\n");     \
+    return 2;                                    \
+  } while (0)
+
+static int fail(bm_status s) {
+  fprintf(stderr, "bmc: error: %s\n", bm_status_message(s));
+  bm_status_free(s);
+  return 1;
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out) {
+  if (!s || !*s) return -1;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+static void print_ir(const char *pass, const bm_graph *g, void *user) {
+  char *text = NULL;
+  bm_status s = bm_graph_to_text(g, &text);
+  if (s) {
+    fprintf(stderr, "bmc: cannot print IR: %s\n", bm_status_message(s));
+    bm_status_free(s);
+    return;
+  }
+  printf("// IR of '%s' after pass %s\n%s\n", g->name, pass, text);
+  free(text);
+}
+
+static int cmd_compile(int argc, char **argv) {
+  const char *model = NULL, *weights = NULL, *out = NULL, *target = "cpu", *cpu = NULL,
+             *features = NULL, *print_after = NULL;
+  long seed = 0, max_batch = 0, opt = 3;
+  bool compress = false, no_fuse = false, print_final = false;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE() \
+  if (!v) USAGE_ERROR("option %s needs a value", a); \
+  i++
+    if (!strcmp(a, "--model")) { NEED_VALUE(); model = v; }
+    else if (!strcmp(a, "--weights")) { NEED_VALUE(); weights = v; }
+    else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { NEED_VALUE(); out = v; }
+    else if (!strcmp(a, "--target")) { NEED_VALUE(); target = v; }
+    else if (!strcmp(a, "--cpu")) { NEED_VALUE(); cpu = v; }
+    else if (!strcmp(a, "--features")) { NEED_VALUE(); features = v; }
+    else if (!strcmp(a, "--print-after")) { NEED_VALUE(); print_after = v; }
+    else if (!strcmp(a, "--seed")) {
+      NEED_VALUE();
+      if (parse_int(v, 0, 0x7fffffffL, &seed)) USAGE_ERROR("--seed: '%s' is not a non-negative integer", v);
+    } else if (!strcmp(a, "--max-batch")) {
+      NEED_VALUE();
+      if (parse_int(v, 1, 1 << 20, &max_batch)) USAGE_ERROR("--max-batch: '%s' is not an integer in 1..1048576", v);
+    } else if (!strcmp(a, "-O")) {
+      NEED_VALUE();
+      if (parse_int(v, 0, 3, &opt)) USAGE_ERROR("-O: '%s' is not 0, 1, 2 or 3", v);
+    } else if (!strcmp(a, "--compress")) compress = true;
+    else if (!strcmp(a, "--no-fuse")) no_fuse = true;
+    else if (!strcmp(a, "--print-ir")) print_final = true;
+    else USAGE_ERROR("compile: unknown option '%s'", a);
+#undef NEED_VALUE
+  }
+  if (!model) model = "tiny";
+  if (!out) USAGE_ERROR("compile: missing -o FILE");
+  if (print_after && strcmp(print_after, "all") != 0) {
+    bool known = false;
+    for (int i = 0; i < bm_pipeline_len; i++) known |= !strcmp(bm_pipeline[i].name, print_after);
+    if (!known) USAGE_ERROR("--print-after: unknown pass '%s' (see bmc compile --passes)", print_after);
+  }
+
+  bm_model_options mo = {.weights = weights, .seed = (uint64_t)seed, .max_batch = (int)max_batch};
+  bm_module *m = NULL;
+  bm_weight_source *src = NULL;
+  bm_status s = bm_model_build(model, &mo, &m, &src);
+  if (s) return fail(s);
+
+  bm_compile_options co;
+  bm_compile_options_init(&co);
+  co.target.backend = target;
+  co.target.cpu = cpu;
+  co.target.features = features;
+  co.target.opt_level = (int)opt;
+  co.compress = compress;
+  co.passes.no_fuse = no_fuse;
+  co.passes.print = print_ir;
+  co.passes.print_after = print_final ? "plan_memory" : print_after;
+  /* Recorded in the manifest: everything that determines the output, and
+   * nothing else (no paths or times), so builds are reproducible. */
+  cJSON *oj = cJSON_CreateObject();
+  cJSON_AddStringToObject(oj, "model", model);
+  if (weights) cJSON_AddStringToObject(oj, "weights", strrchr(weights, '/') ? strrchr(weights, '/') + 1 : weights);
+  cJSON_AddNumberToObject(oj, "seed", (double)seed);
+  if (max_batch) cJSON_AddNumberToObject(oj, "max_batch", (double)max_batch);
+  cJSON_AddStringToObject(oj, "target", target);
+  cJSON_AddStringToObject(oj, "cpu", cpu ? cpu : "native");
+  if (features) cJSON_AddStringToObject(oj, "features", features);
+  cJSON_AddNumberToObject(oj, "opt_level", (double)opt);
+  cJSON_AddBoolToObject(oj, "compress", compress);
+  cJSON_AddBoolToObject(oj, "fuse", !no_fuse);
+  char *ojs = cJSON_PrintUnformatted(oj);
+  cJSON_Delete(oj);
+  co.options_json = ojs;
+
+  s = bm_compile_module(m, &co, out);
+  free(ojs);
+  bm_module_destroy(m);
+  bm_weight_source_close(src);
+  if (s) return fail(s);
+  struct stat st;
+  if (stat(out, &st) == 0)
+    fprintf(stderr, "bmc: wrote %s (%.1f KiB)\n", out, (double)st.st_size / 1024.0);
+  return 0;
+}
+
+static void fmt_bytes(double b, char *buf, size_t n) {
+  const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (b >= 1024 && i < 4) b /= 1024, i++;
+  snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static void print_tensor(const char *dir, const bm_tensor_info *t) {
+  printf("    %s %-16s %-5s [", dir, t->name, bm_dtype_name(t->dtype));
+  for (int d = 0; d < t->ndim; d++)
+    if (t->dim_names[d])
+      printf("%s%s<=%lld", d ? ", " : "", t->dim_names[d], (long long)t->shape[d]);
+    else
+      printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
+  printf("]\n");
+}
+
+static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+static const char *jstr(const cJSON *o, const char *k) {
+  const cJSON *v = jget(o, k);
+  return cJSON_IsString(v) ? v->valuestring : "?";
+}
+
+static int cmd_inspect(int argc, char **argv) {
+  const char *path = NULL;
+  bool json = false, no_verify = false;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) json = true;
+    else if (!strcmp(argv[i], "--no-verify")) no_verify = true;
+    else if (argv[i][0] == '-') USAGE_ERROR("inspect: unknown option '%s'", argv[i]);
+    else if (path) USAGE_ERROR("inspect: more than one file given");
+    else path = argv[i];
+  }
+  if (!path) USAGE_ERROR("inspect: missing FILE");
+  bm_open_options oo = {.flags = no_verify ? BM_OPEN_SKIP_CHECKSUMS : 0};
+  bm_package *pkg;
+  bm_status s = bm_package_open(path, &oo, &pkg);
+  if (s) return fail(s);
+  const char *mj = bm_package_manifest_json(pkg);
+  if (json) {
+    printf("%s\n", mj);
+    bm_package_close(pkg);
+    return 0;
+  }
+  cJSON *man = cJSON_Parse(mj);
+  struct stat st;
+  char b1[32], b2[32], b3[32], b4[32];
+  fmt_bytes(stat(path, &st) == 0 ? (double)st.st_size : 0, b1, sizeof b1);
+  printf("package   %s (%s), xxh3 %016llx, checksums %s\n", path, b1,
+         (unsigned long long)bm_package_file_hash(pkg), no_verify ? "not checked" : "ok");
+  printf("model     %s (compiled by bm %s)\n", bm_package_model_name(pkg), jstr(man, "compiler_version"));
+  const cJSON *tg = jget(man, "target");
+  printf("target    %s %s cpu=%s requires [%s]\n", jstr(tg, "backend"), jstr(tg, "triple"), jstr(tg, "cpu"),
+         jstr(tg, "required"));
+  const cJSON *ws = jget(man, "weights");
+  double stored = 0;
+  const cJSON *w;
+  cJSON_ArrayForEach(w, ws) {
+    const cJSON *v = jget(w, "stored_size");
+    stored += cJSON_IsNumber(v) ? v->valuedouble : 0;
+  }
+  fmt_bytes((double)bm_package_weight_bytes(pkg), b2, sizeof b2);
+  fmt_bytes(stored, b3, sizeof b3);
+  printf("weights   %d tensors, %s (%s stored)\n", cJSON_GetArraySize(ws), b2, b3);
+  const cJSON *code = jget(man, "code");
+  const cJSON *csz = jget(code, "size");
+  fmt_bytes(cJSON_IsNumber(csz) ? csz->valuedouble : 0, b4, sizeof b4);
+  printf("code      %s (%s)\n", b4, jstr(code, "format"));
+  double arena = (double)bm_package_arena_bytes(pkg);
+  fmt_bytes(arena, b1, sizeof b1);
+  printf("arena     %s (planned activation memory, at the symbols' upper bounds)\n", b1);
+  double scratch = 0;
+  const cJSON *fns = jget(man, "functions"), *fn;
+  cJSON_ArrayForEach(fn, fns) {
+    const cJSON *k;
+    cJSON_ArrayForEach(k, jget(fn, "kernels")) {
+      const cJSON *sc = jget(k, "scratch");
+      if (cJSON_IsNumber(sc) && sc->valuedouble > scratch) scratch = sc->valuedouble;
+    }
+  }
+  fmt_bytes((double)bm_package_weight_bytes(pkg) + arena + scratch, b2, sizeof b2);
+  fmt_bytes(scratch, b3, sizeof b3);
+  printf("peak mem  %s = weights + arena + %s scratch per thread\n", b2, b3);
+  int nf = bm_package_function_count(pkg);
+  for (int f = 0; f < nf; f++) {
+    printf("function  %s\n", bm_package_function_name(pkg, f));
+    for (int i = 0; i < bm_function_input_count(pkg, f); i++) {
+      bm_tensor_info t;
+      if (!bm_function_input_info(pkg, f, i, &t)) print_tensor("in ", &t);
+    }
+    for (int i = 0; i < bm_function_output_count(pkg, f); i++) {
+      bm_tensor_info t;
+      if (!bm_function_output_info(pkg, f, i, &t)) print_tensor("out", &t);
+    }
+    /* kernel count per op */
+    const cJSON *jf = cJSON_GetArrayItem(fns, f);
+    const cJSON *ks = jget(jf, "kernels"), *k;
+    printf("    kernels %d:", cJSON_GetArraySize(ks));
+    const char *seen[64];
+    int counts[64], nseen = 0;
+    cJSON_ArrayForEach(k, ks) {
+      const char *op = jstr(k, "op");
+      int j = 0;
+      while (j < nseen && strcmp(seen[j], op)) j++;
+      if (j == nseen && nseen < 64) seen[nseen] = op, counts[nseen++] = 0;
+      if (j < 64) counts[j]++;
+    }
+    for (int j = 0; j < nseen; j++) printf(" %s %d", seen[j], counts[j]);
+    printf("\n");
+  }
+  cJSON_Delete(man);
+  bm_package_close(pkg);
+  return 0;
+}
+
+static int cmd_models(void) {
+  for (int i = 0; i < bm_models_count; i++)
+    printf("%-12s %s\n", bm_models[i].name, bm_models[i].description);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "--version")) {
+    printf("bmc %s\n", BM_VERSION);
+    return 0;
+  }
+  for (int i = 2; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(usage, stdout);
+      return 0;
+    }
+  if (!strcmp(cmd, "compile")) {
+    for (int i = 2; i < argc; i++)
+      if (!strcmp(argv[i], "--passes")) {
+        for (int p = 0; p < bm_pipeline_len; p++)
+          printf("%-18s%s\n", bm_pipeline[p].name, bm_pipeline[p].is_fusion ? " (fusion)" : "");
+        return 0;
+      }
+    return cmd_compile(argc - 2, argv + 2);
+  }
+  if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+  if (!strcmp(cmd, "models")) return cmd_models();
+  USAGE_ERROR("unknown command '%s'", cmd);
+}

@@ -1,0 +1,63 @@
+/* models.h - the model registry: every model family is one file in models/
+ * that calls the graph-builder API (ir/ir.h) and maps checkpoint weight
+ * names. Nothing in models/ computes; it only records graphs.
+ *
+ * A model's weights come from a bm_weight_source: either a checkpoint
+ * (safetensors file or folder) or a deterministic generator (built-in
+ * models, tests). Builders ask for every weight by name with the dtype and
+ * shape they expect; the source checks both and gives a clear error for a
+ * missing or mismatched tensor.
+ */
+#ifndef BM_MODELS_H
+#define BM_MODELS_H
+
+#include "../ir/ir.h"
+
+typedef struct bm_weight_source bm_weight_source;
+
+/* Opens a source of weights: path to a .safetensors file, a folder or a
+ * *.safetensors.index.json. */
+bm_status bm_weight_source_open(const char *path, bm_weight_source **out);
+/* A deterministic generator: every weight gets values from a hash of
+ * (seed, name): uniform in [-a, a] with a = 1/sqrt(fan_in) (fan_in = numel /
+ * shape[0]); names ending in "norm.weight"/".gamma" get 1 + small noise and
+ * ".bias" gets small values. */
+bm_status bm_weight_source_generated(uint64_t seed, bm_weight_source **out);
+void bm_weight_source_close(bm_weight_source *s);
+
+/* Declares weight `name` in g with the given dtype and shape, bound to the
+ * source's data. If the source stores another float dtype (f32/f16/bf16),
+ * it is converted once into the module arena. Records an error in g and
+ * returns NULL when the tensor is missing or its shape differs. */
+bm_node *bm_model_weight(bm_graph *g, bm_weight_source *src, const char *name, bm_dtype t,
+                         int ndim, const int64_t *shape);
+/* printf-style name helper: bm_model_weightf(g, src, t, ndim, shape, "layers.%d.w", i) */
+bm_node *bm_model_weightf(bm_graph *g, bm_weight_source *src, bm_dtype t, int ndim,
+                          const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+typedef struct bm_model_options {
+  const char *weights;   /* checkpoint path; NULL = the model's default source */
+  uint64_t seed;         /* for generated weights */
+  int max_batch;         /* symbolic batch upper bound; 0 = model default */
+} bm_model_options;
+
+typedef struct bm_model_def {
+  const char *name;
+  const char *description;
+  /* Builds the model's functions into m. */
+  bm_status (*build)(bm_module *m, bm_weight_source *src, const bm_model_options *o);
+} bm_model_def;
+
+extern const bm_model_def bm_models[];
+extern const int bm_models_count;
+const bm_model_def *bm_model_find(const char *name);
+
+/* Builds a registered model by name: opens its weight source (o->weights
+ * or generated), builds, and checks every graph's builder status. The
+ * module borrows weight data from *src_out: close it after the module is
+ * compiled. */
+bm_status bm_model_build(const char *name, const bm_model_options *o, bm_module **out,
+                         bm_weight_source **src_out);
+
+#endif

@@ -1,0 +1,102 @@
+/* cpu_features.c - host architecture and ISA feature checks, so a package
+ * built for AVX-512 fails to open with a clear message instead of SIGILL. */
+#include <string.h>
+
+#include "internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+/* XCR0 bits the OS must enable for the vector state a feature uses. */
+#define XCR0_AVX 0x6ull     /* SSE + AVX (ymm) */
+#define XCR0_AVX512 0xe6ull /* + opmask, zmm_hi256, hi16_zmm */
+
+static unsigned long long read_xcr0(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* no OSXSAVE */
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((unsigned long long)hi << 32) | lo;
+}
+
+typedef struct x86_feature {
+  const char *name;
+  unsigned leaf, subleaf;
+  char reg; /* 'b', 'c', 'd' */
+  unsigned bit;
+  unsigned long long xcr0; /* OS state needed */
+} x86_feature;
+
+static const x86_feature x86_features[] = {
+    {"sse2", 1, 0, 'd', 26, 0},         {"sse3", 1, 0, 'c', 0, 0},
+    {"ssse3", 1, 0, 'c', 9, 0},         {"sse4.1", 1, 0, 'c', 19, 0},
+    {"sse4.2", 1, 0, 'c', 20, 0},       {"popcnt", 1, 0, 'c', 23, 0},
+    {"movbe", 1, 0, 'c', 22, 0},        {"aes", 1, 0, 'c', 25, 0},
+    {"pclmul", 1, 0, 'c', 1, 0},        {"avx", 1, 0, 'c', 28, XCR0_AVX},
+    {"fma", 1, 0, 'c', 12, XCR0_AVX},   {"f16c", 1, 0, 'c', 29, XCR0_AVX},
+    {"bmi", 7, 0, 'b', 3, 0},           {"bmi2", 7, 0, 'b', 8, 0},
+    {"avx2", 7, 0, 'b', 5, XCR0_AVX},   {"avx512f", 7, 0, 'b', 16, XCR0_AVX512},
+    {"avx512dq", 7, 0, 'b', 17, XCR0_AVX512}, {"avx512cd", 7, 0, 'b', 28, XCR0_AVX512},
+    {"avx512bw", 7, 0, 'b', 30, XCR0_AVX512}, {"avx512vl", 7, 0, 'b', 31, XCR0_AVX512},
+    {"avx512ifma", 7, 0, 'b', 21, XCR0_AVX512}, {"avx512vbmi", 7, 0, 'c', 1, XCR0_AVX512},
+    {"avx512vnni", 7, 0, 'c', 11, XCR0_AVX512}, {"avx512bitalg", 7, 0, 'c', 12, XCR0_AVX512},
+    {"avx512vpopcntdq", 7, 0, 'c', 14, XCR0_AVX512}, {"avx512fp16", 7, 0, 'd', 23, XCR0_AVX512},
+    {"avx512bf16", 7, 1, 'a', 5, XCR0_AVX512}, {"avxvnni", 7, 1, 'a', 4, XCR0_AVX},
+    {"lzcnt", 0x80000001u, 0, 'c', 5, 0},
+};
+
+int bm_cpu_has_feature(const char *name) {
+  if (!name) return -1;
+  for (size_t i = 0; i < sizeof x86_features / sizeof x86_features[0]; i++) {
+    const x86_feature *f = &x86_features[i];
+    if (strcmp(f->name, name) != 0) continue;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(f->leaf, f->subleaf, &a, &b, &c, &d)) return 0;
+    unsigned r = f->reg == 'a' ? a : f->reg == 'b' ? b : f->reg == 'c' ? c : d;
+    if (!(r & (1u << f->bit))) return 0;
+    if (f->xcr0 && (read_xcr0() & f->xcr0) != f->xcr0) return 0;
+    return 1;
+  }
+  return -1;
+}
+
+const char *bm_cpu_host_arch(void) { return "x86_64"; }
+
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
+
+#ifndef HWCAP_ASIMDHP
+#define HWCAP_ASIMDHP (1 << 10)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef HWCAP_SVE
+#define HWCAP_SVE (1 << 22)
+#endif
+
+int bm_cpu_has_feature(const char *name) {
+  if (!name) return -1;
+  unsigned long hw = getauxval(AT_HWCAP);
+  if (!strcmp(name, "neon") || !strcmp(name, "asimd") || !strcmp(name, "fp")) return 1;
+  if (!strcmp(name, "fullfp16") || !strcmp(name, "fp16")) return (hw & HWCAP_ASIMDHP) != 0;
+  if (!strcmp(name, "dotprod")) return (hw & HWCAP_ASIMDDP) != 0;
+  if (!strcmp(name, "sve")) return (hw & HWCAP_SVE) != 0;
+  return -1;
+}
+
+const char *bm_cpu_host_arch(void) { return "aarch64"; }
+
+#else
+int bm_cpu_has_feature(const char *name) { return -1; }
+const char *bm_cpu_host_arch(void) { return "unknown"; }
+#endif
+
+bool bm_cpu_arch_matches(const char *triple) {
+  if (!triple) return false;
+  const char *host = bm_cpu_host_arch();
+  size_t n = strlen(host);
+  if (strncmp(triple, host, n) == 0 && (triple[n] == '-' || triple[n] == 0)) return true;
+  if (!strcmp(host, "aarch64") && !strncmp(triple, "arm64-", 6)) return true;
+  return false;
+}

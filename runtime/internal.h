@@ -1,0 +1,174 @@
+/* internal.h - libbmrt's private structures: the parsed package, the ELF
+ * loader handle, the thread pool, CPU feature checks and the device table.
+ * Not installed; nothing outside runtime/ (and its tests) includes it. */
+#ifndef BM_RT_INTERNAL_H
+#define BM_RT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bm_abi.h"
+#include "bm_runtime.h"
+#include "elf_loader.h"
+
+/* ------------------------------------------------------------------ format constants */
+
+#define BM_PKG_MAGIC "BMPK\r\n\x1a\n"
+#define BM_PKG_VERSION 1u
+#define BM_PKG_HEADER_SIZE 64
+/* Byte offsets of the header fields (all little-endian). */
+#define BM_PKG_OFF_VERSION 8
+#define BM_PKG_OFF_FLAGS 12
+#define BM_PKG_OFF_MANIFEST_OFFSET 16
+#define BM_PKG_OFF_MANIFEST_SIZE 24
+#define BM_PKG_OFF_FILE_SIZE 32
+#define BM_PKG_OFF_MANIFEST_HASH 40
+#define BM_PKG_OFF_HEADER_HASH 48 /* XXH3-64 of bytes [0, 48) */
+#define BM_PKG_WEIGHT_ALIGN 64
+#define BM_PKG_SECTION_ALIGN 4096
+
+/* Limits the reader enforces before allocating anything. */
+#define BM_PKG_MAX_ARENA (1ull << 40)
+#define BM_PKG_MAX_SCRATCH (1ull << 32)
+#define BM_PKG_MAX_MANIFEST (1ull << 30)
+#define BM_PKG_MAX_ELEMS (1ll << 50)
+#define BM_PKG_MAX_TASKS (1ll << 40)
+
+static inline uint64_t bm_rd_u64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+static inline uint32_t bm_rd_u32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void bm_wr_u64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void bm_wr_u32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ------------------------------------------------------------------ parsed package */
+
+/* A dimension as stored in the manifest: sym < 0 means static (= add). */
+typedef struct bm_rt_dim {
+  int32_t sym;
+  int64_t mul, add;
+} bm_rt_dim;
+
+static inline int64_t bm_rt_dim_eval(bm_rt_dim d, const int64_t *syms) {
+  return (d.sym >= 0 ? d.mul * syms[d.sym] : 0) + d.add;
+}
+
+#define BM_RT_MAX_SYMS 8 /* == BM_MAX_SYMS of ir.h */
+
+typedef struct bm_rt_sym {
+  const char *name;
+  int64_t max;
+} bm_rt_sym;
+
+/* An input or output tensor of a function. */
+typedef struct bm_rt_tensor {
+  const char *name;
+  bm_dtype dtype;
+  int ndim;
+  bm_rt_dim shape[BM_MAX_DIMS];
+  int weight;        /* >= 0: lives in that package weight; -1: in the arena */
+  uint64_t offset;   /* arena offset (weight < 0) */
+  uint64_t nbytes;   /* slot size (bytes at the symbols' upper bounds) */
+} bm_rt_tensor;
+
+/* One kernel argument: an arena slot or a package weight. */
+typedef struct bm_rt_arg {
+  int weight;        /* >= 0: weight index; -1: arena */
+  uint64_t offset, nbytes;
+} bm_rt_arg;
+
+typedef struct bm_rt_kernel {
+  const char *symbol;
+  const char *op;
+  bm_task_expr tasks;
+  uint64_t scratch;
+  int nargs;
+  bm_rt_arg *args;
+  bm_kernel_fn fn;   /* resolved from the code object */
+} bm_rt_kernel;
+
+typedef struct bm_rt_function {
+  const char *name;
+  int nsyms;
+  bm_rt_sym syms[BM_RT_MAX_SYMS];
+  uint64_t arena_bytes;
+  int ninputs, noutputs, nkernels;
+  bm_rt_tensor *inputs, *outputs;
+  bm_rt_kernel *kernels;
+} bm_rt_function;
+
+typedef struct bm_rt_weight {
+  const char *name;
+  bm_dtype dtype;
+  int ndim;
+  int64_t shape[BM_MAX_DIMS];
+  uint64_t offset, size, stored_size; /* file offset; bytes; bytes in the file */
+  int zstd;
+  uint64_t xxh3;                      /* of the uncompressed bytes */
+  const void *data;                   /* into the map, or `owned` */
+  void *owned;                        /* decompressed copy (malloc'd) */
+} bm_rt_weight;
+
+struct bm_package {
+  const uint8_t *map;
+  size_t map_size;
+  char *manifest;         /* NUL-terminated copy of the manifest text */
+  void *json;             /* cJSON tree (strings below borrow from it) */
+  const char *model;
+  uint64_t file_hash;
+  uint64_t arena_bytes, weight_bytes, max_scratch;
+  int nweights, nfunctions;
+  bm_rt_weight *weights;
+  bm_rt_function *functions;
+  bm_elf_image *code;
+};
+
+/* ------------------------------------------------------------------ CPU features */
+
+/* Is the host arch the one a triple names? ("x86_64-...", "aarch64-...") */
+bool bm_cpu_arch_matches(const char *triple);
+const char *bm_cpu_host_arch(void);
+/* 1: supported, 0: missing, -1: a feature name this runtime does not know. */
+int bm_cpu_has_feature(const char *name);
+
+/* ------------------------------------------------------------------ thread pool */
+
+typedef struct bm_threadpool bm_threadpool;
+
+/* Starts nthreads-1 persistent workers (the caller is thread 0). */
+bm_status bm_threadpool_create(int nthreads, bm_threadpool **out);
+void bm_threadpool_destroy(bm_threadpool *p); /* NULL is fine */
+int bm_threadpool_threads(const bm_threadpool *p);
+/* Runs fn over tasks [0, ntasks) split dynamically over the threads and
+ * waits. Thread t gets scratch + t * scratch_stride. */
+void bm_threadpool_run(bm_threadpool *p, bm_kernel_fn fn, void *const *bufs, const int64_t *syms,
+                       int64_t ntasks, uint8_t *scratch, size_t scratch_stride);
+
+/* ------------------------------------------------------------------ devices */
+
+/* A device: memory and kernel launches. The CPU device is the only one now;
+ * CUDA and Metal backends fill the same table. */
+typedef struct bm_device_iface {
+  const char *name;
+  bm_device_kind kind;
+  bm_status (*alloc)(size_t bytes, size_t align, void **out);
+  void (*free)(void *p);
+  /* host<->device or device<->device copy */
+  bm_status (*copy)(void *dst, const void *src, size_t bytes);
+  /* Runs one kernel over [0, ntasks). `ctx` is the device's queue/pool. */
+  bm_status (*launch)(void *ctx, bm_kernel_fn fn, void *const *bufs, const int64_t *syms,
+                      int64_t ntasks, uint8_t *scratch, size_t scratch_stride);
+} bm_device_iface;
+
+extern const bm_device_iface bm_device_cpu;
+
+#endif
