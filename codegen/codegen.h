@@ -5,7 +5,7 @@
  * pipeline and memory planning. For each node that needs a kernel (not a
  * source, not an ALIAS view) it emits one kernel with the bm_abi.h
  * signature and fills node->kernel, node->tasks and node->scratch. All
- * kernels of a module go into one code object (bm_code).
+ * kernels of a module go into one code object (bm_object).
  *
  * Backends: "cpu" (codegen/llvm, LLVM C API), "cuda" (codegen/cuda, NVRTC,
  * later), "metal" (codegen/metal, later), and "null" (the template: it
@@ -25,7 +25,7 @@ typedef struct bm_target {
 } bm_target;
 
 /* The compiled code of a module. */
-typedef struct bm_code {
+typedef struct bm_object {
   char format[32];      /* "elf64-x86_64-rel" (relocatable object) */
   char triple[64];
   char cpu[64];         /* resolved CPU name */
@@ -33,16 +33,16 @@ typedef struct bm_code {
   char required[256];   /* runtime-checkable ISA requirements: "avx2,fma,avx512f" */
   void *data;           /* malloc'd object bytes */
   size_t size;
-} bm_code;
+} bm_object;
 
-void bm_code_free(bm_code *c);
+void bm_object_free(bm_object *c);
 
 typedef struct bm_backend {
   const char *name;
   /* Nonzero if this backend can compile node n (fused or not). */
   int (*supports)(const bm_node *n);
   /* Emits all kernels of all graphs into one code object. */
-  bm_status (*compile)(bm_module *m, const bm_target *t, bm_code *out);
+  bm_status (*compile)(bm_module *m, const bm_target *t, bm_object *out);
 } bm_backend;
 
 extern const bm_backend bm_backend_cpu;  /* codegen/llvm */

@@ -276,7 +276,7 @@ static int cmd_inspect(int argc, char **argv) {
 
 static int cmd_models(void) {
   for (int i = 0; i < bm_models_count; i++)
-    printf("%-12s %s\n", bm_models[i].name, bm_models[i].description);
+    printf("%-12s %s\n", bm_models[i]->name, bm_models[i]->description);
   return 0;
 }
 

@@ -28,10 +28,10 @@ bm_status bm_compile_module(bm_module *m, const bm_compile_options *o, const cha
     if (s) return bm_status_wrap(s, "function '%s'", g->name);
   }
 
-  bm_code code = {0};
+  bm_object code = {0};
   bm_status s = be->compile(m, &o->target, &code);
   if (s) {
-    bm_code_free(&code);
+    bm_object_free(&code);
     return s;
   }
   bm_package_meta meta = {
@@ -44,6 +44,6 @@ bm_status bm_compile_module(bm_module *m, const bm_compile_options *o, const cha
       .extra_json = o->extra_json,
   };
   s = bm_package_write(out_path, m, &code, &meta);
-  bm_code_free(&code);
+  bm_object_free(&code);
   return s;
 }

@@ -26,7 +26,7 @@ typedef struct bm_package_meta {
   const char *extra_json;
 } bm_package_meta;
 
-bm_status bm_package_write(const char *path, const bm_module *m, const bm_code *code,
+bm_status bm_package_write(const char *path, const bm_module *m, const bm_object *code,
                            const bm_package_meta *meta);
 
 #endif

@@ -141,8 +141,11 @@ static bm_status check_prog(const bm_graph *g, const bm_node *n, const bm_prog *
                   j, bm_op_name(in->op));
     if (in->flags & ~BM_PROG_IMM_B)
       return fail(g, n, "%s instruction %d: bad flags 0x%x", what, j, in->flags);
-    if (unary && in->flags)
-      return fail(g, n, "%s instruction %d: unary '%s' has an immediate", what, j,
+    bool imm = (in->flags & BM_PROG_IMM_B) != 0;
+    float zero = 0.0f;
+    if ((unary && (imm || in->b != 0 || memcmp(&in->imm, &zero, sizeof zero) != 0)) ||
+        (binary && !imm && memcmp(&in->imm, &zero, sizeof zero) != 0) || (binary && imm && in->b != 0))
+      return fail(g, n, "%s instruction %d: unused operand fields of '%s' must be zero", what, j,
                   bm_op_name(in->op));
     int nreg = nin + j;
     if (in->a >= nreg)

@@ -112,8 +112,6 @@ static bm_status verify_node(const bm_graph *g, int i) {
       return vfail(g, n, "input %d (%%%d) does not precede its user (order is not topological)", j,
                    x->id);
   }
-  for (int j = n->nin; j < BM_MAX_IN; j++)
-    if (n->in[j]) return vfail(g, n, "unused input slot %d is not NULL", j);
   if ((unsigned)n->dtype >= BM_DTYPE_COUNT || n->ndim < 0 || n->ndim > BM_MAX_DIMS)
     return vfail(g, n, "bad dtype %d or rank %d", (int)n->dtype, n->ndim);
   for (int d = 0; d < n->ndim; d++) {

@@ -49,7 +49,7 @@ typedef struct bm_model_def {
   bm_status (*build)(bm_module *m, bm_weight_source *src, const bm_model_options *o);
 } bm_model_def;
 
-extern const bm_model_def bm_models[];
+extern const bm_model_def *const bm_models[];
 extern const int bm_models_count;
 const bm_model_def *bm_model_find(const char *name);
 

@@ -5,14 +5,14 @@
 
 extern const bm_model_def bm_model_tiny;
 
-const bm_model_def bm_models[] = {
-    bm_model_tiny,
+const bm_model_def *const bm_models[] = {
+    &bm_model_tiny,
 };
 const int bm_models_count = (int)(sizeof bm_models / sizeof bm_models[0]);
 
 const bm_model_def *bm_model_find(const char *name) {
   for (int i = 0; i < bm_models_count; i++)
-    if (name && strcmp(bm_models[i].name, name) == 0) return &bm_models[i];
+    if (name && strcmp(bm_models[i]->name, name) == 0) return bm_models[i];
   return NULL;
 }
 
@@ -25,7 +25,7 @@ bm_status bm_model_build(const char *name, const bm_model_options *o, bm_module 
     char known[512] = "";
     for (int i = 0; i < bm_models_count; i++) {
       if (i) strncat(known, ", ", sizeof known - strlen(known) - 1);
-      strncat(known, bm_models[i].name, sizeof known - strlen(known) - 1);
+      strncat(known, bm_models[i]->name, sizeof known - strlen(known) - 1);
     }
     return bm_status_make(BM_ERR_NOT_FOUND, "unknown model '%s' (known models: %s)", name, known);
   }

@@ -65,7 +65,13 @@ static bm_status fold_node(bm_graph *g, bm_node *n, bool *folded) {
   if (bm_graph_status(sg)) goto done;
   s = bm_interp_run(sg, NULL, &out);
   if (s) {
-    s = bm_status_wrap(s, "evaluating %s node %d", bm_op_name(n->op), n->id);
+    /* leave it to run time (which reports it in context), unless memory ran out */
+    if (bm_status_code(s) == BM_ERR_OUT_OF_MEMORY)
+      s = bm_status_wrap(s, "evaluating %s node %d", bm_op_name(n->op), n->id);
+    else {
+      bm_status_free(s);
+      s = NULL;
+    }
     goto done;
   }
   size_t nbytes = bm_dtype_nbytes(n->dtype, numel);

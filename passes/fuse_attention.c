@@ -1,7 +1,8 @@
 /* fuse_attention.c - rewrites the unfused attention pattern
  *   matmul(q, k, trans_b) -> [mul/div by a scalar CONST] -> [add mask]
  *     -> softmax(last axis) -> matmul(., v)
- * into one ATTENTION node, so the (Sq, Sk) score matrix is never stored. */
+ * into one ATTENTION node, so the (Sq, Sk) score matrix is never stored.
+ * k may also come as permute(k, (0, 1, 3, 2)) with trans_b = 0. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,12 +77,19 @@ static bool match(const int *uses, bm_node *out, attn_match *m) {
       return false;
     }
   }
-  if (x->op != BM_OP_MATMUL || has_epilogue(x) || !single_use(uses, x) || x->a.trans_a ||
-      !x->a.trans_b)
+  if (x->op != BM_OP_MATMUL || has_epilogue(x) || !single_use(uses, x) || x->a.trans_a)
     return false;
   if (m->scale == 0.0f) return false; /* ATTENTION reads scale 0 as 1/sqrt(D) */
   m->q = x->in[0];
   m->k = x->in[1];
+  if (!x->a.trans_b) {
+    /* k given as an explicit transpose (B, H, D, Sk): attend to its input */
+    const bm_node *t = m->k;
+    if (t->op != BM_OP_PERMUTE || t->ndim != 4 || t->a.perm[0] != 0 || t->a.perm[1] != 1 ||
+        t->a.perm[2] != 3 || t->a.perm[3] != 2)
+      return false;
+    m->k = t->in[0];
+  }
   if (m->q->ndim != 4 || m->k->ndim != 4 || m->v->ndim != 4 || out->ndim != 4) return false;
   /* q (B, H, Sq, D), k (B, H, Sk, D), v (B, H, Sk, Dv): batch and heads must
    * match exactly (matmul broadcasting is not attention's GQA) */

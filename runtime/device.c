@@ -1,6 +1,9 @@
 /* device.c - device kinds and probing, the runtime version, and the CPU
  * device table (the template CUDA and Metal backends follow). */
 #include <dlfcn.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,18 +62,26 @@ bm_status bm_device_probe(bm_device_kind k) {
 
 /* ------------------------------------------------------------------ the CPU device */
 
+/* Page-granular anonymous mappings: zeroed, page (so 64-byte) aligned, and
+ * committed lazily, so a large arena costs nothing until it is touched. */
 static bm_status cpu_alloc(size_t bytes, size_t align, void **out) {
   *out = NULL;
-  if (align < 64) align = 64;
-  size_t n = (bytes + align - 1) / align * align;
-  if (n < bytes) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu: %zu bytes overflow", bytes);
-  void *p = aligned_alloc(align, n ? n : align);
-  if (!p) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (align > page) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "cpu: alignment %zu above the page size", align);
+  size_t n = bytes ? bytes : 1;
+  if (n > SIZE_MAX - page) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu: %zu bytes overflow", bytes);
+  n = (n + page - 1) / page * page;
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
   *out = p;
   return NULL;
 }
 
-static void cpu_free(void *p) { free(p); }
+static void cpu_free(void *p, size_t bytes) {
+  if (!p) return;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), n = bytes ? bytes : 1;
+  munmap(p, (n + page - 1) / page * page);
+}
 
 static bm_status cpu_copy(void *dst, const void *src, size_t bytes) {
   if (bytes) memcpy(dst, src, bytes);

@@ -132,6 +132,10 @@ struct bm_package {
   bm_elf_image *code;
 };
 
+/* Fills info for tensor t of fn with dims evaluated at syms (package.c). */
+void bm_rt_tensor_info(const bm_rt_function *fn, const bm_rt_tensor *t, const int64_t *syms,
+                       bm_tensor_info *out);
+
 /* ------------------------------------------------------------------ CPU features */
 
 /* Is the host arch the one a triple names? ("x86_64-...", "aarch64-...") */
@@ -160,8 +164,8 @@ void bm_threadpool_run(bm_threadpool *p, bm_kernel_fn fn, void *const *bufs, con
 typedef struct bm_device_iface {
   const char *name;
   bm_device_kind kind;
-  bm_status (*alloc)(size_t bytes, size_t align, void **out);
-  void (*free)(void *p);
+  bm_status (*alloc)(size_t bytes, size_t align, void **out); /* zeroed */
+  void (*free)(void *p, size_t bytes);
   /* host<->device or device<->device copy */
   bm_status (*copy)(void *dst, const void *src, size_t bytes);
   /* Runs one kernel over [0, ntasks). `ctx` is the device's queue/pool. */

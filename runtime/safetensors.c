@@ -210,7 +210,7 @@ static bm_status parse_entry(const char *path, const cJSON *j, uint64_t data_siz
     uint64_t v;
     if (!json_uint(e, &v))
       return bm_status_make(BM_ERR_CORRUPT,
-                            "%s: tensor '%s': shape[%d] is not a non-negative integer", path, name, d);
+                            "%s: tensor '%s': shape[%d] is not an integer in [0, 2^53]", path, name, d);
     t->shape[d] = (int64_t)v;
     if (__builtin_mul_overflow(numel, (int64_t)v, &numel))
       return bm_status_make(BM_ERR_CORRUPT, "%s: tensor '%s': shape element count overflows", path,
@@ -225,8 +225,8 @@ static bm_status parse_entry(const char *path, const cJSON *j, uint64_t data_siz
   if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_uint(off->child, &b) ||
       !json_uint(off->child->next, &e))
     return bm_status_make(BM_ERR_CORRUPT,
-                          "%s: tensor '%s': \"data_offsets\" is not [begin, end] of non-negative "
-                          "integers",
+                          "%s: tensor '%s': \"data_offsets\" is not [begin, end] of integers in "
+                          "[0, 2^53]",
                           path, name);
   if (b > e)
     return bm_status_make(BM_ERR_CORRUPT, "%s: tensor '%s': data_offsets [%llu, %llu] has begin > end",

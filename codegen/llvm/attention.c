@@ -2,23 +2,35 @@
  * (tiled Q.K^T, online softmax, P.V) that never materializes Sq x Sk scores.
  *
  * Task space: one task per (batch, query head, block of BQ queries), ordered
- * head-major so that a contiguous range of tasks covers whole heads (this
- * balances causal work across threads). For each task:
+ * head-major (t = (b * Hq + h) * nblocks + block). When B and Sq are both
+ * symbolic (a task expression has one symbol) a task is a whole head. For
+ * one block of queries q0 .. q0+nq-1:
  *
- *   Qs  = scale * q[b, h, q0:q0+BQ, :]          f32 scratch (BQ, DQ), zero padded
+ *   Qs  = scale * q[b, h, q0:q0+nq, :]          f32 scratch (BQ, DQ), zero padded
  *   m   = -inf, l = 0, acc = 0                  per query row
- *   for each key block [kb, kb+BK) of the block's visible range (blocks fully
- *   hidden by causal/window are never visited):
+ *   for each key block [kb, kb+BK) of the block's visible range (key blocks
+ *   fully hidden by causal/window are never visited):
  *     S   = Qs . K[kb:kb+BK]^T                  (BQ, BK) f32 scratch; vectorized over D
- *     S   = softcap/mask/causal/window(S)       vectorized over keys
- *     m'  = max(m, rowmax S); alpha = exp(m - m'); P = exp(S - m')
+ *     S   = mask(softcap(S)), -inf where causal/window hide a key
+ *     m'  = max(m, rowmax S); alpha = exp(m - m'); P = exp(S - m')   vectorized over keys
  *     l   = alpha * l + rowsum P
- *     acc = alpha * acc + P . V[kb:kb+BK]        vectorized over Dv
- *   out = acc / l (0 where l == 0: a fully masked row), epilogue, store.
+ *     acc = alpha * acc + P . V[kb:kb+BK]        (BQ, DVA) f32 scratch; vectorized over Dv
+ *   out = epilogue(acc / l), 0 where l == 0 (a fully masked row).
  *
- * Vector widths: dot products use the widest power of two <= cg->vec that
- * divides D (at least 4); a remainder of D % 4 elements is loaded element by
- * element. The same holds for Dv in the P.V accumulation.
+ * Register tiles: S is computed RI query rows x JR keys at a time (RI*JR
+ * vector accumulators over D, then one combined horizontal reduction per
+ * row); P.V is accumulated RI rows x CV vectors of Dv at a time. With Sq
+ * static 1 (decode) RI is 1; with Sq symbolic, blocks of fewer than RI
+ * queries take a one-row variant, so decode never computes padding rows.
+ *
+ * Vector widths: <cg->vec x float> when D % vec is 0 or a power of two >= 4
+ * (that leftover is one narrow load widened with zeros); otherwise the
+ * widest power of two dividing D (at least 4) and the last D % 4 elements
+ * element by element. Dv likewise.
+ *
+ * Splitting Sk across tasks (for decode with few heads) is not done: tasks
+ * share no memory but the output, so partial results could not be combined
+ * within one kernel.
  */
 #include <math.h>
 #include <string.h>
@@ -26,10 +38,11 @@
 #include "cg.h"
 
 enum {
-  ATTN_BQ = 32, /* query rows per task (fewer when Sq is static and smaller) */
-  ATTN_BK = 64, /* keys per block */
-  ATTN_JR = 4,  /* keys per dot-product register tile */
-  ATTN_CV = 4,  /* Dv vectors per P.V register tile */
+  ATTN_BQ = 32,  /* query rows per task (fewer when Sq is static and smaller) */
+  ATTN_BK = 128, /* keys per block */
+  ATTN_JR = 4,   /* keys per dot-product register tile */
+  ATTN_RI = 4,   /* most query rows per register tile (2 with 16 vector registers) */
+  ATTN_CV = 4,   /* Dv vectors per P.V register tile */
 };
 
 /* Everything the emitter needs while building one kernel. */
@@ -50,7 +63,7 @@ typedef struct attn_ctx {
   bool has_mask, mask_row_contig;
 
   /* run-time values (i64 unless noted) */
-  LLVMValueRef batch, sq, sk, off, nqb;
+  LLVMValueRef sq, sk, off, nqb;
   LLVMValueRef q, k, v, mask, out;
   LLVMValueRef mstride[4]; /* mask strides for (b, h, i, j); 0 = broadcast */
   LLVMValueRef qs, s, acc, mrow, lrow, arow; /* scratch regions (ptr to f32) */
@@ -64,12 +77,8 @@ static LLVMValueRef sub(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) { return LL
 static LLVMValueRef mul(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildMul(a->b, x, y, ""); }
 static LLVMValueRef addc(attn_ctx *a, LLVMValueRef x, int64_t c) { return add(a, x, c64(a, c)); }
 static LLVMValueRef mulc(attn_ctx *a, LLVMValueRef x, int64_t c) { return mul(a, x, c64(a, c)); }
-static LLVMValueRef smin(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) {
-  return LLVMBuildSelect(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, x, y, ""), x, y, "");
-}
-static LLVMValueRef smax(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) {
-  return LLVMBuildSelect(a->b, LLVMBuildICmp(a->b, LLVMIntSGT, x, y, ""), x, y, "");
-}
+static LLVMValueRef smin(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) { return bm_cg_imin(a->f, x, y); }
+static LLVMValueRef smax(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) { return bm_cg_imax(a->f, x, y); }
 /* ceil(x / c) for x >= 0 */
 static LLVMValueRef ceil_div(attn_ctx *a, LLVMValueRef x, int64_t c) {
   return LLVMBuildSDiv(a->b, addc(a, x, c - 1), c64(a, c), "");
@@ -79,18 +88,13 @@ static LLVMTypeRef vec_t(attn_ctx *a, int w) { return w == 1 ? a->cg->t_f32 : LL
 static LLVMValueRef fzero(attn_ctx *a, int w) { return LLVMConstNull(vec_t(a, w)); }
 static LLVMValueRef fsplat(attn_ctx *a, float v, int w) { return bm_cg_splat(a->f, bm_cg_f32(a->cg, v), w); }
 
-/* An alloca in the entry block (so SROA turns it into registers). */
-static LLVMValueRef entry_alloca(attn_ctx *a, LLVMTypeRef t) {
-  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(a->f->fn);
-  LLVMBuilderRef tb = LLVMCreateBuilderInContext(a->cg->ctx);
-  LLVMValueRef first = LLVMGetFirstInstruction(entry);
-  if (first)
-    LLVMPositionBuilderBefore(tb, first);
-  else
-    LLVMPositionBuilderAtEnd(tb, entry);
-  LLVMValueRef p = LLVMBuildAlloca(tb, t, "");
-  LLVMDisposeBuilder(tb);
-  return p;
+/* A stack slot in the entry block (SROA turns it into registers). */
+static LLVMValueRef entry_alloca(attn_ctx *a, LLVMTypeRef t) { return bm_cg_alloca(a->f, t, "attn"); }
+/* <w x i32> with every lane x */
+static LLVMValueRef isplat(attn_ctx *a, LLVMValueRef x, int w) {
+  LLVMTypeRef t = LLVMVectorType(a->cg->t_i32, (unsigned)w);
+  LLVMValueRef v = LLVMBuildInsertElement(a->b, LLVMGetUndef(t), x, bm_cg_i32(a->cg, 0), "");
+  return LLVMBuildShuffleVector(a->b, v, LLVMGetUndef(t), LLVMConstNull(t), "");
 }
 static LLVMValueRef ld(attn_ctx *a, LLVMTypeRef t, LLVMValueRef p) { return LLVMBuildLoad2(a->b, t, p, ""); }
 static void st(attn_ctx *a, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(a->b, v, p); }
@@ -103,16 +107,41 @@ static void st_f32(attn_ctx *a, LLVMValueRef base, LLVMValueRef idx, LLVMValueRe
   bm_cg_store(a->f, base, BM_DTYPE_F32, idx, v, w);
 }
 
+static bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
+
+/* Lanes first, first+stride, ... (w of them) of the concatenation of x and y. */
+static LLVMValueRef shuffle(attn_ctx *a, LLVMValueRef x, LLVMValueRef y, int w, int first, int stride) {
+  LLVMValueRef m[64];
+  for (int e = 0; e < w; e++) m[e] = bm_cg_i32(a->cg, first + e * stride);
+  return LLVMBuildShuffleVector(a->b, x, y, LLVMConstVector(m, (unsigned)w), "");
+}
+
 /* The first n (static, n < w) elements of base[idx...] as a w-lane vector
- * whose other lanes are 0. Used for the D % 4 leftovers only. */
+ * whose other lanes are 0: one narrow vector load when n is a power of two
+ * >= 4, else element by element (only for odd head sizes). */
 static LLVMValueRef load_tail(attn_ctx *a, LLVMValueRef base, bm_dtype t, LLVMValueRef idx,
                               int w, int n) {
+  if (n >= 4 && is_pow2(n)) {
+    LLVMValueRef x = bm_cg_load(a->f, base, t, idx, n);
+    LLVMValueRef m[64];
+    for (int e = 0; e < w; e++) m[e] = bm_cg_i32(a->cg, e < n ? e : n); /* lane n: a zero */
+    return LLVMBuildShuffleVector(a->b, x, fzero(a, n), LLVMConstVector(m, (unsigned)w), "");
+  }
   LLVMValueRef v = fzero(a, w);
   for (int e = 0; e < n; e++) {
     LLVMValueRef x = bm_cg_load(a->f, base, t, addc(a, idx, e), 1);
     v = LLVMBuildInsertElement(a->b, v, x, bm_cg_i32(a->cg, e), "");
   }
   return v;
+}
+
+/* max(x, y) as x86 maxps computes it (no NaN handling: scores are never NaN) */
+static LLVMValueRef vmax(attn_ctx *a, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildSelect(a->b, LLVMBuildFCmp(a->b, LLVMRealOGT, x, y, ""), x, y, "");
+}
+static LLVMValueRef hmax(attn_ctx *a, LLVMValueRef x, int w) {
+  for (; w > 1; w /= 2) x = vmax(a, shuffle(a, x, x, w / 2, 0, 1), shuffle(a, x, x, w / 2, w / 2, 1));
+  return LLVMBuildExtractElement(a->b, x, bm_cg_i32(a->cg, 0), "");
 }
 
 /* Chunk c of a row of length len at base[idx]: full vector or zero-padded tail. */
@@ -158,6 +187,22 @@ static void emit_init_state(attn_ctx *a, LLVMValueRef nqr) {
   bm_cg_loop_end(a->f, &l);
 }
 
+/* Horizontal sums of nv vectors of width w (nv, w powers of two, nv <= w)
+ * as one nv-lane vector: pairwise even+odd lane additions, which costs far
+ * fewer shuffles than nv separate reductions. */
+static LLVMValueRef hsum_many(attn_ctx *a, LLVMValueRef *v, int nv, int w) {
+  LLVMValueRef t[ATTN_JR];
+  for (int i = 0; i < nv; i++) t[i] = v[i];
+  for (int n = nv; n > 1; n /= 2) /* after this, lanes hold groups of n/2 vectors' pair sums */
+    for (int i = 0; i < n / 2; i++)
+      t[i] = LLVMBuildFAdd(a->b, shuffle(a, t[2 * i], t[2 * i + 1], w, 0, 2),
+                           shuffle(a, t[2 * i], t[2 * i + 1], w, 1, 2), "");
+  LLVMValueRef x = t[0]; /* nv groups of w/nv lanes, in order */
+  for (int width = w; width > nv; width /= 2)
+    x = LLVMBuildFAdd(a->b, shuffle(a, x, x, width / 2, 0, 2), shuffle(a, x, x, width / 2, 1, 2), "");
+  return x;
+}
+
 /* S[0:nqr, 0:nk] = Qs . K[kb:kb+nk]^T, in tiles of ri rows x jr keys; keys
  * past the block end are clamped to the last valid key (their scores are
  * masked later). */
@@ -174,11 +219,11 @@ static void emit_scores(attn_ctx *a, LLVMValueRef krow0, LLVMValueRef kb, LLVMVa
     LLVMValueRef key = smin(a, add(a, kb, addc(a, lj.iv, r)), last);
     krow[r] = mulc(a, add(a, krow0, key), a->d);
   }
-  LLVMValueRef accv[2][ATTN_JR];
+  LLVMValueRef accv[ATTN_RI][ATTN_JR];
   for (int i = 0; i < ri; i++)
     for (int r = 0; r < jr; r++) accv[i][r] = fzero(a, w);
   for (int c = 0; c < nch; c++) {
-    LLVMValueRef qv[2];
+    LLVMValueRef qv[ATTN_RI];
     for (int i = 0; i < ri; i++)
       qv[i] = ld_f32(a, a->qs, addc(a, mulc(a, addc(a, li.iv, i), a->dq), (int64_t)c * w), w);
     for (int r = 0; r < jr; r++) {
@@ -186,11 +231,10 @@ static void emit_scores(attn_ctx *a, LLVMValueRef krow0, LLVMValueRef kb, LLVMVa
       for (int i = 0; i < ri; i++) accv[i][r] = bm_cg_fma(a->f, qv[i], kv, accv[i][r]);
     }
   }
-  for (int i = 0; i < ri; i++)
-    for (int r = 0; r < jr; r++) {
-      LLVMValueRef sidx = add(a, mulc(a, addc(a, li.iv, i), a->bk), addc(a, lj.iv, r));
-      st_f32(a, a->s, sidx, bm_cg_hsum(a->f, accv[i][r]), 1);
-    }
+  for (int i = 0; i < ri; i++) {
+    LLVMValueRef sidx = add(a, mulc(a, addc(a, li.iv, i), a->bk), lj.iv);
+    st_f32(a, a->s, sidx, hsum_many(a, accv[i], jr, w), jr);
+  }
   bm_cg_loop_end(a->f, &lj);
   bm_cg_loop_end(a->f, &li);
 }
@@ -223,7 +267,7 @@ static void emit_softmax_update(attn_ctx *a, LLVMValueRef bidx, LLVMValueRef hid
                                 LLVMValueRef nqr) {
   bm_cg *cg = a->cg;
   int vk = a->vk;
-  LLVMTypeRef tv = vec_t(a, vk), ti32v = LLVMVectorType(cg->t_i32, (unsigned)vk);
+  LLVMTypeRef tv = vec_t(a, vk);
   LLVMValueRef lanes[64];
   for (int e = 0; e < vk; e++) lanes[e] = bm_cg_i32(cg, e);
   LLVMValueRef lane = LLVMConstVector(lanes, (unsigned)vk);
@@ -257,20 +301,18 @@ static void emit_softmax_update(attn_ctx *a, LLVMValueRef bidx, LLVMValueRef hid
     LLVMValueRef ll = smax(a, smin(a, sub(a, lo, lj.iv), c64(a, vk)), c64(a, -1));
     hl = LLVMBuildTrunc(a->b, hl, cg->t_i32, "");
     ll = LLVMBuildTrunc(a->b, ll, cg->t_i32, "");
-    LLVMValueRef hv = LLVMBuildVectorSplat(a->b, (unsigned)vk, hl, "");
-    LLVMValueRef lv = LLVMBuildVectorSplat(a->b, (unsigned)vk, ll, "");
+    LLVMValueRef hv = isplat(a, hl, vk), lv = isplat(a, ll, vk);
     LLVMValueRef ok = LLVMBuildAnd(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, lane, hv, ""),
                                    LLVMBuildICmp(a->b, LLVMIntSGT, lane, lv, ""), "");
-    (void)ti32v;
     x = LLVMBuildSelect(a->b, ok, x, ninf, "");
     st_f32(a, a->s, sidx, x, vk);
-    st(a, bm_cg_fmax(a->f, ld(a, tv, vmax_p), x), vmax_p);
+    st(a, vmax(a, ld(a, tv, vmax_p), x), vmax_p);
   }
   bm_cg_loop_end(a->f, &lj);
 
   /* new running max; m_use = 0 while the row has seen nothing (avoids inf - inf) */
   LLVMValueRef m_old = ld_f32(a, a->mrow, li.iv, 1);
-  LLVMValueRef m_new = bm_cg_fmax(a->f, m_old, bm_cg_hmax(a->f, ld(a, tv, vmax_p)));
+  LLVMValueRef m_new = vmax(a, m_old, hmax(a, ld(a, tv, vmax_p), vk));
   LLVMValueRef empty = LLVMBuildFCmp(a->b, LLVMRealOEQ, m_new, bm_cg_f32(cg, -INFINITY), "");
   LLVMValueRef m_use = LLVMBuildSelect(a->b, empty, bm_cg_f32(cg, 0.f), m_new, "");
   LLVMValueRef lim1 = bm_cg_f32(cg, -87.f);
@@ -311,7 +353,7 @@ static void emit_pv(attn_ctx *a, LLVMValueRef vrow0, LLVMValueRef kb, LLVMValueR
   bm_cg_loop_begin(a->f, &li, c64(a, 0), nqr, c64(a, ri));
   for (int c0 = 0; c0 < nch; c0 += ATTN_CV) {
     int ncv = nch - c0 < ATTN_CV ? nch - c0 : ATTN_CV;
-    LLVMValueRef accp[2][ATTN_CV], aidx[2][ATTN_CV];
+    LLVMValueRef accp[ATTN_RI][ATTN_CV], aidx[ATTN_RI][ATTN_CV];
     for (int i = 0; i < ri; i++) {
       LLVMValueRef row = addc(a, li.iv, i);
       LLVMValueRef al = bm_cg_splat(a->f, ld_f32(a, a->arow, row, 1), wv);
@@ -325,7 +367,7 @@ static void emit_pv(attn_ctx *a, LLVMValueRef vrow0, LLVMValueRef kb, LLVMValueR
     bm_cg_loop_begin(a->f, &lj, c64(a, 0), nk, c64(a, 1));
     {
       LLVMValueRef vrow = mulc(a, add(a, vrow0, add(a, kb, lj.iv)), a->dv);
-      LLVMValueRef p[2];
+      LLVMValueRef p[ATTN_RI];
       for (int i = 0; i < ri; i++)
         p[i] = bm_cg_splat(a->f, ld_f32(a, a->s, add(a, mulc(a, addc(a, li.iv, i), a->bk), lj.iv), 1), wv);
       for (int c = 0; c < ncv; c++) {
@@ -363,12 +405,22 @@ static void emit_store(attn_ctx *a, LLVMValueRef bidx, LLVMValueRef hidx, LLVMVa
     if (epi) x = bm_cg_epilogue(a->f, x, coords, wv);
     bm_cg_store(a->f, a->out, a->tout, addc(a, dst, (int64_t)c * wv), x, wv);
   }
-  for (int e = 0; e < a->tail_v; e++) { /* Dv % 4 leftovers, one by one */
-    int64_t col = (int64_t)a->nfull_v * wv + e;
-    LLVMValueRef x = LLVMBuildFMul(a->b, ld_f32(a, a->acc, addc(a, arow, col), 1), inv, "");
+  if (a->tail_v >= 4 && is_pow2(a->tail_v)) { /* leftover as one narrow vector */
+    int t = a->tail_v;
+    int64_t col = (int64_t)a->nfull_v * wv;
+    LLVMValueRef x = LLVMBuildFMul(a->b, ld_f32(a, a->acc, addc(a, arow, col), t),
+                                   bm_cg_splat(a->f, inv, t), "");
     coords[3] = c64(a, col);
-    if (epi) x = bm_cg_epilogue(a->f, x, coords, 1);
-    bm_cg_store(a->f, a->out, a->tout, addc(a, dst, col), x, 1);
+    if (epi) x = bm_cg_epilogue(a->f, x, coords, t);
+    bm_cg_store(a->f, a->out, a->tout, addc(a, dst, col), x, t);
+  } else {
+    for (int e = 0; e < a->tail_v; e++) { /* Dv % 4 leftovers, one by one */
+      int64_t col = (int64_t)a->nfull_v * wv + e;
+      LLVMValueRef x = LLVMBuildFMul(a->b, ld_f32(a, a->acc, addc(a, arow, col), 1), inv, "");
+      coords[3] = c64(a, col);
+      if (epi) x = bm_cg_epilogue(a->f, x, coords, 1);
+      bm_cg_store(a->f, a->out, a->tout, addc(a, dst, col), x, 1);
+    }
   }
   bm_cg_loop_end(a->f, &li);
 }
@@ -408,17 +460,22 @@ static void emit_block(attn_ctx *a, LLVMValueRef bh, LLVMValueRef qb) {
 /* ------------------------------------------------------------------ checks and setup */
 
 static bool is_float_dtype(bm_dtype t) {
-  return t == BM_DTYPE_F32 || t == BM_DTYPE_F16 || t == BM_DTYPE_BF16;
+  return t == BM_DTYPE_F32 || t == BM_DTYPE_F16 || t == BM_DTYPE_BF16 ||
+         t == BM_DTYPE_FP8_E4M3 || t == BM_DTYPE_FP8_E5M2;
 }
 
-/* Widest power of two <= vec dividing len (at least 4). */
+/* Vector width for a row of len elements: the full width when the leftover
+ * is a power of two >= 4 (loaded as one narrow vector), else the widest
+ * power of two dividing len (at least 4; a leftover < 4 goes element-wise). */
 static int pick_width(int vec, int64_t len) {
   int w = vec < 4 ? 4 : vec;
+  int t = (int)(len % w);
+  if (t == 0 || (t >= 4 && is_pow2(t))) return w;
   while (w > 4 && len % w) w /= 2;
   return w;
 }
 
-static bm_status check_node(bm_cg *cg, bm_node *n, attn_ctx *a) {
+static bm_status check_node(bm_node *n, attn_ctx *a) {
   int nb = bm_node_base_nin(n);
   if (n->op != BM_OP_ATTENTION || nb < 3 || nb > 4)
     return bm_status_make(BM_ERR_INTERNAL, "attention emitter: node %d is %s with %d inputs", n->id,
@@ -436,10 +493,11 @@ static bm_status check_node(bm_cg *cg, bm_node *n, attn_ctx *a) {
                             "cpu attention (node %d): %s must be static and positive", n->id,
                             names[i]);
   if (!is_float_dtype(q->dtype) || !is_float_dtype(k->dtype) || !is_float_dtype(v->dtype) ||
-      !is_float_dtype(n->dtype) || (nb == 4 && !is_float_dtype(n->in[3]->dtype)))
+      !is_float_dtype(n->dtype) || !bm_cg_dtype_storable(n->dtype) ||
+      (nb == 4 && !is_float_dtype(n->in[3]->dtype)))
     return bm_status_make(BM_ERR_UNSUPPORTED,
-                          "cpu attention (node %d): dtypes q %s, k %s, v %s, out %s: only f32, "
-                          "f16, bf16 are supported",
+                          "cpu attention (node %d): dtypes q %s, k %s, v %s, out %s: only "
+                          "float dtypes are supported",
                           n->id, bm_dtype_name(q->dtype), bm_dtype_name(k->dtype),
                           bm_dtype_name(v->dtype), bm_dtype_name(n->dtype));
   a->hq = sdims[0].add;
@@ -456,14 +514,13 @@ static bm_status check_node(bm_cg *cg, bm_node *n, attn_ctx *a) {
       return bm_status_make(BM_ERR_UNSUPPORTED, "cpu attention (node %d): mask rank %d", n->id,
                             m->ndim);
   }
-  (void)cg;
   return NULL;
 }
 
 bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol) {
   attn_ctx a;
   memset(&a, 0, sizeof a);
-  BM_RETURN_IF_ERROR(check_node(cg, n, &a));
+  BM_RETURN_IF_ERROR(check_node(n, &a));
   bm_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
   a.cg = cg;
   a.n = n;
@@ -493,7 +550,7 @@ bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol) {
   /* decode-shaped (static Sq == 1): one row per tile, no padding work */
   bm_dim sqd = q->shape[2];
   bool sq_static = bm_dim_is_static(sqd);
-  a.ri = (sq_static && sqd.add == 1) ? 1 : 2;
+  a.ri = (sq_static && sqd.add == 1) ? 1 : cg->vec >= 16 ? ATTN_RI : 2;
   a.bq = ATTN_BQ;
   if (sq_static && sqd.add < a.bq) a.bq = (int)((sqd.add + a.ri - 1) / a.ri * a.ri);
   if (a.bq < a.ri) a.bq = a.ri;
@@ -536,7 +593,6 @@ bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol) {
   LLVMValueRef *dst[6] = {&a.qs, &a.s, &a.acc, &a.mrow, &a.lrow, &a.arow};
   for (int i = 0; i < 6; i++) *dst[i] = LLVMBuildGEP2(a.b, cg->t_i8, sbase, &offs[i], 1, "");
 
-  a.batch = bm_cg_dim(&f, bd);
   a.sq = bm_cg_dim(&f, sqd);
   a.sk = bm_cg_dim(&f, k->shape[2]);
   a.off = sub(&a, a.sk, a.sq);
@@ -572,7 +628,24 @@ bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol) {
     }
     bm_cg_loop lq;
     bm_cg_loop_begin(&f, &lq, qb_lo, qb_hi, c64(&a, 1));
-    emit_block(&a, bh, lq.iv);
+    if (a.ri > 1 && !sq_static) {
+      /* Sq known only at run time: blocks of fewer than ri queries (decode)
+       * take a one-row variant instead of computing padding rows */
+      int ri = a.ri;
+      LLVMValueRef nq = smin(&a, c64(&a, a.bq), sub(&a, a.sq, mulc(&a, lq.iv, a.bq)));
+      LLVMValueRef small = LLVMBuildICmp(a.b, LLVMIntSLT, nq, c64(&a, ri), "");
+      bm_cg_if c1, c2;
+      bm_cg_if_begin(&f, &c1, small);
+      a.ri = 1;
+      emit_block(&a, bh, lq.iv);
+      bm_cg_if_end(&f, &c1);
+      bm_cg_if_begin(&f, &c2, LLVMBuildNot(a.b, small, ""));
+      a.ri = ri;
+      emit_block(&a, bh, lq.iv);
+      bm_cg_if_end(&f, &c2);
+    } else {
+      emit_block(&a, bh, lq.iv);
+    }
     bm_cg_loop_end(&f, &lq);
   }
   bm_cg_loop_end(&f, &lt);

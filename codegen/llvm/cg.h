@@ -31,6 +31,8 @@ typedef struct bm_cg {
   bool has_fma;
   bool has_f16c;            /* hardware f16 <-> f32 conversion (else integer code) */
   int graph_index;          /* index of `graph` in the module */
+  char cpu_name[64];        /* resolved target CPU (function attribute "target-cpu") */
+  char cpu_features[2048];  /* full LLVM feature string ("target-features") */
   /* common types */
   LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_f16, t_bf16, t_f32, t_f64, t_ptr;
   LLVMTypeRef t_kernel;     /* the bm_kernel_fn type */
@@ -155,7 +157,7 @@ bool bm_cg_dtype_storable(bm_dtype t);
 /* ---- target machine (target.c) */
 /* Creates cg->tm for target t (host by default), sets cg->vec, has_fma,
  * has_f16c and fills out->triple, cpu, features, required. */
-bm_status bm_cg_target_init(bm_cg *cg, const bm_target *t, bm_code *out);
+bm_status bm_cg_target_init(bm_cg *cg, const bm_target *t, bm_object *out);
 /* Writes the module as LLVM IR text, or as assembly if path ends in ".s". */
 bm_status bm_cg_dump_module(bm_cg *cg, const char *path);
 
@@ -168,5 +170,54 @@ bm_status bm_cg_emit_rope(bm_cg *cg, bm_node *n, const char *symbol);        /* 
 bm_status bm_cg_emit_matmul(bm_cg *cg, bm_node *n, const char *symbol);      /* matmul.c: matmul, qmatmul */
 bm_status bm_cg_emit_conv2d(bm_cg *cg, bm_node *n, const char *symbol);      /* conv.c */
 bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol);   /* attention.c: flash attention */
+
+
+/* ---- the tiled GEMM engine (matmul.c; conv.c uses it for conv2d)
+ * For each batch b < nbatch: C_b (M, N) = A_b (M, K) @ B_b (K, N), stored
+ * with an optional per-row bias and the node's epilogue applied once, after
+ * the whole K reduction. A and C are dense; B is read as b_kind says. The
+ * engine emits the kernel: task space, scratch, packing, the register-blocked
+ * micro-kernel (MR x NR from cg->vec), and a streaming GEMV path for tasks
+ * with at most 3 rows. */
+typedef enum bm_cg_gemm_b {
+  BM_CG_GEMM_B_KN,     /* B_b[k, n] = b[b_off + k*ldb + n] (b_dt) */
+  BM_CG_GEMM_B_NK,     /* B_b[k, n] = b[b_off + n*ldb + k] (b_dt) */
+  BM_CG_GEMM_B_Q,      /* B[k, n] = q[n*K + k] * scale[n*(K/q_group) + k/q_group]; q b_dt i8|i4 */
+  BM_CG_GEMM_B_LOADER, /* B_b[k, n..n+w) through load_b_prep / load_b (conv2d: im2col) */
+} bm_cg_gemm_b;
+
+typedef struct bm_cg_gemm bm_cg_gemm;
+struct bm_cg_gemm {
+  /* static description, filled by the caller */
+  bm_dim m;              /* rows per batch; exact if m_linear, else only its bound is used */
+  bool m_linear;
+  bm_dim nbatch;         /* batches; exact if nbatch_linear, else only its bound is used */
+  bool nbatch_linear;
+  int64_t n_max, k_max;  /* bounds of N and K */
+  bm_dtype a_dt, b_dt, c_dt, bias_dt;
+  bool a_trans;          /* A_b[m, k] = a[a_off + k*lda + m] instead of a[a_off + m*lda + k] */
+  bm_cg_gemm_b b_kind;
+  int64_t q_group;       /* B_Q: group size along K */
+  bool vec_epilogue;     /* the epilogue may see vectors along n (else lane by lane) */
+  void *ctx;
+  /* callbacks, called while the kernel body is emitted */
+  void (*setup)(bm_cg_fn *f, bm_cg_gemm *g); /* sets the run-time values below */
+  /* element offsets of batch b (i64); *bias_off may be left NULL without bias */
+  void (*batch)(bm_cg_fn *f, bm_cg_gemm *g, LLVMValueRef b, LLVMValueRef *a_off,
+                LLVMValueRef *b_off, LLVMValueRef *c_off, LLVMValueRef *bias_off);
+  /* output coordinates of C_b[m, n] for the epilogue */
+  void (*coords)(bm_cg_fn *f, bm_cg_gemm *g, LLVMValueRef b, LLVMValueRef m, LLVMValueRef n,
+                 LLVMValueRef *coords);
+  /* B_LOADER: prepare B_b[., n..n+width) (nvalid NULL = all lanes) into st,
+   * then load it at row k; invalid lanes and padding read 0. */
+  void (*load_b_prep)(bm_cg_fn *f, bm_cg_gemm *g, LLVMValueRef b_off, LLVMValueRef n, int width,
+                      LLVMValueRef nvalid, LLVMValueRef st[4]);
+  LLVMValueRef (*load_b)(bm_cg_fn *f, bm_cg_gemm *g, LLVMValueRef st[4], LLVMValueRef k, int width);
+  /* run-time values, set by setup: i64 sizes and leading dims, buffer pointers */
+  LLVMValueRef M, N, K, nb, lda, ldb, ldc;
+  LLVMValueRef a, b, c, scale, bias; /* scale: B_Q; bias: NULL = none (indexed bias_off + m) */
+};
+/* Emits the kernel SYMBOL for node n as described by g; sets n->tasks, n->scratch. */
+bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm *g);
 
 #endif

@@ -1,0 +1,703 @@
+/* package.c - bm_package_open: map a .bmpk file, verify every byte we will
+ * use (header, checksums, manifest fields, offsets, target, CPU features),
+ * decompress weights, load the code; plus the package accessors.
+ * The format is described in docs/package.md. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "internal.h"
+
+#define CORRUPT(...) bm_status_make(BM_ERR_CORRUPT, __VA_ARGS__)
+
+/* ------------------------------------------------------------------ JSON field readers */
+
+/* Every reader names the field by its path, e.g.
+ * "manifest: functions[0].kernels[3].scratch: expected an integer in [0, 4294967296]". */
+
+static const cJSON *field(const cJSON *obj, const char *key) {
+  return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+}
+
+static bm_status get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                         const char *path) {
+  const cJSON *v = field(obj, key);
+  double d = v && cJSON_IsNumber(v) ? v->valuedouble : NAN;
+  if (!(d >= (double)lo && d <= (double)hi) || d != floor(d) || fabs(d) > 9007199254740992.0)
+    return CORRUPT("manifest: %s.%s: expected an integer in [%" PRId64 ", %" PRId64 "]", path, key,
+                   lo, hi);
+  *out = (int64_t)d;
+  return NULL;
+}
+
+static bm_status get_u64(const cJSON *obj, const char *key, uint64_t hi, uint64_t *out,
+                         const char *path) {
+  int64_t v;
+  BM_RETURN_IF_ERROR(get_int(obj, key, 0, (int64_t)hi, &v, path));
+  *out = (uint64_t)v;
+  return NULL;
+}
+
+static bm_status get_str(const cJSON *obj, const char *key, const char **out, const char *path) {
+  const cJSON *v = field(obj, key);
+  if (!cJSON_IsString(v) || !v->valuestring)
+    return CORRUPT("manifest: %s.%s: expected a string", path, key);
+  *out = v->valuestring;
+  return NULL;
+}
+
+static bm_status get_array(const cJSON *obj, const char *key, int max, const cJSON **out, int *n,
+                           const char *path) {
+  const cJSON *v = field(obj, key);
+  if (!cJSON_IsArray(v)) return CORRUPT("manifest: %s.%s: expected an array", path, key);
+  int cnt = cJSON_GetArraySize(v);
+  if (cnt > max) return CORRUPT("manifest: %s.%s: %d entries, at most %d allowed", path, key, cnt, max);
+  *out = v;
+  *n = cnt;
+  return NULL;
+}
+
+static bm_status get_hash(const cJSON *obj, const char *key, uint64_t *out, const char *path) {
+  const char *s;
+  BM_RETURN_IF_ERROR(get_str(obj, key, &s, path));
+  uint64_t v = 0;
+  int i = 0;
+  for (; s[i] && i < 17; i++) {
+    char c = s[i];
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) break;
+    v = v << 4 | (uint64_t)d;
+  }
+  if (i != 16 || s[i]) return CORRUPT("manifest: %s.%s: expected 16 lowercase hex digits", path, key);
+  *out = v;
+  return NULL;
+}
+
+static bm_status get_dtype(const cJSON *obj, const char *key, bm_dtype *out, const char *path) {
+  const char *s;
+  BM_RETURN_IF_ERROR(get_str(obj, key, &s, path));
+  if (bm_dtype_from_name(s, out) != 0) return CORRUPT("manifest: %s.%s: unknown dtype '%s'", path, key, s);
+  return NULL;
+}
+
+/* a*b, or -1 if it overflows or exceeds lim */
+static int64_t mul_lim(int64_t a, int64_t b, int64_t lim) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > lim) return -1;
+  return r;
+}
+
+/* Reads a shape: ints, or (when syms != NULL) {"sym": i, "mul": m, "add": a}.
+ * *max_elems gets the element count at the symbols' upper bounds. */
+static bm_status get_shape(const cJSON *obj, const char *key, const bm_rt_sym *syms, int nsyms,
+                           int *ndim, bm_rt_dim *dims, int64_t *max_elems, const char *path) {
+  const cJSON *arr;
+  int n;
+  char p[256];
+  BM_RETURN_IF_ERROR(get_array(obj, key, BM_MAX_DIMS, &arr, &n, path));
+  int64_t elems = 1;
+  for (int i = 0; i < n; i++) {
+    const cJSON *d = cJSON_GetArrayItem(arr, i);
+    bm_rt_dim dim = {-1, 0, 0};
+    int64_t at_max;
+    snprintf(p, sizeof p, "%s.%s[%d]", path, key, i);
+    if (cJSON_IsNumber(d)) {
+      double v = d->valuedouble;
+      if (!(v >= 0 && v <= (double)BM_PKG_MAX_ELEMS) || v != floor(v))
+        return CORRUPT("manifest: %s: expected a dimension in [0, 2^50]", p);
+      dim.add = (int64_t)v;
+      at_max = dim.add;
+    } else if (syms && cJSON_IsObject(d)) {
+      int64_t s, m, a;
+      BM_RETURN_IF_ERROR(get_int(d, "sym", 0, nsyms - 1, &s, p));
+      BM_RETURN_IF_ERROR(get_int(d, "mul", 1, 1 << 20, &m, p));
+      BM_RETURN_IF_ERROR(get_int(d, "add", -(1ll << 40), 1ll << 40, &a, p));
+      dim.sym = (int32_t)s;
+      dim.mul = m;
+      dim.add = a;
+      at_max = m * syms[s].max + a; /* max <= 2^40, m <= 2^20: no overflow */
+      if (at_max < 0 || at_max > BM_PKG_MAX_ELEMS)
+        return CORRUPT("manifest: %s: dimension is %" PRId64 " at the symbol's upper bound", p, at_max);
+    } else {
+      return CORRUPT("manifest: %s: expected %s", p, syms ? "an integer or {sym, mul, add}" : "an integer");
+    }
+    dims[i] = dim;
+    elems = mul_lim(elems, at_max, BM_PKG_MAX_ELEMS);
+    if (elems < 0) return CORRUPT("manifest: %s.%s: too many elements", path, key);
+  }
+  *ndim = n;
+  *max_elems = elems;
+  return NULL;
+}
+
+/* {"arena": offset, "nbytes": n} or {"weight": index} */
+static bm_status get_storage(const bm_package *pkg, const cJSON *obj, uint64_t arena_bytes,
+                             bm_rt_arg *out, const char *path) {
+  if (!cJSON_IsObject(obj)) return CORRUPT("manifest: %s: expected {\"arena\": ..} or {\"weight\": ..}", path);
+  if (field(obj, "weight")) {
+    int64_t w;
+    BM_RETURN_IF_ERROR(get_int(obj, "weight", 0, (int64_t)pkg->nweights - 1, &w, path));
+    out->weight = (int)w;
+    out->offset = 0;
+    out->nbytes = pkg->weights[w].size;
+    return NULL;
+  }
+  out->weight = -1;
+  BM_RETURN_IF_ERROR(get_u64(obj, "arena", arena_bytes, &out->offset, path));
+  BM_RETURN_IF_ERROR(get_u64(obj, "nbytes", arena_bytes - out->offset, &out->nbytes, path));
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ manifest sections */
+
+static bm_status parse_weights(bm_package *pkg, const cJSON *root) {
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(root, "weights", 1 << 24, &arr, &n, "manifest"));
+  pkg->weights = calloc((size_t)n + 1, sizeof *pkg->weights);
+  if (!pkg->weights) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%d weights", n);
+  pkg->nweights = n;
+  char p[64];
+  for (int i = 0; i < n; i++) {
+    const cJSON *o = cJSON_GetArrayItem(arr, i);
+    bm_rt_weight *w = &pkg->weights[i];
+    snprintf(p, sizeof p, "weights[%d]", i);
+    if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", p);
+    bm_rt_dim dims[BM_MAX_DIMS];
+    int64_t elems;
+    const char *comp;
+    BM_RETURN_IF_ERROR(get_str(o, "name", &w->name, p));
+    BM_RETURN_IF_ERROR(get_dtype(o, "dtype", &w->dtype, p));
+    BM_RETURN_IF_ERROR(get_shape(o, "shape", NULL, 0, &w->ndim, dims, &elems, p));
+    for (int d = 0; d < w->ndim; d++) w->shape[d] = dims[d].add;
+    BM_RETURN_IF_ERROR(get_u64(o, "offset", pkg->map_size, &w->offset, p));
+    BM_RETURN_IF_ERROR(get_u64(o, "size", 1ull << 50, &w->size, p));
+    BM_RETURN_IF_ERROR(get_u64(o, "stored_size", pkg->map_size - w->offset, &w->stored_size, p));
+    BM_RETURN_IF_ERROR(get_str(o, "compression", &comp, p));
+    BM_RETURN_IF_ERROR(get_hash(o, "xxh3", &w->xxh3, p));
+    if (w->size != bm_dtype_nbytes(w->dtype, elems))
+      return CORRUPT("manifest: weight '%s': size %" PRIu64 " does not match its %s shape (%zu bytes)",
+                     w->name, w->size, bm_dtype_name(w->dtype), bm_dtype_nbytes(w->dtype, elems));
+    if (w->offset % BM_PKG_WEIGHT_ALIGN)
+      return CORRUPT("manifest: weight '%s': offset %" PRIu64 " is not 64-byte aligned", w->name, w->offset);
+    if (!strcmp(comp, "none")) {
+      if (w->stored_size != w->size)
+        return CORRUPT("manifest: weight '%s': stored_size %" PRIu64 " != size %" PRIu64
+                       " for an uncompressed weight", w->name, w->stored_size, w->size);
+    } else if (!strcmp(comp, "zstd")) {
+      w->zstd = 1;
+      if (w->stored_size == 0) return CORRUPT("manifest: weight '%s': empty zstd data", w->name);
+    } else {
+      return CORRUPT("manifest: weight '%s': unknown compression '%s'", w->name, comp);
+    }
+    pkg->weight_bytes += w->size;
+  }
+  return NULL;
+}
+
+static bm_status parse_syms(const cJSON *fo, bm_rt_function *fn, const char *p) {
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(fo, "syms", BM_RT_MAX_SYMS, &arr, &n, p));
+  char q[160];
+  for (int i = 0; i < n; i++) {
+    const cJSON *o = cJSON_GetArrayItem(arr, i);
+    snprintf(q, sizeof q, "%s.syms[%d]", p, i);
+    BM_RETURN_IF_ERROR(get_str(o, "name", &fn->syms[i].name, q));
+    BM_RETURN_IF_ERROR(get_int(o, "max", 0, 1ll << 40, &fn->syms[i].max, q));
+  }
+  fn->nsyms = n;
+  return NULL;
+}
+
+static bm_status parse_tensors(bm_package *pkg, const cJSON *fo, const char *key, bool is_input,
+                               bm_rt_function *fn, const char *p) {
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(fo, key, 4096, &arr, &n, p));
+  bm_rt_tensor *ts = calloc((size_t)n + 1, sizeof *ts);
+  if (!ts) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest tensors");
+  if (is_input) {
+    fn->inputs = ts;
+    fn->ninputs = n;
+  } else {
+    fn->outputs = ts;
+    fn->noutputs = n;
+  }
+  char q[192];
+  for (int i = 0; i < n; i++) {
+    const cJSON *o = cJSON_GetArrayItem(arr, i);
+    bm_rt_tensor *t = &ts[i];
+    int64_t elems;
+    snprintf(q, sizeof q, "%s.%s[%d]", p, key, i);
+    if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", q);
+    BM_RETURN_IF_ERROR(get_str(o, "name", &t->name, q));
+    BM_RETURN_IF_ERROR(get_dtype(o, "dtype", &t->dtype, q));
+    BM_RETURN_IF_ERROR(get_shape(o, "shape", fn->syms, fn->nsyms, &t->ndim, t->shape, &elems, q));
+    uint64_t need = bm_dtype_nbytes(t->dtype, elems);
+    if (is_input) {
+      t->weight = -1;
+      BM_RETURN_IF_ERROR(get_u64(o, "offset", fn->arena_bytes, &t->offset, q));
+      BM_RETURN_IF_ERROR(get_u64(o, "nbytes", fn->arena_bytes - t->offset, &t->nbytes, q));
+    } else {
+      bm_rt_arg a;
+      char r[224];
+      snprintf(r, sizeof r, "%s.storage", q);
+      BM_RETURN_IF_ERROR(get_storage(pkg, field(o, "storage"), fn->arena_bytes, &a, r));
+      t->weight = a.weight;
+      t->offset = a.offset;
+      t->nbytes = a.nbytes;
+    }
+    if (t->nbytes < need)
+      return CORRUPT("manifest: %s '%s' needs %" PRIu64 " bytes at its upper bound but its slot has %" PRIu64,
+                     key, t->name, need, t->nbytes);
+  }
+  return NULL;
+}
+
+/* Task count of e at sym value v, or -1 if it could overflow. */
+static int64_t task_count_checked(const bm_task_expr *e, int64_t v) {
+  __int128 x = (__int128)(e->sym >= 0 ? e->mul : 0) * v + e->add; /* |mul|, |add|, v <= 2^40 */
+  if (x > BM_PKG_MAX_TASKS * (__int128)1024 || x < -BM_PKG_MAX_TASKS * (__int128)1024) return -1;
+  if (x <= 0) return 0;
+  __int128 t = ((x + e->div - 1) / e->div) * e->factor;
+  return t > BM_PKG_MAX_TASKS ? -1 : (int64_t)t;
+}
+
+static bm_status parse_kernels(bm_package *pkg, const cJSON *fo, bm_rt_function *fn, const char *p) {
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(fo, "kernels", 1 << 20, &arr, &n, p));
+  fn->kernels = calloc((size_t)n + 1, sizeof *fn->kernels);
+  if (!fn->kernels) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest kernels");
+  fn->nkernels = n;
+  char q[192], r[256];
+  for (int i = 0; i < n; i++) {
+    const cJSON *o = cJSON_GetArrayItem(arr, i);
+    bm_rt_kernel *k = &fn->kernels[i];
+    snprintf(q, sizeof q, "%s.kernels[%d]", p, i);
+    if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", q);
+    BM_RETURN_IF_ERROR(get_str(o, "symbol", &k->symbol, q));
+    BM_RETURN_IF_ERROR(get_str(o, "op", &k->op, q));
+    BM_RETURN_IF_ERROR(get_u64(o, "scratch", BM_PKG_MAX_SCRATCH, &k->scratch, q));
+    if (k->scratch > pkg->max_scratch) pkg->max_scratch = k->scratch;
+    const cJSON *t = field(o, "tasks");
+    snprintf(r, sizeof r, "%s.tasks", q);
+    if (!cJSON_IsObject(t)) return CORRUPT("manifest: %s: expected an object", r);
+    int64_t sym, mul, add, div, factor;
+    BM_RETURN_IF_ERROR(get_int(t, "sym", -1, fn->nsyms - 1, &sym, r));
+    BM_RETURN_IF_ERROR(get_int(t, "mul", -(1ll << 40), 1ll << 40, &mul, r));
+    BM_RETURN_IF_ERROR(get_int(t, "add", -(1ll << 40), 1ll << 40, &add, r));
+    BM_RETURN_IF_ERROR(get_int(t, "div", 1, 1ll << 40, &div, r));
+    BM_RETURN_IF_ERROR(get_int(t, "factor", 1, 1ll << 40, &factor, r));
+    k->tasks = (bm_task_expr){(int32_t)sym, mul, add, div, factor};
+    int64_t hi = sym >= 0 ? fn->syms[sym].max : 0;
+    if (task_count_checked(&k->tasks, 0) < 0 || task_count_checked(&k->tasks, hi) < 0)
+      return CORRUPT("manifest: %s: task count overflows", r);
+    const cJSON *args;
+    int na;
+    BM_RETURN_IF_ERROR(get_array(o, "args", 64, &args, &na, q));
+    if (na < 1) return CORRUPT("manifest: %s.args: a kernel needs at least one argument", q);
+    k->args = calloc((size_t)na, sizeof *k->args);
+    if (!k->args) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest args");
+    k->nargs = na;
+    for (int j = 0; j < na; j++) {
+      snprintf(r, sizeof r, "%s.args[%d]", q, j);
+      BM_RETURN_IF_ERROR(get_storage(pkg, cJSON_GetArrayItem(args, j), fn->arena_bytes, &k->args[j], r));
+    }
+  }
+  return NULL;
+}
+
+static bm_status parse_functions(bm_package *pkg, const cJSON *root) {
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(root, "functions", 4096, &arr, &n, "manifest"));
+  if (n == 0) return CORRUPT("manifest: the package has no functions");
+  pkg->functions = calloc((size_t)n, sizeof *pkg->functions);
+  if (!pkg->functions) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest functions");
+  pkg->nfunctions = n;
+  char p[64];
+  for (int i = 0; i < n; i++) {
+    const cJSON *fo = cJSON_GetArrayItem(arr, i);
+    bm_rt_function *fn = &pkg->functions[i];
+    snprintf(p, sizeof p, "functions[%d]", i);
+    if (!cJSON_IsObject(fo)) return CORRUPT("manifest: %s: expected an object", p);
+    BM_RETURN_IF_ERROR(get_str(fo, "name", &fn->name, p));
+    for (int j = 0; j < i; j++)
+      if (!strcmp(pkg->functions[j].name, fn->name))
+        return CORRUPT("manifest: two functions are named '%s'", fn->name);
+    BM_RETURN_IF_ERROR(get_u64(fo, "arena_bytes", pkg->arena_bytes, &fn->arena_bytes, p));
+    BM_RETURN_IF_ERROR(parse_syms(fo, fn, p));
+    BM_RETURN_IF_ERROR(parse_tensors(pkg, fo, "inputs", true, fn, p));
+    BM_RETURN_IF_ERROR(parse_tensors(pkg, fo, "outputs", false, fn, p));
+    BM_RETURN_IF_ERROR(parse_kernels(pkg, fo, fn, p));
+  }
+  return NULL;
+}
+
+/* Checks the package's target against this host: backend, arch, CPU features. */
+static bm_status check_target(const cJSON *root, const char **code_format) {
+  const cJSON *t = field(root, "target");
+  if (!cJSON_IsObject(t)) return CORRUPT("manifest: target: expected an object");
+  const char *backend, *triple, *required;
+  BM_RETURN_IF_ERROR(get_str(t, "backend", &backend, "target"));
+  BM_RETURN_IF_ERROR(get_str(t, "triple", &triple, "target"));
+  BM_RETURN_IF_ERROR(get_str(t, "required", &required, "target"));
+  if (strcmp(backend, "cpu") != 0)
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "package targets backend '%s'; this runtime runs 'cpu' packages",
+                          backend);
+  if (!bm_cpu_arch_matches(triple))
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "package was built for %s, this host is %s", triple,
+                          bm_cpu_host_arch());
+  char expect[64];
+  snprintf(expect, sizeof expect, "elf64-%s-rel", bm_cpu_host_arch());
+  if (strcmp(*code_format, expect) != 0)
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "code format '%s' cannot be loaded here (expected '%s')",
+                          *code_format, expect);
+  /* required: "avx2,fma,avx512f" */
+  const char *s = required;
+  while (*s) {
+    const char *e = strchr(s, ',');
+    size_t len = e ? (size_t)(e - s) : strlen(s);
+    char feat[64];
+    if (len >= sizeof feat) return CORRUPT("manifest: target.required: feature name too long");
+    memcpy(feat, s, len);
+    feat[len] = 0;
+    if (len) {
+      int has = bm_cpu_has_feature(feat);
+      if (has == 0)
+        return bm_status_make(BM_ERR_INCOMPATIBLE, "package needs CPU feature %s, which this CPU lacks", feat);
+      if (has < 0)
+        return bm_status_make(BM_ERR_INCOMPATIBLE,
+                              "package needs CPU feature %s, which this runtime does not know", feat);
+    }
+    s += len;
+    if (*s == ',') s++;
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ open */
+
+void bm_package_close(bm_package *pkg) {
+  if (!pkg) return;
+  bm_elf_unload(pkg->code);
+  for (int i = 0; i < pkg->nweights; i++) free(pkg->weights[i].owned);
+  free(pkg->weights);
+  for (int i = 0; i < pkg->nfunctions; i++) {
+    bm_rt_function *fn = &pkg->functions[i];
+    for (int k = 0; k < fn->nkernels; k++) free(fn->kernels[k].args);
+    free(fn->kernels);
+    free(fn->inputs);
+    free(fn->outputs);
+  }
+  free(pkg->functions);
+  cJSON_Delete(pkg->json);
+  free(pkg->manifest);
+  if (pkg->map) munmap((void *)pkg->map, pkg->map_size);
+  free(pkg);
+}
+
+/* Explains a truncated file: which section the cut falls in. */
+static bm_status truncated(const bm_package *pkg, uint64_t want, uint64_t mo, uint64_t ms) {
+  uint64_t have = pkg->map_size;
+  char what[300] = "the padding at the end";
+  if (mo + ms > have) {
+    snprintf(what, sizeof what, "the manifest");
+  } else {
+    cJSON *j = cJSON_ParseWithLength((const char *)pkg->map + mo, ms);
+    const cJSON *w, *code = field(j, "code"), *o = field(code, "offset"), *sz = field(code, "size");
+    if (cJSON_IsNumber(o) && cJSON_IsNumber(sz) && o->valuedouble + sz->valuedouble > (double)have)
+      snprintf(what, sizeof what, "the code section");
+    cJSON_ArrayForEach(w, field(j, "weights")) {
+      const cJSON *wo = field(w, "offset"), *ws = field(w, "stored_size"), *nm = field(w, "name");
+      if (cJSON_IsNumber(wo) && cJSON_IsNumber(ws) && wo->valuedouble + ws->valuedouble > (double)have) {
+        snprintf(what, sizeof what, "weight '%s' in the weight section", cJSON_IsString(nm) ? nm->valuestring : "?");
+        break;
+      }
+    }
+    cJSON_Delete(j);
+  }
+  return CORRUPT("package is truncated: %" PRIu64 " bytes of %" PRIu64 "; %s is cut off", have, want, what);
+}
+
+static bm_status check_header(bm_package *pkg, uint64_t *mo, uint64_t *ms) {
+  const uint8_t *h = pkg->map;
+  if (pkg->map_size < 8 || memcmp(h, BM_PKG_MAGIC, 8) != 0) return CORRUPT("not a bm package (bad magic)");
+  if (pkg->map_size < BM_PKG_HEADER_SIZE)
+    return CORRUPT("package is truncated: %zu bytes, the header alone is 64", pkg->map_size);
+  uint32_t version = bm_rd_u32(h + BM_PKG_OFF_VERSION);
+  if (version != BM_PKG_VERSION)
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "package format version %u, this runtime reads version %u",
+                          version, BM_PKG_VERSION);
+  if (XXH3_64bits(h, BM_PKG_OFF_HEADER_HASH) != bm_rd_u64(h + BM_PKG_OFF_HEADER_HASH))
+    return CORRUPT("package header checksum mismatch");
+  for (int i = BM_PKG_OFF_HEADER_HASH + 8; i < BM_PKG_HEADER_SIZE; i++)
+    if (h[i]) return CORRUPT("package header padding byte %d is not zero", i);
+  if (bm_rd_u32(h + BM_PKG_OFF_FLAGS) != 0)
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "package header flags 0x%x are not known to this runtime",
+                          bm_rd_u32(h + BM_PKG_OFF_FLAGS));
+  uint64_t want = bm_rd_u64(h + BM_PKG_OFF_FILE_SIZE);
+  *mo = bm_rd_u64(h + BM_PKG_OFF_MANIFEST_OFFSET);
+  *ms = bm_rd_u64(h + BM_PKG_OFF_MANIFEST_SIZE);
+  if (*mo < BM_PKG_HEADER_SIZE || *mo > want || *ms > want - *mo || *ms == 0 || *ms > BM_PKG_MAX_MANIFEST)
+    return CORRUPT("package header: manifest (offset %" PRIu64 ", size %" PRIu64 ") lies outside the %" PRIu64
+                   "-byte file", *mo, *ms, want);
+  if (want > pkg->map_size) return truncated(pkg, want, *mo, *ms);
+  if (want < pkg->map_size)
+    return CORRUPT("package has %zu bytes but its header says %" PRIu64 " (trailing data)", pkg->map_size, want);
+  if (XXH3_64bits(h + *mo, *ms) != bm_rd_u64(h + BM_PKG_OFF_MANIFEST_HASH))
+    return CORRUPT("package manifest checksum mismatch");
+  return NULL;
+}
+
+static bm_status load_weights(bm_package *pkg, bool verify) {
+  for (int i = 0; i < pkg->nweights; i++) {
+    bm_rt_weight *w = &pkg->weights[i];
+    const uint8_t *src = pkg->map + w->offset;
+    if (w->zstd) {
+      unsigned long long fs = ZSTD_getFrameContentSize(src, w->stored_size);
+      if (fs != w->size)
+        return CORRUPT("weight '%s': zstd frame holds %llu bytes, manifest says %" PRIu64, w->name, fs, w->size);
+      w->owned = aligned_alloc(64, (w->size + 63) / 64 * 64 + 64); /* 64-aligned like mapped weights */
+      if (!w->owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "weight '%s': %" PRIu64 " bytes", w->name, w->size);
+      size_t r = ZSTD_decompress(w->owned, w->size, src, w->stored_size);
+      if (ZSTD_isError(r) || r != w->size)
+        return CORRUPT("weight '%s': zstd data is corrupt (%s)", w->name,
+                       ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short");
+      w->data = w->owned;
+    } else {
+      w->data = src;
+    }
+    if (verify && XXH3_64bits(w->data, w->size) != w->xxh3)
+      return CORRUPT("weight '%s' checksum mismatch (offset %" PRIu64 ")", w->name, w->offset);
+  }
+  return NULL;
+}
+
+static bm_status open_package(bm_package *pkg, const char *path, const bm_open_options *o) {
+  uint64_t mo = 0, ms = 0;
+  BM_RETURN_IF_ERROR(check_header(pkg, &mo, &ms));
+
+  pkg->file_hash = XXH3_64bits(pkg->map, pkg->map_size);
+  if (o && o->n_allowed_hashes > 0) {
+    bool ok = false;
+    for (size_t i = 0; o->allowed_hashes && i < o->n_allowed_hashes; i++)
+      ok |= o->allowed_hashes[i] == pkg->file_hash;
+    if (!ok)
+      return bm_status_make(BM_ERR_PERMISSION, "package %s (xxh3 %016" PRIx64 ") is not on the allow-list", path,
+                            pkg->file_hash);
+  }
+
+  pkg->manifest = malloc(ms + 1);
+  if (!pkg->manifest) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest of %" PRIu64 " bytes", ms);
+  memcpy(pkg->manifest, pkg->map + mo, ms);
+  pkg->manifest[ms] = 0;
+  if (strlen(pkg->manifest) != ms) return CORRUPT("manifest contains a NUL byte");
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithOpts(pkg->manifest, &end, 1);
+  pkg->json = root;
+  if (!root || !cJSON_IsObject(root))
+    return CORRUPT("manifest is not a JSON object (parse error at byte %td)",
+                   end ? end - pkg->manifest : (ptrdiff_t)0);
+
+  int64_t fv;
+  BM_RETURN_IF_ERROR(get_int(root, "format_version", 0, INT32_MAX, &fv, "manifest"));
+  if (fv != BM_PKG_VERSION)
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "package format version %" PRId64 ", this runtime reads version %u",
+                          fv, BM_PKG_VERSION);
+  BM_RETURN_IF_ERROR(get_str(root, "model", &pkg->model, "manifest"));
+  BM_RETURN_IF_ERROR(get_u64(root, "arena_bytes", BM_PKG_MAX_ARENA, &pkg->arena_bytes, "manifest"));
+
+  /* code section */
+  const cJSON *code = field(root, "code");
+  const char *format;
+  uint64_t code_off, code_size, code_hash;
+  if (!cJSON_IsObject(code)) return CORRUPT("manifest: code: expected an object");
+  BM_RETURN_IF_ERROR(get_str(code, "format", &format, "code"));
+  BM_RETURN_IF_ERROR(get_u64(code, "offset", pkg->map_size, &code_off, "code"));
+  BM_RETURN_IF_ERROR(get_u64(code, "size", pkg->map_size - code_off, &code_size, "code"));
+  BM_RETURN_IF_ERROR(get_hash(code, "xxh3", &code_hash, "code"));
+
+  BM_RETURN_IF_ERROR(parse_weights(pkg, root));
+  BM_RETURN_IF_ERROR(parse_functions(pkg, root));
+  BM_RETURN_IF_ERROR(check_target(root, &format));
+
+  bool verify = !(o && (o->flags & BM_OPEN_SKIP_CHECKSUMS));
+  if (verify && XXH3_64bits(pkg->map + code_off, code_size) != code_hash)
+    return CORRUPT("code section checksum mismatch (offset %" PRIu64 ", %" PRIu64 " bytes)", code_off, code_size);
+  BM_RETURN_IF_ERROR(load_weights(pkg, verify));
+
+  if (code_size > 0) BM_RETURN_IF_ERROR(bm_elf_load(pkg->map + code_off, code_size, NULL, &pkg->code));
+  for (int f = 0; f < pkg->nfunctions; f++) {
+    bm_rt_function *fn = &pkg->functions[f];
+    for (int k = 0; k < fn->nkernels; k++) {
+      void *addr = bm_elf_lookup(pkg->code, fn->kernels[k].symbol);
+      if (!addr)
+        return CORRUPT("kernel '%s' (function '%s', kernel %d) is not defined in the code section",
+                       fn->kernels[k].symbol, fn->name, k);
+      fn->kernels[k].fn = (bm_kernel_fn)addr;
+    }
+  }
+  return NULL;
+}
+
+bm_status bm_package_open(const char *path, const bm_open_options *opts, bm_package **out) {
+  if (out) *out = NULL;
+  if (!path || !out) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_package_open: NULL argument");
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return bm_status_make(BM_ERR_IO, "cannot open package %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return bm_status_make(BM_ERR_IO, "%s is not a regular file", path);
+  }
+  bm_package *pkg = calloc(1, sizeof *pkg);
+  if (!pkg) {
+    close(fd);
+    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "package");
+  }
+  pkg->map_size = (size_t)st.st_size;
+  if (pkg->map_size == 0) {
+    close(fd);
+    free(pkg);
+    return CORRUPT("%s: not a bm package (empty file)", path);
+  }
+  void *m = mmap(NULL, pkg->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) {
+    free(pkg);
+    return bm_status_make(BM_ERR_IO, "cannot map package %s: %s", path, strerror(errno));
+  }
+  pkg->map = m;
+  bm_status s = open_package(pkg, path, opts);
+  if (s) {
+    bm_package_close(pkg);
+    return bm_status_wrap(s, "%s", path);
+  }
+  *out = pkg;
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ accessors */
+
+const char *bm_package_manifest_json(const bm_package *pkg) { return pkg ? pkg->manifest : NULL; }
+const char *bm_package_model_name(const bm_package *pkg) { return pkg ? pkg->model : NULL; }
+uint64_t bm_package_file_hash(const bm_package *pkg) { return pkg ? pkg->file_hash : 0; }
+uint64_t bm_package_arena_bytes(const bm_package *pkg) { return pkg ? pkg->arena_bytes : 0; }
+uint64_t bm_package_weight_bytes(const bm_package *pkg) { return pkg ? pkg->weight_bytes : 0; }
+int bm_package_function_count(const bm_package *pkg) { return pkg ? pkg->nfunctions : 0; }
+
+static const bm_rt_function *get_fn(const bm_package *pkg, int f) {
+  return pkg && f >= 0 && f < pkg->nfunctions ? &pkg->functions[f] : NULL;
+}
+
+const char *bm_package_function_name(const bm_package *pkg, int f) {
+  const bm_rt_function *fn = get_fn(pkg, f);
+  return fn ? fn->name : NULL;
+}
+
+int bm_function_input_count(const bm_package *pkg, int f) {
+  const bm_rt_function *fn = get_fn(pkg, f);
+  return fn ? fn->ninputs : 0;
+}
+
+int bm_function_output_count(const bm_package *pkg, int f) {
+  const bm_rt_function *fn = get_fn(pkg, f);
+  return fn ? fn->noutputs : 0;
+}
+
+/* "a, b, c" into buf */
+static const char *list_names(char *buf, size_t size, int n, const char *(*name)(const void *, int),
+                              const void *ctx) {
+  size_t len = 0;
+  buf[0] = 0;
+  for (int i = 0; i < n && len + 1 < size; i++)
+    len += (size_t)snprintf(buf + len, size - len, "%s'%s'", i ? ", " : "", name(ctx, i));
+  if (n == 0) snprintf(buf, size, "none");
+  return buf;
+}
+
+static const char *fn_name_at(const void *ctx, int i) { return ((const bm_package *)ctx)->functions[i].name; }
+static const char *input_name_at(const void *ctx, int i) { return ((const bm_rt_function *)ctx)->inputs[i].name; }
+
+bm_status bm_package_find_function(const bm_package *pkg, const char *name, int *f) {
+  if (f) *f = -1;
+  if (!pkg || !name || !f) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_package_find_function: NULL argument");
+  for (int i = 0; i < pkg->nfunctions; i++)
+    if (!strcmp(pkg->functions[i].name, name)) {
+      *f = i;
+      return NULL;
+    }
+  char buf[512];
+  return bm_status_make(BM_ERR_NOT_FOUND, "package '%s' has no function '%s' (it has %s)", pkg->model, name,
+                        list_names(buf, sizeof buf, pkg->nfunctions, fn_name_at, pkg));
+}
+
+bm_status bm_function_find_input(const bm_package *pkg, int f, const char *name, int *i) {
+  if (i) *i = -1;
+  if (!pkg || !name || !i) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_function_find_input: NULL argument");
+  const bm_rt_function *fn = get_fn(pkg, f);
+  if (!fn)
+    return bm_status_make(BM_ERR_INVALID_ARGUMENT, "function index %d out of range [0, %d)", f, pkg->nfunctions);
+  for (int k = 0; k < fn->ninputs; k++)
+    if (!strcmp(fn->inputs[k].name, name)) {
+      *i = k;
+      return NULL;
+    }
+  char buf[512];
+  return bm_status_make(BM_ERR_NOT_FOUND, "function '%s' has no input '%s' (its inputs: %s)", fn->name, name,
+                        list_names(buf, sizeof buf, fn->ninputs, input_name_at, fn));
+}
+
+static void fill_info(const bm_rt_function *fn, const bm_rt_tensor *t, const int64_t *syms, bm_tensor_info *out) {
+  out->name = t->name;
+  out->dtype = t->dtype;
+  out->ndim = t->ndim;
+  for (int d = 0; d < t->ndim; d++) {
+    bm_rt_dim dim = t->shape[d];
+    out->shape[d] = dim.sym >= 0 ? dim.mul * syms[dim.sym] + dim.add : dim.add;
+    out->dim_names[d] = dim.sym >= 0 ? fn->syms[dim.sym].name : NULL;
+  }
+}
+
+void bm_rt_tensor_info(const bm_rt_function *fn, const bm_rt_tensor *t, const int64_t *syms,
+                       bm_tensor_info *out) {
+  memset(out, 0, sizeof *out);
+  fill_info(fn, t, syms, out);
+}
+
+static bm_status tensor_info(const bm_package *pkg, int f, int i, bool input, bm_tensor_info *out) {
+  if (out) memset(out, 0, sizeof *out);
+  if (!pkg || !out) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "tensor info: NULL argument");
+  const bm_rt_function *fn = get_fn(pkg, f);
+  if (!fn)
+    return bm_status_make(BM_ERR_INVALID_ARGUMENT, "function index %d out of range [0, %d)", f, pkg->nfunctions);
+  int n = input ? fn->ninputs : fn->noutputs;
+  if (i < 0 || i >= n)
+    return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s index %d out of range: function '%s' has %d",
+                          input ? "input" : "output", i, fn->name, n);
+  int64_t maxes[BM_RT_MAX_SYMS];
+  for (int k = 0; k < fn->nsyms; k++) maxes[k] = fn->syms[k].max;
+  bm_rt_tensor_info(fn, input ? &fn->inputs[i] : &fn->outputs[i], maxes, out);
+  return NULL;
+}
+
+bm_status bm_function_input_info(const bm_package *pkg, int f, int i, bm_tensor_info *out) {
+  return tensor_info(pkg, f, i, true, out);
+}
+
+bm_status bm_function_output_info(const bm_package *pkg, int f, int i, bm_tensor_info *out) {
+  return tensor_info(pkg, f, i, false, out);
+}

@@ -1,0 +1,308 @@
+/* session.c - a session runs a package's functions: one activation arena,
+ * per-thread scratch, a thread pool and precomputed kernel argument arrays,
+ * all allocated at create; nothing is allocated per run. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct fn_state {
+  bool *input_set;            /* per input */
+  /* The memory planner may reuse an input's slot once the input is dead. So
+   * that a function can run again on the same inputs, such inputs are also
+   * kept in `backup` (allocated once) and restored before a run. */
+  bool *input_reused;         /* per input: a kernel output overlaps its slot */
+  bool *input_stale;          /* per input: the arena copy was overwritten by a run */
+  size_t *input_bytes;        /* per input: bytes last set */
+  size_t *backup_off;         /* per input: offset in backup */
+  uint8_t *backup;
+  int64_t *input_syms;        /* per input: BM_RT_MAX_SYMS values it binds, -1 = none */
+  int64_t syms[BM_RT_MAX_SYMS]; /* the values of the last run */
+  bool ran;
+  void **bufs;                /* kernel k's arguments at bufs + buf_start[k] */
+  size_t *buf_start;
+  bm_kernel_profile *profile; /* per kernel, when profiling */
+} fn_state;
+
+struct bm_session {
+  bm_package *pkg;
+  const bm_device_iface *dev;
+  bm_threadpool *pool;
+  uint8_t *arena;
+  size_t arena_size;
+  uint8_t *scratch;
+  size_t scratch_stride;
+  int profile;
+  int nthreads;
+  int arena_owner;            /* function whose inputs the arena holds, -1 = none */
+  fn_state *fns;
+};
+
+#define INVALID(...) bm_status_make(BM_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+
+void bm_session_destroy(bm_session *s) {
+  if (!s) return;
+  bm_threadpool_destroy(s->pool);
+  if (s->fns)
+    for (int f = 0; f < s->pkg->nfunctions; f++) {
+      free(s->fns[f].input_set);
+      free(s->fns[f].input_reused);
+      free(s->fns[f].input_stale);
+      free(s->fns[f].input_bytes);
+      free(s->fns[f].backup_off);
+      free(s->fns[f].backup);
+      free(s->fns[f].input_syms);
+      free(s->fns[f].bufs);
+      free(s->fns[f].buf_start);
+      free(s->fns[f].profile);
+    }
+  free(s->fns);
+  if (s->arena) s->dev->free(s->arena, s->arena_size ? s->arena_size : 64);
+  if (s->scratch) s->dev->free(s->scratch, s->scratch_stride * (size_t)s->nthreads);
+  free(s);
+}
+
+static size_t round64(uint64_t v) { return (size_t)((v + 63) & ~(uint64_t)63); }
+
+static void *arg_ptr(bm_session *s, const bm_rt_arg *a) {
+  if (a->weight >= 0) return (void *)s->pkg->weights[a->weight].data;
+  return s->arena + a->offset;
+}
+
+static bm_status setup_function(bm_session *s, int f) {
+  const bm_rt_function *fn = &s->pkg->functions[f];
+  fn_state *st = &s->fns[f];
+  st->input_set = calloc((size_t)fn->ninputs + 1, sizeof *st->input_set);
+  st->input_reused = calloc((size_t)fn->ninputs + 1, sizeof *st->input_reused);
+  st->input_stale = calloc((size_t)fn->ninputs + 1, sizeof *st->input_stale);
+  st->input_bytes = calloc((size_t)fn->ninputs + 1, sizeof *st->input_bytes);
+  st->backup_off = calloc((size_t)fn->ninputs + 1, sizeof *st->backup_off);
+  st->input_syms = malloc(((size_t)fn->ninputs + 1) * BM_RT_MAX_SYMS * sizeof *st->input_syms);
+  st->buf_start = calloc((size_t)fn->nkernels + 1, sizeof *st->buf_start);
+  size_t nbufs = 0;
+  for (int k = 0; k < fn->nkernels; k++) nbufs += (size_t)fn->kernels[k].nargs;
+  st->bufs = calloc(nbufs + 1, sizeof *st->bufs);
+  if (s->profile) st->profile = calloc((size_t)fn->nkernels + 1, sizeof *st->profile);
+  if (!st->input_set || !st->input_reused || !st->input_stale || !st->input_bytes || !st->backup_off || !st->input_syms || !st->buf_start || !st->bufs || (s->profile && !st->profile))
+    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session for function '%s'", fn->name);
+  size_t backup = 0;
+  for (int i = 0; i < fn->ninputs; i++) {
+    const bm_rt_tensor *t = &fn->inputs[i];
+    for (int k = 0; k < fn->nkernels; k++) {
+      const bm_rt_arg *o = &fn->kernels[k].args[fn->kernels[k].nargs - 1];
+      if (o->weight < 0 && o->offset < t->offset + t->nbytes && t->offset < o->offset + o->nbytes)
+        st->input_reused[i] = true;
+    }
+    if (st->input_reused[i]) {
+      st->backup_off[i] = backup;
+      backup += round64(t->nbytes);
+    }
+  }
+  if (backup && !(st->backup = malloc(backup)))
+    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session: %zu bytes of input copies for '%s'", backup, fn->name);
+  size_t at = 0;
+  for (int k = 0; k < fn->nkernels; k++) {
+    const bm_rt_kernel *kr = &fn->kernels[k];
+    st->buf_start[k] = at;
+    for (int j = 0; j < kr->nargs; j++) st->bufs[at++] = arg_ptr(s, &kr->args[j]);
+    if (st->profile) {
+      st->profile[k].kernel = kr->symbol;
+      st->profile[k].op = kr->op;
+    }
+  }
+  return NULL;
+}
+
+bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_session **out) {
+  if (out) *out = NULL;
+  if (!pkg || !out) return INVALID("bm_session_create: NULL argument");
+  int threads = opts ? opts->threads : 0;
+  if (threads < 0 || threads > 1024) return INVALID("thread count %d is not in [0, 1024]", threads);
+  if (threads == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = n < 1 ? 1 : n > 256 ? 256 : (int)n;
+  }
+  bm_session *s = calloc(1, sizeof *s);
+  if (!s) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session");
+  s->pkg = pkg;
+  s->dev = &bm_device_cpu;
+  s->profile = opts && opts->profile;
+  s->arena_owner = -1;
+  s->nthreads = threads;
+  s->arena_size = round64(pkg->arena_bytes);
+  s->scratch_stride = round64(pkg->max_scratch);
+  bm_status st = s->dev->alloc(s->arena_size ? s->arena_size : 64, 64, (void **)&s->arena);
+  if (!st && s->scratch_stride)
+    st = s->dev->alloc(s->scratch_stride * (size_t)threads, 64, (void **)&s->scratch);
+  if (!st) st = bm_threadpool_create(threads, &s->pool);
+  if (!st) {
+    s->fns = calloc((size_t)pkg->nfunctions, sizeof *s->fns);
+    if (!s->fns) st = bm_status_make(BM_ERR_OUT_OF_MEMORY, "session");
+  }
+  for (int f = 0; !st && f < pkg->nfunctions; f++) st = setup_function(s, f);
+  if (st) {
+    bm_session_destroy(s);
+    return bm_status_wrap(st, "creating a session for '%s' (arena %zu bytes)", pkg->model, s->arena_size);
+  }
+  *out = s;
+  return NULL;
+}
+
+/* The arena is shared by all functions: binding inputs of (or running) f
+ * drops the inputs and outputs of the function that used it before. */
+static void take_arena(bm_session *s, int f) {
+  if (s->arena_owner == f) return;
+  if (s->arena_owner >= 0) {
+    const bm_rt_function *old = &s->pkg->functions[s->arena_owner];
+    memset(s->fns[s->arena_owner].input_set, 0, (size_t)old->ninputs * sizeof(bool));
+    s->fns[s->arena_owner].ran = false;
+  }
+  s->arena_owner = f;
+}
+
+static bm_status check_fn(bm_session *s, int f, const bm_rt_function **fn) {
+  if (f < 0 || f >= s->pkg->nfunctions)
+    return INVALID("function index %d out of range [0, %d)", f, s->pkg->nfunctions);
+  *fn = &s->pkg->functions[f];
+  return NULL;
+}
+
+bm_status bm_session_set_input(bm_session *s, int f, int i, const void *data, bm_dtype dtype, int ndim,
+                               const int64_t *shape) {
+  if (!s || (!shape && ndim > 0)) return INVALID("bm_session_set_input: NULL argument");
+  const bm_rt_function *fn;
+  BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
+  if (i < 0 || i >= fn->ninputs)
+    return INVALID("input index %d out of range: function '%s' has %d inputs", i, fn->name, fn->ninputs);
+  const bm_rt_tensor *t = &fn->inputs[i];
+  if (dtype != t->dtype)
+    return INVALID("input '%s' of '%s': dtype %s, expected %s", t->name, fn->name, bm_dtype_name(dtype),
+                   bm_dtype_name(t->dtype));
+  if (ndim != t->ndim)
+    return INVALID("input '%s' of '%s': rank %d, expected %d", t->name, fn->name, ndim, t->ndim);
+  int64_t bound[BM_RT_MAX_SYMS], elems = 1;
+  for (int k = 0; k < BM_RT_MAX_SYMS; k++) bound[k] = -1;
+  for (int d = 0; d < ndim; d++) {
+    bm_rt_dim dim = t->shape[d];
+    if (shape[d] < 0) return INVALID("input '%s': dimension %d is negative (%" PRId64 ")", t->name, d, shape[d]);
+    if (dim.sym < 0) {
+      if (shape[d] != dim.add)
+        return INVALID("input '%s' of '%s': dimension %d is %" PRId64 ", expected %" PRId64, t->name, fn->name, d,
+                       shape[d], dim.add);
+    } else {
+      const bm_rt_sym *sym = &fn->syms[dim.sym];
+      int64_t v;
+      if (__builtin_sub_overflow(shape[d], dim.add, &v) || v < 0 || v % dim.mul)
+        return INVALID("input '%s': dimension %d is %" PRId64 ", which is not %" PRId64 "*%s%+" PRId64, t->name, d,
+                       shape[d], dim.mul, sym->name, dim.add);
+      v /= dim.mul;
+      if (v > sym->max)
+        return INVALID("input '%s': dimension %d gives %s = %" PRId64 ", above its bound %" PRId64, t->name, d,
+                       sym->name, v, sym->max);
+      if (bound[dim.sym] >= 0 && bound[dim.sym] != v)
+        return INVALID("input '%s': dimensions disagree on %s (%" PRId64 " vs %" PRId64 ")", t->name, sym->name,
+                       bound[dim.sym], v);
+      bound[dim.sym] = v;
+    }
+    elems *= shape[d]; /* each dim is at most its planned bound: no overflow */
+  }
+  size_t bytes = bm_dtype_nbytes(dtype, elems);
+  if (bytes > t->nbytes) return bm_status_make(BM_ERR_INTERNAL, "input '%s' overflows its arena slot", t->name);
+  if (!data && bytes) return INVALID("input '%s': data is NULL", t->name);
+
+  take_arena(s, f);
+  fn_state *st = &s->fns[f];
+  if (bytes) memmove(s->arena + t->offset, data, bytes); /* data may be a previous output */
+  memcpy(st->input_syms + (size_t)i * BM_RT_MAX_SYMS, bound, sizeof bound);
+  st->input_set[i] = true;
+  st->input_stale[i] = false;
+  st->input_bytes[i] = bytes;
+  if (st->input_reused[i] && bytes) memcpy(st->backup + st->backup_off[i], s->arena + t->offset, bytes);
+  st->ran = false;
+  return NULL;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bm_status bm_session_run(bm_session *s, int f) {
+  if (!s) return INVALID("bm_session_run: NULL session");
+  const bm_rt_function *fn;
+  BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
+  fn_state *st = &s->fns[f];
+  for (int i = 0; i < fn->ninputs; i++)
+    if (!st->input_set[i])
+      return INVALID("function '%s': input '%s' was not set", fn->name, fn->inputs[i].name);
+  take_arena(s, f);
+  for (int i = 0; i < fn->ninputs; i++)
+    if (st->input_stale[i] && st->input_bytes[i])
+      memcpy(s->arena + fn->inputs[i].offset, st->backup + st->backup_off[i], st->input_bytes[i]);
+
+  /* bind the symbols from the inputs; unbound ones take their upper bound */
+  for (int k = 0; k < fn->nsyms; k++) {
+    int64_t v = -1;
+    int from = -1;
+    for (int i = 0; i < fn->ninputs; i++) {
+      int64_t b = st->input_syms[(size_t)i * BM_RT_MAX_SYMS + k];
+      if (b < 0) continue;
+      if (v >= 0 && b != v)
+        return INVALID("function '%s': input '%s' gives %s = %" PRId64 " but input '%s' gives %" PRId64, fn->name,
+                       fn->inputs[i].name, fn->syms[k].name, b, fn->inputs[from].name, v);
+      v = b;
+      from = i;
+    }
+    st->syms[k] = v >= 0 ? v : fn->syms[k].max;
+  }
+  for (int o = 0; o < fn->noutputs; o++)
+    for (int d = 0; d < fn->outputs[o].ndim; d++)
+      if (bm_rt_dim_eval(fn->outputs[o].shape[d], st->syms) < 0)
+        return INVALID("function '%s': these input shapes give output '%s' a negative dimension", fn->name,
+                       fn->outputs[o].name);
+
+  for (int k = 0; k < fn->nkernels; k++) {
+    const bm_rt_kernel *kr = &fn->kernels[k];
+    int64_t ntasks = bm_task_count(&kr->tasks, st->syms);
+    double t0 = st->profile ? now_seconds() : 0;
+    s->dev->launch(s->pool, kr->fn, st->bufs + st->buf_start[k], st->syms, ntasks, s->scratch, s->scratch_stride);
+    if (st->profile) st->profile[k].seconds = now_seconds() - t0;
+  }
+  for (int i = 0; i < fn->ninputs; i++)
+    st->input_stale[i] = st->input_reused[i];
+  st->ran = true;
+  return NULL;
+}
+
+bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data, bm_tensor_info *info) {
+  if (data) *data = NULL;
+  if (info) memset(info, 0, sizeof *info);
+  if (!s || !data) return INVALID("bm_session_get_output: NULL argument");
+  const bm_rt_function *fn;
+  BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
+  if (i < 0 || i >= fn->noutputs)
+    return INVALID("output index %d out of range: function '%s' has %d outputs", i, fn->name, fn->noutputs);
+  const fn_state *st = &s->fns[f];
+  if (!st->ran) return INVALID("function '%s' has not been run since its inputs were set", fn->name);
+  const bm_rt_tensor *t = &fn->outputs[i];
+  bm_rt_arg a = {t->weight, t->offset, t->nbytes};
+  *data = arg_ptr(s, &a);
+  if (info) bm_rt_tensor_info(fn, t, st->syms, info);
+  return NULL;
+}
+
+bm_status bm_session_profile(bm_session *s, int f, const bm_kernel_profile **out, int *n) {
+  if (out) *out = NULL;
+  if (n) *n = 0;
+  if (!s || !out || !n) return INVALID("bm_session_profile: NULL argument");
+  const bm_rt_function *fn;
+  BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
+  if (!s->profile) return INVALID("the session was created without profile = 1");
+  *out = s->fns[f].profile;
+  *n = fn->nkernels;
+  return NULL;
+}
