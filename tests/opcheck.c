@@ -103,7 +103,7 @@ bm_status bm_opcheck(bm_graph *g, const bm_tensor *inputs, const bm_opcheck_opti
       b[j] = bm_load_f32(ref[i].data, ref[i].dtype, j);
     }
     double e = bm_test_rel_err(a, b, cnt);
-    if (!(e <= worst)) worst = e;
+    if (isnan(e) || isnan(worst) || e > worst) worst = isnan(worst) ? worst : e;
     free(a);
     free(b);
   }

@@ -63,7 +63,8 @@ double bm_test_rel_err(const float *a, const float *b, int64_t n) {
   double maxdiff = 0, maxref = 1e-30;
   for (int64_t i = 0; i < n; i++) {
     double d = fabs((double)a[i] - (double)b[i]);
-    if (!(d <= maxdiff)) maxdiff = d; /* NaN propagates */
+    if (isnan(d)) return NAN; /* any NaN fails every tolerance */
+    if (d > maxdiff) maxdiff = d;
     if (fabs(b[i]) > maxref) maxref = fabs(b[i]);
   }
   return maxdiff / maxref;

@@ -32,7 +32,7 @@ typedef struct bm_cg {
   bool has_f16c;            /* hardware f16 <-> f32 conversion (else integer code) */
   int graph_index;          /* index of `graph` in the module */
   char cpu_name[64];        /* resolved target CPU (function attribute "target-cpu") */
-  char cpu_features[2048];  /* full LLVM feature string ("target-features") */
+  char cpu_features[4096];  /* full LLVM feature string ("target-features") */
   /* common types */
   LLVMTypeRef t_void, t_i1, t_i8, t_i16, t_i32, t_i64, t_f16, t_bf16, t_f32, t_f64, t_ptr;
   LLVMTypeRef t_kernel;     /* the bm_kernel_fn type */

@@ -546,6 +546,26 @@ static void micro_kernel(gm *m, LLVMValueRef ap0, LLVMValueRef bp0, LLVMValueRef
 
 /* ------------------------------------------------------------------ GEMM path */
 
+/* Prefetches (for writing) the C tile the next micro-kernel call updates, so
+ * its store after the K loop does not wait on memory. Rows past M are
+ * harmless: prefetches never fault. */
+static void prefetch_c_tile(gm *m, LLVMValueRef row0, LLVMValueRef col0) {
+  bm_cg *cg = m->cg;
+  bm_cg_gemm *g = m->g;
+  unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
+  LLVMTypeRef ovl = cg->t_ptr;
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, &ovl, 1);
+  LLVMTypeRef ft = LLVMIntrinsicGetType(cg->ctx, id, &ovl, 1);
+  for (int i = 0; i < m->mr; i++) {
+    LLVMValueRef idx = iadd(m, m->c_off, iadd(m, imul(m, iadd(m, row0, c64(m, i)), g->ldc), col0));
+    for (int e = 0; e < m->nr; e += 16) {
+      LLVMValueRef p = fptr(m, g->c, iadd(m, idx, c64(m, e)));
+      LLVMValueRef args[4] = {p, bm_cg_i32(cg, 1), bm_cg_i32(cg, 3), bm_cg_i32(cg, 1)};
+      LLVMBuildCall2(m->b, ft, fn, args, 4, "");
+    }
+  }
+}
+
 static void gemm_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0, LLVMValueRef n1) {
   bm_cg_gemm *g = m->g;
   LLVMValueRef ncnt = isub(m, n1, n0);
@@ -568,6 +588,7 @@ static void gemm_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0,
   loop_begin(m, &lir, c64(m, 0), mcnt, c64(m, m->mr));
   LLVMValueRef mr = imin(m, c64(m, m->mr), isub(m, mcnt, lir.iv));
   LLVMValueRef acc[64];
+  if (g->c_dt == BM_DTYPE_F32) prefetch_c_tile(m, iadd(m, lic.iv, lir.iv), iadd(m, n0, ljr.iv));
   micro_kernel(m, fptr(m, m->ap, imul(m, lir.iv, c64(m, m->kcs))),
                fptr(m, m->bp, imul(m, ljr.iv, kcp)), kcp, acc);
   LLVMValueRef row0 = iadd(m, lic.iv, lir.iv), col0 = iadd(m, n0, ljr.iv);

@@ -114,9 +114,15 @@ bm_status bm_cg_target_init(bm_cg *cg, const bm_target *t, bm_object *out) {
     char *name = LLVMGetHostCPUName();
     char *feats = LLVMGetHostCPUFeatures();
     snprintf(cg->cpu_name, sizeof cg->cpu_name, "%s", name);
+    size_t flen = strlen(feats);
     snprintf(cg->cpu_features, sizeof cg->cpu_features, "%s", feats);
     LLVMDisposeMessage(name);
     LLVMDisposeMessage(feats);
+    if (flen >= sizeof cg->cpu_features) {
+      LLVMDisposeMessage(triple);
+      return bm_status_make(BM_ERR_INTERNAL, "cpu backend: host feature string is %zu bytes (max %zu)",
+                            flen, sizeof cg->cpu_features - 1);
+    }
   } else {
     int k = -1;
     for (size_t i = 0; i < sizeof known_cpus / sizeof known_cpus[0]; i++)
