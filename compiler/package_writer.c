@@ -424,6 +424,35 @@ static bm_status build_manifest(const writer *W, char **out) {
   return s;
 }
 
+/* Loads the code object once (when it is for this host) and checks that
+ * every kernel is defined and every import resolves: a codegen bug is then
+ * reported by the compiler instead of by every runtime that opens the file. */
+static bm_status check_code(const writer *W) {
+  int nkernels = 0;
+  for (int gi = 0; gi < W->m->ngraphs; gi++)
+    for (int i = 0; i < W->m->graphs[gi]->nnodes; i++) nkernels += W->m->graphs[gi]->nodes[i]->kernel != NULL;
+  if (!W->code->size)
+    return nkernels ? INVALID("the module has %d kernels but the code object is empty", nkernels) : NULL;
+  bm_elf_image *img = NULL;
+  bm_status s = bm_elf_load(W->code->data, W->code->size, NULL, &img);
+  if (s && bm_status_code(s) == BM_ERR_INCOMPATIBLE) { /* built for another host: cannot check here */
+    bm_status_free(s);
+    return NULL;
+  }
+  if (s) return bm_status_wrap(s, "the compiled code object is not loadable");
+  for (int gi = 0; gi < W->m->ngraphs && !s; gi++) {
+    const bm_graph *g = W->m->graphs[gi];
+    for (int i = 0; i < g->nnodes && !s; i++) {
+      const bm_node *n = g->nodes[i];
+      if (n->kernel && !bm_elf_lookup(img, n->kernel))
+        s = INTERNAL("kernel '%s' (function '%s', node %d, %s) is not defined in the code object", n->kernel,
+                     g->name, n->id, op_name(n->op));
+    }
+  }
+  bm_elf_unload(img);
+  return s;
+}
+
 /* ------------------------------------------------------------------ file */
 
 static bm_status write_all(int fd, const void *p, size_t n, const char *tmp) {
@@ -488,7 +517,17 @@ static bm_status write_file(const writer *W, const char *manifest, uint64_t msiz
   if (!s && fsync(fd) != 0) s = bm_status_make(BM_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
   if (close(fd) != 0 && !s) s = bm_status_make(BM_ERR_IO, "close %s: %s", tmp, strerror(errno));
   if (!s && rename(tmp, path) != 0) s = bm_status_make(BM_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
-  if (s) unlink(tmp);
+  if (s) {
+    unlink(tmp);
+  } else { /* make the rename durable (best effort) */
+    char *slash = strrchr(tmp, '/');
+    if (slash) *slash = 0;
+    int dfd = open(slash ? (slash == tmp ? "/" : tmp) : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+  }
   free(tmp);
   return s;
 }
@@ -514,6 +553,7 @@ bm_status bm_package_write(const char *path, const bm_module *m, const bm_object
                     op_name(n->op));
     }
   }
+  if (!s) s = check_code(&W);
   if (!s) s = compress_weights(&W);
 
   /* Layout: header | manifest | pad to 4096 | weights (64-aligned) | code (64-aligned).

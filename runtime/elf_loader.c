@@ -23,6 +23,22 @@
 
 static void rt_bzero(void *p, size_t n) { memset(p, 0, n); }
 
+/* compiler-rt: x^n for an integer n (llvm.powi) */
+static float rt_powisf2(float x, int n) {
+  unsigned m = n < 0 ? 0u - (unsigned)n : (unsigned)n;
+  float r = 1.0f;
+  for (; m; m >>= 1, x *= x)
+    if (m & 1) r *= x;
+  return n < 0 ? 1.0f / r : r;
+}
+static double rt_powidf2(double x, int n) {
+  unsigned m = n < 0 ? 0u - (unsigned)n : (unsigned)n;
+  double r = 1.0;
+  for (; m; m >>= 1, x *= x)
+    if (m & 1) r *= x;
+  return n < 0 ? 1.0 / r : r;
+}
+
 static float half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
   if (exp == 0x1f) {
@@ -113,6 +129,15 @@ const bm_elf_import bm_elf_default_imports[] = {
     {"erf", (void *)erf},         {"sin", (void *)sin},         {"cos", (void *)cos},
     {"pow", (void *)pow},         {"sqrt", (void *)sqrt},       {"fma", (void *)fma},
     {"floor", (void *)floor},     {"ceil", (void *)ceil},       {"round", (void *)round},
+    {"sincosf", (void *)sincosf}, {"sincos", (void *)sincos},   {"exp10f", (void *)exp10f},
+    {"log10f", (void *)log10f},   {"ldexpf", (void *)ldexpf},   {"frexpf", (void *)frexpf},
+    {"asinf", (void *)asinf},     {"acosf", (void *)acosf},     {"sinhf", (void *)sinhf},
+    {"coshf", (void *)coshf},     {"asinhf", (void *)asinhf},   {"acoshf", (void *)acoshf},
+    {"atanhf", (void *)atanhf},   {"cbrtf", (void *)cbrtf},     {"hypotf", (void *)hypotf},
+    {"lrintf", (void *)lrintf},   {"lroundf", (void *)lroundf}, {"exp2", (void *)exp2},
+    {"log2", (void *)log2},       {"expm1", (void *)expm1},     {"log1p", (void *)log1p},
+    {"trunc", (void *)trunc},     {"fmax", (void *)fmax},       {"fmin", (void *)fmin},
+    {"__powisf2", (void *)rt_powisf2}, {"__powidf2", (void *)rt_powidf2},
     {"__gnu_h2f_ieee", (void *)rt_gnu_h2f_ieee}, {"__gnu_f2h_ieee", (void *)rt_gnu_f2h_ieee},
 #if defined(__x86_64__) && defined(__FLT16_MAX__)
     {"__extendhfsf2", (void *)rt_extendhfsf2}, {"__truncsfhf2", (void *)rt_truncsfhf2},
@@ -288,7 +313,6 @@ typedef struct loader {
   uint64_t nsyms;
   const char *str;     /* symbol string table */
   uint64_t str_size;
-  uint8_t *need;       /* per symbol: NEED_* */
   int64_t *got_slot, *stub_slot; /* per symbol, -1 = none */
   uint64_t *sym_addr;  /* resolved addresses */
   uint8_t *sym_state;  /* 0 ok, 1 unresolved import, 2 unsupported section index */
@@ -376,12 +400,11 @@ static bm_status check_headers(loader *L) {
   L->nsyms = st->sh_size / sizeof(Elf64_Sym);
   if (L->nsyms == 0) return ERR("empty symbol table");
   L->syms = malloc(L->nsyms * sizeof *L->syms);
-  L->need = calloc(L->nsyms, 1);
   L->sym_state = calloc(L->nsyms, 1);
   L->got_slot = malloc(L->nsyms * sizeof(int64_t));
   L->stub_slot = malloc(L->nsyms * sizeof(int64_t));
   L->sym_addr = calloc(L->nsyms, sizeof(uint64_t));
-  if (!L->syms || !L->need || !L->sym_state || !L->got_slot || !L->stub_slot || !L->sym_addr)
+  if (!L->syms || !L->sym_state || !L->got_slot || !L->stub_slot || !L->sym_addr)
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "code object: %llu symbols", (unsigned long long)L->nsyms);
   memcpy(L->syms, L->data + st->sh_offset, L->nsyms * sizeof *L->syms);
   L->str = (const char *)L->data + L->sh[st->sh_link].sh_offset;
@@ -521,7 +544,7 @@ static bm_status apply_relocs(loader *L, uint8_t *got, uint8_t *stubs) {
                      .S = L->sym_addr[sym],
                      .A = r.r_addend};
       if (L->got_slot[sym] >= 0) c.G = (uint64_t)(uintptr_t)(got + 8 * L->got_slot[sym]);
-      if (L->stub_slot[sym] >= 0 && L->arch->needs(type, true) & NEED_STUB)
+      if (L->stub_slot[sym] >= 0 && (L->arch->needs(type, true) & NEED_STUB))
         c.S = (uint64_t)(uintptr_t)(stubs + L->arch->stub_size * (uint64_t)L->stub_slot[sym]);
       bm_status st = L->arch->apply(&c);
       if (st) return bm_status_wrap(st, "in %s", sec_name(L, i));
@@ -530,33 +553,30 @@ static bm_status apply_relocs(loader *L, uint8_t *got, uint8_t *stubs) {
   return NULL;
 }
 
+/* Named global/weak symbols defined in a loaded section are looked up by name. */
+static bool is_export(const loader *L, uint64_t i) {
+  const Elf64_Sym *s = &L->syms[i];
+  int bind = ELF64_ST_BIND(s->st_info);
+  return (bind == STB_GLOBAL || bind == STB_WEAK) && s->st_shndx != SHN_UNDEF && s->st_shndx != SHN_ABS &&
+         !L->sym_state[i] && L->str[s->st_name] != 0;
+}
+
 static bm_status collect_exports(loader *L) {
   size_t nbytes = 0;
   int n = 0;
-  for (uint64_t i = 1; i < L->nsyms; i++) {
-    const Elf64_Sym *s = &L->syms[i];
-    int bind = ELF64_ST_BIND(s->st_info);
-    if ((bind != STB_GLOBAL && bind != STB_WEAK) || s->st_shndx == SHN_UNDEF || L->sym_state[i])
-      continue;
-    if (s->st_shndx == SHN_ABS) continue;
-    const char *name = L->str + s->st_name;
-    if (!*name) continue;
-    nbytes += strlen(name) + 1;
-    n++;
-  }
+  for (uint64_t i = 1; i < L->nsyms; i++)
+    if (is_export(L, i)) {
+      nbytes += strlen(L->str + L->syms[i].st_name) + 1;
+      n++;
+    }
   bm_elf_image *img = L->img;
   img->exports = calloc((size_t)n + 1, sizeof *img->exports);
   img->names = malloc(nbytes + 1);
   if (!img->exports || !img->names) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "code object: symbols");
   char *p = img->names;
   for (uint64_t i = 1; i < L->nsyms; i++) {
-    const Elf64_Sym *s = &L->syms[i];
-    int bind = ELF64_ST_BIND(s->st_info);
-    if ((bind != STB_GLOBAL && bind != STB_WEAK) || s->st_shndx == SHN_UNDEF || L->sym_state[i])
-      continue;
-    if (s->st_shndx == SHN_ABS) continue;
-    const char *name = L->str + s->st_name;
-    if (!*name) continue;
+    if (!is_export(L, i)) continue;
+    const char *name = L->str + L->syms[i].st_name;
     size_t len = strlen(name) + 1;
     memcpy(p, name, len);
     img->exports[img->nexports].name = p;
@@ -661,7 +681,6 @@ bm_status bm_elf_load(const void *data, size_t size, const bm_elf_import *import
   free(L.sh);
   free(L.sec_addr);
   free(L.syms);
-  free(L.need);
   free(L.sym_state);
   free(L.got_slot);
   free(L.stub_slot);

@@ -124,7 +124,8 @@ struct bm_package {
   char *manifest;         /* NUL-terminated copy of the manifest text */
   void *json;             /* cJSON tree (strings below borrow from it) */
   const char *model;
-  uint64_t file_hash;
+  uint64_t file_hash;       /* XXH3-64 of the whole file, once file_hash_done */
+  int file_hash_done;
   uint64_t arena_bytes, weight_bytes, max_scratch;
   int nweights, nfunctions;
   bm_rt_weight *weights;

@@ -197,6 +197,8 @@ static bm_status parse_weights(bm_package *pkg, const cJSON *root) {
     } else if (!strcmp(comp, "zstd")) {
       w->zstd = 1;
       if (w->stored_size == 0) return CORRUPT("manifest: weight '%s': empty zstd data", w->name);
+      if (w->size > BM_PKG_MAX_ARENA) /* checked before we allocate for it */
+        return CORRUPT("manifest: weight '%s': %" PRIu64 " bytes decompressed is too large", w->name, w->size);
     } else {
       return CORRUPT("manifest: weight '%s': unknown compression '%s'", w->name, comp);
     }
@@ -490,14 +492,12 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
   uint64_t mo = 0, ms = 0;
   BM_RETURN_IF_ERROR(check_header(pkg, &mo, &ms));
 
-  pkg->file_hash = XXH3_64bits(pkg->map, pkg->map_size);
-  if (o && o->n_allowed_hashes > 0) {
+  if (o && o->n_allowed_hashes > 0) { /* before any of the content is parsed or loaded */
+    uint64_t h = bm_package_file_hash(pkg);
     bool ok = false;
-    for (size_t i = 0; o->allowed_hashes && i < o->n_allowed_hashes; i++)
-      ok |= o->allowed_hashes[i] == pkg->file_hash;
+    for (size_t i = 0; o->allowed_hashes && i < o->n_allowed_hashes; i++) ok |= o->allowed_hashes[i] == h;
     if (!ok)
-      return bm_status_make(BM_ERR_PERMISSION, "package %s (xxh3 %016" PRIx64 ") is not on the allow-list", path,
-                            pkg->file_hash);
+      return bm_status_make(BM_ERR_PERMISSION, "package %s (xxh3 %016" PRIx64 ") is not on the allow-list", path, h);
   }
 
   pkg->manifest = malloc(ms + 1);
@@ -594,7 +594,17 @@ bm_status bm_package_open(const char *path, const bm_open_options *opts, bm_pack
 
 const char *bm_package_manifest_json(const bm_package *pkg) { return pkg ? pkg->manifest : NULL; }
 const char *bm_package_model_name(const bm_package *pkg) { return pkg ? pkg->model : NULL; }
-uint64_t bm_package_file_hash(const bm_package *pkg) { return pkg ? pkg->file_hash : 0; }
+/* Hashing a large file takes a while, so it is done on first use (and at
+ * open only for the allow-list). Racing callers compute the same value. */
+uint64_t bm_package_file_hash(const bm_package *pkg) {
+  if (!pkg) return 0;
+  bm_package *p = (bm_package *)pkg;
+  if (!__atomic_load_n(&p->file_hash_done, __ATOMIC_ACQUIRE)) {
+    __atomic_store_n(&p->file_hash, XXH3_64bits(p->map, p->map_size), __ATOMIC_RELAXED);
+    __atomic_store_n(&p->file_hash_done, 1, __ATOMIC_RELEASE);
+  }
+  return __atomic_load_n(&p->file_hash, __ATOMIC_RELAXED);
+}
 uint64_t bm_package_arena_bytes(const bm_package *pkg) { return pkg ? pkg->arena_bytes : 0; }
 uint64_t bm_package_weight_bytes(const bm_package *pkg) { return pkg ? pkg->weight_bytes : 0; }
 int bm_package_function_count(const bm_package *pkg) { return pkg ? pkg->nfunctions : 0; }

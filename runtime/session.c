@@ -9,22 +9,27 @@
 
 #include "internal.h"
 
+/* What a session knows about one input of a function. The memory planner
+ * may reuse an input's slot once the input is dead; so that a function can
+ * run again on the same inputs, such inputs are also kept in the function's
+ * `backup` (allocated once) and copied back before a run. */
+typedef struct input_state {
+  bool set;
+  bool reused;                  /* a kernel output overlaps its slot */
+  bool stale;                   /* a run overwrote the arena copy */
+  size_t bytes;                 /* bytes last set */
+  size_t backup_off;            /* offset in backup (when reused) */
+  int64_t syms[BM_RT_MAX_SYMS]; /* symbol values it binds, -1 = none */
+} input_state;
+
 typedef struct fn_state {
-  bool *input_set;            /* per input */
-  /* The memory planner may reuse an input's slot once the input is dead. So
-   * that a function can run again on the same inputs, such inputs are also
-   * kept in `backup` (allocated once) and restored before a run. */
-  bool *input_reused;         /* per input: a kernel output overlaps its slot */
-  bool *input_stale;          /* per input: the arena copy was overwritten by a run */
-  size_t *input_bytes;        /* per input: bytes last set */
-  size_t *backup_off;         /* per input: offset in backup */
+  input_state *in;              /* per input */
   uint8_t *backup;
-  int64_t *input_syms;        /* per input: BM_RT_MAX_SYMS values it binds, -1 = none */
   int64_t syms[BM_RT_MAX_SYMS]; /* the values of the last run */
   bool ran;
-  void **bufs;                /* kernel k's arguments at bufs + buf_start[k] */
+  void **bufs;                  /* kernel k's arguments at bufs + buf_start[k] */
   size_t *buf_start;
-  bm_kernel_profile *profile; /* per kernel, when profiling */
+  bm_kernel_profile *profile;   /* per kernel, when profiling */
 } fn_state;
 
 struct bm_session {
@@ -48,13 +53,8 @@ void bm_session_destroy(bm_session *s) {
   bm_threadpool_destroy(s->pool);
   if (s->fns)
     for (int f = 0; f < s->pkg->nfunctions; f++) {
-      free(s->fns[f].input_set);
-      free(s->fns[f].input_reused);
-      free(s->fns[f].input_stale);
-      free(s->fns[f].input_bytes);
-      free(s->fns[f].backup_off);
+      free(s->fns[f].in);
       free(s->fns[f].backup);
-      free(s->fns[f].input_syms);
       free(s->fns[f].bufs);
       free(s->fns[f].buf_start);
       free(s->fns[f].profile);
@@ -75,18 +75,13 @@ static void *arg_ptr(bm_session *s, const bm_rt_arg *a) {
 static bm_status setup_function(bm_session *s, int f) {
   const bm_rt_function *fn = &s->pkg->functions[f];
   fn_state *st = &s->fns[f];
-  st->input_set = calloc((size_t)fn->ninputs + 1, sizeof *st->input_set);
-  st->input_reused = calloc((size_t)fn->ninputs + 1, sizeof *st->input_reused);
-  st->input_stale = calloc((size_t)fn->ninputs + 1, sizeof *st->input_stale);
-  st->input_bytes = calloc((size_t)fn->ninputs + 1, sizeof *st->input_bytes);
-  st->backup_off = calloc((size_t)fn->ninputs + 1, sizeof *st->backup_off);
-  st->input_syms = malloc(((size_t)fn->ninputs + 1) * BM_RT_MAX_SYMS * sizeof *st->input_syms);
+  st->in = calloc((size_t)fn->ninputs + 1, sizeof *st->in);
   st->buf_start = calloc((size_t)fn->nkernels + 1, sizeof *st->buf_start);
   size_t nbufs = 0;
   for (int k = 0; k < fn->nkernels; k++) nbufs += (size_t)fn->kernels[k].nargs;
   st->bufs = calloc(nbufs + 1, sizeof *st->bufs);
   if (s->profile) st->profile = calloc((size_t)fn->nkernels + 1, sizeof *st->profile);
-  if (!st->input_set || !st->input_reused || !st->input_stale || !st->input_bytes || !st->backup_off || !st->input_syms || !st->buf_start || !st->bufs || (s->profile && !st->profile))
+  if (!st->in || !st->buf_start || !st->bufs || (s->profile && !st->profile))
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session for function '%s'", fn->name);
   size_t backup = 0;
   for (int i = 0; i < fn->ninputs; i++) {
@@ -94,10 +89,10 @@ static bm_status setup_function(bm_session *s, int f) {
     for (int k = 0; k < fn->nkernels; k++) {
       const bm_rt_arg *o = &fn->kernels[k].args[fn->kernels[k].nargs - 1];
       if (o->weight < 0 && o->offset < t->offset + t->nbytes && t->offset < o->offset + o->nbytes)
-        st->input_reused[i] = true;
+        st->in[i].reused = true;
     }
-    if (st->input_reused[i]) {
-      st->backup_off[i] = backup;
+    if (st->in[i].reused) {
+      st->in[i].backup_off = backup;
       backup += round64(t->nbytes);
     }
   }
@@ -156,9 +151,9 @@ bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_
 static void take_arena(bm_session *s, int f) {
   if (s->arena_owner == f) return;
   if (s->arena_owner >= 0) {
-    const bm_rt_function *old = &s->pkg->functions[s->arena_owner];
-    memset(s->fns[s->arena_owner].input_set, 0, (size_t)old->ninputs * sizeof(bool));
-    s->fns[s->arena_owner].ran = false;
+    fn_state *old = &s->fns[s->arena_owner];
+    for (int i = 0; i < s->pkg->functions[s->arena_owner].ninputs; i++) old->in[i].set = false;
+    old->ran = false;
   }
   s->arena_owner = f;
 }
@@ -215,12 +210,13 @@ bm_status bm_session_set_input(bm_session *s, int f, int i, const void *data, bm
 
   take_arena(s, f);
   fn_state *st = &s->fns[f];
+  input_state *in = &st->in[i];
   if (bytes) memmove(s->arena + t->offset, data, bytes); /* data may be a previous output */
-  memcpy(st->input_syms + (size_t)i * BM_RT_MAX_SYMS, bound, sizeof bound);
-  st->input_set[i] = true;
-  st->input_stale[i] = false;
-  st->input_bytes[i] = bytes;
-  if (st->input_reused[i] && bytes) memcpy(st->backup + st->backup_off[i], s->arena + t->offset, bytes);
+  if (in->reused && bytes) memcpy(st->backup + in->backup_off, s->arena + t->offset, bytes);
+  memcpy(in->syms, bound, sizeof bound);
+  in->set = true;
+  in->stale = false;
+  in->bytes = bytes;
   st->ran = false;
   return NULL;
 }
@@ -237,19 +233,18 @@ bm_status bm_session_run(bm_session *s, int f) {
   BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
   fn_state *st = &s->fns[f];
   for (int i = 0; i < fn->ninputs; i++)
-    if (!st->input_set[i])
-      return INVALID("function '%s': input '%s' was not set", fn->name, fn->inputs[i].name);
+    if (!st->in[i].set) return INVALID("function '%s': input '%s' was not set", fn->name, fn->inputs[i].name);
   take_arena(s, f);
   for (int i = 0; i < fn->ninputs; i++)
-    if (st->input_stale[i] && st->input_bytes[i])
-      memcpy(s->arena + fn->inputs[i].offset, st->backup + st->backup_off[i], st->input_bytes[i]);
+    if (st->in[i].stale && st->in[i].bytes)
+      memcpy(s->arena + fn->inputs[i].offset, st->backup + st->in[i].backup_off, st->in[i].bytes);
 
   /* bind the symbols from the inputs; unbound ones take their upper bound */
   for (int k = 0; k < fn->nsyms; k++) {
     int64_t v = -1;
     int from = -1;
     for (int i = 0; i < fn->ninputs; i++) {
-      int64_t b = st->input_syms[(size_t)i * BM_RT_MAX_SYMS + k];
+      int64_t b = st->in[i].syms[k];
       if (b < 0) continue;
       if (v >= 0 && b != v)
         return INVALID("function '%s': input '%s' gives %s = %" PRId64 " but input '%s' gives %" PRId64, fn->name,
@@ -272,8 +267,7 @@ bm_status bm_session_run(bm_session *s, int f) {
     s->dev->launch(s->pool, kr->fn, st->bufs + st->buf_start[k], st->syms, ntasks, s->scratch, s->scratch_stride);
     if (st->profile) st->profile[k].seconds = now_seconds() - t0;
   }
-  for (int i = 0; i < fn->ninputs; i++)
-    st->input_stale[i] = st->input_reused[i];
+  for (int i = 0; i < fn->ninputs; i++) st->in[i].stale = st->in[i].reused;
   st->ran = true;
   return NULL;
 }

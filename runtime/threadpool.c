@@ -26,6 +26,8 @@ static void futex_wake(atomic_uint *addr, int n) {}
 #endif
 
 #define SPIN_ITERS 20000
+#define ACTIVE_BITS 11
+#define ACTIVE_MASK ((1u << ACTIVE_BITS) - 1)
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -39,17 +41,22 @@ struct bm_threadpool {
   int nthreads;                 /* including the caller */
   pthread_t *workers;           /* nthreads - 1 */
   int nstarted;
-  /* the current job */
+  /* the current job (written by the caller before gen is bumped) */
   bm_kernel_fn fn;
   void *const *bufs;
   const int64_t *syms;
   int64_t ntasks, chunk;
   uint8_t *scratch;
   size_t scratch_stride;
-  atomic_llong next;            /* next task to hand out */
-  atomic_uint gen;              /* bumped for every job */
-  atomic_uint remaining;        /* workers still busy with the current job */
-  atomic_uint sleepers;         /* workers in futex_wait on gen */
+  /* each hot atomic on its own cache line: spinning workers must not be
+   * disturbed by the task counter */
+  _Alignas(64) atomic_llong next; /* next task to hand out */
+  /* Job word, written only by the caller: (job counter << 11) | number of
+   * threads taking part (caller included, <= 1024). Workers read both in
+   * one load, so a worker left out of a job never touches its fields. */
+  _Alignas(64) atomic_uint gen;
+  _Alignas(64) atomic_uint remaining; /* active workers still busy */
+  _Alignas(64) atomic_uint sleepers;  /* workers in futex_wait on gen */
   atomic_uint caller_waiting;
   atomic_bool stop;
 };
@@ -88,6 +95,7 @@ static void *worker_main(void *arg) {
     }
     seen = g;
     if (atomic_load(&p->stop)) return NULL;
+    if ((unsigned)wa.index >= (g & ACTIVE_MASK)) continue; /* not needed for this job */
     work(p, wa.index);
     if (atomic_fetch_sub(&p->remaining, 1) == 1 && atomic_load(&p->caller_waiting))
       futex_wake(&p->remaining, 1);
@@ -99,7 +107,7 @@ int bm_threadpool_threads(const bm_threadpool *p) { return p ? p->nthreads : 0; 
 void bm_threadpool_destroy(bm_threadpool *p) {
   if (!p) return;
   atomic_store(&p->stop, true);
-  atomic_fetch_add(&p->gen, 1);
+  atomic_fetch_add(&p->gen, 1u << ACTIVE_BITS);
   futex_wake(&p->gen, INT_MAX);
   for (int i = 0; i < p->nstarted; i++) pthread_join(p->workers[i], NULL);
   free(p->workers);
@@ -110,8 +118,9 @@ bm_status bm_threadpool_create(int nthreads, bm_threadpool **out) {
   *out = NULL;
   if (nthreads < 1 || nthreads > 1024)
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "thread count %d is not in [1, 1024]", nthreads);
-  bm_threadpool *p = calloc(1, sizeof *p);
+  bm_threadpool *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64); /* the atomics are cache-line aligned */
   if (!p) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "thread pool");
+  memset(p, 0, sizeof *p);
   p->nthreads = nthreads;
   p->workers = calloc((size_t)nthreads, sizeof *p->workers);
   if (!p->workers) {
@@ -146,16 +155,20 @@ void bm_threadpool_run(bm_threadpool *p, bm_kernel_fn fn, void *const *bufs, con
     return;
   }
   int64_t chunk = ntasks / (4 * (int64_t)p->nthreads);
+  if (chunk < 1) chunk = 1;
+  int64_t nchunks = (ntasks + chunk - 1) / chunk;
+  unsigned active = nchunks < p->nthreads ? (unsigned)nchunks : (unsigned)p->nthreads;
   p->fn = fn;
   p->bufs = bufs;
   p->syms = syms;
   p->ntasks = ntasks;
-  p->chunk = chunk < 1 ? 1 : chunk;
+  p->chunk = chunk;
   p->scratch = scratch;
   p->scratch_stride = scratch_stride;
   atomic_store(&p->next, 0);
-  atomic_store(&p->remaining, (unsigned)(p->nthreads - 1));
-  atomic_fetch_add(&p->gen, 1); /* publishes the job (seq_cst) */
+  atomic_store(&p->remaining, active - 1);
+  unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed);
+  atomic_store(&p->gen, (((g >> ACTIVE_BITS) + 1) << ACTIVE_BITS) | active); /* publishes the job */
   if (atomic_load(&p->sleepers)) futex_wake(&p->gen, INT_MAX);
   work(p, 0);
   int spins = 0;

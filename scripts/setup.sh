@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config llvm-19-dev libcjson-dev libxxhash-dev libzstd-dev
-      libpng-dev libopenblas-dev)
+      libpng-dev libopenblas-dev zlib1g-dev unicode-data)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -186,6 +186,31 @@ static void test_matmul_symbolic(void) {
   }
 }
 
+/* symbolic batch: a (batch, 9, 20) @ b (batch, 20, 14) */
+static void build_sym_batch(bm_graph *g, const void *arg) {
+  int s = bm_sym_declare(g, "batch", 6);
+  int64_t sa[3] = {BM_SYM(s), 9, 20}, sb[3] = {BM_SYM(s), 20, 14};
+  bm_node *y = bm_matmul(g, bm_input(g, "a", BM_DTYPE_F32, 3, sa), bm_input(g, "b", BM_DTYPE_F32, 3, sb),
+                         false, false);
+  bm_output_add(g, "y", y);
+}
+
+/* attention-like: p (1, 3, seq, seq) @ v (1, 3, seq, 16), and q @ k^T */
+static void build_sym_k(bm_graph *g, const void *arg) {
+  int s = bm_sym_declare(g, "seq", 200);
+  int64_t sp[4] = {1, 3, BM_SYM(s), BM_SYM(s)}, sv[4] = {1, 3, BM_SYM(s), 16};
+  bm_node *p = bm_input(g, "p", BM_DTYPE_F32, 4, sp), *v = bm_input(g, "v", BM_DTYPE_F32, 4, sv);
+  bm_output_add(g, "pv", bm_matmul(g, p, v, false, false));
+  bm_output_add(g, "qk", bm_matmul(g, v, v, false, true));
+}
+
+static void test_matmul_symbolic_batch_k(void) {
+  int64_t b[] = {1, 4};
+  for (int i = 0; i < 2; i++) run_case("symbolic batch", build_sym_batch, NULL, &b[i], false);
+  int64_t seq[] = {1, 3, 130};
+  for (int i = 0; i < 3; i++) run_case("symbolic K", build_sym_k, NULL, &seq[i], false);
+}
+
 /* ------------------------------------------------------------------ qmatmul */
 
 typedef struct q_case {
@@ -289,6 +314,20 @@ static void test_conv2d(void) {
   }
 }
 
+/* symbolic spatial size: x (2, 6, h, w) with a 3x3 conv, stride 1, pad 1 */
+static void build_conv_sym(bm_graph *g, const void *arg) {
+  int h = bm_sym_declare(g, "h", 20), w = bm_sym_declare(g, "w", 24);
+  int64_t sx[4] = {2, 6, BM_SYM(h), BM_SYM(w)}, sw[4] = {10, 6, 3, 3};
+  bm_node *x = bm_input(g, "x", BM_DTYPE_F32, 4, sx);
+  bm_node *y = bm_conv2d(g, x, bm_input(g, "w", BM_DTYPE_F32, 4, sw), NULL, 1, 1, 1, 1, 1, 1, 1);
+  bm_output_add(g, "y", bm_silu(g, y));
+}
+
+static void test_conv2d_symbolic(void) {
+  int64_t hw[][2] = {{7, 9}, {20, 24}, {1, 1}};
+  for (int i = 0; i < 3; i++) run_case("conv2d symbolic h, w", build_conv_sym, NULL, hw[i], false);
+}
+
 int main(void) {
   RUN(test_matmul_sizes);
   RUN(test_matmul_trans);
@@ -296,7 +335,9 @@ int main(void) {
   RUN(test_matmul_epilogue);
   RUN(test_matmul_batched);
   RUN(test_matmul_symbolic);
+  RUN(test_matmul_symbolic_batch_k);
   RUN(test_qmatmul);
   RUN(test_conv2d);
+  RUN(test_conv2d_symbolic);
   return bm_test_finish();
 }

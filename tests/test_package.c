@@ -857,6 +857,20 @@ static void test_writer_errors(void) {
   free_all();
 
   m = build_module();
+  m->graphs[0]->nodes[4]->kernel = "k_nope"; /* not in the code object */
+  CHECK_ERR(bm_package_write(path, m, &code, &meta), BM_ERR_INTERNAL, "kernel 'k_nope'");
+  free_all();
+
+  m = build_module();
+  bm_object empty = code;
+  empty.size = 0;
+  CHECK_ERR(bm_package_write(path, m, &empty, &meta), BM_ERR_INVALID_ARGUMENT, "code object is empty");
+  empty = code;
+  empty.size = 100; /* a truncated object */
+  CHECK_ERR(bm_package_write(path, m, &empty, &meta), BM_ERR_CORRUPT, "not loadable");
+  free_all();
+
+  m = build_module();
   bm_package_meta bad = meta;
   bad.options_json = "[1, 2";
   CHECK_ERR(bm_package_write(path, m, &code, &bad), BM_ERR_INVALID_ARGUMENT, "options_json");

@@ -34,10 +34,9 @@ typedef struct gm {
   int64_t nt_max;            /* bound of the run-time N block */
   bool part_m, part_b;       /* tasks split M / the batches */
   bool multi_k;              /* K may need more than one block */
-  bool gemm, gemv;           /* which paths are emitted */
-  bool epi;                  /* bias or epilogue present */
+  bool gemm;                 /* emit the packed GEMM path (else only GEMV) */
   LLVMTypeRef vt;            /* <vec x float> */
-  LLVMValueRef bp, ap, tile, arow; /* scratch regions */
+  LLVMValueRef bp, ap, tile, arow, yacc; /* scratch regions */
   /* current batch */
   LLVMValueRef bi, a_off, b_off, c_off, bias_off;
 } gm;
@@ -708,15 +707,21 @@ static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
     LLVMBuildStore(m->b, zero_vec(m), gacc[r]);
     LLVMBuildStore(m->b, LLVMConstNull(cg->t_f32), gsacc[r]);
   }
+  /* small static groups are unrolled; otherwise a loop over the group's vectors */
+  bool unroll = quant && vec_ok && g->q_group % V == 0 && g->q_group / V <= 16;
+  int64_t steps = unroll ? g->q_group / V : 1;
   lp lk;
-  loop_begin(m, &lk, g0, vend, c64(m, V));
-  LLVMValueRef x = sload(m, m->arow, lk.iv, V);
-  for (int r = 0; r < R; r++) {
-    LLVMValueRef w = b_row_nk(m, iadd(m, n, c64(m, r)), lk.iv, false);
-    LLVMValueRef a = LLVMBuildLoad2(m->b, m->vt, gacc[r], "");
-    LLVMBuildStore(m->b, bm_cg_fma(m->f, x, w, a), gacc[r]);
+  if (!unroll) loop_begin(m, &lk, g0, vend, c64(m, V));
+  for (int64_t u = 0; u < steps; u++) {
+    LLVMValueRef k = unroll ? iadd(m, g0, c64(m, u * V)) : lk.iv;
+    LLVMValueRef x = sload(m, m->arow, k, V);
+    for (int r = 0; r < R; r++) {
+      LLVMValueRef w = b_row_nk(m, iadd(m, n, c64(m, r)), k, false);
+      LLVMValueRef a = LLVMBuildLoad2(m->b, m->vt, gacc[r], "");
+      LLVMBuildStore(m->b, bm_cg_fma(m->f, x, w, a), gacc[r]);
+    }
   }
-  loop_end(m, &lk);
+  if (!unroll) loop_end(m, &lk);
   lp lt; /* scalar tail of the group */
   loop_begin(m, &lt, vend, gend, c64(m, 1));
   LLVMValueRef xs = sload(m, m->arow, lt.iv, 1);
@@ -756,13 +761,64 @@ static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
   }
 }
 
+/* KN dense: C[row, n0 .. n1) with B read row by row (contiguous runs of the
+ * task's columns, 4 rows per step) into the y accumulator in scratch. */
+static void gemv_kn_rows(gm *m, LLVMValueRef row, LLVMValueRef n0, LLVMValueRef n1) {
+  bm_cg_gemm *g = m->g;
+  int V = m->vec;
+  LLVMValueRef ncnt = isub(m, n1, n0);
+  LLVMValueRef nvec = imul(m, iceil(m, ncnt, c64(m, V)), c64(m, V));
+  LLVMValueRef nfull = imul(m, idiv(m, ncnt, c64(m, V)), c64(m, V));
+  lp lz;
+  loop_begin(m, &lz, c64(m, 0), nvec, c64(m, V));
+  sstore(m, m->yacc, lz.iv, zero_vec(m));
+  loop_end(m, &lz);
+  for (int step = 4; step >= 1; step -= 3) { /* k by 4, then the rest one by one */
+    LLVMValueRef kend = step == 4 ? LLVMBuildAnd(m->b, g->K, c64(m, ~(int64_t)3), "") : g->K;
+    LLVMValueRef kstart = step == 4 ? c64(m, 0) : LLVMBuildAnd(m->b, g->K, c64(m, ~(int64_t)3), "");
+    lp lk;
+    loop_begin(m, &lk, kstart, kend, c64(m, step));
+    LLVMValueRef a[4], src[4];
+    for (int u = 0; u < step; u++) {
+      LLVMValueRef k = iadd(m, lk.iv, c64(m, u));
+      a[u] = splat(m, sload(m, m->arow, k, 1));
+      src[u] = iadd(m, m->b_off, iadd(m, imul(m, k, g->ldb), n0));
+    }
+    for (int part = 0; part < 2; part++) {
+      lp ln;
+      if (part == 0)
+        loop_begin(m, &ln, c64(m, 0), nfull, c64(m, V));
+      else
+        loop_begin(m, &ln, nfull, ncnt, c64(m, V));
+      LLVMValueRef cnt = part ? isub(m, ncnt, ln.iv) : NULL;
+      LLVMValueRef y = sload(m, m->yacc, ln.iv, V);
+      for (int u = 0; u < step; u++)
+        y = bm_cg_fma(m->f, a[u], load_dense(m, g->b, g->b_dt, iadd(m, src[u], ln.iv), V, cnt), y);
+      sstore(m, m->yacc, ln.iv, y);
+      loop_end(m, &ln);
+    }
+    loop_end(m, &lk);
+  }
+  lp ls;
+  loop_begin(m, &ls, c64(m, 0), nfull, c64(m, V));
+  store_seg(m, sload(m, m->yacc, ls.iv, V), row, iadd(m, n0, ls.iv), V, NULL, false, true);
+  loop_end(m, &ls);
+  lp lt;
+  loop_begin(m, &lt, nfull, ncnt, c64(m, V));
+  store_seg(m, sload(m, m->yacc, lt.iv, V), row, iadd(m, n0, lt.iv), V, isub(m, ncnt, lt.iv), false,
+            true);
+  loop_end(m, &lt);
+}
+
 static void gemv_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0, LLVMValueRef n1) {
   bm_cg_gemm *g = m->g;
   int V = m->vec;
   lp lm;
   loop_begin(m, &lm, m0, m1, c64(m, 1));
   copy_a_row(m, lm.iv);
-  if (g->b_kind == BM_CG_GEMM_B_KN || g->b_kind == BM_CG_GEMM_B_LOADER) {
+  if (g->b_kind == BM_CG_GEMM_B_KN) {
+    gemv_kn_rows(m, lm.iv, n0, n1);
+  } else if (g->b_kind == BM_CG_GEMM_B_LOADER) {
     int CW = V == 16 ? 8 : 4; /* vectors per chunk */
     LLVMValueRef ncnt = isub(m, n1, n0);
     LLVMValueRef nfull = iadd(m, n0, imul(m, idiv(m, ncnt, c64(m, CW * V)), c64(m, CW * V)));
@@ -791,6 +847,40 @@ static void gemv_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0,
 
 /* ------------------------------------------------------------------ the kernel */
 
+/* Picks the N and M block counts of a static GEMM. The runtime hands out
+ * tasks dynamically in chunks of ntasks / (4 * threads), and consecutive
+ * tasks of one chunk share their packed B; so the cost model is the load
+ * imbalance of 2 threads plus the packing overhead (B repacked per run of
+ * M blocks, A per N block, ~0.1 cycle per element against 1/32 cycle per
+ * FMA). */
+static void choose_split(gm *m, int64_t M, int64_t N, int64_t nbs) {
+  double best = 1e30;
+  for (int64_t nnb = 1; nnb <= 64; nnb++) {
+    int64_t nt = round_up(ceil_div(N, nnb), m->nr);
+    /* no empty N blocks; the B block (KC x NT) should stay in L2 */
+    if (ceil_div(N, nt) != nnb || (nt > 1024 && nnb < 64)) continue;
+    for (int64_t nmb = 1; nmb <= 64; nmb++) {
+      int64_t mt = round_up(ceil_div(M, nmb), m->mr);
+      if (ceil_div(M, mt) != nmb || (nmb > 1 && mt < 4 * m->mr)) continue;
+      int64_t total = nnb * nmb * nbs;
+      int64_t chunk = total / 8 > 0 ? total / 8 : 1;
+      int64_t nchunks = ceil_div(total, chunk);
+      int64_t busiest = ceil_div(nchunks, 2) * chunk;
+      if (busiest > total) busiest = total;
+      double imbalance = total > 1 ? (double)busiest / ((double)total / 2) - 1 : 1.0;
+      int64_t mrun = chunk * mt < M ? chunk * mt : M;
+      double pack = 3.2 / (double)mrun + 3.2 / (double)nt;
+      double cost = imbalance + pack + (total < 4 ? 0.05 : 0); /* some slack for busy cores */
+      if (cost < best - 1e-9) {
+        best = cost;
+        m->nnb = nnb;
+        m->mt = mt;
+      }
+    }
+  }
+  m->nt_max = round_up(ceil_div(N, m->nnb), m->nr);
+}
+
 bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm *g) {
   gm mm = {0}, *m = &mm;
   m->cg = cg;
@@ -810,8 +900,6 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   if (g->b_kind == BM_CG_GEMM_B_Q && (g->q_group < 1 || g->k_max % g->q_group))
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s %%%d: group size %lld does not divide K %lld",
                           bm_op_name(n->op), n->id, (long long)g->q_group, (long long)g->k_max);
-  m->epi = g->bias || n->a.prog.n > 0;
-  m->gemv = true;
   m->gemm = m_max > GEMV_MAX_ROWS;
 
   /* K blocking: f32 C accumulates across K blocks; other C dtypes take K in one block */
@@ -839,6 +927,8 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
     m->mt = round_up(ceil_div(m_max, nmb), m->mr);
     if (m->mt < 2 * m->mr) m->mt = 2 * m->mr;
   }
+  if (m->gemm && m->part_m && bm_dim_is_static(g->m) && (!m->part_b || bm_dim_is_static(g->nbatch)))
+    choose_split(m, m_max, g->n_max, nbs);
   if (m->part_m && !bm_dim_is_static(g->m))
     n->tasks = bm_cg_tasks(g->m, m->mt, m->nnb * (m->part_b ? g->nbatch.add : 1));
   else if (m->part_b && !bm_dim_is_static(g->nbatch))
@@ -853,9 +943,11 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   int64_t ap_f = m->gemm ? round_up(m->mc, m->mr) * m->kcs : 0;
   int64_t tile_f = m->mr * m->nr;
   int64_t arow_f = round_up(g->k_max, m->vec) + m->vec;
+  int64_t yacc_f = m->nt_max + m->vec;
   int64_t off_bp = 0, off_ap = round_up(bp_f, 16), off_tile = off_ap + round_up(ap_f, 16),
           off_arow = off_tile + round_up(tile_f, 16);
-  n->scratch = (uint64_t)(off_arow + round_up(arow_f, 16)) * 4;
+  int64_t off_yacc = off_arow + round_up(arow_f, 16);
+  n->scratch = (uint64_t)(off_yacc + round_up(yacc_f, 16)) * 4;
 
   bm_cg_fn f;
   bm_cg_fn_begin(cg, n, symbol, &f);
@@ -865,6 +957,7 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   m->ap = fptr(m, f.scratch, c64(m, off_ap));
   m->tile = fptr(m, f.scratch, c64(m, off_tile));
   m->arow = fptr(m, f.scratch, c64(m, off_arow));
+  m->yacc = fptr(m, f.scratch, c64(m, off_yacc));
 
   LLVMValueRef nmb_rt = m->part_m ? iceil(m, g->M, c64(m, m->mt)) : c64(m, 1);
   LLVMValueRef nt_rt = imul(m, iceil(m, iceil(m, g->N, c64(m, m->nnb)), c64(m, m->nr)), c64(m, m->nr));
