@@ -89,28 +89,39 @@ static int bench_one(const shape *s, int threads, int reps) {
     return 1;
   }
   double flops = 2.0 * (double)M * (double)N * (double)K;
-  /* bm and OpenBLAS alternate, so that background load hits both alike */
-  double *tb = malloc(sizeof(double) * (size_t)reps), *to = malloc(sizeof(double) * (size_t)reps);
+  /* Blocks of repetitions per library, with a pause between blocks: both
+   * thread pools spin for a while after a call, and on a small machine a
+   * spinning pool steals the cores of the other library's next call. The
+   * rounds spread slow background load over both. */
+  enum { ROUNDS = 3 };
+  int nsamp = ROUNDS * reps;
+  double *tb = malloc(sizeof(double) * (size_t)nsamp), *to = malloc(sizeof(double) * (size_t)nsamp);
   const void *yo = NULL;
   bm_tensor_info info;
 #ifdef BM_HAVE_OPENBLAS
   openblas_set_num_threads(threads);
 #endif
-  for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-    double t0 = now();
-    st = bm_session_run(ses, f);
-    double t1 = now();
-    if (st) {
-      fprintf(stderr, "bench_gemm: run: %s\n", bm_status_message(st));
-      return 1;
+  for (int round = 0; round < ROUNDS; round++) {
+    usleep(300000);
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+      double t0 = now();
+      st = bm_session_run(ses, f);
+      double t1 = now();
+      if (st) {
+        fprintf(stderr, "bench_gemm: run: %s\n", bm_status_message(st));
+        return 1;
+      }
+      if (r >= 0) tb[round * reps + r] = t1 - t0;
     }
-    if (r >= 0) tb[r] = t1 - t0;
 #ifdef BM_HAVE_OPENBLAS
-    t0 = now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                (int)K, 1.0f, x, (int)K, w, s->tb ? (int)K : (int)N, 0.0f, yb, (int)N);
-    t1 = now();
-    if (r >= 0) to[r] = t1 - t0;
+    usleep(300000);
+    for (int r = -1; r < reps; r++) {
+      double t0 = now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                  (int)K, 1.0f, x, (int)K, w, s->tb ? (int)K : (int)N, 0.0f, yb, (int)N);
+      double t1 = now();
+      if (r >= 0) to[round * reps + r] = t1 - t0;
+    }
 #endif
   }
   st = bm_session_get_output(ses, f, 0, &yo, &info);
@@ -126,13 +137,13 @@ static int bench_one(const shape *s, int threads, int reps) {
     if (fabs(yb[i]) > maxr) maxr = fabs(yb[i]);
   }
   double rel = maxd / (maxr > 0 ? maxr : 1);
-  double gb = flops / median(tb, reps) * 1e-9, go = flops / median(to, reps) * 1e-9;
+  double gb = flops / median(tb, nsamp) * 1e-9, go = flops / median(to, nsamp) * 1e-9;
   printf("%5lld x %5lld x %5lld %-3s thr %d | bm %8.1f GFLOP/s | openblas %8.1f GFLOP/s | ratio %5.2f | rel err %.1e%s\n",
          (long long)M, (long long)K, (long long)N, s->tb ? "NT" : "NN", threads, gb, go, gb / go, rel,
          rel > 1e-4 ? "  MISMATCH" : "");
 #else
   printf("%5lld x %5lld x %5lld %s thr %d | bm %8.1f GFLOP/s (no OpenBLAS)\n", (long long)M,
-         (long long)K, (long long)N, s->tb ? "NT" : "NN", threads, flops / median(tb, reps) * 1e-9);
+         (long long)K, (long long)N, s->tb ? "NT" : "NN", threads, flops / median(tb, nsamp) * 1e-9);
 #endif
   fflush(stdout);
   bm_session_destroy(ses);

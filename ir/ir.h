@@ -323,6 +323,34 @@ bm_node *bm_rope(bm_graph *g, bm_node *x, bm_node *pos, bm_node *freqs, int mode
 bm_node *bm_attention(bm_graph *g, bm_node *q, bm_node *k, bm_node *v, bm_node *mask,
                       float scale, bool causal, int window, float softcap);
 
+/* ------------------------------------------------------------------ LLM builders (issue 3)
+ * Declared here so model files can be written against them; implemented
+ * with their ops.def rows (STATE, KV_WRITE, TOPK_MASK, MOE and the kv_len
+ * form of ATTENTION). */
+
+/* A named persistent tensor (e.g. a KV cache): zero when a session is
+ * created, kept across runs, shared by name by all functions of a package. */
+bm_node *bm_state(bm_graph *g, const char *name, bm_dtype t, int ndim, const int64_t *shape);
+/* cache (Bmax, H, L, D) (a STATE or a previous KV_WRITE), rows (B, H, S, D),
+ * pos i32|i64 (B): writes rows[b, h, i] to cache[b, h, pos[b] + i] (rows past
+ * L are dropped) and returns the updated cache (same storage, in place). */
+bm_node *bm_kv_write(bm_graph *g, bm_node *cache, bm_node *rows, bm_node *pos);
+/* Attention over a cache: as bm_attention, but k/v are (Bmax, Hkv, L, D)
+ * caches and kv_len i32|i64 (B) gives each row's valid length: keys
+ * j >= kv_len[b] are invisible and the causal offset of row b is
+ * kv_len[b] - Sq. mask may be NULL. */
+bm_node *bm_attention_kv(bm_graph *g, bm_node *q, bm_node *k, bm_node *v, bm_node *mask,
+                         bm_node *kv_len, float scale, bool causal, int window, float softcap);
+/* Keeps the k largest entries of each row (last axis; ties: lower index
+ * first) and sets the others to fill. */
+bm_node *bm_topk_mask(bm_graph *g, bm_node *x, int k, float fill);
+/* Mixture-of-experts feed-forward: x (T, D), gates (T, E) with 0 for
+ * unused experts, w_gate and w_up (E, F, D), w_down (E, D, F):
+ * out[t] = sum_e gates[t, e] * w_down[e] (act(w_gate[e] x[t]) * (w_up[e] x[t])),
+ * act SILU or GELU_TANH. Experts with a zero gate are skipped. */
+bm_node *bm_moe(bm_graph *g, bm_node *x, bm_node *gates, bm_node *w_gate, bm_node *w_up,
+                bm_node *w_down, bm_op act);
+
 /* ------------------------------------------------------------------ graph utilities */
 
 /* Replaces every use of `old` by `repl` (inputs and outputs). */

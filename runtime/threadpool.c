@@ -2,6 +2,7 @@
  * handed out dynamically in chunks from an atomic counter; idle workers
  * spin briefly, then sleep on a futex. */
 #include <limits.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,22 +21,30 @@ static void futex_wake(atomic_uint *addr, int n) {
   syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 #else
-#include <sched.h>
 static void futex_wait(atomic_uint *addr, unsigned val) { sched_yield(); }
 static void futex_wake(atomic_uint *addr, int n) {}
 #endif
 
-#define SPIN_ITERS 20000
+/* Waiting: spin with `pause` first (a kernel is often microseconds), then
+ * yield the CPU a few times (helps when threads outnumber free cores), then
+ * sleep on the futex. */
+#define SPIN_ITERS 2000
+#define YIELD_ITERS 64
 #define ACTIVE_BITS 11
 #define ACTIVE_MASK ((1u << ACTIVE_BITS) - 1)
 
-static inline void cpu_relax(void) {
+static inline void cpu_relax_or_yield(int spins) {
+  if (spins < SPIN_ITERS) {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
+    __builtin_ia32_pause();
 #elif defined(__aarch64__)
-  __asm__ volatile("yield");
+    __asm__ volatile("yield");
 #endif
+  } else {
+    sched_yield();
+  }
 }
+
 
 struct bm_threadpool {
   int nthreads;                 /* including the caller */
@@ -85,8 +94,8 @@ static void *worker_main(void *arg) {
     unsigned g;
     int spins = 0;
     while ((g = atomic_load(&p->gen)) == seen) {
-      if (++spins < SPIN_ITERS) {
-        cpu_relax();
+      if (++spins < SPIN_ITERS + YIELD_ITERS) {
+        cpu_relax_or_yield(spins);
         continue;
       }
       atomic_fetch_add(&p->sleepers, 1);
@@ -174,8 +183,8 @@ void bm_threadpool_run(bm_threadpool *p, bm_kernel_fn fn, void *const *bufs, con
   int spins = 0;
   unsigned r;
   while ((r = atomic_load(&p->remaining)) != 0) {
-    if (++spins < SPIN_ITERS) {
-      cpu_relax();
+    if (++spins < SPIN_ITERS + YIELD_ITERS) {
+      cpu_relax_or_yield(spins);
       continue;
     }
     atomic_store(&p->caller_waiting, 1);

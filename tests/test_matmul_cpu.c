@@ -155,6 +155,8 @@ static void test_matmul_batched(void) {
       {2, 3, {13, 20}, {3, 20, 17}, false},            /* a shared */
       {3, 3, {4, 1, 20}, {4, 20, 33}, false},          /* batched GEMV */
       {3, 3, {4, 40, 20}, {4, 20, 33}, false},
+      {4, 4, {2, 3, 64, 128}, {1, 3, 128, 96}, false}, /* several tasks per batch */
+      {3, 2, {3, 100, 96}, {80, 96}, true},            /* folded, several tasks */
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     char name[64];
@@ -177,7 +179,7 @@ static void build_sym(bm_graph *g, const void *arg) {
 }
 
 static void test_matmul_symbolic(void) {
-  int64_t kn[2] = {70, 90};
+  int64_t kn[2] = {128, 90}; /* above the one-task size at the bound */
   int64_t seqs[] = {1, 2, 5, 37, 300};
   for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
     char name[64];
@@ -189,7 +191,7 @@ static void test_matmul_symbolic(void) {
 /* symbolic batch: a (batch, 9, 20) @ b (batch, 20, 14) */
 static void build_sym_batch(bm_graph *g, const void *arg) {
   int s = bm_sym_declare(g, "batch", 6);
-  int64_t sa[3] = {BM_SYM(s), 9, 20}, sb[3] = {BM_SYM(s), 20, 14};
+  int64_t sa[3] = {BM_SYM(s), 40, 64}, sb[3] = {BM_SYM(s), 64, 200};
   bm_node *y = bm_matmul(g, bm_input(g, "a", BM_DTYPE_F32, 3, sa), bm_input(g, "b", BM_DTYPE_F32, 3, sb),
                          false, false);
   bm_output_add(g, "y", y);
@@ -197,7 +199,7 @@ static void build_sym_batch(bm_graph *g, const void *arg) {
 
 /* attention-like: p (1, 3, seq, seq) @ v (1, 3, seq, 16), and q @ k^T */
 static void build_sym_k(bm_graph *g, const void *arg) {
-  int s = bm_sym_declare(g, "seq", 200);
+  int s = bm_sym_declare(g, "seq", 256);
   int64_t sp[4] = {1, 3, BM_SYM(s), BM_SYM(s)}, sv[4] = {1, 3, BM_SYM(s), 16};
   bm_node *p = bm_input(g, "p", BM_DTYPE_F32, 4, sp), *v = bm_input(g, "v", BM_DTYPE_F32, 4, sv);
   bm_output_add(g, "pv", bm_matmul(g, p, v, false, false));
@@ -257,6 +259,8 @@ static void test_qmatmul(void) {
       {37, 128, 70, 4, BM_DTYPE_I4, false}, {37, 128, 70, 2, BM_DTYPE_I8, false},
       {29, 17, 21, 1, BM_DTYPE_I4, false},  {40, 640, 50, 10, BM_DTYPE_I8, true},
       {40, 640, 50, 1, BM_DTYPE_I4, false}, {16, 96, 40, 2, BM_DTYPE_I8, false},
+      {64, 640, 96, 10, BM_DTYPE_I8, true}, {64, 512, 80, 8, BM_DTYPE_I4, false}, /* several tasks */
+      {1, 512, 4096, 16, BM_DTYPE_I4, false}, /* GEMV over several tasks */
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     char name[96];
@@ -306,6 +310,8 @@ static void test_conv2d(void) {
       {1, 3, 1, 1, 2, 1, 1, 1, 0, 1, 1, false, false, false},
       {1, 40, 6, 6, 30, 3, 3, 1, 1, 1, 1, false, false, false},  /* K = 360 */
       {1, 64, 10, 10, 20, 3, 3, 2, 1, 1, 1, true, false, true},  /* K = 576: two K blocks */
+      {2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, true, true, false},  /* several tasks */
+      {2, 128, 32, 32, 128, 3, 3, 1, 1, 1, 128, true, false, false}, /* depthwise, several tasks */
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     char name[64];
@@ -316,15 +322,15 @@ static void test_conv2d(void) {
 
 /* symbolic spatial size: x (2, 6, h, w) with a 3x3 conv, stride 1, pad 1 */
 static void build_conv_sym(bm_graph *g, const void *arg) {
-  int h = bm_sym_declare(g, "h", 20), w = bm_sym_declare(g, "w", 24);
-  int64_t sx[4] = {2, 6, BM_SYM(h), BM_SYM(w)}, sw[4] = {10, 6, 3, 3};
+  int h = bm_sym_declare(g, "h", 40), w = bm_sym_declare(g, "w", 48);
+  int64_t sx[4] = {2, 6, BM_SYM(h), BM_SYM(w)}, sw[4] = {16, 6, 3, 3};
   bm_node *x = bm_input(g, "x", BM_DTYPE_F32, 4, sx);
   bm_node *y = bm_conv2d(g, x, bm_input(g, "w", BM_DTYPE_F32, 4, sw), NULL, 1, 1, 1, 1, 1, 1, 1);
   bm_output_add(g, "y", bm_silu(g, y));
 }
 
 static void test_conv2d_symbolic(void) {
-  int64_t hw[][2] = {{7, 9}, {20, 24}, {1, 1}};
+  int64_t hw[][2] = {{7, 9}, {40, 48}, {1, 1}};
   for (int i = 0; i < 3; i++) run_case("conv2d symbolic h, w", build_conv_sym, NULL, hw[i], false);
 }
 

@@ -915,7 +915,13 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   m->part_m = g->m_linear;
   if (m->part_m && m->part_b && !bm_dim_is_static(g->m) && !bm_dim_is_static(g->nbatch))
     m->part_b = false; /* one symbolic factor per task expression */
-  int64_t nt_target = m->gemm ? 512 : round_up(ceil_div(g->n_max, 16), 4 * m->vec);
+  /* tiny problems (<= 128^3 multiply-adds at the bounds) are one task: the
+   * runtime runs those inline instead of waking its workers */
+  bool tiny = (double)m_max * (double)g->n_max * (double)g->k_max * (double)nb_max <= 2097152.0 &&
+              g->n_max <= 4096;
+  if (tiny) m->part_m = m->part_b = false;
+  int64_t nt_target = tiny ? round_up(g->n_max, m->nr)
+                           : m->gemm ? 512 : round_up(ceil_div(g->n_max, 16), 4 * m->vec);
   if (nt_target < 4 * m->vec) nt_target = 4 * m->vec;
   m->nnb = ceil_div(g->n_max, nt_target);
   m->nt_max = round_up(ceil_div(g->n_max, m->nnb), m->nr);
