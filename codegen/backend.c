@@ -22,7 +22,9 @@ bm_status bm_backend_find(const char *name, const bm_backend **out) {
 }
 
 bool bm_node_needs_kernel(const bm_node *n) {
-  if (bm_op_table[n->op].flags & BM_OPF_SOURCE) return false;
+  unsigned fl = bm_op_table[n->op].flags;
+  if (fl & BM_OPF_SOURCE) return false;
+  if (fl & BM_OPF_INPLACE) return true; /* aliases its input's storage, but writes into it */
   return n->storage != BM_STORAGE_ALIAS;
 }
 

@@ -51,7 +51,8 @@ extern const bm_backend bm_backend_null; /* codegen/null.c */
 /* Finds a backend by name; a status explains why one is unavailable. */
 bm_status bm_backend_find(const char *name, const bm_backend **out);
 
-/* Does node n need a kernel? (false for sources and ALIAS views) */
+/* Does node n need a kernel? (false for sources and ALIAS views; true for
+ * in-place ops such as KV_WRITE, whose storage is an alias of a state) */
 bool bm_node_needs_kernel(const bm_node *n);
 
 #endif

@@ -17,12 +17,16 @@ static const char *usage =
     "  inspect   summarize a package: manifest, sizes, functions, peak memory\n"
     "  models    list the models bmc can build\n"
     "\n"
-    "bmc compile --model NAME [--weights PATH] [--target cpu] [--cpu CPU] -o FILE.bmpk\n"
-    "  --model NAME        a model from `bmc models` (default model: tiny)\n"
+    "bmc compile --model NAME|PATH [--weights PATH] [--target cpu] [--cpu CPU] -o FILE.bmpk\n"
+    "  --model NAME|PATH   a model from `bmc models` (default model: tiny), or the path\n"
+    "                      of a model folder (Hugging Face LLM: config.json + safetensors)\n"
     "  --weights PATH      checkpoint (.safetensors file, folder or index.json);\n"
     "                      default: the model's own generated weights\n"
     "  --seed N            seed of generated weights (default 0)\n"
     "  --max-batch N       upper bound of the symbolic batch dimension\n"
+    "  --max-ctx N         LLMs: KV cache length (default min(max_position_embeddings, 4096))\n"
+    "  --max-seq N         LLMs: longest forward/prefill chunk (default min(max-ctx, 512))\n"
+    "  --weight-dtype T    LLMs: matmul weights f32 (default), f16 or bf16\n"
     "  --target NAME       backend: cpu (default), cuda, metal, null\n"
     "  --cpu CPU           target CPU: native (default), x86-64-v3, x86-64-v4, znver3, ...\n"
     "  --features F        LLVM feature string, e.g. +avx2,+fma (default: the CPU's)\n"
@@ -77,7 +81,8 @@ static void print_ir(const char *pass, const bm_graph *g, void *user) {
 static int cmd_compile(int argc, char **argv) {
   const char *model = NULL, *weights = NULL, *out = NULL, *target = "cpu", *cpu = NULL,
              *features = NULL, *print_after = NULL;
-  long seed = 0, max_batch = 0, opt = 3;
+  long seed = 0, max_batch = 0, opt = 3, max_ctx = 0, max_seq = 0;
+  bm_dtype weight_dtype = BM_DTYPE_F32;
   bool compress = false, no_fuse = false, print_final = false;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -98,6 +103,17 @@ static int cmd_compile(int argc, char **argv) {
     } else if (!strcmp(a, "--max-batch")) {
       NEED_VALUE();
       if (parse_int(v, 1, 1 << 20, &max_batch)) USAGE_ERROR("--max-batch: '%s' is not an integer in 1..1048576", v);
+    } else if (!strcmp(a, "--max-ctx")) {
+      NEED_VALUE();
+      if (parse_int(v, 1, 1 << 24, &max_ctx)) USAGE_ERROR("--max-ctx: '%s' is not an integer in 1..16777216", v);
+    } else if (!strcmp(a, "--max-seq")) {
+      NEED_VALUE();
+      if (parse_int(v, 1, 1 << 24, &max_seq)) USAGE_ERROR("--max-seq: '%s' is not an integer in 1..16777216", v);
+    } else if (!strcmp(a, "--weight-dtype")) {
+      NEED_VALUE();
+      if (bm_dtype_from_name(v, &weight_dtype) ||
+          (weight_dtype != BM_DTYPE_F32 && weight_dtype != BM_DTYPE_F16 && weight_dtype != BM_DTYPE_BF16))
+        USAGE_ERROR("--weight-dtype: '%s' is not f32, f16 or bf16", v);
     } else if (!strcmp(a, "-O")) {
       NEED_VALUE();
       if (parse_int(v, 0, 3, &opt)) USAGE_ERROR("-O: '%s' is not 0, 1, 2 or 3", v);
@@ -115,11 +131,17 @@ static int cmd_compile(int argc, char **argv) {
     if (!known) USAGE_ERROR("--print-after: unknown pass '%s' (see bmc compile --passes)", print_after);
   }
 
-  bm_model_options mo = {.weights = weights, .seed = (uint64_t)seed, .max_batch = (int)max_batch};
+  char *extra = NULL;
+  bm_model_options mo = {.weights = weights, .seed = (uint64_t)seed, .max_batch = (int)max_batch,
+                         .max_ctx = (int)max_ctx, .max_seq = (int)max_seq,
+                         .weight_dtype = weight_dtype, .extra_json = &extra};
   bm_module *m = NULL;
   bm_weight_source *src = NULL;
   bm_status s = bm_model_build(model, &mo, &m, &src);
-  if (s) return fail(s);
+  if (s) {
+    free(extra);
+    return fail(s);
+  }
 
   bm_compile_options co;
   bm_compile_options_init(&co);
@@ -134,10 +156,21 @@ static int cmd_compile(int argc, char **argv) {
   /* Recorded in the manifest: everything that determines the output, and
    * nothing else (no paths or times), so builds are reproducible. */
   cJSON *oj = cJSON_CreateObject();
-  cJSON_AddStringToObject(oj, "model", model);
+  /* a model folder is recorded by its last component (no paths) */
+  const char *mname = model;
+  size_t mlen = strlen(model);
+  while (mlen > 1 && model[mlen - 1] == '/') mlen--;
+  for (size_t i = 0; i + 1 < mlen; i++)
+    if (model[i] == '/') mname = model + i + 1;
+  char mbuf[256];
+  snprintf(mbuf, sizeof mbuf, "%.*s", (int)(model + mlen - mname), mname);
+  cJSON_AddStringToObject(oj, "model", mbuf);
   if (weights) cJSON_AddStringToObject(oj, "weights", strrchr(weights, '/') ? strrchr(weights, '/') + 1 : weights);
   cJSON_AddNumberToObject(oj, "seed", (double)seed);
   if (max_batch) cJSON_AddNumberToObject(oj, "max_batch", (double)max_batch);
+  if (max_ctx) cJSON_AddNumberToObject(oj, "max_ctx", (double)max_ctx);
+  if (max_seq) cJSON_AddNumberToObject(oj, "max_seq", (double)max_seq);
+  if (weight_dtype != BM_DTYPE_F32) cJSON_AddStringToObject(oj, "weight_dtype", bm_dtype_name(weight_dtype));
   cJSON_AddStringToObject(oj, "target", target);
   cJSON_AddStringToObject(oj, "cpu", cpu ? cpu : "native");
   if (features) cJSON_AddStringToObject(oj, "features", features);
@@ -147,9 +180,11 @@ static int cmd_compile(int argc, char **argv) {
   char *ojs = cJSON_PrintUnformatted(oj);
   cJSON_Delete(oj);
   co.options_json = ojs;
+  co.extra_json = extra;
 
   s = bm_compile_module(m, &co, out);
   free(ojs);
+  free(extra);
   bm_module_destroy(m);
   bm_weight_source_close(src);
   if (s) return fail(s);

@@ -49,6 +49,16 @@ typedef struct nmap {
   int w;
 } nmap;
 
+/* A STATE, shared by name by every function. */
+typedef struct sentry {
+  const char *name;           /* borrowed from the module */
+  const char *function;       /* first function that declared it */
+  bm_dtype dtype;
+  int ndim;
+  int64_t shape[BM_MAX_DIMS];
+  uint64_t nbytes;
+} sentry;
+
 typedef struct writer {
   const bm_module *m;
   const bm_object *code;
@@ -57,6 +67,8 @@ typedef struct writer {
   int nw, wcap;
   nmap *map;
   int nmap, mapcap;
+  sentry *st;
+  int nst, stcap;
   uint64_t code_offset, file_size;
 } writer;
 
@@ -157,6 +169,56 @@ static bm_status add_weight(writer *W, const bm_graph *g, const bm_node *n) {
   return NULL;
 }
 
+/* Records STATE node n; the same name must have the same dtype and shape
+ * in every function. */
+static bm_status add_state(writer *W, const bm_graph *g, const bm_node *n) {
+  const char *fn = g->name ? g->name : "?";
+  if (!n->name || !*n->name) return INVALID("function '%s': state node %d has no name", fn, n->id);
+  int64_t shape[BM_MAX_DIMS] = {0}, elems = 1;
+  for (int d = 0; d < n->ndim; d++) {
+    if (!bm_dim_is_static(n->shape[d]) || n->shape[d].add < 0)
+      return INVALID("state '%s' in function '%s' has a symbolic or negative dimension %d", n->name, fn, d);
+    shape[d] = n->shape[d].add;
+    if (__builtin_mul_overflow(elems, shape[d], &elems)) return INVALID("state '%s' is too large", n->name);
+  }
+  uint64_t nbytes = bm_dtype_nbytes(n->dtype, elems);
+  if (nbytes > BM_PKG_MAX_ARENA) return INVALID("state '%s': %" PRIu64 " bytes is too large", n->name, nbytes);
+  for (int i = 0; i < W->nst; i++) {
+    sentry *e = &W->st[i];
+    if (strcmp(e->name, n->name) != 0) continue;
+    if (e->dtype != n->dtype || e->ndim != n->ndim || memcmp(e->shape, shape, sizeof shape) != 0) {
+      char a[256] = "", b[256] = "";
+      size_t la = 0, lb = 0;
+      for (int d = 0; d < e->ndim; d++) la += (size_t)snprintf(a + la, sizeof a - la, "%s%" PRId64, d ? ", " : "", e->shape[d]);
+      for (int d = 0; d < n->ndim; d++) lb += (size_t)snprintf(b + lb, sizeof b - lb, "%s%" PRId64, d ? ", " : "", shape[d]);
+      return INVALID("state '%s' is %s (%s) in function '%s' but %s (%s) in function '%s'", n->name,
+                     bm_dtype_name(e->dtype), a, e->function, bm_dtype_name(n->dtype), b, fn);
+    }
+    return NULL;
+  }
+  if (W->nst == W->stcap) {
+    W->stcap = W->stcap ? 2 * W->stcap : 16;
+    sentry *ns = realloc(W->st, (size_t)W->stcap * sizeof *ns);
+    if (!ns) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "package writer");
+    W->st = ns;
+  }
+  sentry *e = &W->st[W->nst++];
+  memset(e, 0, sizeof *e);
+  e->name = n->name;
+  e->function = fn;
+  e->dtype = n->dtype;
+  e->ndim = n->ndim;
+  memcpy(e->shape, shape, sizeof shape);
+  e->nbytes = nbytes;
+  return NULL;
+}
+
+static int state_index(const writer *W, const bm_node *n) {
+  for (int i = 0; i < W->nst; i++)
+    if (n->name && !strcmp(W->st[i].name, n->name)) return i;
+  return -1;
+}
+
 static int weight_index(const writer *W, const bm_node *n) {
   if (n->op == BM_OP_WEIGHT) {
     for (int i = 0; i < W->nw; i++)
@@ -246,6 +308,12 @@ static bm_status storage_json(const writer *W, const bm_graph *g, const bm_node 
   }
   cJSON *o = cJSON_CreateObject();
   *out = o;
+  if (root->op == BM_OP_STATE) {
+    int k = state_index(W, root);
+    if (k < 0) return INTERNAL("function '%s': state node %d was not collected", g->name, root->id);
+    cJSON_AddItemToObject(o, "state", num(k));
+    return NULL;
+  }
   if (root->op == BM_OP_WEIGHT || root->op == BM_OP_CONST) {
     int w = weight_index(W, root);
     if (w < 0) return INTERNAL("function '%s': weight node %d was not collected", g->name, root->id);
@@ -399,6 +467,17 @@ static bm_status build_manifest(const writer *W, char **out) {
     cJSON_AddStringToObject(o, "xxh3", hex64(hx, e->hash));
     cJSON_AddItemToArray(ws, o);
   }
+  cJSON *sts = cJSON_AddArrayToObject(root, "states");
+  for (int i = 0; i < W->nst; i++) {
+    const sentry *e = &W->st[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", e->name);
+    cJSON_AddStringToObject(o, "dtype", bm_dtype_name(e->dtype));
+    cJSON *sh = cJSON_AddArrayToObject(o, "shape");
+    for (int d = 0; d < e->ndim; d++) cJSON_AddItemToArray(sh, num(e->shape[d]));
+    cJSON_AddItemToObject(o, "nbytes", num((int64_t)e->nbytes));
+    cJSON_AddItemToArray(sts, o);
+  }
   cJSON *fs = cJSON_AddArrayToObject(root, "functions");
   int64_t arena = 0;
   for (int i = 0; i < W->m->ngraphs && !s; i++) {
@@ -548,6 +627,7 @@ bm_status bm_package_write(const char *path, const bm_module *m, const bm_object
     for (int i = 0; i < g->nnodes && !s; i++) {
       const bm_node *n = g->nodes[i];
       if (n->op == BM_OP_WEIGHT || n->op == BM_OP_CONST) s = add_weight(&W, g, n);
+      else if (n->op == BM_OP_STATE) s = add_state(&W, g, n);
       else if (n->storage == BM_STORAGE_WEIGHT)
         s = INVALID("function '%s': node %d (%s) has weight storage but is not a weight", g->name, n->id,
                     op_name(n->op));
@@ -587,5 +667,6 @@ bm_status bm_package_write(const char *path, const bm_module *m, const bm_object
   }
   free(W.w);
   free(W.map);
+  free(W.st);
   return s;
 }

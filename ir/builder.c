@@ -458,11 +458,113 @@ bm_node *bm_rope(bm_graph *g, bm_node *x, bm_node *pos, bm_node *freqs, int mode
 
 bm_node *bm_attention(bm_graph *g, bm_node *q, bm_node *k, bm_node *v, bm_node *mask,
                       float scale, bool causal, int window, float softcap) {
+  return bm_attention_kv(g, q, k, v, mask, NULL, scale, causal, window, softcap);
+}
+
+bm_node *bm_attention_kv(bm_graph *g, bm_node *q, bm_node *k, bm_node *v, bm_node *mask,
+                         bm_node *kv_len, float scale, bool causal, int window, float softcap) {
   bm_attrs at = {0};
   at.attn_scale = scale;
   at.causal = causal;
   at.window = window;
   at.softcap = softcap;
-  bm_node *in[4] = {q, k, v, mask};
-  return bm_node_make(g, BM_OP_ATTENTION, mask ? 4 : 3, in, &at);
+  bm_node *in[5] = {q, k, v};
+  int nin = 3;
+  if (mask) {
+    at.attn_flags |= BM_ATTN_HAS_MASK;
+    in[nin++] = mask;
+  }
+  if (kv_len) {
+    at.attn_flags |= BM_ATTN_HAS_KV_LEN;
+    in[nin++] = kv_len;
+  }
+  return bm_node_make(g, BM_OP_ATTENTION, nin, in, &at);
+}
+
+/* ------------------------------------------------------------------ LLM generation */
+
+bm_node *bm_state(bm_graph *g, const char *name, bm_dtype t, int ndim, const int64_t *shape) {
+  if (!g) return NULL;
+  if (!name || !*name) return bfail(g, "state", "states need a name");
+  bm_dim d[BM_MAX_DIMS];
+  if (!dims_from_i64(g, "state", ndim, shape, d)) return NULL;
+  /* one node per name and graph: asking again gives the same node */
+  for (int i = 0; i < g->nnodes; i++) {
+    bm_node *x = g->nodes[i];
+    if (x->op != BM_OP_STATE || !x->name || strcmp(x->name, name) != 0) continue;
+    if (!same_type(x, t, ndim, d)) {
+      char sa[512], sb[512];
+      return bfail(g, "state", "'%s' is %s %s here but %s %s at %%%d", name, bm_dtype_name(t),
+                   bm_shape_str(g, ndim, d, sa, sizeof sa), bm_dtype_name(x->dtype),
+                   bm_shape_str(g, x->ndim, x->shape, sb, sizeof sb), i);
+    }
+    return x;
+  }
+  const char *nm = bm_arena_strdup(g->module->arena, name);
+  if (!nm) return oom(g, "state");
+  bm_node *n = bm_node_make_typed(g, BM_OP_STATE, 0, NULL, NULL, t, ndim, d);
+  if (n) n->name = nm;
+  return n;
+}
+
+bm_node *bm_kv_write(bm_graph *g, bm_node *cache, bm_node *rows, bm_node *pos) {
+  bm_node *in[3] = {cache, rows, pos};
+  return bm_node_make(g, BM_OP_KV_WRITE, 3, in, NULL);
+}
+
+bm_node *bm_topk_mask(bm_graph *g, bm_node *x, int k, float fill) {
+  bm_attrs at = {0};
+  at.topk = k;
+  at.fill = fill;
+  return bm_node_make(g, BM_OP_TOPK_MASK, 1, &x, &at);
+}
+
+bm_node *bm_moe(bm_graph *g, bm_node *x, bm_node *gates, bm_node *w_gate, bm_node *w_up,
+                bm_node *w_down, bm_op act) {
+  bm_attrs at = {0};
+  at.act = (int32_t)act;
+  bm_node *in[5] = {x, gates, w_gate, w_up, w_down};
+  return bm_node_make(g, BM_OP_MOE, 5, in, &at);
+}
+
+bm_node *bm_weight_stack(bm_graph *g, const char *name, int n, bm_node *const *weights) {
+  if (!g) return NULL;
+  if (!name || !*name) return bfail(g, "weight", "weight_stack needs a name");
+  if (n < 1 || n > (1 << 20) || !weights)
+    return bfail(g, "weight", "weight_stack '%s': %d parts (1..2^20)", name, n);
+  for (int i = 0; i < n; i++)
+    if (!weights[i]) return bfail(g, "weight", "weight_stack '%s': part %d is NULL", name, i);
+  const bm_node *w0 = weights[0];
+  if (w0->ndim + 1 > BM_MAX_DIMS)
+    return bfail(g, "weight", "weight_stack '%s': parts of rank %d give a rank above %d", name, w0->ndim,
+                 BM_MAX_DIMS);
+  for (int i = 0; i < n; i++) {
+    const bm_node *w = weights[i];
+    char sa[512], sb[512];
+    if (w->op != BM_OP_WEIGHT)
+      return bfail(g, "weight", "weight_stack '%s': part %d is a %s, not a weight", name, i,
+                   bm_op_name(w->op));
+    if (!same_type(w, w0->dtype, w0->ndim, w0->shape))
+      return bfail(g, "weight", "weight_stack '%s': part %d '%s' is %s %s, part 0 '%s' is %s %s", name, i,
+                   w->name, bm_dtype_name(w->dtype), bm_shape_str(g, w->ndim, w->shape, sa, sizeof sa),
+                   w0->name, bm_dtype_name(w0->dtype), bm_shape_str(g, w0->ndim, w0->shape, sb, sizeof sb));
+    if (!w->data)
+      return bfail(g, "weight", "weight_stack '%s': part %d '%s' is not bound", name, i, w->name);
+    if (w->data_size != w0->data_size)
+      return bfail(g, "weight", "weight_stack '%s': part %d '%s' has %zu bytes, part 0 has %zu", name, i,
+                   w->name, w->data_size, w0->data_size);
+  }
+  size_t part = w0->data_size;
+  if (part > SIZE_MAX / (size_t)n) return bfail(g, "weight", "weight_stack '%s' is too large", name);
+  int64_t shape[BM_MAX_DIMS];
+  shape[0] = n;
+  for (int d = 0; d < w0->ndim; d++) shape[d + 1] = w0->shape[d].add;
+  /* i4 parts of odd element count would not concatenate bytewise */
+  if (w0->dtype == BM_DTYPE_I4 && bm_dtype_nbytes(w0->dtype, bm_node_numel_max(g, w0)) * 2 !=
+                                      (size_t)bm_node_numel_max(g, w0))
+    return bfail(g, "weight", "weight_stack '%s': i4 parts need an even element count", name);
+  unsigned char *data = bm_arena_alloc(g->module->arena, part * (size_t)n + 1);
+  if (!data) return oom(g, "weight");
+  for (int i = 0; i < n; i++) memcpy(data + part * (size_t)i, weights[i]->data, part);
+  return bm_weight(g, name, w0->dtype, w0->ndim + 1, shape, data, part * (size_t)n);
 }

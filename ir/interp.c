@@ -11,8 +11,20 @@
 
 /* ------------------------------------------------------------------ context */
 
+/* Named STATE tensors, kept across runs (see interp.h). */
+typedef struct bm_state_entry {
+  char *name;
+  bm_tensor t;
+} bm_state_entry;
+
+struct bm_interp_states {
+  bm_state_entry *e;
+  int n, cap;
+};
+
 typedef struct bm_ictx {
   const bm_graph *g;
+  bm_interp_states *states;    /* STATE values */
   const bm_tensor *inputs;     /* one per g->inputs */
   int64_t syms[BM_MAX_SYMS];   /* bound symbol values; -1 = unbound */
   bool borrowed;               /* set by ref_source: out->data is not ours to free */
@@ -370,6 +382,78 @@ static bm_status node_shape(const bm_ictx *cx, const bm_node *n, int64_t *shape)
   return NULL;
 }
 
+/* ------------------------------------------------------------------ states */
+
+bm_status bm_interp_states_create(bm_interp_states **out) {
+  if (!out) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_interp_states_create: NULL out");
+  *out = calloc(1, sizeof **out);
+  return *out ? NULL : bm_status_make(BM_ERR_OUT_OF_MEMORY, "interp states");
+}
+
+void bm_interp_states_destroy(bm_interp_states *st) {
+  if (!st) return;
+  for (int i = 0; i < st->n; i++) {
+    free(st->e[i].name);
+    bm_tensor_free(&st->e[i].t);
+  }
+  free(st->e);
+  free(st);
+}
+
+void bm_interp_states_reset(bm_interp_states *st) {
+  if (!st) return;
+  for (int i = 0; i < st->n; i++) {
+    size_t bytes = bm_tensor_nbytes(&st->e[i].t);
+    if (bytes) memset(st->e[i].t.data, 0, bytes);
+  }
+}
+
+const bm_tensor *bm_interp_states_find(const bm_interp_states *st, const char *name) {
+  if (!st || !name) return NULL;
+  for (int i = 0; i < st->n; i++)
+    if (strcmp(st->e[i].name, name) == 0) return &st->e[i].t;
+  return NULL;
+}
+
+/* The store's tensor for STATE node n (shape bound into want), created
+ * zeroed on first use; a different dtype or shape under the same name is an
+ * error naming it. */
+static bm_status state_get(bm_interp_states *st, const bm_node *n, const bm_tensor *want,
+                           bm_tensor **out) {
+  const char *name = n->name ? n->name : "";
+  for (int i = 0; i < st->n; i++) {
+    bm_tensor *t = &st->e[i].t;
+    if (strcmp(st->e[i].name, name) != 0) continue;
+    if (t->dtype != want->dtype || !same_shape(t, want))
+      return node_err(n, BM_ERR_INVALID_ARGUMENT,
+                      "state '%s' is %s of rank %d (%lld elements) in the store, this node wants %s of "
+                      "rank %d (%lld elements)",
+                      name, bm_dtype_name(t->dtype), t->ndim, (long long)numel(t),
+                      bm_dtype_name(want->dtype), want->ndim, (long long)numel(want));
+    *out = t;
+    return NULL;
+  }
+  if (st->n == st->cap) {
+    int cap = st->cap ? 2 * st->cap : 16;
+    bm_state_entry *e = realloc(st->e, (size_t)cap * sizeof *e);
+    if (!e) return oom(n);
+    st->e = e;
+    st->cap = cap;
+  }
+  bm_state_entry *e = &st->e[st->n];
+  memset(e, 0, sizeof *e);
+  e->name = strdup(name);
+  if (!e->name) return oom(n);
+  bm_status s = bm_tensor_alloc(&e->t, want->dtype, want->ndim, want->shape);
+  if (s) {
+    free(e->name);
+    return s;
+  }
+  st->n++;
+  *out = &e->t;
+  return NULL;
+}
+
 /* ------------------------------------------------------------------ sources */
 
 static bm_status ref_source(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
@@ -384,6 +468,12 @@ static bm_status ref_source(bm_ictx *cx, const bm_node *n, const bm_tensor *cons
   size_t want = bm_dtype_nbytes(n->dtype, numel(out));
   const char *name = n->name ? n->name : "?";
   cx->borrowed = true;
+  if (n->op == BM_OP_STATE) {
+    bm_tensor *t;
+    BM_RETURN_IF_ERROR(state_get(cx->states, n, out, &t));
+    out->data = t->data;
+    return NULL;
+  }
   if (n->op == BM_OP_INPUT) {
     for (int i = 0; i < cx->g->ninputs; i++)
       if (cx->g->inputs[i] == n) {
@@ -1026,18 +1116,26 @@ static bm_status ref_rope(bm_ictx *cx, const bm_node *n, const bm_tensor *const 
 static bm_status ref_attention(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
                                bm_tensor *out) {
   const bm_tensor *q = in[0], *k = in[1], *v = in[2];
-  const bm_tensor *mask = bm_node_base_nin(n) >= 4 ? in[3] : NULL;
+  int at = 3;
+  const bm_tensor *mask = (n->a.attn_flags & BM_ATTN_HAS_MASK) ? in[at++] : NULL;
+  const bm_tensor *kv_len = (n->a.attn_flags & BM_ATTN_HAS_KV_LEN) ? in[at++] : NULL;
+  if (at != bm_node_base_nin(n))
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "attn_flags 0x%x do not match %d inputs",
+                    (unsigned)n->a.attn_flags, bm_node_base_nin(n));
   if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || out->ndim != 4)
     return node_err(n, BM_ERR_INVALID_ARGUMENT, "q, k, v and output must have rank 4");
   int64_t B = q->shape[0], Hq = q->shape[1], Sq = q->shape[2], D = q->shape[3];
-  int64_t Hkv = k->shape[1], Sk = k->shape[2], Dv = v->shape[3];
-  if (k->shape[0] != B || v->shape[0] != B || v->shape[1] != Hkv || v->shape[2] != Sk ||
+  int64_t Bk = k->shape[0], Hkv = k->shape[1], Sk = k->shape[2], Dv = v->shape[3];
+  bool batch_ok = kv_len ? Bk >= B : Bk == B;
+  if (!batch_ok || v->shape[0] != Bk || v->shape[1] != Hkv || v->shape[2] != Sk ||
       k->shape[3] != D || Hkv <= 0 || Hq % Hkv != 0)
     return node_err(n, BM_ERR_INVALID_ARGUMENT,
                     "q (%lld, %lld, %lld, %lld), k (%lld, %lld, %lld, %lld), v (..., %lld) do not fit",
                     (long long)B, (long long)Hq, (long long)Sq, (long long)D,
                     (long long)k->shape[0], (long long)Hkv, (long long)Sk, (long long)k->shape[3],
                     (long long)Dv);
+  if (kv_len && (kv_len->ndim != 1 || kv_len->shape[0] != B))
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "kv_len must have shape (%lld)", (long long)B);
   int64_t want[4] = {B, Hq, Sq, Dv};
   for (int d = 0; d < 4; d++)
     if (out->shape[d] != want[d])
@@ -1048,7 +1146,7 @@ static bm_status ref_attention(bm_ictx *cx, const bm_node *n, const bm_tensor *c
     return node_err(n, BM_ERR_INVALID_ARGUMENT, "mask does not broadcast to (B, Hq, Sq, Sk)");
   float scale = n->a.attn_scale != 0.0f ? n->a.attn_scale : 1.0f / sqrtf((float)D);
   float softcap = n->a.softcap;
-  int64_t off = Sk - Sq, window = n->a.window, group = Hq / Hkv;
+  int64_t window = n->a.window, group = Hq / Hkv;
   float *qf = load_all_f32(q), *kf = load_all_f32(k), *vf = load_all_f32(v);
   float *mf = mask ? load_all_f32(mask) : NULL;
   float *res = alloc_res(out);
@@ -1058,7 +1156,14 @@ static bm_status ref_attention(bm_ictx *cx, const bm_node *n, const bm_tensor *c
     free(qf), free(kf), free(vf), free(mf), free(res), free(sc), free(ok);
     return oom(n);
   }
-  for (int64_t b = 0; b < B; b++)
+  for (int64_t b = 0; b < B; b++) {
+    /* keys [0, len) exist for row b; clamped to the cache length */
+    int64_t len = Sk;
+    if (kv_len) {
+      len = bm_load_i64(kv_len->data, kv_len->dtype, b);
+      len = len < 0 ? 0 : len > Sk ? Sk : len;
+    }
+    int64_t off = len - Sq;
     for (int64_t h = 0; h < Hq; h++) {
       int64_t hk = h / group; /* GQA: kv head of query head h */
       const float *K = kf + (b * Hkv + hk) * Sk * D;  /* (Sk, D) */
@@ -1068,7 +1173,7 @@ static bm_status ref_attention(bm_ictx *cx, const bm_node *n, const bm_tensor *c
         float *o = res + ((b * Hq + h) * Sq + i) * Dv;      /* (Dv) */
         float mx = -INFINITY;
         for (int64_t j = 0; j < Sk; j++) {
-          ok[j] = 1;
+          ok[j] = j < len;
           if (n->a.causal && j > i + off) ok[j] = 0;
           if (window > 0 && j <= i + off - window) ok[j] = 0;
           if (!ok[j]) continue;
@@ -1094,7 +1199,151 @@ static bm_status ref_attention(bm_ictx *cx, const bm_node *n, const bm_tensor *c
         }
       }
     }
+  }
   free(qf), free(kf), free(vf), free(mf), free(sc), free(ok);
+  return finish(n, in, res, out);
+}
+
+/* ------------------------------------------------------------------ LLM generation */
+
+/* In place: out shares the cache's data (a STATE), see the driver. */
+static bm_status ref_kv_write(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                              bm_tensor *out) {
+  const bm_tensor *c = in[0], *r = in[1], *pos = in[2];
+  if (c->ndim != 4 || r->ndim != 4 || out->data != c->data)
+    return node_err(n, BM_ERR_INTERNAL, "kv_write must run in place on a rank-4 cache");
+  int64_t Bm = c->shape[0], H = c->shape[1], L = c->shape[2], D = c->shape[3];
+  int64_t B = r->shape[0], S = r->shape[2];
+  if (B > Bm || r->shape[1] != H || r->shape[3] != D || numel(pos) != B)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "rows (%lld, %lld, %lld, %lld) do not fit the cache",
+                    (long long)B, (long long)r->shape[1], (long long)S, (long long)r->shape[3]);
+  for (int64_t b = 0; b < B; b++) {
+    int64_t p0 = bm_load_i64(pos->data, pos->dtype, b);
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t i = 0; i < S; i++) {
+        if (p0 > L || p0 + i < 0 || p0 + i >= L) continue; /* dropped (p0 > L: no overflow) */
+        int64_t src = ((b * H + h) * S + i) * D, dst = ((b * H + h) * L + p0 + i) * D;
+        for (int64_t d = 0; d < D; d++) copy_elem(out, dst + d, r, src + d);
+      }
+  }
+  return NULL;
+}
+
+/* (key, index) ordered by key descending, then index ascending */
+typedef struct topk_item {
+  float key;
+  int64_t idx;
+} topk_item;
+
+static int topk_cmp(const void *pa, const void *pb) {
+  const topk_item *a = pa, *b = pb;
+  if (a->key != b->key) return a->key > b->key ? -1 : 1;
+  return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static bm_status ref_topk_mask(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                               bm_tensor *out) {
+  const bm_tensor *x = in[0];
+  if (!same_shape(x, out) || x->ndim < 1)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "input and output shapes differ");
+  int64_t N = x->shape[x->ndim - 1], rows = N > 0 ? numel(x) / N : 0, k = n->a.topk;
+  topk_item *it = malloc((size_t)(N > 0 ? N : 1) * sizeof *it);
+  float *res = alloc_res(out);
+  if (!it || !res) {
+    free(it), free(res);
+    return oom(n);
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t j = 0; j < N; j++) {
+      float v = bm_load_f32(x->data, x->dtype, r * N + j);
+      it[j] = (topk_item){isnan(v) ? -INFINITY : v, j};
+      res[r * N + j] = n->a.fill;
+    }
+    qsort(it, (size_t)N, sizeof *it, topk_cmp);
+    for (int64_t j = 0; j < k && j < N; j++)
+      res[r * N + it[j].idx] = bm_load_f32(x->data, x->dtype, r * N + it[j].idx);
+  }
+  free(it);
+  return finish(n, in, res, out);
+}
+
+/* y (rows) = w (rows, cols) @ x (cols), f32 accumulation */
+static void gemv_f32(const bm_tensor *w, int64_t w_off, int64_t rows, int64_t cols, const float *x,
+                     float *y) {
+  for (int64_t r = 0; r < rows; r++) {
+    float s = 0.0f;
+    for (int64_t c = 0; c < cols; c++) s += bm_load_f32(w->data, w->dtype, w_off + r * cols + c) * x[c];
+    y[r] = s;
+  }
+}
+
+/* act(w_gate[e] x) * (w_up[e] x) -> h (F) */
+static void moe_hidden(bm_op act, const bm_tensor *wg, const bm_tensor *wu, int64_t e, int64_t F,
+                       int64_t D, const float *x, float *h, float *tmp) {
+  gemv_f32(wg, e * F * D, F, D, x, h);
+  gemv_f32(wu, e * F * D, F, D, x, tmp);
+  for (int64_t f = 0; f < F; f++) h[f] = bm_ref_unary_f32(act, h[f]) * tmp[f];
+}
+
+static bm_status ref_moe(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                         bm_tensor *out) {
+  const bm_tensor *x = in[0], *gates = in[1], *wg = in[2], *wu = in[3], *wd = in[4];
+  int64_t T = x->shape[0], D = x->shape[1], E = gates->shape[1], F = wg->shape[1];
+  float *xf = load_all_f32(x), *res = alloc_res(out);
+  float *h = malloc((size_t)(F > 0 ? F : 1) * sizeof *h), *tmp = malloc((size_t)(F > 0 ? F : 1) * sizeof *tmp);
+  float *y = malloc((size_t)(D > 0 ? D : 1) * sizeof *y);
+  if (!xf || !res || !h || !tmp || !y) {
+    free(xf), free(res), free(h), free(tmp), free(y);
+    return oom(n);
+  }
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t e = 0; e < E; e++) {
+      float gv = bm_load_f32(gates->data, gates->dtype, t * E + e);
+      if (gv == 0.0f) continue; /* skipped expert */
+      moe_hidden((bm_op)n->a.act, wg, wu, e, F, D, xf + t * D, h, tmp);
+      gemv_f32(wd, e * D * F, D, F, h, y);
+      for (int64_t d = 0; d < D; d++) res[t * D + d] += gv * y[d];
+    }
+  free(xf), free(h), free(tmp), free(y);
+  return finish(n, in, res, out);
+}
+
+static bm_status ref_moe_up(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                            bm_tensor *out) {
+  const bm_tensor *x = in[0], *gates = in[1], *wg = in[2], *wu = in[3];
+  int64_t T = x->shape[0], D = x->shape[1], E = gates->shape[1], F = wg->shape[1];
+  float *xf = load_all_f32(x), *res = alloc_res(out);
+  float *tmp = malloc((size_t)(F > 0 ? F : 1) * sizeof *tmp);
+  if (!xf || !res || !tmp) {
+    free(xf), free(res), free(tmp);
+    return oom(n);
+  }
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t e = 0; e < E; e++)
+      if (bm_load_f32(gates->data, gates->dtype, t * E + e) != 0.0f) /* skipped rows stay 0 */
+        moe_hidden((bm_op)n->a.act, wg, wu, e, F, D, xf + t * D, res + (t * E + e) * F, tmp);
+  free(xf), free(tmp);
+  return finish(n, in, res, out);
+}
+
+static bm_status ref_moe_down(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                              bm_tensor *out) {
+  const bm_tensor *h = in[0], *gates = in[1], *wd = in[2];
+  int64_t T = h->shape[0], E = h->shape[1], F = h->shape[2], D = wd->shape[1];
+  float *hf = load_all_f32(h), *res = alloc_res(out);
+  float *y = malloc((size_t)(D > 0 ? D : 1) * sizeof *y);
+  if (!hf || !res || !y) {
+    free(hf), free(res), free(y);
+    return oom(n);
+  }
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t e = 0; e < E; e++) {
+      float gv = bm_load_f32(gates->data, gates->dtype, t * E + e);
+      if (gv == 0.0f) continue;
+      gemv_f32(wd, e * D * F, D, F, hf + (t * E + e) * F, y);
+      for (int64_t d = 0; d < D; d++) res[t * D + d] += gv * y[d];
+    }
+  free(hf), free(y);
   return finish(n, in, res, out);
 }
 
@@ -1162,7 +1411,17 @@ static bm_status check_node(const bm_node *n) {
 }
 
 bm_status bm_interp_run(const bm_graph *g, const bm_tensor *inputs, bm_tensor *outputs) {
+  bm_interp_states *st = NULL;
+  BM_RETURN_IF_ERROR(bm_interp_states_create(&st));
+  bm_status s = bm_interp_run_states(g, inputs, outputs, st);
+  bm_interp_states_destroy(st);
+  return s;
+}
+
+bm_status bm_interp_run_states(const bm_graph *g, const bm_tensor *inputs, bm_tensor *outputs,
+                               bm_interp_states *states) {
   if (!g) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "interp: graph is NULL");
+  if (!states) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "interp: states is NULL");
   if (g->noutputs > 0 && !outputs)
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "interp: outputs is NULL");
   for (int o = 0; o < g->noutputs; o++) memset(&outputs[o], 0, sizeof outputs[o]);
@@ -1172,7 +1431,7 @@ bm_status bm_interp_run(const bm_graph *g, const bm_tensor *inputs, bm_tensor *o
   if (g->ninputs > 0 && !inputs)
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "interp: graph '%s' has %d inputs but none were given",
                           g->name ? g->name : "?", g->ninputs);
-  bm_ictx cx = {.g = g, .inputs = inputs};
+  bm_ictx cx = {.g = g, .inputs = inputs, .states = states};
   BM_RETURN_IF_ERROR(bind_inputs(&cx));
 
   int nn = g->nnodes;
@@ -1230,12 +1489,20 @@ bm_status bm_interp_run(const bm_graph *g, const bm_tensor *inputs, bm_tensor *o
     } else {
       int64_t shape[BM_MAX_DIMS];
       s = node_shape(&cx, n, shape);
-      if (!s) s = bm_tensor_alloc(&v->t, n->dtype, n->ndim, shape);
+      bool inplace = (bm_op_table[n->op].flags & BM_OPF_INPLACE) != 0;
+      if (!s && inplace) {
+        v->t = *in[0]; /* the result is the first input's (a state's) storage */
+        if (v->t.dtype != n->dtype || v->t.ndim != n->ndim ||
+            memcmp(v->t.shape, shape, sizeof(int64_t) * (size_t)n->ndim) != 0)
+          s = node_err(n, BM_ERR_INTERNAL, "in-place result differs from its first input");
+      } else if (!s) {
+        s = bm_tensor_alloc(&v->t, n->dtype, n->ndim, shape);
+      }
       if (s) {
         s = bm_status_wrap(s, "%s", label(n).s);
         break;
       }
-      v->owned = true;
+      v->owned = !inplace;
       s = ref_table[n->op](&cx, n, in, &v->t);
     }
     v->computed = true;

@@ -47,6 +47,20 @@ void bm_store_i64(void *p, bm_dtype t, int64_t i, int64_t v);
  * bound (node->data). */
 bm_status bm_interp_run(const bm_graph *g, const bm_tensor *inputs, bm_tensor *outputs);
 
+/* STATE values kept across runs: named tensors, created zeroed the first
+ * time a graph reads a state of that name (later graphs must agree on its
+ * dtype and shape). KV_WRITE updates them in place, so a sequence of runs
+ * (prefill, then decode steps, across graphs of one module) behaves like a
+ * runtime session. bm_interp_run() uses a fresh store for each call. */
+typedef struct bm_interp_states bm_interp_states;
+bm_status bm_interp_states_create(bm_interp_states **out);
+void bm_interp_states_destroy(bm_interp_states *st);          /* NULL-safe */
+void bm_interp_states_reset(bm_interp_states *st);            /* zero every state */
+const bm_tensor *bm_interp_states_find(const bm_interp_states *st, const char *name); /* borrowed, NULL if absent */
+/* bm_interp_run with states read from and written to `states`. */
+bm_status bm_interp_run_states(const bm_graph *g, const bm_tensor *inputs, bm_tensor *outputs,
+                               bm_interp_states *states);
+
 /* Evaluates a fused program on one element: regs[0..prog->nin-1] are the inputs. */
 float bm_prog_eval(const bm_prog *prog, float *regs);
 /* Scalar f32 semantics of a unary / binary elementwise op (the reference). */

@@ -47,6 +47,8 @@ enum {
   BM_OPF_REDUCE = 1 << 4,
   BM_OPF_VIEW = 1 << 5,     /* may alias its input's storage */
   BM_OPF_EPILOGUE = 1 << 6, /* can carry a fused elementwise epilogue */
+  BM_OPF_INPLACE = 1 << 7,  /* writes into its first input's storage (a STATE): the result
+                             * aliases it, but a kernel still runs (KV_WRITE) */
 };
 
 enum {
@@ -63,6 +65,14 @@ enum {
   BM_ATTR_ROPE = 1 << 10,   /* rope_mode */
   BM_ATTR_ATTN = 1 << 11,   /* attn_scale, causal, window, softcap */
   BM_ATTR_PROG = 1 << 12,   /* prog */
+  BM_ATTR_TOPK = 1 << 13,   /* topk, fill */
+  BM_ATTR_ACT = 1 << 14,    /* act */
+};
+
+/* ATTENTION's optional inputs, in this order after q, k, v (bm_attrs.attn_flags). */
+enum {
+  BM_ATTN_HAS_MASK = 1 << 0,   /* additive mask */
+  BM_ATTN_HAS_KV_LEN = 1 << 1, /* kv_len i32|i64 (B): valid cache length per row */
 };
 
 typedef enum bm_op {
@@ -151,6 +161,10 @@ typedef struct bm_attrs {
   float attn_scale;                        /* ATTENTION: 0 = 1/sqrt(D) */
   int32_t causal, window;
   float softcap;
+  int32_t attn_flags;                      /* ATTENTION: BM_ATTN_* (which optional inputs) */
+  int32_t topk;                            /* TOPK_MASK: entries kept per row (>= 1) */
+  float fill;                              /* TOPK_MASK: value of the others */
+  int32_t act;                             /* MOE, MOE_UP: BM_OP_SILU or BM_OP_GELU_TANH */
   bm_prog prog;                            /* FUSED, and epilogues of BM_OPF_EPILOGUE ops */
 } bm_attrs;
 
@@ -161,7 +175,8 @@ typedef enum bm_storage {
   BM_STORAGE_NONE = 0,  /* not planned yet */
   BM_STORAGE_ARENA,     /* activation arena at `offset` */
   BM_STORAGE_WEIGHT,    /* package weight (WEIGHT and CONST nodes) */
-  BM_STORAGE_ALIAS,     /* shares `alias`'s storage (a view), no kernel */
+  BM_STORAGE_ALIAS,     /* shares `alias`'s storage (a view: no kernel; BM_OPF_INPLACE ops: a kernel) */
+  BM_STORAGE_STATE,     /* a persistent STATE tensor (session memory, shared by name) */
 } bm_storage;
 
 typedef struct bm_node bm_node;
@@ -350,6 +365,11 @@ bm_node *bm_topk_mask(bm_graph *g, bm_node *x, int k, float fill);
  * act SILU or GELU_TANH. Experts with a zero gate are skipped. */
 bm_node *bm_moe(bm_graph *g, bm_node *x, bm_node *gates, bm_node *w_gate, bm_node *w_up,
                 bm_node *w_down, bm_op act);
+/* Stacks n bound WEIGHTs of equal dtype and shape S into one new WEIGHT
+ * `name` of shape (n, S...) whose data (copied into the module arena) is
+ * their concatenation: e.g. E per-expert (F, D) matrices -> (E, F, D) for
+ * bm_moe. Every part must be bound (data != NULL). */
+bm_node *bm_weight_stack(bm_graph *g, const char *name, int n, bm_node *const *weights);
 
 /* ------------------------------------------------------------------ graph utilities */
 

@@ -462,10 +462,21 @@ static bm_status shape_slice(bm_graph *g, bm_node *n) {
     a->begin = b;
     a->end = e;
     out = bm_dim_c((e - b + a->step - 1) / a->step);
-  } else {
-    if (a->end != INT64_MAX || a->begin < 0 || a->begin > MAX_DIM_VALUE || a->step != 1)
+  } else if (a->begin < 0) {
+    /* [-k:] or [-k:-j] of a symbolic axis: a static length, the start is
+     * computed at run time (dim - k); the dim must then be >= k */
+    int64_t e = a->end == INT64_MAX ? 0 : a->end;
+    if (a->begin < -MAX_DIM_VALUE || (a->end != INT64_MAX && a->end >= 0) || e <= a->begin ||
+        a->step != 1)
       return fail(g, n,
-                  "symbolic axis %d of %s can only be sliced as [begin:] with begin >= 0, step 1",
+                  "symbolic axis %d of %s: a negative begin needs end = INT64_MAX (to the end) or a "
+                  "negative end > begin, and step 1 (got [%" PRId64 ":%" PRId64 ":%" PRId64 "])",
+                  a->axis, SH(x, sx), a->begin, a->end, a->step);
+    out = bm_dim_c(e - a->begin);
+  } else {
+    if (a->end != INT64_MAX || a->begin > MAX_DIM_VALUE || a->step != 1)
+      return fail(g, n,
+                  "symbolic axis %d of %s can only be sliced as [begin:] with step 1, or as [-k:]",
                   a->axis, SH(x, sx));
     out = d;
     out.add -= a->begin;
@@ -640,10 +651,38 @@ static bm_status shape_rope(bm_graph *g, bm_node *n) {
   return NULL;
 }
 
+/* Upper bound of a dim (symbols at their bounds). */
+static int64_t dim_max(const bm_graph *g, bm_dim d) {
+  if (bm_dim_is_static(d)) return d.add;
+  if (d.sym < 0 || d.sym >= g->nsyms) return INT64_MAX;
+  return (int64_t)d.mul * g->syms[d.sym].max + d.add;
+}
+
+/* A batch dim b of a query/update that reads rows of a cache batch bmax:
+ * equal, or b's upper bound <= a static bmax. */
+static bool batch_fits(const bm_graph *g, bm_dim b, bm_dim bmax) {
+  if (bm_dim_eq(b, bmax)) return true;
+  return bm_dim_is_static(bmax) && dim_max(g, b) <= bmax.add;
+}
+
+static int popcount32(uint32_t v) {
+  int c = 0;
+  for (; v; v &= v - 1) c++;
+  return c;
+}
+
 static bm_status shape_attention(bm_graph *g, bm_node *n) {
   bm_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
   char sq[SHAPE_BUF], sk[SHAPE_BUF], sv[SHAPE_BUF];
   const bm_attrs *a = &n->a;
+  int nb = bm_node_base_nin(n);
+  if ((uint32_t)a->attn_flags & ~(uint32_t)(BM_ATTN_HAS_MASK | BM_ATTN_HAS_KV_LEN))
+    return fail(g, n, "unknown attn_flags 0x%x", (unsigned)a->attn_flags);
+  if (nb != 3 + popcount32((uint32_t)a->attn_flags))
+    return fail(g, n, "attn_flags 0x%x name %d optional inputs, the node has %d (mask, kv_len)",
+                (unsigned)a->attn_flags, popcount32((uint32_t)a->attn_flags), nb - 3);
+  bool has_mask = (a->attn_flags & BM_ATTN_HAS_MASK) != 0;
+  bool has_len = (a->attn_flags & BM_ATTN_HAS_KV_LEN) != 0;
   if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
     return fail(g, n, "q, k, v must be rank 4 (B, H, S, D): q %s, k %s, v %s", SH(q, sq), SH(k, sk),
                 SH(v, sv));
@@ -651,20 +690,23 @@ static bm_status shape_attention(bm_graph *g, bm_node *n) {
   BM_RETURN_IF_ERROR(need_float(g, n, "k", k));
   BM_RETURN_IF_ERROR(need_float(g, n, "v", v));
   bm_dim hq = q->shape[1], hkv = k->shape[1];
-  if (!bm_dim_eq(q->shape[0], k->shape[0]) || !bm_dim_eq(q->shape[0], v->shape[0]) ||
-      !bm_dim_is_static(hq) || !bm_dim_is_static(hkv) || hq.add % hkv.add != 0 ||
+  /* with kv_len, k and v are caches whose batch may exceed q's */
+  bool batch_ok = has_len ? batch_fits(g, q->shape[0], k->shape[0]) && bm_dim_eq(k->shape[0], v->shape[0])
+                          : bm_dim_eq(q->shape[0], k->shape[0]) && bm_dim_eq(q->shape[0], v->shape[0]);
+  if (!batch_ok || !bm_dim_is_static(hq) || !bm_dim_is_static(hkv) || hq.add % hkv.add != 0 ||
       !bm_dim_eq(hkv, v->shape[1]) || !bm_dim_eq(q->shape[3], k->shape[3]) ||
       !bm_dim_eq(k->shape[2], v->shape[2]))
     return fail(g, n,
-                "shapes do not fit (B equal, Hq %% Hkv == 0, D of q and k equal, Sk of k and v "
+                "shapes do not fit (B equal%s, Hq %% Hkv == 0, D of q and k equal, Sk of k and v "
                 "equal): q %s, k %s, v %s",
-                SH(q, sq), SH(k, sk), SH(v, sv));
+                has_len ? " or q's B <= the caches' static B" : "", SH(q, sq), SH(k, sk), SH(v, sv));
   if (!isfinite(a->attn_scale) || a->attn_scale < 0 || !isfinite(a->softcap) || a->softcap < 0 ||
       (a->causal & ~1) || a->window < 0)
     return fail(g, n, "bad attributes: scale %g, causal %d, window %d, softcap %g", a->attn_scale,
                 a->causal, a->window, a->softcap);
-  if (bm_node_base_nin(n) == 4) {
-    bm_node *m = n->in[3];
+  int at = 3;
+  if (has_mask) {
+    bm_node *m = n->in[at++];
     bm_dim target[4] = {q->shape[0], hq, q->shape[2], k->shape[2]};
     BM_RETURN_IF_ERROR(need_float(g, n, "mask", m));
     if (!broadcasts_to(m, 4, target)) {
@@ -673,8 +715,140 @@ static bm_status shape_attention(bm_graph *g, bm_node *n) {
                   bm_shape_str(g, 4, target, st, sizeof st));
     }
   }
+  if (has_len) {
+    bm_node *l = n->in[at++];
+    char sl[SHAPE_BUF];
+    if (!is_int(l->dtype)) return fail(g, n, "kv_len must be i32 or i64, got %s", dt(l->dtype));
+    if (l->ndim != 1 || !bm_dim_eq(l->shape[0], q->shape[0]))
+      return fail(g, n, "kv_len %s must be (B) for q %s", SH(l, sl), SH(q, sq));
+  }
   bm_dim o[4] = {q->shape[0], hq, q->shape[2], v->shape[3]};
   set_out(n, q->dtype, 4, o);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ LLM generation */
+
+static bm_status shape_kv_write(bm_graph *g, bm_node *n) {
+  bm_node *c = n->in[0], *r = n->in[1], *pos = n->in[2];
+  char sc[SHAPE_BUF], sr[SHAPE_BUF], sp[SHAPE_BUF];
+  if (c->op != BM_OP_STATE && c->op != BM_OP_KV_WRITE)
+    return fail(g, n, "the cache must be a state or the result of a kv_write, got %s %%%d",
+                bm_op_name(c->op), c->id);
+  if (c->ndim != 4 || r->ndim != 4)
+    return fail(g, n, "cache and rows must be rank 4 (B, H, L, D) / (B, H, S, D): cache %s, rows %s",
+                SH(c, sc), SH(r, sr));
+  for (int d = 0; d < 4; d++)
+    if (!bm_dim_is_static(c->shape[d])) return fail(g, n, "cache %s must be static", SH(c, sc));
+  bool same = c->dtype == r->dtype;
+  if (!same && !(is_float(c->dtype) && is_float(r->dtype)))
+    return fail(g, n, "rows are %s, the cache is %s (equal dtypes, or both floating point)",
+                dt(r->dtype), dt(c->dtype));
+  if (c->dtype == BM_DTYPE_I4 || r->dtype == BM_DTYPE_I4)
+    return fail(g, n, "i4 (packed) caches are not supported");
+  if (!batch_fits(g, r->shape[0], c->shape[0]) || !bm_dim_eq(r->shape[1], c->shape[1]) ||
+      !bm_dim_eq(r->shape[3], c->shape[3]))
+    return fail(g, n, "rows %s do not fit cache %s (B <= the cache's B, H and D equal)", SH(r, sr),
+                SH(c, sc));
+  if (!is_int(pos->dtype)) return fail(g, n, "pos must be i32 or i64, got %s", dt(pos->dtype));
+  if (pos->ndim != 1 || !bm_dim_eq(pos->shape[0], r->shape[0]))
+    return fail(g, n, "pos %s must be (B) for rows %s", SH(pos, sp), SH(r, sr));
+  set_out(n, c->dtype, 4, c->shape);
+  return NULL;
+}
+
+static bm_status shape_topk_mask(bm_graph *g, bm_node *n) {
+  bm_node *x = n->in[0];
+  BM_RETURN_IF_ERROR(need_float(g, n, "input", x));
+  if (x->ndim < 1) return fail(g, n, "input must have rank >= 1");
+  if (n->a.topk < 1) return fail(g, n, "topk must be >= 1, got %d", n->a.topk);
+  if (isnan(n->a.fill)) return fail(g, n, "fill must not be NaN");
+  set_out(n, x->dtype, x->ndim, x->shape);
+  return NULL;
+}
+
+/* x (T, D), gates (T, E) and the expert weights (E, A, B) of MOE/MOE_UP. */
+static bm_status check_moe_w(const bm_graph *g, const bm_node *n, const char *what,
+                             const bm_node *w, bm_dim e, bm_dim a, bm_dim b) {
+  char sw[SHAPE_BUF], se[96], sa[96], sb[96];
+  BM_RETURN_IF_ERROR(need_float(g, n, what, w));
+  if (w->ndim != 3 || !bm_dim_eq(w->shape[0], e) || !bm_dim_eq(w->shape[1], a) ||
+      !bm_dim_eq(w->shape[2], b) || !bm_dim_is_static(w->shape[1]) || !bm_dim_is_static(w->shape[2]))
+    return fail(g, n, "%s %s must be static (%s, %s, %s)", what, SH(w, sw), bm_dim_str(g, e, se, sizeof se),
+                bm_dim_str(g, a, sa, sizeof sa), bm_dim_str(g, b, sb, sizeof sb));
+  return NULL;
+}
+
+static bm_status check_moe_act(const bm_graph *g, const bm_node *n) {
+  if (n->a.act != BM_OP_SILU && n->a.act != BM_OP_GELU_TANH)
+    return fail(g, n, "act must be silu or gelu_tanh, got op %d", n->a.act);
+  return NULL;
+}
+
+/* x (T, D) and gates (T, E): E, D static. */
+static bm_status check_moe_xg(const bm_graph *g, const bm_node *n, const bm_node *x,
+                              const bm_node *gates) {
+  char sx[SHAPE_BUF], sg[SHAPE_BUF];
+  BM_RETURN_IF_ERROR(need_float(g, n, "x", x));
+  BM_RETURN_IF_ERROR(need_float(g, n, "gates", gates));
+  if (x->ndim != 2 || gates->ndim != 2 || !bm_dim_eq(x->shape[0], gates->shape[0]) ||
+      !bm_dim_is_static(x->shape[1]) || !bm_dim_is_static(gates->shape[1]))
+    return fail(g, n, "x %s and gates %s must be (T, D) and (T, E) with D, E static", SH(x, sx),
+                SH(gates, sg));
+  return NULL;
+}
+
+static bm_status shape_moe(bm_graph *g, bm_node *n) {
+  bm_node *x = n->in[0], *gates = n->in[1], *wg = n->in[2], *wu = n->in[3], *wd = n->in[4];
+  BM_RETURN_IF_ERROR(check_moe_act(g, n));
+  BM_RETURN_IF_ERROR(check_moe_xg(g, n, x, gates));
+  bm_dim e = gates->shape[1], d = x->shape[1];
+  if (wg->ndim != 3) {
+    char sw[SHAPE_BUF];
+    return fail(g, n, "w_gate %s must be (E, F, D)", SH(wg, sw));
+  }
+  bm_dim f = wg->shape[1];
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_gate", wg, e, f, d));
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_up", wu, e, f, d));
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_down", wd, e, d, f));
+  set_out(n, x->dtype, 2, x->shape);
+  return NULL;
+}
+
+static bm_status shape_moe_up(bm_graph *g, bm_node *n) {
+  bm_node *x = n->in[0], *gates = n->in[1], *wg = n->in[2], *wu = n->in[3];
+  BM_RETURN_IF_ERROR(check_moe_act(g, n));
+  BM_RETURN_IF_ERROR(check_moe_xg(g, n, x, gates));
+  bm_dim e = gates->shape[1], d = x->shape[1];
+  if (wg->ndim != 3) {
+    char sw[SHAPE_BUF];
+    return fail(g, n, "w_gate %s must be (E, F, D)", SH(wg, sw));
+  }
+  bm_dim f = wg->shape[1];
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_gate", wg, e, f, d));
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_up", wu, e, f, d));
+  bm_dim o[3] = {x->shape[0], e, f};
+  set_out(n, x->dtype, 3, o);
+  return NULL;
+}
+
+static bm_status shape_moe_down(bm_graph *g, bm_node *n) {
+  bm_node *h = n->in[0], *gates = n->in[1], *wd = n->in[2];
+  char sh[SHAPE_BUF], sg[SHAPE_BUF];
+  BM_RETURN_IF_ERROR(need_float(g, n, "h", h));
+  BM_RETURN_IF_ERROR(need_float(g, n, "gates", gates));
+  if (h->ndim != 3 || gates->ndim != 2 || !bm_dim_eq(h->shape[0], gates->shape[0]) ||
+      !bm_dim_eq(h->shape[1], gates->shape[1]) || !bm_dim_is_static(h->shape[1]) ||
+      !bm_dim_is_static(h->shape[2]))
+    return fail(g, n, "h %s and gates %s must be (T, E, F) and (T, E) with E, F static", SH(h, sh),
+                SH(gates, sg));
+  if (wd->ndim != 3) {
+    char sw[SHAPE_BUF];
+    return fail(g, n, "w_down %s must be (E, D, F)", SH(wd, sw));
+  }
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_down", wd, h->shape[1], wd->shape[1], h->shape[2]));
+  bm_dim o[2] = {h->shape[0], wd->shape[1]};
+  set_out(n, h->dtype, 2, o);
   return NULL;
 }
 

@@ -164,6 +164,18 @@ static void sb_attrs(sbuf *b, const bm_node *n) {
     SEP(), sb_printf(b, "attn_scale="), sb_float(b, a->attn_scale);
     sb_printf(b, ", causal=%d, window=%d, softcap=", a->causal, a->window);
     sb_float(b, a->softcap);
+    sb_printf(b, ", attn_flags=%d", a->attn_flags);
+  }
+  if (at & BM_ATTR_TOPK) {
+    SEP(), sb_printf(b, "topk=%d, fill=", a->topk);
+    sb_float(b, a->fill);
+  }
+  if (at & BM_ATTR_ACT) {
+    SEP();
+    if ((unsigned)a->act < BM_OP_COUNT)
+      sb_printf(b, "act=%s", bm_op_name((bm_op)a->act));
+    else
+      sb_printf(b, "act=%d", a->act);
   }
   if (at & BM_ATTR_PROG) SEP(), sb_printf(b, "prog="), sb_prog(b, &a->prog);
   if (epi) SEP(), sb_printf(b, "epi_nin=%d, epi=", a->prog.nin), sb_prog(b, &a->prog);
@@ -206,7 +218,7 @@ bm_status bm_graph_to_text(const bm_graph *g, char **out) {
       return bm_status_make(BM_ERR_INVALID_ARGUMENT, "graph '%s': node %%%d is malformed", g->name, i);
     }
     sb_printf(&b, "  %%%d = %s", i, bm_op_name(n->op));
-    if (n->op == BM_OP_INPUT || n->op == BM_OP_WEIGHT) {
+    if (n->op == BM_OP_INPUT || n->op == BM_OP_WEIGHT || n->op == BM_OP_STATE) {
       sb_printf(&b, " ");
       sb_string(&b, n->name ? n->name : "");
       sb_printf(&b, " ");
@@ -600,13 +612,15 @@ static int parse_attrs(parser *p, bm_op op, int nin, bm_attrs *a, int *epi_nin, 
   static const char *const names[] = {"trans_a", "trans_b", "stride", "pad", "dilation", "groups",
                                       "perm", "axis", "begin", "end", "step", "pads", "value",
                                       "scale", "axes", "keepdim", "eps", "rope_mode", "attn_scale",
-                                      "causal", "window", "softcap", "prog", "epi_nin", "epi"};
+                                      "causal", "window", "softcap", "attn_flags", "topk", "fill",
+                                      "act", "prog", "epi_nin", "epi"};
   static const unsigned need[] = {BM_ATTR_TRANS, BM_ATTR_TRANS, BM_ATTR_CONV, BM_ATTR_CONV,
                                   BM_ATTR_CONV, BM_ATTR_CONV | BM_ATTR_GROUPS, BM_ATTR_PERM,
                                   BM_ATTR_SLICE | BM_ATTR_AXIS, BM_ATTR_SLICE, BM_ATTR_SLICE,
                                   BM_ATTR_SLICE, BM_ATTR_PAD, BM_ATTR_PAD, BM_ATTR_SCALE,
                                   BM_ATTR_AXES, BM_ATTR_AXES, BM_ATTR_EPS, BM_ATTR_ROPE,
                                   BM_ATTR_ATTN, BM_ATTR_ATTN, BM_ATTR_ATTN, BM_ATTR_ATTN,
+                                  BM_ATTR_ATTN, BM_ATTR_TOPK, BM_ATTR_TOPK, BM_ATTR_ACT,
                                   BM_ATTR_PROG, 0, 0};
   _Static_assert(sizeof names / sizeof names[0] == sizeof need / sizeof need[0], "attr tables");
   if (!accept(p, '{')) return 0;
@@ -664,15 +678,28 @@ static int parse_attrs(parser *p, bm_op op, int nin, bm_attrs *a, int *epi_nin, 
       case 19: rc = parse_i32(p, &a->causal, name); break;
       case 20: rc = parse_i32(p, &a->window, name); break;
       case 21: rc = parse_float(p, &a->softcap, name); break;
-      case 22:
+      case 22: rc = parse_i32(p, &a->attn_flags, name); break;
+      case 23: rc = parse_i32(p, &a->topk, name); break;
+      case 24: rc = parse_float(p, &a->fill, name); break;
+      case 25: {
+        char opname[65];
+        bm_op aop;
+        skip_ws(p);
+        size_t apos = p->pos;
+        if (parse_ident(p, opname, "an op name")) return -1;
+        if (bm_op_from_name(opname, &aop)) return perr_at(p, apos, "unknown op '%s'", opname);
+        a->act = (int32_t)aop;
+        break;
+      }
+      case 26:
         rc = parse_prog(p, &a->prog);
         a->prog.nin = (uint8_t)(nin > 0 ? nin : 0);
         break;
-      case 23:
+      case 27:
         rc = parse_int(p, 1, BM_MAX_IN, &x, name);
         if (!rc) *epi_nin = (int)x;
         break;
-      case 24:
+      case 28:
         rc = parse_prog(p, &a->prog);
         if (!rc && a->prog.n == 0) rc = perr_at(p, start, "an epilogue needs at least one instruction");
         *has_epi = true;
@@ -774,7 +801,7 @@ static int parse_node(parser *p) {
   int ndim;
   bm_dim shape[BM_MAX_DIMS] = {{0}};
 
-  if (op == BM_OP_INPUT || op == BM_OP_WEIGHT) {
+  if (op == BM_OP_INPUT || op == BM_OP_WEIGHT || op == BM_OP_STATE) {
     char bind[4096];
     if (parse_string(p, bind, sizeof bind, "binding name")) return -1;
     if (!bind[0]) return perr(p, "%s needs a non-empty name", name);
@@ -783,6 +810,10 @@ static int parse_node(parser *p) {
       for (int i = 0; i < g->ninputs; i++)
         if (strcmp(g->inputs[i]->name, bind) == 0)
           return perr_at(p, start, "duplicate input name '%s'", bind);
+    if (op == BM_OP_STATE)
+      for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i]->op == BM_OP_STATE && strcmp(g->nodes[i]->name, bind) == 0)
+          return perr_at(p, start, "duplicate state name '%s'", bind);
     const char *nm = bm_arena_strdup(g->module->arena, bind);
     if (!nm) return perr(p, "out of memory");
     n = bm_node_make_typed(g, op, 0, NULL, NULL, t, ndim, shape);

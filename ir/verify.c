@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ir.h"
@@ -45,7 +46,8 @@ static bool attrs_eq(const bm_attrs *a, const bm_attrs *b) {
       !feq(a->value, b->value) || a->scale != b->scale || a->axes != b->axes ||
       a->keepdim != b->keepdim || !feq(a->eps, b->eps) || a->rope_mode != b->rope_mode ||
       !feq(a->attn_scale, b->attn_scale) || a->causal != b->causal || a->window != b->window ||
-      !feq(a->softcap, b->softcap))
+      !feq(a->softcap, b->softcap) || a->attn_flags != b->attn_flags || a->topk != b->topk ||
+      !feq(a->fill, b->fill) || a->act != b->act)
     return false;
   for (int i = 0; i < 2; i++)
     if (a->stride[i] != b->stride[i] || a->pad[i] != b->pad[i] || a->dilation[i] != b->dilation[i])
@@ -81,7 +83,10 @@ static bm_attrs attrs_masked(const bm_node *n) {
   if (at & BM_ATTR_GROUPS) m.groups = a->groups;
   if (at & BM_ATTR_ROPE) m.rope_mode = a->rope_mode;
   if (at & BM_ATTR_ATTN)
-    m.attn_scale = a->attn_scale, m.causal = a->causal, m.window = a->window, m.softcap = a->softcap;
+    m.attn_scale = a->attn_scale, m.causal = a->causal, m.window = a->window, m.softcap = a->softcap,
+    m.attn_flags = a->attn_flags;
+  if (at & BM_ATTR_TOPK) m.topk = a->topk, m.fill = a->fill;
+  if (at & BM_ATTR_ACT) m.act = a->act;
   if ((at & BM_ATTR_PROG) || ((info->flags & BM_OPF_EPILOGUE) && a->prog.n > 0)) m.prog = a->prog;
   return m;
 }
@@ -144,7 +149,7 @@ static bm_status verify_node(const bm_graph *g, int i) {
   if (!attrs_eq(&copy.a, &n->a)) return vfail(g, n, "attributes are not normalized (axes, slice bounds)");
 
   /* sources */
-  if (n->op == BM_OP_INPUT || n->op == BM_OP_WEIGHT) {
+  if (n->op == BM_OP_INPUT || n->op == BM_OP_WEIGHT || n->op == BM_OP_STATE) {
     if (!n->name || !*n->name) return vfail(g, n, "%s has no name", bm_op_name(n->op));
   }
   size_t nbytes = bm_dtype_nbytes(n->dtype, bm_node_numel_max(g, n));
@@ -153,6 +158,73 @@ static bm_status verify_node(const bm_graph *g, int i) {
   if (n->op == BM_OP_WEIGHT && n->data && n->data_size != nbytes)
     return vfail(g, n, "bound data is %zu bytes, needs %zu", n->data_size, nbytes);
   return NULL;
+}
+
+/* The value a node reads through views: RESHAPE chains lead to their source. */
+static const bm_node *view_source(const bm_node *n) {
+  for (int hops = 0; n && n->op == BM_OP_RESHAPE && n->nin == 1 && hops < (1 << 28); hops++) n = n->in[0];
+  return n;
+}
+
+/* States: unique names per graph; every KV_WRITE overwrites a value (a
+ * STATE or an earlier KV_WRITE, through no view) that nothing reads after
+ * it and that no other KV_WRITE overwrites, so that the in-place update is
+ * invisible to every reader of the old value. */
+static bm_status verify_states(const bm_graph *g) {
+  int n = g->nnodes;
+  for (int i = 0; i < n; i++) {
+    const bm_node *x = g->nodes[i];
+    if (x->op != BM_OP_STATE) continue;
+    for (int j = 0; j < i; j++)
+      if (g->nodes[j]->op == BM_OP_STATE && strcmp(g->nodes[j]->name, x->name) == 0)
+        return vfail(g, x, "state '%s' also appears as node %%%d (one node per state and graph)", x->name, j);
+  }
+  bool any = false;
+  for (int i = 0; i < n && !any; i++) any = g->nodes[i]->op == BM_OP_KV_WRITE;
+  if (!any) return NULL;
+  int *last_read = malloc(sizeof(int) * (size_t)n), *writer = malloc(sizeof(int) * (size_t)n);
+  if (!last_read || !writer) {
+    free(last_read);
+    free(writer);
+    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "graph '%s': verify: out of memory", g->name);
+  }
+  for (int i = 0; i < n; i++) last_read[i] = -1, writer[i] = -1;
+  bm_status s = NULL;
+  for (int i = 0; i < n && !s; i++) {
+    const bm_node *x = g->nodes[i];
+    for (int k = 0; k < x->nin; k++) {
+      const bm_node *src = view_source(x->in[k]);
+      if (x->op == BM_OP_KV_WRITE && k == 0) {
+        if (x->in[0]->op != BM_OP_STATE && x->in[0]->op != BM_OP_KV_WRITE) {
+          s = vfail(g, x, "the cache must be a state or a kv_write, got %s %%%d", bm_op_name(x->in[0]->op),
+                    x->in[0]->id);
+          break;
+        }
+        if (writer[src->id] >= 0) {
+          s = vfail(g, x, "overwrites %%%d, which kv_write %%%d already overwrites", src->id, writer[src->id]);
+          break;
+        }
+        writer[src->id] = i;
+      } else if (src->op == BM_OP_STATE || src->op == BM_OP_KV_WRITE) {
+        last_read[src->id] = i;
+      }
+    }
+  }
+  for (int o = 0; o < g->noutputs && !s; o++) {
+    const bm_node *src = view_source(g->outputs[o].node);
+    if (src && (src->op == BM_OP_STATE || src->op == BM_OP_KV_WRITE)) last_read[src->id] = n;
+  }
+  for (int i = 0; i < n && !s; i++)
+    if (writer[i] >= 0 && last_read[i] > writer[i]) {
+      const bm_node *w = g->nodes[writer[i]];
+      s = last_read[i] == n
+              ? vfail(g, w, "overwrites %%%d in place, but %%%d is (a view of) a graph output", i, i)
+              : vfail(g, w, "overwrites %%%d in place, but node %%%d reads %%%d after it (reads of the old "
+                            "value must come before the kv_write)", i, last_read[i], i);
+    }
+  free(last_read);
+  free(writer);
+  return s;
 }
 
 bm_status bm_graph_verify(const bm_graph *g) {
@@ -172,6 +244,7 @@ bm_status bm_graph_verify(const bm_graph *g) {
   }
 
   for (int i = 0; i < g->nnodes; i++) BM_RETURN_IF_ERROR(verify_node(g, i));
+  BM_RETURN_IF_ERROR(verify_states(g));
 
   /* inputs: exactly the INPUT nodes, uniquely named */
   int ninput_nodes = 0;

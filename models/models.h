@@ -40,6 +40,14 @@ typedef struct bm_model_options {
   const char *weights;   /* checkpoint path; NULL = the model's default source */
   uint64_t seed;         /* for generated weights */
   int max_batch;         /* symbolic batch upper bound; 0 = model default */
+  /* Models built from a folder (Hugging Face LLMs, models/llm.h). 0 = default. */
+  const char *path;      /* the model folder; set by bm_model_build for a path */
+  int max_ctx;           /* KV cache length; default min(max_position_embeddings, 4096) */
+  int max_seq;           /* longest forward/prefill chunk; default min(max_ctx, 512) */
+  bm_dtype weight_dtype; /* dtype of matmul weights: f32 (default), f16 or bf16 */
+  /* Out (may be NULL): receives a malloc'd JSON object for the package
+   * manifest's "extra" (what a generation driver needs), or NULL. */
+  char **extra_json;
 } bm_model_options;
 
 typedef struct bm_model_def {
@@ -47,14 +55,25 @@ typedef struct bm_model_def {
   const char *description;
   /* Builds the model's functions into m. */
   bm_status (*build)(bm_module *m, bm_weight_source *src, const bm_model_options *o);
+  /* Optional, for models built from a folder: nonzero if this model builds
+   * the folder at `path` (e.g. its config.json names a supported
+   * architecture). */
+  int (*detect)(const char *path);
+  /* Optional: what detect() accepts, for error messages
+   * (e.g. "Hugging Face model_type llama, mistral, ..."). */
+  const char *formats;
 } bm_model_def;
 
 extern const bm_model_def *const bm_models[];
 extern const int bm_models_count;
 const bm_model_def *bm_model_find(const char *name);
 
-/* Builds a registered model by name: opens its weight source (o->weights
- * or generated), builds, and checks every graph's builder status. The
+/* Builds a registered model by name, or the model folder at path
+ * `name` (the first model whose detect() accepts it; its weights default
+ * to the folder): opens its weight source (o->weights, the folder or
+ * generated), builds, and checks every graph's builder status. A folder
+ * no model accepts is an error naming its config.json model_type and the
+ * supported ones. The
  * module borrows weight data from *src_out: close it after the module is
  * compiled. */
 bm_status bm_model_build(const char *name, const bm_model_options *o, bm_module **out,

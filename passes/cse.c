@@ -1,6 +1,7 @@
 /* cse.c - common subexpression elimination: merges nodes that compute the
  * same thing (same op, inputs, dtype, shape and the attributes the op
- * reads), and constants with equal data. INPUT and WEIGHT are never merged. */
+ * reads), and constants with equal data. INPUT, WEIGHT, STATE and in-place
+ * ops (KV_WRITE) are never merged. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,8 +69,10 @@ static bool attrs_eq(bm_op op, const bm_attrs *x, const bm_attrs *y) {
   if ((m & BM_ATTR_GROUPS) && !FEQ(groups)) return false;
   if ((m & BM_ATTR_ROPE) && !FEQ(rope_mode)) return false;
   if ((m & BM_ATTR_ATTN) &&
-      !(FEQ(attn_scale) && FEQ(causal) && FEQ(window) && FEQ(softcap)))
+      !(FEQ(attn_scale) && FEQ(causal) && FEQ(window) && FEQ(softcap) && FEQ(attn_flags)))
     return false;
+  if ((m & BM_ATTR_TOPK) && !(FEQ(topk) && FEQ(fill))) return false;
+  if ((m & BM_ATTR_ACT) && !FEQ(act)) return false;
   /* FUSED programs, and epilogues of any op that can carry one */
   if (((m & BM_ATTR_PROG) || (bm_op_table[op].flags & BM_OPF_EPILOGUE)) &&
       !prog_eq(&x->prog, &y->prog))
@@ -93,8 +96,12 @@ static bool node_eq(const bm_node *x, const bm_node *y) {
 
 /* ---- the pass */
 
+/* INPUT, WEIGHT and STATE are named bindings (two equal-looking ones are
+ * different tensors); in-place writes (KV_WRITE) are never merged either:
+ * each one is an update. */
 static int is_mergeable(const bm_node *n) {
-  return n->op != BM_OP_INPUT && n->op != BM_OP_WEIGHT;
+  return n->op != BM_OP_INPUT && n->op != BM_OP_WEIGHT && n->op != BM_OP_STATE &&
+         !(bm_op_table[n->op].flags & BM_OPF_INPLACE);
 }
 
 bm_status bm_pass_cse(bm_graph *g, const bm_pass_options *o) {

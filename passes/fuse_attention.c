@@ -120,7 +120,10 @@ bm_status bm_pass_fuse_attention(bm_graph *g, const bm_pass_options *o) {
     out->in[1] = m.k;
     out->in[2] = m.v;
     out->nin = 3;
-    if (m.mask) out->in[out->nin++] = m.mask;
+    if (m.mask) {
+      out->in[out->nin++] = m.mask;
+      out->a.attn_flags = BM_ATTN_HAS_MASK;
+    }
     out->a.attn_scale = m.scale;
     bm_status s = bm_node_infer(g, out);
     bool ok = !s && shape_eq(out, &saved) && out->dtype == saved.dtype && (!o || !o->supports || o->supports(out));

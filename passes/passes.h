@@ -32,6 +32,7 @@ bm_status bm_pass_shape(bm_graph *g, const bm_pass_options *o);        /* shape.
 bm_status bm_pass_fold(bm_graph *g, const bm_pass_options *o);         /* fold.c: constant folding */
 bm_status bm_pass_dce(bm_graph *g, const bm_pass_options *o);          /* dce.c */
 bm_status bm_pass_cse(bm_graph *g, const bm_pass_options *o);          /* cse.c */
+bm_status bm_pass_lower_moe(bm_graph *g, const bm_pass_options *o);    /* lower_moe.c: MOE -> MOE_UP + MOE_DOWN */
 bm_status bm_pass_fuse_attention(bm_graph *g, const bm_pass_options *o);   /* fuse_attention.c */
 bm_status bm_pass_fuse_dequant(bm_graph *g, const bm_pass_options *o);     /* fuse_dequant.c */
 bm_status bm_pass_fuse_epilogue(bm_graph *g, const bm_pass_options *o);    /* fuse_epilogue.c: ew ops into matmul/conv/norm (GroupNorm+SiLU is a row) */

@@ -1,10 +1,13 @@
 /* plan_memory.c - assigns every node its storage: weights and constants in
- * the package, reshapes as aliases, everything else at an offset in one
- * activation arena sized for the symbols' upper bounds.
+ * the package, states in session memory (BM_STORAGE_STATE), reshapes and
+ * in-place KV_WRITEs as aliases of their root, everything else at an offset
+ * in one activation arena sized for the symbols' upper bounds.
  *
  * Liveness is by node index (the execution order): a buffer is live from
- * its definition (INPUT: from the start) to its last use, counting uses
- * through aliases for the storage's root; graph outputs live to the end.
+ * its definition to its last use, counting uses through aliases for the
+ * storage's root; graph outputs live to the end. INPUT nodes live for the
+ * whole function (their slots are never reused), so inputs set once stay
+ * valid for any number of runs.
  * Buffers are placed greedily by size, largest first, each at the best-
  * fitting gap among the buffers already placed whose live ranges overlap.
  * Because ranges are inclusive, a kernel's output never overlaps its inputs. */
@@ -25,8 +28,11 @@ typedef struct buffer {
 
 static const char *label(const bm_node *n) { return n->name ? n->name : ""; }
 
+/* The node whose storage n shares: through views and in-place writes. */
 static bm_node *storage_root(bm_node *n) {
-  while (n->op == BM_OP_RESHAPE && n->nin == 1) n = n->in[0];
+  while ((n->op == BM_OP_RESHAPE && n->nin == 1) ||
+         ((bm_op_table[n->op].flags & BM_OPF_INPLACE) && n->nin >= 1))
+    n = n->in[0];
   return n;
 }
 
@@ -110,7 +116,9 @@ bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o) {
     x->alias = NULL;
     if (x->op == BM_OP_WEIGHT || x->op == BM_OP_CONST) {
       x->storage = BM_STORAGE_WEIGHT;
-    } else if (x->op == BM_OP_RESHAPE) {
+    } else if (x->op == BM_OP_STATE) {
+      x->storage = BM_STORAGE_STATE; /* the package writer numbers the states */
+    } else if (x->op == BM_OP_RESHAPE || (bm_op_table[x->op].flags & BM_OPF_INPLACE)) {
       x->storage = BM_STORAGE_ALIAS;
       x->alias = storage_root(x);
     } else {
@@ -120,7 +128,7 @@ bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o) {
       b->size = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
       if (b->size == 0) b->size = ARENA_ALIGN;
       b->start = x->op == BM_OP_INPUT ? 0 : i;
-      b->end = i;
+      b->end = x->op == BM_OP_INPUT ? n : i; /* inputs live for the whole function */
       byid[i] = b;
     }
   }

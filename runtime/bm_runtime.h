@@ -172,6 +172,16 @@ bm_status bm_session_run(bm_session *s, int f);
 bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data,
                                 bm_tensor_info *info);
 
+/* States (e.g. KV caches, manifest "states") are allocated and zeroed by
+ * bm_session_create, kept across runs and shared by name by every function
+ * of the package (prefill writes the cache that decode reads). */
+/* Zeroes every state (start a new conversation). */
+void bm_session_reset_state(bm_session *s);
+/* Borrows state `name`'s memory (for tests and debugging): valid for the
+ * session's lifetime; a run may change it. info (may be NULL) gets its
+ * dtype and static shape. BM_ERR_NOT_FOUND if the package has no such state. */
+bm_status bm_session_state(bm_session *s, const char *name, void **data, bm_tensor_info *info);
+
 /* Per-kernel timing of the last run (when opts.profile was set). */
 typedef struct bm_kernel_profile {
   const char *kernel;  /* symbol */

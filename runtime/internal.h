@@ -34,6 +34,7 @@
 #define BM_PKG_MAX_MANIFEST (1ull << 30)
 #define BM_PKG_MAX_ELEMS (1ll << 50)
 #define BM_PKG_MAX_TASKS (1ll << 40)
+#define BM_PKG_MAX_STATES 65536
 
 static inline uint64_t bm_rd_u64(const uint8_t *p) {
   uint64_t v = 0;
@@ -75,16 +76,28 @@ typedef struct bm_rt_tensor {
   bm_dtype dtype;
   int ndim;
   bm_rt_dim shape[BM_MAX_DIMS];
-  int weight;        /* >= 0: lives in that package weight; -1: in the arena */
-  uint64_t offset;   /* arena offset (weight < 0) */
+  int weight;        /* >= 0: lives in that package weight; -1: in the arena (or a state) */
+  uint64_t offset;   /* arena offset (weight < 0 and state < 0) */
   uint64_t nbytes;   /* slot size (bytes at the symbols' upper bounds) */
+  int state;         /* >= 0: lives in that state (outputs only); -1 otherwise */
 } bm_rt_tensor;
 
-/* One kernel argument: an arena slot or a package weight. */
+/* One kernel argument: an arena slot, a package weight or a state. */
 typedef struct bm_rt_arg {
-  int weight;        /* >= 0: weight index; -1: arena */
+  int weight;        /* >= 0: weight index; -1: not a weight */
   uint64_t offset, nbytes;
+  int state;         /* >= 0: state index; -1: not a state (arena if weight < 0 too) */
 } bm_rt_arg;
+
+/* A persistent tensor of the package (manifest "states"): allocated and
+ * zeroed by each session, kept across runs, shared by all functions. */
+typedef struct bm_rt_state {
+  const char *name;
+  bm_dtype dtype;
+  int ndim;
+  int64_t shape[BM_MAX_DIMS];
+  uint64_t nbytes;
+} bm_rt_state;
 
 typedef struct bm_rt_kernel {
   const char *symbol;
@@ -127,8 +140,10 @@ struct bm_package {
   uint64_t file_hash;       /* XXH3-64 of the whole file, once file_hash_done */
   int file_hash_done;
   uint64_t arena_bytes, weight_bytes, max_scratch;
-  int nweights, nfunctions;
+  int nweights, nfunctions, nstates;
   bm_rt_weight *weights;
+  bm_rt_state *states;
+  uint64_t state_bytes;   /* sum of the states' 64-byte-rounded sizes */
   bm_rt_function *functions;
   bm_elf_image *code;
 };

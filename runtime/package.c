@@ -140,16 +140,28 @@ static bm_status get_shape(const cJSON *obj, const char *key, const bm_rt_sym *s
   return NULL;
 }
 
-/* {"arena": offset, "nbytes": n} or {"weight": index} */
+/* {"arena": offset, "nbytes": n}, {"weight": index} or {"state": index} */
 static bm_status get_storage(const bm_package *pkg, const cJSON *obj, uint64_t arena_bytes,
                              bm_rt_arg *out, const char *path) {
-  if (!cJSON_IsObject(obj)) return CORRUPT("manifest: %s: expected {\"arena\": ..} or {\"weight\": ..}", path);
+  if (!cJSON_IsObject(obj))
+    return CORRUPT("manifest: %s: expected {\"arena\": ..}, {\"weight\": ..} or {\"state\": ..}", path);
+  out->state = -1;
   if (field(obj, "weight")) {
     int64_t w;
     BM_RETURN_IF_ERROR(get_int(obj, "weight", 0, (int64_t)pkg->nweights - 1, &w, path));
     out->weight = (int)w;
     out->offset = 0;
     out->nbytes = pkg->weights[w].size;
+    return NULL;
+  }
+  if (field(obj, "state")) {
+    int64_t k;
+    if (pkg->nstates == 0) return CORRUPT("manifest: %s.state: the package has no states", path);
+    BM_RETURN_IF_ERROR(get_int(obj, "state", 0, (int64_t)pkg->nstates - 1, &k, path));
+    out->weight = -1;
+    out->state = (int)k;
+    out->offset = 0;
+    out->nbytes = pkg->states[k].nbytes;
     return NULL;
   }
   out->weight = -1;
@@ -207,6 +219,42 @@ static bm_status parse_weights(bm_package *pkg, const cJSON *root) {
   return NULL;
 }
 
+/* "states": [{name, dtype, shape, nbytes}] (optional: absent = none). */
+static bm_status parse_states(bm_package *pkg, const cJSON *root) {
+  if (!field(root, "states")) return NULL;
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(root, "states", BM_PKG_MAX_STATES, &arr, &n, "manifest"));
+  pkg->states = calloc((size_t)n + 1, sizeof *pkg->states);
+  if (!pkg->states) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%d states", n);
+  pkg->nstates = n;
+  char p[64];
+  for (int i = 0; i < n; i++) {
+    const cJSON *o = cJSON_GetArrayItem(arr, i);
+    bm_rt_state *st = &pkg->states[i];
+    snprintf(p, sizeof p, "states[%d]", i);
+    if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", p);
+    bm_rt_dim dims[BM_MAX_DIMS];
+    int64_t elems;
+    BM_RETURN_IF_ERROR(get_str(o, "name", &st->name, p));
+    if (!st->name[0]) return CORRUPT("manifest: %s.name: empty", p);
+    for (int j = 0; j < i; j++)
+      if (!strcmp(pkg->states[j].name, st->name)) return CORRUPT("manifest: two states are named '%s'", st->name);
+    BM_RETURN_IF_ERROR(get_dtype(o, "dtype", &st->dtype, p));
+    BM_RETURN_IF_ERROR(get_shape(o, "shape", NULL, 0, &st->ndim, dims, &elems, p));
+    for (int d = 0; d < st->ndim; d++) st->shape[d] = dims[d].add;
+    BM_RETURN_IF_ERROR(get_u64(o, "nbytes", BM_PKG_MAX_ARENA, &st->nbytes, p));
+    if (st->nbytes != bm_dtype_nbytes(st->dtype, elems))
+      return CORRUPT("manifest: state '%s': nbytes %" PRIu64 " does not match its %s shape (%zu bytes)", st->name,
+                     st->nbytes, bm_dtype_name(st->dtype), bm_dtype_nbytes(st->dtype, elems));
+    uint64_t rounded = (st->nbytes + 63) / 64 * 64;
+    if (rounded > BM_PKG_MAX_ARENA - pkg->state_bytes) /* checked before a session allocates them */
+      return CORRUPT("manifest: states total more than 2^40 bytes (at state '%s')", st->name);
+    pkg->state_bytes += rounded;
+  }
+  return NULL;
+}
+
 static bm_status parse_syms(const cJSON *fo, bm_rt_function *fn, const char *p) {
   const cJSON *arr;
   int n;
@@ -247,6 +295,7 @@ static bm_status parse_tensors(bm_package *pkg, const cJSON *fo, const char *key
     BM_RETURN_IF_ERROR(get_dtype(o, "dtype", &t->dtype, q));
     BM_RETURN_IF_ERROR(get_shape(o, "shape", fn->syms, fn->nsyms, &t->ndim, t->shape, &elems, q));
     uint64_t need = bm_dtype_nbytes(t->dtype, elems);
+    t->state = -1;
     if (is_input) {
       t->weight = -1;
       BM_RETURN_IF_ERROR(get_u64(o, "offset", fn->arena_bytes, &t->offset, q));
@@ -257,6 +306,7 @@ static bm_status parse_tensors(bm_package *pkg, const cJSON *fo, const char *key
       snprintf(r, sizeof r, "%s.storage", q);
       BM_RETURN_IF_ERROR(get_storage(pkg, field(o, "storage"), fn->arena_bytes, &a, r));
       t->weight = a.weight;
+      t->state = a.state;
       t->offset = a.offset;
       t->nbytes = a.nbytes;
     }
@@ -397,6 +447,7 @@ void bm_package_close(bm_package *pkg) {
   bm_elf_unload(pkg->code);
   for (int i = 0; i < pkg->nweights; i++) free(pkg->weights[i].owned);
   free(pkg->weights);
+  free(pkg->states);
   for (int i = 0; i < pkg->nfunctions; i++) {
     bm_rt_function *fn = &pkg->functions[i];
     for (int k = 0; k < fn->nkernels; k++) free(fn->kernels[k].args);
@@ -531,6 +582,7 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
   BM_RETURN_IF_ERROR(get_hash(code, "xxh3", &code_hash, "code"));
 
   BM_RETURN_IF_ERROR(parse_weights(pkg, root));
+  BM_RETURN_IF_ERROR(parse_states(pkg, root));
   BM_RETURN_IF_ERROR(parse_functions(pkg, root));
   BM_RETURN_IF_ERROR(check_target(root, &format));
 

@@ -9,22 +9,16 @@
 
 #include "internal.h"
 
-/* What a session knows about one input of a function. The memory planner
- * may reuse an input's slot once the input is dead; so that a function can
- * run again on the same inputs, such inputs are also kept in the function's
- * `backup` (allocated once) and copied back before a run. */
+/* What a session knows about one input of a function. Input slots are
+ * never reused by the memory planner, so an input set once stays valid for
+ * any number of runs (until another function takes the arena). */
 typedef struct input_state {
   bool set;
-  bool reused;                  /* a kernel output overlaps its slot */
-  bool stale;                   /* a run overwrote the arena copy */
-  size_t bytes;                 /* bytes last set */
-  size_t backup_off;            /* offset in backup (when reused) */
   int64_t syms[BM_RT_MAX_SYMS]; /* symbol values it binds, -1 = none */
 } input_state;
 
 typedef struct fn_state {
   input_state *in;              /* per input */
-  uint8_t *backup;
   int64_t syms[BM_RT_MAX_SYMS]; /* the values of the last run */
   bool ran;
   void **bufs;                  /* kernel k's arguments at bufs + buf_start[k] */
@@ -40,6 +34,9 @@ struct bm_session {
   size_t arena_size;
   uint8_t *scratch;
   size_t scratch_stride;
+  uint8_t *states;            /* every state, 64-byte aligned, zeroed at create */
+  size_t states_size;
+  size_t *state_off;          /* per state: offset in `states` */
   int profile;
   int nthreads;
   int arena_owner;            /* function whose inputs the arena holds, -1 = none */
@@ -54,7 +51,6 @@ void bm_session_destroy(bm_session *s) {
   if (s->fns)
     for (int f = 0; f < s->pkg->nfunctions; f++) {
       free(s->fns[f].in);
-      free(s->fns[f].backup);
       free(s->fns[f].bufs);
       free(s->fns[f].buf_start);
       free(s->fns[f].profile);
@@ -62,6 +58,8 @@ void bm_session_destroy(bm_session *s) {
   free(s->fns);
   if (s->arena) s->dev->free(s->arena, s->arena_size ? s->arena_size : 64);
   if (s->scratch) s->dev->free(s->scratch, s->scratch_stride * (size_t)s->nthreads);
+  if (s->states) s->dev->free(s->states, s->states_size);
+  free(s->state_off);
   free(s);
 }
 
@@ -69,6 +67,7 @@ static size_t round64(uint64_t v) { return (size_t)((v + 63) & ~(uint64_t)63); }
 
 static void *arg_ptr(bm_session *s, const bm_rt_arg *a) {
   if (a->weight >= 0) return (void *)s->pkg->weights[a->weight].data;
+  if (a->state >= 0) return s->states + s->state_off[a->state];
   return s->arena + a->offset;
 }
 
@@ -83,21 +82,6 @@ static bm_status setup_function(bm_session *s, int f) {
   if (s->profile) st->profile = calloc((size_t)fn->nkernels + 1, sizeof *st->profile);
   if (!st->in || !st->buf_start || !st->bufs || (s->profile && !st->profile))
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session for function '%s'", fn->name);
-  size_t backup = 0;
-  for (int i = 0; i < fn->ninputs; i++) {
-    const bm_rt_tensor *t = &fn->inputs[i];
-    for (int k = 0; k < fn->nkernels; k++) {
-      const bm_rt_arg *o = &fn->kernels[k].args[fn->kernels[k].nargs - 1];
-      if (o->weight < 0 && o->offset < t->offset + t->nbytes && t->offset < o->offset + o->nbytes)
-        st->in[i].reused = true;
-    }
-    if (st->in[i].reused) {
-      st->in[i].backup_off = backup;
-      backup += round64(t->nbytes);
-    }
-  }
-  if (backup && !(st->backup = malloc(backup)))
-    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session: %zu bytes of input copies for '%s'", backup, fn->name);
   size_t at = 0;
   for (int k = 0; k < fn->nkernels; k++) {
     const bm_rt_kernel *kr = &fn->kernels[k];
@@ -132,6 +116,17 @@ bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_
   bm_status st = s->dev->alloc(s->arena_size ? s->arena_size : 64, 64, (void **)&s->arena);
   if (!st && s->scratch_stride)
     st = s->dev->alloc(s->scratch_stride * (size_t)threads, 64, (void **)&s->scratch);
+  if (!st && pkg->nstates > 0) { /* all states in one zeroed block, each 64-byte aligned */
+    s->state_off = calloc((size_t)pkg->nstates, sizeof *s->state_off);
+    size_t at = 0;
+    for (int i = 0; s->state_off && i < pkg->nstates; i++) {
+      s->state_off[i] = at;
+      at += round64(pkg->states[i].nbytes);
+    }
+    s->states_size = at ? at : 64;
+    st = s->state_off ? s->dev->alloc(s->states_size, 64, (void **)&s->states)
+                      : bm_status_make(BM_ERR_OUT_OF_MEMORY, "session: state table");
+  }
   if (!st) st = bm_threadpool_create(threads, &s->pool);
   if (!st) {
     s->fns = calloc((size_t)pkg->nfunctions, sizeof *s->fns);
@@ -212,11 +207,8 @@ bm_status bm_session_set_input(bm_session *s, int f, int i, const void *data, bm
   fn_state *st = &s->fns[f];
   input_state *in = &st->in[i];
   if (bytes) memmove(s->arena + t->offset, data, bytes); /* data may be a previous output */
-  if (in->reused && bytes) memcpy(st->backup + in->backup_off, s->arena + t->offset, bytes);
   memcpy(in->syms, bound, sizeof bound);
   in->set = true;
-  in->stale = false;
-  in->bytes = bytes;
   st->ran = false;
   return NULL;
 }
@@ -235,9 +227,6 @@ bm_status bm_session_run(bm_session *s, int f) {
   for (int i = 0; i < fn->ninputs; i++)
     if (!st->in[i].set) return INVALID("function '%s': input '%s' was not set", fn->name, fn->inputs[i].name);
   take_arena(s, f);
-  for (int i = 0; i < fn->ninputs; i++)
-    if (st->in[i].stale && st->in[i].bytes)
-      memcpy(s->arena + fn->inputs[i].offset, st->backup + st->in[i].backup_off, st->in[i].bytes);
 
   /* bind the symbols from the inputs; unbound ones take their upper bound */
   for (int k = 0; k < fn->nsyms; k++) {
@@ -267,7 +256,6 @@ bm_status bm_session_run(bm_session *s, int f) {
     s->dev->launch(s->pool, kr->fn, st->bufs + st->buf_start[k], st->syms, ntasks, s->scratch, s->scratch_stride);
     if (st->profile) st->profile[k].seconds = now_seconds() - t0;
   }
-  for (int i = 0; i < fn->ninputs; i++) st->in[i].stale = st->in[i].reused;
   st->ran = true;
   return NULL;
 }
@@ -283,7 +271,7 @@ bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data, 
   const fn_state *st = &s->fns[f];
   if (!st->ran) return INVALID("function '%s' has not been run since its inputs were set", fn->name);
   const bm_rt_tensor *t = &fn->outputs[i];
-  bm_rt_arg a = {t->weight, t->offset, t->nbytes};
+  bm_rt_arg a = {.weight = t->weight, .offset = t->offset, .nbytes = t->nbytes, .state = t->state};
   *data = arg_ptr(s, &a);
   if (info) bm_rt_tensor_info(fn, t, st->syms, info);
   return NULL;
@@ -299,4 +287,29 @@ bm_status bm_session_profile(bm_session *s, int f, const bm_kernel_profile **out
   *out = s->fns[f].profile;
   *n = fn->nkernels;
   return NULL;
+}
+
+void bm_session_reset_state(bm_session *s) {
+  if (s && s->states) memset(s->states, 0, s->states_size);
+}
+
+bm_status bm_session_state(bm_session *s, const char *name, void **data, bm_tensor_info *info) {
+  if (data) *data = NULL;
+  if (info) memset(info, 0, sizeof *info);
+  if (!s || !name || !data) return INVALID("bm_session_state: NULL argument");
+  const bm_package *pkg = s->pkg;
+  for (int i = 0; i < pkg->nstates; i++) {
+    const bm_rt_state *st = &pkg->states[i];
+    if (strcmp(st->name, name) != 0) continue;
+    *data = s->states + s->state_off[i];
+    if (info) {
+      info->name = st->name;
+      info->dtype = st->dtype;
+      info->ndim = st->ndim;
+      for (int d = 0; d < st->ndim; d++) info->shape[d] = st->shape[d];
+    }
+    return NULL;
+  }
+  return bm_status_make(BM_ERR_NOT_FOUND, "package '%s' has no state '%s' (it has %d states)", pkg->model, name,
+                        pkg->nstates);
 }

@@ -1,6 +1,7 @@
 /* test_ir.c - the IR core: builders and shape errors for every op family,
  * symbolic dims, the text form (round trip, parse errors, mutation fuzz),
  * the verifier and the graph utilities (compact, replace_uses). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -342,6 +343,22 @@ static bm_graph *build_all_ops(bm_module *m) {
   bm_node *ak = bm_input(g, "k_in", BM_DTYPE_F32, 4, (int64_t[]){1, 2, BM_SYM(seq), 8});
   bm_node *mask = bm_input(g, "mask", BM_DTYPE_F32, 4, (int64_t[]){1, 1, BM_SYM(seq), BM_SYM(seq)});
   OUT(bm_attention(g, aq, ak, ak, mask, 0.125f, true, 4, 30.0f));
+  /* LLM generation: a cache state, a write into it, attention over it, top-k, experts */
+  bm_node *kc = bm_state(g, "cache.k", BM_DTYPE_F32, 4, (int64_t[]){3, 2, 32, 8});
+  bm_node *kpos = bm_input(g, "kv_pos", BM_DTYPE_I32, 1, (int64_t[]){1});
+  bm_node *kw = bm_kv_write(g, kc, ak, kpos);
+  bm_node *kv_len = bm_input(g, "kv_len", BM_DTYPE_I64, 1, (int64_t[]){1});
+  OUT(bm_attention_kv(g, aq, kw, kw, NULL, kv_len, 0, true, 0, 0));
+  OUT(bm_topk_mask(g, x, 3, -INFINITY));
+  bm_node *tok = bm_input(g, "tok", BM_DTYPE_F32, 2, (int64_t[]){BM_SYM(seq), 8});
+  bm_node *gates = bm_input(g, "gates", BM_DTYPE_F32, 2, (int64_t[]){BM_SYM(seq), 4});
+  bm_node *wg = bm_weight(g, "wg", BM_DTYPE_F16, 3, (int64_t[]){4, 16, 8}, NULL, 0);
+  bm_node *wd = bm_weight(g, "wd", BM_DTYPE_BF16, 3, (int64_t[]){4, 8, 16}, NULL, 0);
+  OUT(bm_moe(g, tok, gates, wg, wg, wd, BM_OP_GELU_TANH));
+  bm_attrs ma = {0};
+  ma.act = BM_OP_SILU;
+  bm_node *hmoe = bm_node_make(g, BM_OP_MOE_UP, 4, (bm_node *[]){tok, gates, wg, wg}, &ma);
+  OUT(bm_node_make(g, BM_OP_MOE_DOWN, 3, (bm_node *[]){hmoe, gates, wd}, NULL));
   /* fused: silu(x * 0.5) - x * 3 */
   bm_attrs fa = {0};
   fa.prog.nin = 2;

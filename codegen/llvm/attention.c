@@ -17,6 +17,11 @@
  *     acc = alpha * acc + P . V[kb:kb+BK]        (BQ, DVA) f32 scratch; vectorized over Dv
  *   out = epilogue(acc / l), 0 where l == 0 (a fully masked row).
  *
+ * With kv_len (attn_flags BM_ATTN_HAS_KV_LEN), k and v are caches (Bmax, Hkv,
+ * L, D) and row b sees keys [0, min(kv_len[b], L)) with causal offset
+ * kv_len[b] - Sq: the visible key range of each block ends there, so decode
+ * over a long cache only reads the keys that exist.
+ *
  * Register tiles: S is computed RI query rows x JR keys at a time (RI*JR
  * vector accumulators over D, then one combined horizontal reduction per
  * row); P.V is accumulated RI rows x CV vectors of Dv at a time. With Sq
@@ -60,11 +65,13 @@ typedef struct attn_ctx {
   int w, nfull_d, tail_d, dq;   /* dot width, full chunks of D, leftover, Qs row length */
   int wv, nfull_v, tail_v, dva; /* same for Dv, acc row length */
   int bq, bk, ri, jr, vk;       /* tile sizes; vk = lanes of the softmax pass */
-  bool has_mask, mask_row_contig;
+  bool has_mask, mask_row_contig, has_kv_len;
+  bm_dtype tl;                  /* kv_len dtype */
 
-  /* run-time values (i64 unless noted) */
-  LLVMValueRef sq, sk, off, nqb;
-  LLVMValueRef q, k, v, mask, out;
+  /* run-time values (i64 unless noted); with kv_len, sk and off are set per
+   * block (emit_block) from kv_len[b] */
+  LLVMValueRef sq, sk, off, nqb, sk_full; /* sk_full: rows of k/v per head (L) */
+  LLVMValueRef q, k, v, mask, kvlen, out;
   LLVMValueRef mstride[4]; /* mask strides for (b, h, i, j); 0 = broadcast */
   LLVMValueRef qs, s, acc, mrow, lrow, arow; /* scratch regions (ptr to f32) */
 } attn_ctx;
@@ -434,7 +441,13 @@ static void emit_block(attn_ctx *a, LLVMValueRef bh, LLVMValueRef qb) {
   LLVMValueRef nq = smin(a, c64(a, a->bq), sub(a, a->sq, q0));
   LLVMValueRef nqr = mulc(a, ceil_div(a, nq, a->ri), a->ri);
   LLVMValueRef qrow0 = add(a, mul(a, bh, a->sq), q0); /* row of (b, h, q0) in q and out */
-  LLVMValueRef krow0 = mul(a, kvh, a->sk);            /* row of (b, kvh, 0) in k and v */
+  LLVMValueRef krow0 = mul(a, kvh, a->sk_full);       /* row of (b, kvh, 0) in k and v */
+  if (a->has_kv_len) {
+    /* keys [0, kv_len[b]) exist (clamped to [0, L]): key blocks past them are never visited */
+    LLVMValueRef len = bm_cg_load_i64(a->f, a->kvlen, a->tl, bidx);
+    a->sk = smin(a, smax(a, len, c64(a, 0)), a->sk_full);
+    a->off = sub(a, a->sk, a->sq);
+  }
 
   emit_load_q(a, qrow0, nq, nqr);
   emit_init_state(a, nqr);
@@ -477,9 +490,11 @@ static int pick_width(int vec, int64_t len) {
 
 static bm_status check_node(bm_node *n, attn_ctx *a) {
   int nb = bm_node_base_nin(n);
-  if (n->op != BM_OP_ATTENTION || nb < 3 || nb > 4)
+  int nflags = !!(n->a.attn_flags & BM_ATTN_HAS_MASK) + !!(n->a.attn_flags & BM_ATTN_HAS_KV_LEN);
+  if (n->op != BM_OP_ATTENTION || nb != 3 + nflags)
     return bm_status_make(BM_ERR_INTERNAL, "attention emitter: node %d is %s with %d inputs", n->id,
                           bm_op_name(n->op), nb);
+  bool has_mask = (n->a.attn_flags & BM_ATTN_HAS_MASK) != 0;
   bm_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
   if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || n->ndim != 4)
     return bm_status_make(BM_ERR_UNSUPPORTED,
@@ -494,7 +509,7 @@ static bm_status check_node(bm_node *n, attn_ctx *a) {
                             names[i]);
   if (!is_float_dtype(q->dtype) || !is_float_dtype(k->dtype) || !is_float_dtype(v->dtype) ||
       !is_float_dtype(n->dtype) || !bm_cg_dtype_storable(n->dtype) ||
-      (nb == 4 && !is_float_dtype(n->in[3]->dtype)))
+      (has_mask && !is_float_dtype(n->in[3]->dtype)))
     return bm_status_make(BM_ERR_UNSUPPORTED,
                           "cpu attention (node %d): dtypes q %s, k %s, v %s, out %s: only "
                           "float dtypes are supported",
@@ -508,7 +523,7 @@ static bm_status check_node(bm_node *n, attn_ctx *a) {
     return bm_status_make(BM_ERR_INVALID_ARGUMENT,
                           "cpu attention (node %d): Hq %lld is not a multiple of Hkv %lld", n->id,
                           (long long)a->hq, (long long)a->hkv);
-  if (nb == 4) {
+  if (has_mask) {
     bm_node *m = n->in[3];
     if (m->ndim > 4 || m->ndim < 1)
       return bm_status_make(BM_ERR_UNSUPPORTED, "cpu attention (node %d): mask rank %d", n->id,
@@ -530,7 +545,8 @@ bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol) {
   a.tk = k->dtype;
   a.tv = v->dtype;
   a.tout = n->dtype;
-  a.has_mask = bm_node_base_nin(n) == 4;
+  a.has_mask = (n->a.attn_flags & BM_ATTN_HAS_MASK) != 0;
+  a.has_kv_len = (n->a.attn_flags & BM_ATTN_HAS_KV_LEN) != 0;
   a.scale = n->a.attn_scale != 0 ? n->a.attn_scale : (float)(1.0 / sqrt((double)a.d));
   a.softcap = n->a.softcap;
   a.causal = n->a.causal;
@@ -594,8 +610,14 @@ bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol) {
   for (int i = 0; i < 6; i++) *dst[i] = LLVMBuildGEP2(a.b, cg->t_i8, sbase, &offs[i], 1, "");
 
   a.sq = bm_cg_dim(&f, sqd);
-  a.sk = bm_cg_dim(&f, k->shape[2]);
+  a.sk_full = bm_cg_dim(&f, k->shape[2]);
+  a.sk = a.sk_full;
   a.off = sub(&a, a.sk, a.sq);
+  if (a.has_kv_len) {
+    int li = 3 + a.has_mask;
+    a.kvlen = bm_cg_buf(&f, li);
+    a.tl = n->in[li]->dtype;
+  }
   a.nqb = ceil_div(&a, a.sq, a.bq);
 
   if (a.has_mask) {

@@ -62,8 +62,13 @@ static const bm_cg_emit_fn emitters[BM_OP_COUNT] = {
     [BM_OP_ROPE] = bm_cg_emit_rope,
     [BM_OP_ATTENTION] = bm_cg_emit_attention,
     [BM_OP_FUSED] = bm_cg_emit_elementwise,
+    [BM_OP_KV_WRITE] = bm_cg_emit_llm,
+    [BM_OP_TOPK_MASK] = bm_cg_emit_llm,
+    [BM_OP_MOE_UP] = bm_cg_emit_llm,
+    [BM_OP_MOE_DOWN] = bm_cg_emit_llm,
+    /* STATE: a source; MOE: lowered to MOE_UP + MOE_DOWN by the lower_moe pass */
 };
-_Static_assert(BM_OP_COUNT == 50, "a new op needs a row in the cpu backend's emitter table");
+_Static_assert(BM_OP_COUNT == 56, "a new op needs a row in the cpu backend's emitter table");
 
 /* Is every instruction of prog an elementwise op the math helpers implement? */
 static bool prog_ok(const bm_prog *p, int nin_expected) {
@@ -95,6 +100,9 @@ static int cpu_supports(const bm_node *n) {
         if (n->in[i]->dtype == BM_DTYPE_I4) return 0;
     return 1;
   }
+  if (n->op == BM_OP_KV_WRITE) /* raw row copies (or float conversion): any dtype but i4 */
+    return n->dtype != BM_DTYPE_I4 && n->in[1]->dtype != BM_DTYPE_I4 &&
+           (n->dtype == n->in[1]->dtype || bm_cg_dtype_storable(n->dtype));
   if (!bm_cg_dtype_storable(n->dtype)) return 0;
   for (int i = 0; i < n->nin; i++)
     if (!n->in[i] || !bm_cg_dtype_loadable(n->in[i]->dtype)) return 0;

@@ -170,6 +170,7 @@ bm_status bm_cg_emit_rope(bm_cg *cg, bm_node *n, const char *symbol);        /* 
 bm_status bm_cg_emit_matmul(bm_cg *cg, bm_node *n, const char *symbol);      /* matmul.c: matmul, qmatmul */
 bm_status bm_cg_emit_conv2d(bm_cg *cg, bm_node *n, const char *symbol);      /* conv.c */
 bm_status bm_cg_emit_attention(bm_cg *cg, bm_node *n, const char *symbol);   /* attention.c: flash attention */
+bm_status bm_cg_emit_llm(bm_cg *cg, bm_node *n, const char *symbol);         /* llm.c: kv_write, topk_mask, moe_up, moe_down */
 
 
 /* ---- the tiled GEMM engine (matmul.c; conv.c uses it for conv2d)

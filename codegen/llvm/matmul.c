@@ -36,7 +36,7 @@ typedef struct gm {
   bool multi_k;              /* K may need more than one block */
   bool gemm;                 /* emit the packed GEMM path (else only GEMV) */
   LLVMTypeRef vt;            /* <vec x float> */
-  LLVMValueRef bp, ap, tile, arow, yacc; /* scratch regions */
+  LLVMValueRef bp, ap, tile, arow, yacc, xperm; /* scratch regions */
   /* current batch */
   LLVMValueRef bi, a_off, b_off, c_off, bias_off;
 } gm;
@@ -679,6 +679,32 @@ static void gemv_kn_chunk(gm *m, LLVMValueRef row, LLVMValueRef n, int nvec, LLV
               false, true);
 }
 
+/* i4 GEMV in pairs: with the activation row permuted per 2*vec chunk into
+ * (even lanes, odd lanes), the low and high nibbles of vec bytes multiply
+ * them directly, without re-interleaving the nibbles. */
+static bool i4_pairs(const gm *m) {
+  const bm_cg_gemm *g = m->g;
+  return g->b_kind == BM_CG_GEMM_B_Q && g->b_dt == BM_DTYPE_I4 && g->k_max % (2 * m->vec) == 0 &&
+         g->q_group % (2 * m->vec) == 0;
+}
+
+/* xperm = arow with each 2*vec chunk split into its even and odd lanes. */
+static void permute_a_row(gm *m) {
+  int V = m->vec;
+  LLVMValueRef ev[64], od[64];
+  for (int j = 0; j < V; j++) {
+    ev[j] = bm_cg_i32(m->cg, 2 * j);
+    od[j] = bm_cg_i32(m->cg, 2 * j + 1);
+  }
+  lp lc;
+  loop_begin(m, &lc, c64(m, 0), m->g->K, c64(m, 2 * V));
+  LLVMValueRef a = sload(m, m->arow, lc.iv, V), b = sload(m, m->arow, iadd(m, lc.iv, c64(m, V)), V);
+  sstore(m, m->xperm, lc.iv, LLVMBuildShuffleVector(m->b, a, b, LLVMConstVector(ev, (unsigned)V), ""));
+  sstore(m, m->xperm, iadd(m, lc.iv, c64(m, V)),
+         LLVMBuildShuffleVector(m->b, a, b, LLVMConstVector(od, (unsigned)V), ""));
+  loop_end(m, &lc);
+}
+
 /* NK / Q: C[row, n .. n+R) as R dot products of arow with rows of B^T. */
 static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
   bm_cg_gemm *g = m->g;
@@ -689,8 +715,10 @@ static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
   LLVMValueRef gs = quant ? c64(m, g->q_group) : g->K;
   LLVMValueRef ngroups = quant ? c64(m, g->k_max / g->q_group) : c64(m, 1);
   bool vec_ok = !quant || g->b_dt == BM_DTYPE_I8 || (g->k_max % 2 == 0 && g->q_group % 2 == 0);
-  LLVMValueRef acc[4], sacc[4], gacc[4], gsacc[4];
+  bool pairs = i4_pairs(m);
+  LLVMValueRef acc[4], sacc[4], gacc[4], gacc2[4], gsacc[4];
   for (int r = 0; r < R; r++) {
+    gacc2[r] = entry_alloca(m, m->vt);
     acc[r] = entry_alloca(m, m->vt);
     sacc[r] = entry_alloca(m, cg->t_f32);
     gacc[r] = entry_alloca(m, m->vt);
@@ -705,15 +733,35 @@ static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
   LLVMValueRef vend = vec_ok ? isub(m, gend, irem(m, gs, c64(m, V))) : g0;
   for (int r = 0; r < R; r++) {
     LLVMBuildStore(m->b, zero_vec(m), gacc[r]);
+    LLVMBuildStore(m->b, zero_vec(m), gacc2[r]);
     LLVMBuildStore(m->b, LLVMConstNull(cg->t_f32), gsacc[r]);
   }
   /* small static groups are unrolled; otherwise a loop over the group's vectors */
-  bool unroll = quant && vec_ok && g->q_group % V == 0 && g->q_group / V <= 16;
-  int64_t steps = unroll ? g->q_group / V : 1;
+  int KS = pairs ? 2 * V : V; /* k per step */
+  bool unroll = quant && vec_ok && g->q_group % KS == 0 && g->q_group / KS <= 16;
+  int64_t steps = unroll ? g->q_group / KS : 1;
   lp lk;
-  if (!unroll) loop_begin(m, &lk, g0, vend, c64(m, V));
+  if (!unroll) loop_begin(m, &lk, g0, vend, c64(m, KS));
   for (int64_t u = 0; u < steps; u++) {
-    LLVMValueRef k = unroll ? iadd(m, g0, c64(m, u * V)) : lk.iv;
+    LLVMValueRef k = unroll ? iadd(m, g0, c64(m, u * KS)) : lk.iv;
+    if (pairs) {
+      LLVMValueRef xe = sload(m, m->xperm, k, V), xo = sload(m, m->xperm, iadd(m, k, c64(m, V)), V);
+      LLVMTypeRef bt = LLVMVectorType(cg->t_i8, (unsigned)V), ft = m->vt;
+      LLVMValueRef four = bm_cg_splat(m->f, LLVMConstInt(cg->t_i8, 4, 0), V);
+      for (int r = 0; r < R; r++) {
+        LLVMValueRef e = iadd(m, imul(m, iadd(m, n, c64(m, r)), g->K), k);
+        LLVMValueRef byte = LLVMBuildAShr(m->b, e, c64(m, 1), "");
+        LLVMValueRef q = LLVMBuildLoad2(m->b, bt, LLVMBuildGEP2(m->b, cg->t_i8, g->b, &byte, 1, ""), "");
+        LLVMSetAlignment(q, 1);
+        LLVMValueRef lo = LLVMBuildAShr(m->b, LLVMBuildShl(m->b, q, four, ""), four, "");
+        LLVMValueRef hi = LLVMBuildAShr(m->b, q, four, "");
+        LLVMValueRef a = LLVMBuildLoad2(m->b, m->vt, gacc[r], "");
+        LLVMBuildStore(m->b, bm_cg_fma(m->f, xe, LLVMBuildSIToFP(m->b, lo, ft, ""), a), gacc[r]);
+        LLVMValueRef a2 = LLVMBuildLoad2(m->b, m->vt, gacc2[r], "");
+        LLVMBuildStore(m->b, bm_cg_fma(m->f, xo, LLVMBuildSIToFP(m->b, hi, ft, ""), a2), gacc2[r]);
+      }
+      continue;
+    }
     LLVMValueRef x = sload(m, m->arow, k, V);
     for (int r = 0; r < R; r++) {
       LLVMValueRef w = b_row_nk(m, iadd(m, n, c64(m, r)), k, false);
@@ -738,6 +786,7 @@ static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
   loop_end(m, &lt);
   for (int r = 0; r < R; r++) {
     LLVMValueRef ga = LLVMBuildLoad2(m->b, m->vt, gacc[r], "");
+    if (pairs) ga = LLVMBuildFAdd(m->b, ga, LLVMBuildLoad2(m->b, m->vt, gacc2[r], ""), "");
     LLVMValueRef gsa = LLVMBuildLoad2(m->b, cg->t_f32, gsacc[r], "");
     LLVMValueRef a = LLVMBuildLoad2(m->b, m->vt, acc[r], "");
     LLVMValueRef sa = LLVMBuildLoad2(m->b, cg->t_f32, sacc[r], "");
@@ -831,6 +880,7 @@ static void gemv_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0,
     gemv_kn_chunk(m, lm.iv, lt.iv, 1, imin(m, c64(m, V), isub(m, n1, lt.iv)));
     loop_end(m, &lt);
   } else {
+    if (i4_pairs(m)) permute_a_row(m);
     LLVMValueRef ncnt = isub(m, n1, n0);
     LLVMValueRef n4 = iadd(m, n0, imul(m, idiv(m, ncnt, c64(m, 4)), c64(m, 4)));
     lp ln;
@@ -953,7 +1003,9 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   int64_t off_bp = 0, off_ap = round_up(bp_f, 16), off_tile = off_ap + round_up(ap_f, 16),
           off_arow = off_tile + round_up(tile_f, 16);
   int64_t off_yacc = off_arow + round_up(arow_f, 16);
-  n->scratch = (uint64_t)(off_yacc + round_up(yacc_f, 16)) * 4;
+  int64_t off_xperm = off_yacc + round_up(yacc_f, 16);
+  int64_t xperm_f = i4_pairs(m) ? arow_f : 0;
+  n->scratch = (uint64_t)(off_xperm + round_up(xperm_f, 16)) * 4;
 
   bm_cg_fn f;
   bm_cg_fn_begin(cg, n, symbol, &f);
@@ -964,6 +1016,7 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   m->tile = fptr(m, f.scratch, c64(m, off_tile));
   m->arow = fptr(m, f.scratch, c64(m, off_arow));
   m->yacc = fptr(m, f.scratch, c64(m, off_yacc));
+  m->xperm = fptr(m, f.scratch, c64(m, off_xperm));
 
   LLVMValueRef nmb_rt = m->part_m ? iceil(m, g->M, c64(m, m->mt)) : c64(m, 1);
   LLVMValueRef nt_rt = imul(m, iceil(m, iceil(m, g->N, c64(m, m->nnb)), c64(m, m->nr)), c64(m, m->nr));

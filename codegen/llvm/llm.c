@@ -1,0 +1,375 @@
+/* llm.c - LLVM lowering of the LLM generation ops: KV_WRITE (rows into a
+ * state cache, in place), TOPK_MASK (the k largest entries of each row), and
+ * the two halves of a mixture-of-experts layer that the lower_moe pass makes
+ * of MOE: MOE_UP (gated expert hidden states) and MOE_DOWN (gate-weighted
+ * down projections). Experts whose gate is exactly 0 cost nothing but the
+ * test of the gate. */
+#include <math.h>
+#include <string.h>
+
+#include "cg.h"
+
+enum {
+  KV_GRAIN = 16384, /* elements copied per task */
+  TOPK_GRAIN = 4096, /* elements per task (one row at least) */
+  MOE_TB = 4,       /* tokens per task (they share each weight row while it is in cache) */
+  MOE_FC = 16,      /* rows of F per MOE_UP task */
+  MOE_DC = 16,      /* rows of D per MOE_DOWN task */
+  MOE_NACC = 4,     /* independent vector accumulators of a dot product */
+};
+
+/* ------------------------------------------------------------------ small IR helpers */
+
+typedef struct llm_ctx {
+  bm_cg *cg;
+  bm_cg_fn *f;
+  LLVMBuilderRef b;
+} llm_ctx;
+
+static LLVMValueRef c64(llm_ctx *c, int64_t v) { return bm_cg_i64(c->cg, v); }
+static LLVMValueRef add(llm_ctx *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(c->b, x, y, ""); }
+static LLVMValueRef sub(llm_ctx *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildSub(c->b, x, y, ""); }
+static LLVMValueRef mul(llm_ctx *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildMul(c->b, x, y, ""); }
+static LLVMValueRef mulc(llm_ctx *c, LLVMValueRef x, int64_t k) { return mul(c, x, c64(c, k)); }
+static LLVMValueRef addc(llm_ctx *c, LLVMValueRef x, int64_t k) { return add(c, x, c64(c, k)); }
+static LLVMValueRef smin(llm_ctx *c, LLVMValueRef x, LLVMValueRef y) { return bm_cg_imin(c->f, x, y); }
+static LLVMValueRef icmp(llm_ctx *c, LLVMIntPredicate p, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildICmp(c->b, p, x, y, "");
+}
+static LLVMValueRef ld(llm_ctx *c, LLVMTypeRef t, LLVMValueRef p) { return LLVMBuildLoad2(c->b, t, p, ""); }
+static void st(llm_ctx *c, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(c->b, v, p); }
+static LLVMTypeRef fvec(llm_ctx *c, int w) {
+  return w == 1 ? c->cg->t_f32 : LLVMVectorType(c->cg->t_f32, (unsigned)w);
+}
+
+/* ------------------------------------------------------------------ kv_write */
+
+typedef struct copy_ctx {
+  LLVMValueRef src, dst, soff, doff;
+  bm_dtype st, dt;
+} copy_ctx;
+
+static void copy_body(bm_cg_fn *f, LLVMValueRef i, int width, LLVMValueRef nvalid, void *vctx) {
+  copy_ctx *c = vctx;
+  LLVMBuilderRef b = f->cg->b;
+  LLVMValueRef si = LLVMBuildAdd(b, c->soff, i, ""), di = LLVMBuildAdd(b, c->doff, i, "");
+  if (c->st == c->dt)
+    bm_cg_store_raw(f, c->dst, c->dt, di, bm_cg_load_raw(f, c->src, c->st, si, width), width);
+  else
+    bm_cg_store(f, c->dst, c->dt, di, bm_cg_load(f, c->src, c->st, si, width), width);
+}
+
+/* cache (Bm, H, L, D), rows (B, H, S, D), pos (B): one unit of work per row
+ * (b, h, i) of `rows`; rows landing outside [0, L) are skipped. */
+static bm_status emit_kv_write(llm_ctx *c, bm_node *n) {
+  bm_cg_fn *f = c->f;
+  const bm_node *cache = n->in[0], *rows = n->in[1], *pos = n->in[2];
+  int64_t H = cache->shape[1].add, L = cache->shape[2].add, D = cache->shape[3].add;
+  int64_t grain = KV_GRAIN / (D > 0 ? D : 1);
+  LLVMValueRef lo, hi;
+  bm_cg_task_range(f, 3, rows->shape, grain < 1 ? 1 : grain, &n->tasks, &lo, &hi);
+  LLVMValueRef src = bm_cg_buf(f, 1), pp = bm_cg_buf(f, 2), dst = bm_cg_buf(f, 3);
+  bm_cg_loop l;
+  bm_cg_loop_begin(f, &l, lo, hi, c64(c, 1));
+  LLVMValueRef co[3];
+  bm_cg_unravel(f, l.iv, 3, rows->shape, co); /* (b, h, i) */
+  LLVMValueRef p0 = bm_cg_load_i64(f, pp, pos->dtype, co[0]);
+  /* 0 <= p0 + i < L, written without forming p0 + i (p0 may be anything) */
+  LLVMValueRef ok = LLVMBuildAnd(c->b, icmp(c, LLVMIntSGE, p0, sub(c, c64(c, 0), co[2])),
+                                 icmp(c, LLVMIntSLT, p0, sub(c, c64(c, L), co[2])), "");
+  bm_cg_if in;
+  bm_cg_if_begin(f, &in, ok);
+  LLVMValueRef drow = add(c, mulc(c, add(c, mulc(c, co[0], H), co[1]), L), add(c, p0, co[2]));
+  copy_ctx cc = {src, dst, mulc(c, l.iv, D), mulc(c, drow, D), rows->dtype, cache->dtype};
+  int width = cc.st == cc.dt ? (int)(c->cg->vec * 4 / (int64_t)bm_dtype_nbytes(cc.st, 1)) : c->cg->vec;
+  bm_cg_vec_for(f, c64(c, 0), c64(c, D), width < 1 ? 1 : width, true, copy_body, &cc);
+  bm_cg_if_end(f, &in);
+  bm_cg_loop_end(f, &l);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ topk_mask */
+
+/* The ranking key of element j of a row: its value, NaN as -inf. */
+static LLVMValueRef topk_key(llm_ctx *c, LLVMValueRef x, bm_dtype t, LLVMValueRef idx) {
+  LLVMValueRef v = bm_cg_load(c->f, x, t, idx, 1);
+  LLVMValueRef nan = LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, "");
+  return LLVMBuildSelect(c->b, nan, bm_cg_f32(c->cg, -INFINITY), v, "");
+}
+
+/* Per row: k selection passes, each finding the best element ranked below
+ * the previous one in the order (key descending, index ascending); the k-th
+ * is the threshold. O(k N) per row: simple, and fine for router logits and
+ * sampling's top-k. */
+static bm_status emit_topk_mask(llm_ctx *c, bm_node *n) {
+  bm_cg_fn *f = c->f;
+  bm_cg *cg = c->cg;
+  const bm_node *xn = n->in[0];
+  int nd = n->ndim;
+  bm_dim nd_last = n->shape[nd - 1];
+  int64_t nmax = bm_cg_dim_max(cg, nd_last);
+  int64_t grain = TOPK_GRAIN / (nmax > 0 ? nmax : 1);
+  LLVMValueRef lo, hi;
+  bm_cg_task_range(f, nd - 1, n->shape, grain < 1 ? 1 : grain, &n->tasks, &lo, &hi);
+  LLVMValueRef x = bm_cg_buf(f, 0), out = bm_cg_buf(f, 1);
+  LLVMValueRef N = bm_cg_dim(f, nd_last);
+  LLVMValueRef kk = smin(c, c64(c, n->a.topk), N);
+  LLVMValueRef pk = bm_cg_alloca(f, cg->t_f32, "prev_key"), pi = bm_cg_alloca(f, cg->t_i64, "prev_idx");
+  LLVMValueRef bk = bm_cg_alloca(f, cg->t_f32, "best_key"), bi = bm_cg_alloca(f, cg->t_i64, "best_idx");
+
+  bm_cg_loop lr;
+  bm_cg_loop_begin(f, &lr, lo, hi, c64(c, 1));
+  LLVMValueRef base = mul(c, lr.iv, N);
+  st(c, bm_cg_f32(cg, INFINITY), pk);
+  st(c, c64(c, -1), pi);
+  bm_cg_loop lp;
+  bm_cg_loop_begin(f, &lp, c64(c, 0), kk, c64(c, 1));
+  {
+    st(c, bm_cg_f32(cg, -INFINITY), bk);
+    st(c, c64(c, -1), bi);
+    LLVMValueRef prev_k = ld(c, cg->t_f32, pk), prev_i = ld(c, cg->t_i64, pi);
+    bm_cg_loop lj;
+    bm_cg_loop_begin(f, &lj, c64(c, 0), N, c64(c, 1));
+    LLVMValueRef key = topk_key(c, x, xn->dtype, add(c, base, lj.iv));
+    /* ranked below the previous pick: smaller key, or equal key and later index
+     * (the first pass: prev = (+inf, -1) admits everything but +inf keys,
+     * which the equal-key rule then admits too) */
+    LLVMValueRef below = LLVMBuildOr(
+        c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, key, prev_k, ""),
+        LLVMBuildAnd(c->b, LLVMBuildFCmp(c->b, LLVMRealOEQ, key, prev_k, ""),
+                     icmp(c, LLVMIntSGT, lj.iv, prev_i), ""), "");
+    LLVMValueRef cur_i = ld(c, cg->t_i64, bi), cur_k = ld(c, cg->t_f32, bk);
+    /* scanning upwards: on equal keys the earlier index stays */
+    LLVMValueRef better = LLVMBuildOr(c->b, icmp(c, LLVMIntSLT, cur_i, c64(c, 0)),
+                                      LLVMBuildFCmp(c->b, LLVMRealOGT, key, cur_k, ""), "");
+    LLVMValueRef take = LLVMBuildAnd(c->b, below, better, "");
+    st(c, LLVMBuildSelect(c->b, take, key, cur_k, ""), bk);
+    st(c, LLVMBuildSelect(c->b, take, lj.iv, cur_i, ""), bi);
+    bm_cg_loop_end(f, &lj);
+    st(c, ld(c, cg->t_f32, bk), pk);
+    st(c, ld(c, cg->t_i64, bi), pi);
+  }
+  bm_cg_loop_end(f, &lp);
+  /* keep (key, j) ranked at or above the threshold (prev) */
+  LLVMValueRef tk = ld(c, cg->t_f32, pk), ti = ld(c, cg->t_i64, pi);
+  LLVMValueRef fill = bm_cg_f32(cg, n->a.fill);
+  bm_cg_loop lo2;
+  bm_cg_loop_begin(f, &lo2, c64(c, 0), N, c64(c, 1));
+  {
+    LLVMValueRef idx = add(c, base, lo2.iv);
+    LLVMValueRef v = bm_cg_load(f, x, xn->dtype, idx, 1);
+    LLVMValueRef key = topk_key(c, x, xn->dtype, idx);
+    LLVMValueRef keep = LLVMBuildOr(
+        c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, key, tk, ""),
+        LLVMBuildAnd(c->b, LLVMBuildFCmp(c->b, LLVMRealOEQ, key, tk, ""),
+                     icmp(c, LLVMIntSLE, lo2.iv, ti), ""), "");
+    bm_cg_store(f, out, n->dtype, idx, LLVMBuildSelect(c->b, keep, v, fill, ""), 1);
+  }
+  bm_cg_loop_end(f, &lo2);
+  bm_cg_loop_end(f, &lr);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ moe */
+
+/* sum_k a[ai + k] * b[bi + k] over k < K (static) in f32: MOE_NACC vector
+ * accumulators, then one vector at a time, then the scalar tail. */
+static LLVMValueRef dot(llm_ctx *c, LLVMValueRef a, bm_dtype ta, LLVMValueRef ai, LLVMValueRef b,
+                        bm_dtype tb, LLVMValueRef bi, int64_t K) {
+  bm_cg_fn *f = c->f;
+  int w = c->cg->vec < 4 ? 4 : c->cg->vec;
+  LLVMTypeRef vt = fvec(c, w);
+  LLVMValueRef acc[MOE_NACC];
+  for (int i = 0; i < MOE_NACC; i++) {
+    acc[i] = bm_cg_alloca(f, vt, "dot");
+    st(c, LLVMConstNull(vt), acc[i]);
+  }
+  int64_t big = K / (w * MOE_NACC) * (w * MOE_NACC), vend = K / w * w;
+  bm_cg_loop l;
+  if (big > 0) {
+    bm_cg_loop_begin(f, &l, c64(c, 0), c64(c, big), c64(c, (int64_t)w * MOE_NACC));
+    for (int i = 0; i < MOE_NACC; i++) {
+      LLVMValueRef k = addc(c, l.iv, (int64_t)i * w);
+      LLVMValueRef x = bm_cg_load(f, a, ta, add(c, ai, k), w), y = bm_cg_load(f, b, tb, add(c, bi, k), w);
+      st(c, bm_cg_fma(f, x, y, ld(c, vt, acc[i])), acc[i]);
+    }
+    bm_cg_loop_end(f, &l);
+  }
+  if (vend > big) {
+    bm_cg_loop_begin(f, &l, c64(c, big), c64(c, vend), c64(c, w));
+    LLVMValueRef x = bm_cg_load(f, a, ta, add(c, ai, l.iv), w), y = bm_cg_load(f, b, tb, add(c, bi, l.iv), w);
+    st(c, bm_cg_fma(f, x, y, ld(c, vt, acc[0])), acc[0]);
+    bm_cg_loop_end(f, &l);
+  }
+  LLVMValueRef v = ld(c, vt, acc[0]);
+  for (int i = 1; i < MOE_NACC; i++) v = LLVMBuildFAdd(c->b, v, ld(c, vt, acc[i]), "");
+  LLVMValueRef sum = bm_cg_hsum(f, v);
+  for (int64_t k = vend; k < K; k++) { /* K % w leftovers */
+    LLVMValueRef x = bm_cg_load(f, a, ta, addc(c, ai, k), 1), y = bm_cg_load(f, b, tb, addc(c, bi, k), 1);
+    sum = bm_cg_fma(f, x, y, sum);
+  }
+  return sum;
+}
+
+/* Task t of a space ordered (token block, rest): the token range [t0, t1)
+ * and the index within the block's `per` tasks. */
+static void moe_task(llm_ctx *c, LLVMValueRef t, int64_t per, LLVMValueRef T, LLVMValueRef *t0,
+                     LLVMValueRef *t1, LLVMValueRef *rest) {
+  LLVMValueRef tb = LLVMBuildSDiv(c->b, t, c64(c, per), "");
+  *rest = LLVMBuildSRem(c->b, t, c64(c, per), "");
+  *t0 = mulc(c, tb, MOE_TB);
+  *t1 = smin(c, addc(c, *t0, MOE_TB), T);
+}
+
+/* h[t, e, f] = act(w_gate[e, f] . x[t]) * (w_up[e, f] . x[t]) for the tokens
+ * of the block whose gate for e is not 0. Task = (token block, e, chunk of
+ * MOE_FC rows of F). */
+static bm_status emit_moe_up(llm_ctx *c, bm_node *n) {
+  bm_cg_fn *f = c->f;
+  const bm_node *x = n->in[0], *g = n->in[1], *wg = n->in[2], *wu = n->in[3];
+  int64_t D = x->shape[1].add, E = g->shape[1].add, F = wg->shape[1].add;
+  int64_t nfc = (F + MOE_FC - 1) / MOE_FC;
+  n->tasks = bm_cg_tasks(x->shape[0], MOE_TB, E * nfc);
+  LLVMValueRef xp = bm_cg_buf(f, 0), gp = bm_cg_buf(f, 1), wgp = bm_cg_buf(f, 2), wup = bm_cg_buf(f, 3);
+  LLVMValueRef hp = bm_cg_buf(f, 4);
+  LLVMValueRef T = bm_cg_dim(f, x->shape[0]);
+  bm_cg_loop lt;
+  bm_cg_loop_begin(f, &lt, f->begin, f->end, c64(c, 1));
+  LLVMValueRef t0, t1, rest;
+  moe_task(c, lt.iv, E * nfc, T, &t0, &t1, &rest);
+  LLVMValueRef e = LLVMBuildSDiv(c->b, rest, c64(c, nfc), "");
+  LLVMValueRef f0 = mulc(c, LLVMBuildSRem(c->b, rest, c64(c, nfc), ""), MOE_FC);
+  LLVMValueRef f1 = smin(c, addc(c, f0, MOE_FC), c64(c, F));
+  bm_cg_loop lf;
+  bm_cg_loop_begin(f, &lf, f0, f1, c64(c, 1));
+  LLVMValueRef wrow = mulc(c, add(c, mulc(c, e, F), lf.iv), D); /* (e, f, 0) */
+  bm_cg_loop lk;
+  bm_cg_loop_begin(f, &lk, t0, t1, c64(c, 1));
+  LLVMValueRef gi = add(c, mulc(c, lk.iv, E), e);
+  LLVMValueRef gv = bm_cg_load(f, gp, g->dtype, gi, 1);
+  bm_cg_if on;
+  bm_cg_if_begin(f, &on, LLVMBuildFCmp(c->b, LLVMRealUNE, gv, bm_cg_f32(c->cg, 0.f), ""));
+  LLVMValueRef xrow = mulc(c, lk.iv, D);
+  LLVMValueRef a = dot(c, wgp, wg->dtype, wrow, xp, x->dtype, xrow, D);
+  LLVMValueRef u = dot(c, wup, wu->dtype, wrow, xp, x->dtype, xrow, D);
+  LLVMValueRef hv = LLVMBuildFMul(c->b, bm_cg_unary(f, (bm_op)n->a.act, a), u, "");
+  bm_cg_store(f, hp, n->dtype, add(c, mulc(c, gi, F), lf.iv), hv, 1);
+  bm_cg_if_end(f, &on);
+  bm_cg_loop_end(f, &lk);
+  bm_cg_loop_end(f, &lf);
+  bm_cg_loop_end(f, &lt);
+  return NULL;
+}
+
+/* out[t, d] = sum over e with gates[t, e] != 0 of gates[t, e] * (w_down[e, d] . h[t, e]).
+ * Task = (token block, chunk of MOE_DC rows of D); partial sums in scratch. */
+static bm_status emit_moe_down(llm_ctx *c, bm_node *n) {
+  bm_cg_fn *f = c->f;
+  bm_cg *cg = c->cg;
+  const bm_node *h = n->in[0], *g = n->in[1], *wd = n->in[2];
+  int64_t E = h->shape[1].add, F = h->shape[2].add, D = wd->shape[1].add;
+  int64_t ndc = (D + MOE_DC - 1) / MOE_DC;
+  n->tasks = bm_cg_tasks(h->shape[0], MOE_TB, ndc);
+  n->scratch = (uint64_t)MOE_TB * MOE_DC * 4;
+  LLVMValueRef hp = bm_cg_buf(f, 0), gp = bm_cg_buf(f, 1), wp = bm_cg_buf(f, 2), op = bm_cg_buf(f, 3);
+  LLVMValueRef acc = f->scratch; /* (MOE_TB, MOE_DC) f32 */
+  LLVMValueRef T = bm_cg_dim(f, h->shape[0]);
+  bm_cg_loop lt;
+  bm_cg_loop_begin(f, &lt, f->begin, f->end, c64(c, 1));
+  LLVMValueRef t0, t1, rest;
+  moe_task(c, lt.iv, ndc, T, &t0, &t1, &rest);
+  LLVMValueRef d0 = mulc(c, rest, MOE_DC), d1 = smin(c, addc(c, d0, MOE_DC), c64(c, D));
+  for (int i = 0; i < MOE_TB * MOE_DC; i++) bm_cg_store(f, acc, BM_DTYPE_F32, c64(c, i), bm_cg_f32(cg, 0.f), 1);
+  bm_cg_loop le;
+  bm_cg_loop_begin(f, &le, c64(c, 0), c64(c, E), c64(c, 1));
+  {
+    bm_cg_loop ld_;
+    bm_cg_loop_begin(f, &ld_, d0, d1, c64(c, 1));
+    LLVMValueRef wrow = mulc(c, add(c, mulc(c, le.iv, D), ld_.iv), F); /* (e, d, 0) */
+    bm_cg_loop lk;
+    bm_cg_loop_begin(f, &lk, t0, t1, c64(c, 1));
+    LLVMValueRef gi = add(c, mulc(c, lk.iv, E), le.iv);
+    LLVMValueRef gv = bm_cg_load(f, gp, g->dtype, gi, 1);
+    bm_cg_if on;
+    bm_cg_if_begin(f, &on, LLVMBuildFCmp(c->b, LLVMRealUNE, gv, bm_cg_f32(cg, 0.f), ""));
+    LLVMValueRef s = dot(c, wp, wd->dtype, wrow, hp, h->dtype, mulc(c, gi, F), F);
+    LLVMValueRef ai = add(c, mulc(c, sub(c, lk.iv, t0), MOE_DC), sub(c, ld_.iv, d0));
+    LLVMValueRef old = bm_cg_load(f, acc, BM_DTYPE_F32, ai, 1);
+    bm_cg_store(f, acc, BM_DTYPE_F32, ai, bm_cg_fma(f, gv, s, old), 1);
+    bm_cg_if_end(f, &on);
+    bm_cg_loop_end(f, &lk);
+    bm_cg_loop_end(f, &ld_);
+  }
+  bm_cg_loop_end(f, &le);
+  bm_cg_loop lk;
+  bm_cg_loop_begin(f, &lk, t0, t1, c64(c, 1));
+  {
+    bm_cg_loop ld_;
+    bm_cg_loop_begin(f, &ld_, d0, d1, c64(c, 1));
+    LLVMValueRef ai = add(c, mulc(c, sub(c, lk.iv, t0), MOE_DC), sub(c, ld_.iv, d0));
+    bm_cg_store(f, op, n->dtype, add(c, mulc(c, lk.iv, D), ld_.iv), bm_cg_load(f, acc, BM_DTYPE_F32, ai, 1), 1);
+    bm_cg_loop_end(f, &ld_);
+  }
+  bm_cg_loop_end(f, &lk);
+  bm_cg_loop_end(f, &lt);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ entry */
+
+static bool is_float(bm_dtype t) {
+  return t == BM_DTYPE_F32 || t == BM_DTYPE_F16 || t == BM_DTYPE_BF16;
+}
+
+/* The static facts the emitters rely on (shape inference guarantees them;
+ * checked again so a bad graph gives an error, not bad code). */
+static bm_status check(const bm_node *n) {
+  switch (n->op) {
+    case BM_OP_KV_WRITE: {
+      const bm_node *cache = n->in[0], *rows = n->in[1];
+      if (n->nin != 3 || cache->ndim != 4 || rows->ndim != 4) break;
+      for (int d = 0; d < 4; d++)
+        if (!bm_dim_is_static(cache->shape[d])) return bm_status_make(BM_ERR_UNSUPPORTED, "kv_write: symbolic cache");
+      if (cache->dtype != rows->dtype && !(is_float(cache->dtype) && is_float(rows->dtype))) break;
+      if (n->in[2]->dtype != BM_DTYPE_I32 && n->in[2]->dtype != BM_DTYPE_I64) break;
+      return NULL;
+    }
+    case BM_OP_TOPK_MASK:
+      if (n->nin == 1 && n->ndim >= 1 && n->a.topk >= 1 && is_float(n->dtype)) return NULL;
+      break;
+    case BM_OP_MOE_UP:
+    case BM_OP_MOE_DOWN: {
+      int nin = n->op == BM_OP_MOE_UP ? 4 : 3;
+      if (n->nin != nin) break;
+      for (int i = 0; i < nin; i++)
+        if (!is_float(n->in[i]->dtype)) return bm_status_make(BM_ERR_UNSUPPORTED, "%s: input %d is %s",
+                                                              bm_op_name(n->op), i, bm_dtype_name(n->in[i]->dtype));
+      for (int i = 1; i < nin; i++)
+        for (int d = 0; d < n->in[i]->ndim; d++)
+          if (!bm_dim_is_static(n->in[i]->shape[d]) && !(i == 1 && d == 0))
+            return bm_status_make(BM_ERR_UNSUPPORTED, "%s: input %d has a symbolic dim %d", bm_op_name(n->op), i, d);
+      if (n->op == BM_OP_MOE_UP && n->a.act != BM_OP_SILU && n->a.act != BM_OP_GELU_TANH) break;
+      return NULL;
+    }
+    default: break;
+  }
+  return bm_status_make(BM_ERR_INTERNAL, "llm emitter: node %d (%s) has an unexpected form", n->id,
+                        bm_op_name(n->op));
+}
+
+bm_status bm_cg_emit_llm(bm_cg *cg, bm_node *n, const char *symbol) {
+  BM_RETURN_IF_ERROR(check(n));
+  bm_cg_fn f;
+  bm_cg_fn_begin(cg, n, symbol, &f);
+  llm_ctx c = {cg, &f, cg->b};
+  bm_status s;
+  switch (n->op) {
+    case BM_OP_KV_WRITE: s = emit_kv_write(&c, n); break;
+    case BM_OP_TOPK_MASK: s = emit_topk_mask(&c, n); break;
+    case BM_OP_MOE_UP: s = emit_moe_up(&c, n); break;
+    case BM_OP_MOE_DOWN: s = emit_moe_down(&c, n); break;
+    default: s = bm_status_make(BM_ERR_INTERNAL, "llm emitter got %s", bm_op_name(n->op));
+  }
+  bm_cg_fn_end(&f);
+  return s;
+}
