@@ -24,6 +24,14 @@ bm_status bm_weight_source_open(const char *path, bm_weight_source **out);
  * ".bias" gets small values. */
 bm_status bm_weight_source_generated(uint64_t seed, bm_weight_source **out);
 void bm_weight_source_close(bm_weight_source *s);
+/* A folder holding model_index.json (a diffusers pipeline) opens as one
+ * source whose names are "<component>/<name>" (unet/, vae/,
+ * text_encoder/, ...). */
+/* The checkpoint tensor behind `name` (borrowed, valid until the source is
+ * closed), or NULL if absent or the source is generated. For builders that
+ * probe optional weights or map names themselves (models/sd.c). */
+typedef struct bm_st_tensor bm_st_tensor;
+const bm_st_tensor *bm_weight_source_find(const bm_weight_source *s, const char *name);
 
 /* Declares weight `name` in g with the given dtype and shape, bound to the
  * source's data. If the source stores another float dtype (f32/f16/bf16),
@@ -48,6 +56,11 @@ typedef struct bm_model_options {
   /* Out (may be NULL): receives a malloc'd JSON object for the package
    * manifest's "extra" (what a generation driver needs), or NULL. */
   char **extra_json;
+  /* Stable Diffusion (models/sd.c). 0/NULL = default. */
+  int width, height;     /* image size in pixels, multiples of 8; default 512x512 */
+  int clip_skip;         /* 1 = last CLIP layer (default), 2 = penultimate, ... */
+  const char *sd_config; /* a diffusers folder whose <part>/config.json (and tokenizer/)
+                          * describe a single-file checkpoint's parts */
 } bm_model_options;
 
 typedef struct bm_model_def {

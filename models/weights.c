@@ -6,23 +6,89 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../ir/interp.h"
 #include "../runtime/safetensors.h"
 #include "models.h"
 
+#define BM_WEIGHT_MAX_PARTS 8
+
 struct bm_weight_source {
-  bm_st_set *st;  /* checkpoint, or NULL for generated */
+  bm_st_set *st;  /* checkpoint, or NULL for generated (or a source made of parts) */
   uint64_t seed;
+  /* A diffusers pipeline folder: one checkpoint per component subfolder,
+   * serving the names "<sub>/<name>" (st is NULL then). */
+  int nparts;
+  char *part_prefix[BM_WEIGHT_MAX_PARTS]; /* "unet/", ... */
+  bm_st_set *parts[BM_WEIGHT_MAX_PARTS];
 };
+
+/* The components of a diffusers pipeline folder that hold weights. */
+static const char *const pipeline_parts[] = {"unet", "vae", "text_encoder", "text_encoder_2",
+                                             "transformer", "controlnet"};
+
+static bool is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool is_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A folder with model_index.json: opens every component subfolder that
+ * holds a checkpoint. */
+static bm_status open_pipeline(const char *path, bm_weight_source *s) {
+  char sub[4096];
+  for (size_t i = 0; i < sizeof pipeline_parts / sizeof pipeline_parts[0]; i++) {
+    snprintf(sub, sizeof sub, "%s/%s", path, pipeline_parts[i]);
+    if (!is_dir(sub)) continue;
+    bm_st_set *set = NULL;
+    bm_status st = bm_st_open_dir(sub, &set);
+    if (st) {
+      if (bm_status_code(st) == BM_ERR_NOT_FOUND || bm_status_code(st) == BM_ERR_IO) {
+        bm_status_free(st); /* a component without weights of its own */
+        continue;
+      }
+      return st;
+    }
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s/", pipeline_parts[i]);
+    s->part_prefix[s->nparts] = strdup(prefix);
+    s->parts[s->nparts++] = set;
+    if (!s->part_prefix[s->nparts - 1]) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "weight source");
+  }
+  if (s->nparts == 0)
+    return bm_status_make(BM_ERR_NOT_FOUND, "%s: a pipeline folder (model_index.json) with no "
+                          "component checkpoint (unet/, vae/, text_encoder/, ...)", path);
+  return NULL;
+}
+
+/* The checkpoint tensor behind name, or NULL. */
+static const bm_st_tensor *lookup(const bm_weight_source *s, const char *name) {
+  if (s->st) return bm_st_set_find(s->st, name);
+  for (int i = 0; i < s->nparts; i++) {
+    size_t k = strlen(s->part_prefix[i]);
+    if (strncmp(name, s->part_prefix[i], k) == 0) return bm_st_set_find(s->parts[i], name + k);
+  }
+  return NULL;
+}
+
+const bm_st_tensor *bm_weight_source_find(const bm_weight_source *s, const char *name) {
+  return s && name ? lookup(s, name) : NULL;
+}
 
 bm_status bm_weight_source_open(const char *path, bm_weight_source **out) {
   *out = NULL;
   bm_weight_source *s = calloc(1, sizeof *s);
   if (!s) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "weight source");
-  bm_status st = bm_st_open_dir(path, &s->st);
+  char index[4096];
+  snprintf(index, sizeof index, "%s/model_index.json", path);
+  bm_status st = is_dir(path) && is_file(index) ? open_pipeline(path, s) : bm_st_open_dir(path, &s->st);
   if (st) {
-    free(s);
+    bm_weight_source_close(s);
     return st;
   }
   *out = s;
@@ -39,6 +105,10 @@ bm_status bm_weight_source_generated(uint64_t seed, bm_weight_source **out) {
 void bm_weight_source_close(bm_weight_source *s) {
   if (!s) return;
   bm_st_set_close(s->st);
+  for (int i = 0; i < s->nparts; i++) {
+    bm_st_set_close(s->parts[i]);
+    free(s->part_prefix[i]);
+  }
   free(s);
 }
 
@@ -85,7 +155,7 @@ bm_node *bm_model_weight(bm_graph *g, bm_weight_source *src, const char *name, b
                          int ndim, const int64_t *shape) {
   if (!g || bm_graph_status(g)) return NULL;
   char a[96], b[96];
-  if (!src->st) {
+  if (!src->st && src->nparts == 0) {
     size_t nbytes;
     void *data = generate(g->module->arena, src->seed, name, t, ndim, shape, &nbytes);
     if (!data) {
@@ -95,7 +165,12 @@ bm_node *bm_model_weight(bm_graph *g, bm_weight_source *src, const char *name, b
     return bm_weight(g, name, t, ndim, shape, data, nbytes);
   }
   const bm_st_tensor *st;
-  bm_status s = bm_st_set_get(src->st, name, &st, NULL);
+  bm_status s = NULL;
+  if (src->st) {
+    s = bm_st_set_get(src->st, name, &st, NULL);
+  } else if (!(st = lookup(src, name))) {
+    s = bm_status_make(BM_ERR_NOT_FOUND, "not in the pipeline folder's checkpoints");
+  }
   if (s) {
     bm_graph_fail(g, bm_status_wrap(s, "missing weight '%s'", name));
     return NULL;

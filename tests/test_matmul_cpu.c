@@ -15,6 +15,9 @@
 typedef void (*build_fn)(bm_graph *g, const void *arg);
 
 #define TOL_F32 1e-5
+#define TOL_F16_OUT 2e-3 /* f16 outputs: a rounding step of the result is ~5e-4 relative */
+
+static double g_tol = TOL_F32; /* tolerance of run_case */
 
 /* Builds with `build`, runs the interpreter and the compiled kernel with 1
  * and 2 threads (fused; unfused too when both_fusions), checks rel err. */
@@ -42,8 +45,8 @@ static void run_case(const char *name, build_fn build, const void *arg, const in
         bm_status_free(s);
         bm_test_failed_checks++;
       } else {
-        CHECK_MSG(err <= TOL_F32, "%s (fuse %d, threads %d): rel err %g > %g", name, fuse, threads,
-                  err, TOL_F32);
+        CHECK_MSG(err <= g_tol, "%s (fuse %d, threads %d): rel err %g > %g", name, fuse, threads,
+                  err, g_tol);
       }
       for (int i = 0; i < g->ninputs && i < 8; i++) bm_tensor_free(&in[i]);
       bm_module_destroy(m);
@@ -124,9 +127,26 @@ static void test_matmul_epilogue(void) {
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
       char name[96];
       snprintf(name, sizeof name, "matmul epilogue %d case %zu", epi, i);
-      run_case(name, build_mm, &cs[i], NULL, true);
+      run_case(name, build_mm, &cs[i], NULL, epi == 3); /* unfused too for the full chain */
     }
   }
+}
+
+/* half-precision output: a and b f16 (or bf16), C in that dtype; K in one block */
+static void build_half_out(bm_graph *g, const void *arg) {
+  const bm_dtype *dt = arg;
+  int64_t sa[2] = {37, 600}, sb[2] = {600, 45};
+  bm_node *y = bm_matmul(g, bm_input(g, "a", *dt, 2, sa), bm_input(g, "b", *dt, 2, sb), false, false);
+  bm_output_add(g, "y", bm_gelu(g, y));
+}
+
+static void test_matmul_half_out(void) {
+  bm_dtype dts[2] = {BM_DTYPE_F16, BM_DTYPE_BF16};
+  for (int d = 0; d < 2; d++) {
+    g_tol = d ? 1.6e-2 : TOL_F16_OUT; /* bf16: 8 mantissa bits */
+    run_case(d ? "matmul bf16 out" : "matmul f16 out", build_half_out, &dts[d], NULL, false);
+  }
+  g_tol = TOL_F32;
 }
 
 /* batched: a (2, 3, M, K) @ b of shape bshape */
@@ -338,6 +358,7 @@ int main(void) {
   RUN(test_matmul_sizes);
   RUN(test_matmul_trans);
   RUN(test_matmul_half_b);
+  RUN(test_matmul_half_out);
   RUN(test_matmul_epilogue);
   RUN(test_matmul_batched);
   RUN(test_matmul_symbolic);

@@ -308,7 +308,7 @@ static void test_bad_input(void) {
   r.n = 4;
   r.sigmas = sig;
   r.steps = 1;
-  CHECK_ERR(bm_sample("unipc", &r), BM_ERR_INVALID_ARGUMENT, "at least 2 steps");
+  CHECK_ERR(bm_sample("unipc", &r), BM_ERR_INVALID_ARGUMENT, "at least 3 steps");
   CHECK_ERR(bm_sample("nope", &r), BM_ERR_NOT_FOUND, "valid samplers");
   r.steps = 2;
   r.sigmas = bad;
