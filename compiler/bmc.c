@@ -27,6 +27,12 @@ static const char *usage =
     "  --max-ctx N         LLMs: KV cache length (default min(max_position_embeddings, 4096))\n"
     "  --max-seq N         LLMs: longest forward/prefill chunk (default min(max-ctx, 512))\n"
     "  --weight-dtype T    LLMs: matmul weights f32 (default), f16 or bf16\n"
+    "  --quant MODE        weight-only quantization of linear (matmul) weights: none\n"
+    "                      (default), int8 (per output channel) or int4 (groups along K);\n"
+    "                      embeddings (gather tables) stay float\n"
+    "  --group N           int4 group size: 32 (default) or 64\n"
+    "  --quant-keep PATS   comma-separated weight-name patterns kept in float,\n"
+    "                      e.g. 'lm_head.weight' or '*.mlp.down_proj.weight'\n"
     "  --target NAME       backend: cpu (default), cuda, metal, null\n"
     "  --cpu CPU           target CPU: native (default), x86-64-v3, x86-64-v4, znver3, ...\n"
     "  --features F        LLVM feature string, e.g. +avx2,+fma (default: the CPU's)\n"
@@ -84,6 +90,9 @@ static int cmd_compile(int argc, char **argv) {
   long seed = 0, max_batch = 0, opt = 3, max_ctx = 0, max_seq = 0;
   bm_dtype weight_dtype = BM_DTYPE_F32;
   bool compress = false, no_fuse = false, print_final = false;
+  bm_quant_mode quant = BM_QUANT_NONE;
+  long group = 0;
+  const char *quant_keep = NULL;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -114,6 +123,19 @@ static int cmd_compile(int argc, char **argv) {
       if (bm_dtype_from_name(v, &weight_dtype) ||
           (weight_dtype != BM_DTYPE_F32 && weight_dtype != BM_DTYPE_F16 && weight_dtype != BM_DTYPE_BF16))
         USAGE_ERROR("--weight-dtype: '%s' is not f32, f16 or bf16", v);
+    } else if (!strcmp(a, "--quant")) {
+      NEED_VALUE();
+      if (!strcmp(v, "none")) quant = BM_QUANT_NONE;
+      else if (!strcmp(v, "int8")) quant = BM_QUANT_INT8;
+      else if (!strcmp(v, "int4")) quant = BM_QUANT_INT4;
+      else USAGE_ERROR("--quant: '%s' is not none, int8 or int4", v);
+    } else if (!strcmp(a, "--group")) {
+      NEED_VALUE();
+      if (parse_int(v, 32, 64, &group) || (group != 32 && group != 64))
+        USAGE_ERROR("--group: '%s' is not 32 or 64", v);
+    } else if (!strcmp(a, "--quant-keep")) {
+      NEED_VALUE();
+      quant_keep = v;
     } else if (!strcmp(a, "-O")) {
       NEED_VALUE();
       if (parse_int(v, 0, 3, &opt)) USAGE_ERROR("-O: '%s' is not 0, 1, 2 or 3", v);
@@ -125,6 +147,9 @@ static int cmd_compile(int argc, char **argv) {
   }
   if (!model) model = "tiny";
   if (!out) USAGE_ERROR("compile: missing -o FILE");
+  if (group && quant != BM_QUANT_INT4) USAGE_ERROR("--group applies to --quant int4 only");
+  if (quant_keep && quant == BM_QUANT_NONE) USAGE_ERROR("--quant-keep needs --quant int8 or int4");
+  if (quant == BM_QUANT_INT4 && !group) group = 32;
   if (print_after && strcmp(print_after, "all") != 0) {
     bool known = false;
     for (int i = 0; i < bm_pipeline_len; i++) known |= !strcmp(bm_pipeline[i].name, print_after);
@@ -151,6 +176,9 @@ static int cmd_compile(int argc, char **argv) {
   co.target.opt_level = (int)opt;
   co.compress = compress;
   co.passes.no_fuse = no_fuse;
+  co.passes.quant = quant;
+  co.passes.quant_group = (int)group;
+  co.passes.quant_keep = quant_keep;
   co.passes.print = print_ir;
   co.passes.print_after = print_final ? "plan_memory" : print_after;
   /* Recorded in the manifest: everything that determines the output, and
@@ -177,6 +205,9 @@ static int cmd_compile(int argc, char **argv) {
   cJSON_AddNumberToObject(oj, "opt_level", (double)opt);
   cJSON_AddBoolToObject(oj, "compress", compress);
   cJSON_AddBoolToObject(oj, "fuse", !no_fuse);
+  cJSON_AddStringToObject(oj, "quant", quant == BM_QUANT_INT8 ? "int8" : quant == BM_QUANT_INT4 ? "int4" : "none");
+  if (group) cJSON_AddNumberToObject(oj, "group", (double)group);
+  if (quant_keep) cJSON_AddStringToObject(oj, "quant_keep", quant_keep);
   char *ojs = cJSON_PrintUnformatted(oj);
   cJSON_Delete(oj);
   co.options_json = ojs;

@@ -9,6 +9,13 @@
 
 #include "../ir/ir.h"
 
+/* Weight-only quantization of matmul weights (quantize.c). */
+typedef enum bm_quant_mode {
+  BM_QUANT_NONE = 0,
+  BM_QUANT_INT8, /* i8 per output channel, symmetric: scale = max|w| / 127 */
+  BM_QUANT_INT4, /* packed i4 in groups along K, symmetric (ggml Q4_0 style, see quantize.c) */
+} bm_quant_mode;
+
 typedef struct bm_pass_options {
   bool no_fuse;             /* skip every fusion pass (for fused-vs-unfused tests) */
   bool verify_each;         /* run bm_graph_verify after every pass */
@@ -18,6 +25,14 @@ typedef struct bm_pass_options {
   const char *print_after;  /* pass name, or "all"; NULL = none */
   void (*print)(const char *pass, const bm_graph *g, void *user); /* called for print_after */
   void *print_user;
+  /* quantize pass: matmul weights (N, K) f32/f16/bf16 used only as
+   * matmul(x, w, trans_b) become dequant(q, scale); gather tables (embeddings)
+   * always stay float. quant_group: int4 group size (0 = 32). quant_keep:
+   * comma-separated fnmatch patterns of weight names kept in float, e.g.
+   * "lm_head.weight" (NULL = none). */
+  bm_quant_mode quant;
+  int quant_group;
+  const char *quant_keep;
 } bm_pass_options;
 
 typedef bm_status (*bm_pass_fn)(bm_graph *g, const bm_pass_options *o);
@@ -32,12 +47,26 @@ bm_status bm_pass_shape(bm_graph *g, const bm_pass_options *o);        /* shape.
 bm_status bm_pass_fold(bm_graph *g, const bm_pass_options *o);         /* fold.c: constant folding */
 bm_status bm_pass_dce(bm_graph *g, const bm_pass_options *o);          /* dce.c */
 bm_status bm_pass_cse(bm_graph *g, const bm_pass_options *o);          /* cse.c */
+bm_status bm_pass_quantize(bm_graph *g, const bm_pass_options *o);     /* quantize.c: weight-only int8/int4 */
 bm_status bm_pass_lower_moe(bm_graph *g, const bm_pass_options *o);    /* lower_moe.c: MOE -> MOE_UP + MOE_DOWN */
 bm_status bm_pass_fuse_attention(bm_graph *g, const bm_pass_options *o);   /* fuse_attention.c */
 bm_status bm_pass_fuse_dequant(bm_graph *g, const bm_pass_options *o);     /* fuse_dequant.c */
 bm_status bm_pass_fuse_epilogue(bm_graph *g, const bm_pass_options *o);    /* fuse_epilogue.c: ew ops into matmul/conv/norm (GroupNorm+SiLU is a row) */
 bm_status bm_pass_fuse_elementwise(bm_graph *g, const bm_pass_options *o); /* fuse_elementwise.c: chains -> FUSED */
 bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o);      /* plan_memory.c */
+
+/* Compile-time quantization of a row-major (n, k) f32 matrix (quantize.c).
+ * i8: q (n, k), scale (n, 1) = max|row| / 127, q = round(w / scale).
+ * i4: q packed two per byte over the whole matrix (element e = r*k + c in
+ * byte e/2, even e in the low nibble), scale (n, k/group): per group the
+ * entry m of largest magnitude gives scale = m / -8, q = clamp(round(w /
+ * scale), -8, 7) (m itself maps to -8 exactly); group must divide k (the
+ * high nibble of a last odd byte is left as it was). A non-finite weight is
+ * an error naming `name`, the row and the column. */
+bm_status bm_quantize_i8(const char *name, const float *w, int64_t n, int64_t k, int8_t *q,
+                         float *scale);
+bm_status bm_quantize_i4(const char *name, const float *w, int64_t n, int64_t k, int64_t group,
+                         uint8_t *q, float *scale);
 
 /* The default pipeline, in order. */
 extern const bm_pass bm_pipeline[];

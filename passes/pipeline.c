@@ -9,6 +9,7 @@ const bm_pass bm_pipeline[] = {
     {"fold", bm_pass_fold, false},
     {"cse", bm_pass_cse, false},
     {"dce", bm_pass_dce, false},
+    {"quantize", bm_pass_quantize, false},
     {"lower_moe", bm_pass_lower_moe, false},
     {"fuse_attention", bm_pass_fuse_attention, true},
     {"fuse_dequant", bm_pass_fuse_dequant, true},
