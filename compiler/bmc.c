@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "../models/models.h"
+#include "../runtime/chat_template.h"
 #include "compile.h"
 
 static const char *usage =
@@ -27,6 +28,13 @@ static const char *usage =
     "  --max-ctx N         LLMs: KV cache length (default min(max_position_embeddings, 4096))\n"
     "  --max-seq N         LLMs: longest forward/prefill chunk (default min(max-ctx, 512))\n"
     "  --weight-dtype T    LLMs: matmul weights f32 (default), f16 or bf16\n"
+    "  --tokenizer PATH    embed this tokenizer (file or folder; default: the model\n"
+    "                      folder's own tokenizer files, if it has any)\n"
+    "  --no-tokenizer      embed no tokenizer\n"
+    "  --chat-template K   chat format: llama3, llama2, mistral, chatml, gemma, phi3\n"
+    "                      (default: detected from tokenizer_config.json)\n"
+    "  --random-weights    model folder: generated weights (--seed) instead of its\n"
+    "                      checkpoint (tests, benchmarks)\n"
     "  --quant MODE        weight-only quantization of linear (matmul) weights: none\n"
     "                      (default), int8 (per output channel) or int4 (groups along K);\n"
     "                      embeddings (gather tables) stay float\n"
@@ -84,12 +92,61 @@ static void print_ir(const char *pass, const bm_graph *g, void *user) {
   free(text);
 }
 
+/* The last component of a path ("a/b/" -> "b/"; informational only). */
+static const char *base_name(const char *p) {
+  const char *b = p;
+  for (const char *q = p; *q; q++)
+    if (*q == '/' && q[1]) b = q + 1;
+  return b;
+}
+
+/* bm_model_build for a model folder, with generated weights (seed) instead
+ * of the folder's checkpoint. */
+static bm_status build_generated(const char *path, const bm_model_options *o, bm_module **out,
+                                 bm_weight_source **src_out) {
+  *out = NULL;
+  *src_out = NULL;
+  const bm_model_def *def = NULL;
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    for (int i = 0; i < bm_models_count && !def; i++)
+      if (bm_models[i]->detect && bm_models[i]->detect(path)) def = bm_models[i];
+  if (!def) return bm_model_build(path, o, out, src_out); /* a registered name (generated anyway) or its error */
+  bm_model_options opts = *o;
+  opts.path = path;
+  bm_weight_source *src = NULL;
+  BM_RETURN_IF_ERROR(bm_weight_source_generated(opts.seed, &src));
+  bm_module *m = bm_module_create(def->name);
+  if (!m) {
+    bm_weight_source_close(src);
+    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "model '%s'", path);
+  }
+  bm_status s = def->build(m, src, &opts);
+  for (int i = 0; !s && i < m->ngraphs; i++)
+    if (bm_graph_status(m->graphs[i]))
+      s = bm_status_make(bm_status_code(bm_graph_status(m->graphs[i])), "model '%s', function '%s': %s", path,
+                         m->graphs[i]->name, bm_status_message(bm_graph_status(m->graphs[i])));
+  if (s) {
+    if (opts.extra_json && *opts.extra_json) {
+      free(*opts.extra_json);
+      *opts.extra_json = NULL;
+    }
+    bm_module_destroy(m);
+    bm_weight_source_close(src);
+    return s;
+  }
+  *out = m;
+  *src_out = src;
+  return NULL;
+}
+
 static int cmd_compile(int argc, char **argv) {
   const char *model = NULL, *weights = NULL, *out = NULL, *target = "cpu", *cpu = NULL,
              *features = NULL, *print_after = NULL;
   long seed = 0, max_batch = 0, opt = 3, max_ctx = 0, max_seq = 0;
   bm_dtype weight_dtype = BM_DTYPE_F32;
-  bool compress = false, no_fuse = false, print_final = false;
+  bool compress = false, no_fuse = false, print_final = false, no_tokenizer = false, random_weights = false;
+  const char *tokenizer = NULL, *chat_template = NULL;
   bm_quant_mode quant = BM_QUANT_NONE;
   long group = 0;
   const char *quant_keep = NULL;
@@ -106,6 +163,15 @@ static int cmd_compile(int argc, char **argv) {
     else if (!strcmp(a, "--cpu")) { NEED_VALUE(); cpu = v; }
     else if (!strcmp(a, "--features")) { NEED_VALUE(); features = v; }
     else if (!strcmp(a, "--print-after")) { NEED_VALUE(); print_after = v; }
+    else if (!strcmp(a, "--tokenizer")) { NEED_VALUE(); tokenizer = v; }
+    else if (!strcmp(a, "--chat-template")) {
+      NEED_VALUE();
+      if (bm_chat_kind_from_name(v) == BM_CHAT_NONE)
+        USAGE_ERROR("--chat-template: '%s' is not llama3, llama2, mistral, chatml, gemma or phi3", v);
+      chat_template = v;
+    }
+    else if (!strcmp(a, "--no-tokenizer")) no_tokenizer = true;
+    else if (!strcmp(a, "--random-weights")) random_weights = true;
     else if (!strcmp(a, "--seed")) {
       NEED_VALUE();
       if (parse_int(v, 0, 0x7fffffffL, &seed)) USAGE_ERROR("--seed: '%s' is not a non-negative integer", v);
@@ -147,6 +213,8 @@ static int cmd_compile(int argc, char **argv) {
   }
   if (!model) model = "tiny";
   if (!out) USAGE_ERROR("compile: missing -o FILE");
+  if (tokenizer && no_tokenizer) USAGE_ERROR("compile: --tokenizer and --no-tokenizer exclude each other");
+  if (random_weights && weights) USAGE_ERROR("compile: --random-weights and --weights exclude each other");
   if (group && quant != BM_QUANT_INT4) USAGE_ERROR("--group applies to --quant int4 only");
   if (quant_keep && quant == BM_QUANT_NONE) USAGE_ERROR("--quant-keep needs --quant int8 or int4");
   if (quant == BM_QUANT_INT4 && !group) group = 32;
@@ -162,9 +230,34 @@ static int cmd_compile(int argc, char **argv) {
                          .weight_dtype = weight_dtype, .extra_json = &extra};
   bm_module *m = NULL;
   bm_weight_source *src = NULL;
-  bm_status s = bm_model_build(model, &mo, &m, &src);
+  bm_status s = random_weights ? build_generated(model, &mo, &m, &src) : bm_model_build(model, &mo, &m, &src);
   if (s) {
     free(extra);
+    return fail(s);
+  }
+
+  /* The tokenizer: --tokenizer, else the model folder's own files. */
+  bm_tokenizer_files tf = {0};
+  bool have_tok = false;
+  if (!no_tokenizer && (tokenizer || bm_tokenizer_files_present(model))) {
+    s = bm_tokenizer_files_read(tokenizer ? tokenizer : model, &tf);
+    have_tok = !s;
+  }
+  if (!s && (have_tok || chat_template || extra)) {
+    char *e2 = NULL;
+    if (have_tok || chat_template || strstr(extra, "\"causal_lm\"")) {
+      s = bm_extra_add_tokenizer(extra, have_tok ? &tf : NULL, chat_template, &e2);
+      if (!s) {
+        free(extra);
+        extra = e2;
+      }
+    }
+  }
+  if (s) {
+    bm_tokenizer_files_free(&tf);
+    free(extra);
+    bm_module_destroy(m);
+    bm_weight_source_close(src);
     return fail(s);
   }
 
@@ -199,6 +292,10 @@ static int cmd_compile(int argc, char **argv) {
   if (max_ctx) cJSON_AddNumberToObject(oj, "max_ctx", (double)max_ctx);
   if (max_seq) cJSON_AddNumberToObject(oj, "max_seq", (double)max_seq);
   if (weight_dtype != BM_DTYPE_F32) cJSON_AddStringToObject(oj, "weight_dtype", bm_dtype_name(weight_dtype));
+  if (random_weights) cJSON_AddBoolToObject(oj, "random_weights", true);
+  if (tokenizer) cJSON_AddStringToObject(oj, "tokenizer", base_name(tokenizer));
+  if (no_tokenizer) cJSON_AddBoolToObject(oj, "tokenizer", false);
+  if (chat_template) cJSON_AddStringToObject(oj, "chat_template", chat_template);
   cJSON_AddStringToObject(oj, "target", target);
   cJSON_AddStringToObject(oj, "cpu", cpu ? cpu : "native");
   if (features) cJSON_AddStringToObject(oj, "features", features);
@@ -212,8 +309,11 @@ static int cmd_compile(int argc, char **argv) {
   cJSON_Delete(oj);
   co.options_json = ojs;
   co.extra_json = extra;
+  co.blobs = tf.blobs;
+  co.nblobs = tf.nblobs;
 
   s = bm_compile_module(m, &co, out);
+  bm_tokenizer_files_free(&tf);
   free(ojs);
   free(extra);
   bm_module_destroy(m);
@@ -293,6 +393,20 @@ static int cmd_inspect(int argc, char **argv) {
   const cJSON *csz = jget(code, "size");
   fmt_bytes(cJSON_IsNumber(csz) ? csz->valuedouble : 0, b4, sizeof b4);
   printf("code      %s (%s)\n", b4, jstr(code, "format"));
+  if (bm_package_blob_count(pkg) > 0) {
+    printf("files    ");
+    for (int i = 0; i < bm_package_blob_count(pkg); i++) {
+      const void *d;
+      size_t n = 0;
+      bm_status bs = bm_package_blob(pkg, bm_package_blob_name(pkg, i), &d, &n);
+      bm_status_free(bs);
+      fmt_bytes((double)n, b1, sizeof b1);
+      printf(" %s (%s)", bm_package_blob_name(pkg, i), b1);
+    }
+    printf("\n");
+  }
+  const cJSON *ex = jget(man, "extra"), *tk = jget(ex, "chat_template");
+  if (cJSON_IsString(tk)) printf("chat      %s template\n", tk->valuestring);
   double arena = (double)bm_package_arena_bytes(pkg);
   fmt_bytes(arena, b1, sizeof b1);
   printf("arena     %s (planned activation memory, at the symbols' upper bounds)\n", b1);

@@ -59,6 +59,14 @@ typedef struct sentry {
   uint64_t nbytes;
 } sentry;
 
+/* An embedded file. */
+typedef struct bentry {
+  const bm_embedded_file *b;   /* borrowed from the meta */
+  uint64_t hash;
+  void *packed;               /* zstd bytes, owned, or NULL */
+  uint64_t stored_size, offset;
+} bentry;
+
 typedef struct writer {
   const bm_module *m;
   const bm_object *code;
@@ -69,6 +77,8 @@ typedef struct writer {
   int nmap, mapcap;
   sentry *st;
   int nst, stcap;
+  bentry *bl;
+  int nbl;
   uint64_t code_offset, file_size;
 } writer;
 
@@ -245,6 +255,46 @@ static bm_status compress_weights(writer *W) {
       return INTERNAL("zstd failed on weight '%s': %s", e->name, ZSTD_getErrorName(r));
     }
     if (r <= e->size - e->size / 10) { /* saves at least 10% */
+      e->packed = buf;
+      e->stored_size = r;
+    } else {
+      free(buf);
+    }
+  }
+  return NULL;
+}
+
+/* Checks the meta's blobs (names unique and non-empty, data present) and
+ * compresses them like weights. */
+static bm_status collect_blobs(writer *W) {
+  const bm_package_meta *meta = W->meta;
+  if (meta->nblobs < 0 || meta->nblobs > BM_PKG_MAX_BLOBS || (meta->nblobs && !meta->blobs))
+    return INVALID("package meta: %d blobs", meta->nblobs);
+  if (!meta->nblobs) return NULL;
+  W->bl = calloc((size_t)meta->nblobs, sizeof *W->bl);
+  if (!W->bl) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "package writer");
+  W->nbl = meta->nblobs;
+  int level = meta->zstd_level ? meta->zstd_level : 3;
+  for (int i = 0; i < W->nbl; i++) {
+    const bm_embedded_file *b = &meta->blobs[i];
+    bentry *e = &W->bl[i];
+    e->b = b;
+    if (!b->name || !b->name[0]) return INVALID("embedded file %d has no name", i);
+    if (b->size && !b->data) return INVALID("embedded file '%s' has %zu bytes but no data", b->name, b->size);
+    for (int j = 0; j < i; j++)
+      if (!strcmp(meta->blobs[j].name, b->name)) return INVALID("two embedded files are named '%s'", b->name);
+    e->hash = XXH3_64bits(b->data, b->size);
+    e->stored_size = b->size;
+    if (!meta->compress || b->size < 64) continue;
+    size_t cap = ZSTD_compressBound(b->size);
+    void *buf = malloc(cap);
+    if (!buf) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "compressing embedded file '%s'", b->name);
+    size_t r = ZSTD_compress(buf, cap, b->data, b->size, level);
+    if (ZSTD_isError(r)) {
+      free(buf);
+      return INTERNAL("zstd failed on embedded file '%s': %s", b->name, ZSTD_getErrorName(r));
+    }
+    if (r <= b->size - b->size / 10) {
       e->packed = buf;
       e->stored_size = r;
     } else {
@@ -478,6 +528,20 @@ static bm_status build_manifest(const writer *W, char **out) {
     cJSON_AddItemToObject(o, "nbytes", num((int64_t)e->nbytes));
     cJSON_AddItemToArray(sts, o);
   }
+  if (W->nbl) {
+    cJSON *bs = cJSON_AddArrayToObject(root, "blobs");
+    for (int i = 0; i < W->nbl; i++) {
+      const bentry *e = &W->bl[i];
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "name", e->b->name);
+      cJSON_AddItemToObject(o, "offset", num((int64_t)e->offset));
+      cJSON_AddItemToObject(o, "size", num((int64_t)e->b->size));
+      cJSON_AddItemToObject(o, "stored_size", num((int64_t)e->stored_size));
+      cJSON_AddStringToObject(o, "compression", e->packed ? "zstd" : "none");
+      cJSON_AddStringToObject(o, "xxh3", hex64(hx, e->hash));
+      cJSON_AddItemToArray(bs, o);
+    }
+  }
   cJSON *fs = cJSON_AddArrayToObject(root, "functions");
   int64_t arena = 0;
   for (int i = 0; i < W->m->ngraphs && !s; i++) {
@@ -591,6 +655,12 @@ static bm_status write_file(const writer *W, const char *manifest, uint64_t msiz
     if (!s) s = write_all(fd, e->packed ? e->packed : e->data, e->stored_size, tmp);
     pos = e->offset + e->stored_size;
   }
+  for (int i = 0; i < W->nbl && !s; i++) {
+    const bentry *e = &W->bl[i];
+    s = write_zeros(fd, e->offset - pos, tmp);
+    if (!s && e->stored_size) s = write_all(fd, e->packed ? e->packed : e->b->data, e->stored_size, tmp);
+    pos = e->offset + e->stored_size;
+  }
   if (!s) s = write_zeros(fd, W->code_offset - pos, tmp);
   if (!s) s = write_all(fd, W->code->data, W->code->size, tmp);
   if (!s && fsync(fd) != 0) s = bm_status_make(BM_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
@@ -635,6 +705,7 @@ bm_status bm_package_write(const char *path, const bm_module *m, const bm_object
   }
   if (!s) s = check_code(&W);
   if (!s) s = compress_weights(&W);
+  if (!s) s = collect_blobs(&W);
 
   /* Layout: header | manifest | pad to 4096 | weights (64-aligned) | code (64-aligned).
    * The manifest holds the weight offsets, so grow the weight start until it fits. */
@@ -646,6 +717,11 @@ bm_status bm_package_write(const char *path, const bm_module *m, const bm_object
       off = align_up(off, BM_PKG_WEIGHT_ALIGN);
       W.w[i].offset = off;
       off += W.w[i].stored_size;
+    }
+    for (int i = 0; i < W.nbl; i++) {
+      off = align_up(off, BM_PKG_WEIGHT_ALIGN);
+      W.bl[i].offset = off;
+      off += W.bl[i].stored_size;
     }
     W.code_offset = align_up(off, BM_PKG_WEIGHT_ALIGN);
     W.file_size = W.code_offset + code->size;
@@ -668,5 +744,7 @@ bm_status bm_package_write(const char *path, const bm_module *m, const bm_object
   free(W.w);
   free(W.map);
   free(W.st);
+  for (int i = 0; i < W.nbl; i++) free(W.bl[i].packed);
+  free(W.bl);
   return s;
 }

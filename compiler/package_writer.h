@@ -14,6 +14,14 @@
 
 #include "../codegen/codegen.h"
 
+/* A file embedded in the package (manifest "blobs"), e.g. a tokenizer file
+ * named "tokenizer/tokenizer.json". Read back with bm_package_blob(). */
+typedef struct bm_embedded_file {
+  const char *name;             /* unique, non-empty */
+  const void *data;
+  size_t size;
+} bm_embedded_file;
+
 typedef struct bm_package_meta {
   const char *model;            /* model name */
   const char *compiler_version;
@@ -24,6 +32,10 @@ typedef struct bm_package_meta {
   /* Extra JSON object text stored verbatim as manifest["extra"] (tokenizer,
    * sampler config, ... for later model families); may be NULL. */
   const char *extra_json;
+  /* Embedded files, written after the weights (zstd-compressed with
+   * `compress` where it helps); may be NULL / 0. */
+  const bm_embedded_file *blobs;
+  int nblobs;
 } bm_package_meta;
 
 bm_status bm_package_write(const char *path, const bm_module *m, const bm_object *code,

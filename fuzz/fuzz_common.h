@@ -36,10 +36,32 @@ char *bm_fuzz_read(const char *path, size_t *size);
 
 /* The contract for a failed call: a known code other than OK and INTERNAL
  * (an INTERNAL error on bad input is a bug too) and a message. Frees s.
- * Aborts (so libFuzzer records the input) if the contract is broken. */
+ * Aborts (so libFuzzer records the input) if the contract is broken.
+ * With BM_FUZZ_VERBOSE set in the environment it prints every error (to
+ * check that seeds get past the loaders). */
 void bm_fuzz_check_status(bm_status s, const char *what);
 
 /* A copy of data with a NUL appended (for text parsers); free() it. */
 char *bm_fuzz_strndup(const uint8_t *data, size_t size);
 
 #endif
+
+/* ------------------------------------------------------------ tokenizers */
+
+typedef struct bm_tokenizer bm_tokenizer;
+
+/* Encodes text with `flags`, checks the ids are in range, decodes them
+ * (with and without BM_TOK_SKIP_SPECIAL) and checks that the streaming
+ * detokenizer gives exactly the same bytes as bm_tokenizer_decode. */
+void bm_fuzz_exercise_tokenizer(const bm_tokenizer *tok, const char *text, size_t len, uint32_t flags);
+
+/* Decodes valid ids with bm_tokenizer_decode_alloc and with the streaming
+ * detokenizer (aborts unless both succeed with the same bytes). */
+void bm_fuzz_check_decode(const bm_tokenizer *tok, const int32_t *ids, size_t n, uint32_t flags);
+
+/* Loads a tokenizer from memory with the status contract; NULL on error. */
+bm_tokenizer *bm_fuzz_load_tokenizer(int format, const uint8_t *data, size_t size, const uint8_t *data2,
+                                     size_t size2);
+
+/* Text that the tokenizer targets encode after a successful load. */
+extern const char bm_fuzz_sample_text[];

@@ -63,7 +63,14 @@ static bm_node *deepseek_layer(bm_llm *L, bm_node *x, int l) {
   snprintf(name, sizeof name, P "self_attn.kv_b_proj.weight", l);
   bm_llm_split_kv_b(L, name, &a.w_uk, &a.w_uv);
   a.wo = bm_llm_w(L, 2, (int64_t[]){D, H * c->v_head_dim}, P "self_attn.o_proj.weight", l);
-  a.scale = (float)(1.0 / sqrt((double)qk));
+  /* softmax scale qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2
+   * under yarn rope scaling (as DeepSeek's reference code) */
+  double scale = 1.0 / sqrt((double)qk);
+  if (!strcmp(c->rope_type, "yarn") && c->rope_mscale_all_dim > 0) {
+    double ms = bm_llm_yarn_mscale(c->rope_factor, c->rope_mscale_all_dim);
+    scale *= ms * ms;
+  }
+  a.scale = (float)scale;
 
   bm_node *h = bm_llm_norm(L, x, D, P "input_layernorm.weight", l);
   x = bm_add(g, x, bm_llm_mla_attention(L, h, l, &a));

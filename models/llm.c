@@ -268,7 +268,14 @@ static bm_node *swap_sh(bm_llm *L, bm_node *x) {
 /* Rotates the first rope_dim channels of x (B, S, H, D). */
 static bm_node *rope(bm_llm *L, bm_node *x) {
   bm_node *r = bm_rope(L->g, x, L->positions, L->freqs, L->arch->rope_mode);
-  if (L->rope_scale != 1.0f) r = bm_mul(L->g, r, bm_scalar(L->g, L->rope_scale));
+  if (r && L->rope_scale != 1.0f) { /* yarn: cos and sin carry the attention factor */
+    if (r->shape[3].add != 2 * L->freqs->shape[0].add) {
+      bm_graph_fail(L->g, bm_status_make(BM_ERR_UNSUPPORTED,
+                                         "yarn rope scaling with a partial rotary dimension"));
+      return NULL;
+    }
+    r = bm_mul(L->g, r, bm_scalar(L->g, L->rope_scale));
+  }
   return r;
 }
 
@@ -451,6 +458,11 @@ bm_node *bm_llm_moe_block(bm_llm *L, bm_node *x, const bm_llm_moe *m) {
 
 /* ------------------------------------------------------------------ rope tables */
 
+double bm_llm_yarn_mscale(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * log(factor) + 1.0;
+}
+#define yarn_mscale bm_llm_yarn_mscale
+
 /* Inverse frequencies (dim / 2) of the config's rope type, as transformers
  * computes them (f32 exponent and power, then the type's adjustment). */
 static bm_status rope_freqs(const bm_hf_config *c, int64_t dim, float *out, float *scale) {
@@ -481,8 +493,32 @@ static bm_status rope_freqs(const bm_hf_config *c, int64_t dim, float *out, floa
     }
     return NULL;
   }
+  if (!strcmp(c->rope_type, "yarn")) {
+    /* transformers' _compute_yarn_parameters: blend interpolated (1/factor)
+     * and extrapolated frequencies over a linear ramp between the
+     * correction dims of beta_fast and beta_slow rotations; the rotated
+     * values are scaled by the attention factor */
+    double factor = c->rope_factor, base = c->rope_theta, d = (double)dim;
+    double omp = (double)c->rope_orig_max_pos;
+    double lo = floor(d * log(omp / (c->rope_beta_fast * 2 * M_PI)) / (2 * log(base)));
+    double hi = ceil(d * log(omp / (c->rope_beta_slow * 2 * M_PI)) / (2 * log(base)));
+    if (lo < 0) lo = 0;
+    if (hi > d - 1) hi = d - 1;
+    if (lo == hi) hi += 0.001;
+    for (int64_t i = 0; i < half; i++) {
+      float ramp = (float)(((double)i - lo) / (hi - lo));
+      ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+      float extra = 1.0f - ramp; /* weight of the extrapolated (unscaled) frequency */
+      float inv = out[i], interp = inv / (float)factor;
+      out[i] = interp * (1.0f - extra) + inv * extra;
+    }
+    double ms = c->rope_mscale, msa = c->rope_mscale_all_dim;
+    double af = ms > 0 && msa > 0 ? yarn_mscale(factor, ms) / yarn_mscale(factor, msa) : yarn_mscale(factor, 1.0);
+    *scale = (float)af;
+    return NULL;
+  }
   return bm_status_make(BM_ERR_UNSUPPORTED,
-                        "rope_type '%s' is not supported (supported: default, linear, llama3)",
+                        "rope_type '%s' is not supported (supported: default, linear, llama3, yarn)",
                         c->rope_type);
 }
 

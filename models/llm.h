@@ -138,6 +138,9 @@ typedef struct bm_llm_moe {
 } bm_llm_moe;
 bm_node *bm_llm_moe_block(bm_llm *L, bm_node *x, const bm_llm_moe *m);
 
+/* YaRN's magnitude scale: 0.1 * mscale * ln(factor) + 1 (1 if factor <= 1). */
+double bm_llm_yarn_mscale(double factor, double mscale);
+
 /* The model-wide build: forward, prefill and decode for config c. */
 bm_status bm_llm_build(bm_module *m, bm_weight_source *src, const bm_model_options *o,
                        const bm_hf_config *c, const bm_llm_arch *arch);

@@ -9,10 +9,12 @@
 
 extern const bm_model_def bm_model_tiny;
 extern const bm_model_def bm_model_hf_llm;
+extern const bm_model_def bm_model_sd;
 
 const bm_model_def *const bm_models[] = {
     &bm_model_tiny,
     &bm_model_hf_llm,
+    &bm_model_sd,
 };
 const int bm_models_count = (int)(sizeof bm_models / sizeof bm_models[0]);
 

@@ -127,7 +127,9 @@ typedef struct bm_open_options {
  * BM_OPEN_SKIP_CHECKSUMS) the XXH3 of every weight and of the code. */
 bm_status bm_package_open(const char *path, const bm_open_options *opts,
                           bm_package **out);
-void bm_package_close(bm_package *pkg); /* NULL is fine */
+/* Releases the caller's reference (NULL is fine). Closing the same package
+ * twice is the caller's bug (undefined, like a double free). */
+void bm_package_close(bm_package *pkg);
 
 const char *bm_package_manifest_json(const bm_package *pkg); /* borrowed, NUL-terminated */
 const char *bm_package_model_name(const bm_package *pkg);
@@ -145,6 +147,14 @@ bm_status bm_function_input_info(const bm_package *pkg, int f, int i, bm_tensor_
 bm_status bm_function_output_info(const bm_package *pkg, int f, int i, bm_tensor_info *out);
 bm_status bm_function_find_input(const bm_package *pkg, int f, const char *name, int *i);
 
+/* Embedded files (manifest "blobs"; e.g. "tokenizer/tokenizer.json", see
+ * docs/package.md): the bytes are borrowed and valid while the package is
+ * open (checked against their XXH3 at open unless BM_OPEN_SKIP_CHECKSUMS).
+ * BM_ERR_NOT_FOUND if the package has no blob of that name. */
+bm_status bm_package_blob(const bm_package *pkg, const char *name, const void **data, size_t *size);
+int bm_package_blob_count(const bm_package *pkg);
+const char *bm_package_blob_name(const bm_package *pkg, int i); /* NULL if out of range */
+
 /* ---------------------------------------------------------------- session */
 
 typedef struct bm_session bm_session;
@@ -155,7 +165,11 @@ typedef struct bm_session_options {
 } bm_session_options;
 
 /* Allocates the planned arena, per-thread scratch and the thread pool once.
- * Nothing is allocated per run. The package must outlive the session. */
+ * Nothing is allocated per run. The session holds a reference to the
+ * package: bm_package_close may come first, and the package is freed with
+ * its last session (the caller must not use the pkg pointer after closing
+ * it). A session needing more than the machine's RAM + swap fails with
+ * BM_ERR_OUT_OF_MEMORY before allocating. */
 bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts,
                             bm_session **out);
 void bm_session_destroy(bm_session *s); /* NULL is fine */

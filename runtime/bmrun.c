@@ -1,6 +1,7 @@
 /* bmrun.c - the generic tensor runner: opens a .bmpk package, sets a function's
  * inputs from .npy/.safetensors files or deterministic random values, runs it,
- * times it, and writes/prints its outputs. Links only libbmrt (no compiler). */
+ * times it, and writes/prints its outputs; and, for causal LM packages, the
+ * `generate` and `chat` subcommands (runtime/llm.h). Links only libbmrt. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -11,7 +12,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <unistd.h>
+
 #include "bm_runtime.h"
+#include "chat_template.h"
+#include "llm.h"
 #include "npy.h"
 #include "safetensors.h"
 
@@ -19,6 +24,7 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: bmrun FILE.bmpk [options]\n"
+    "       bmrun FILE.bmpk generate|chat [options]   (LLMs; see bmrun FILE generate --help)\n"
     "\n"
     "Runs one function of a bm package on inputs read from files or made up.\n"
     "\n"
@@ -38,6 +44,8 @@ static const char usage_text[] =
     "  --repeat N              run N times and report the first and the mean time\n"
     "  --profile               print per-kernel times of the last run, grouped by op\n"
     "  --no-verify             skip the weight and code checksums when opening\n"
+    "  --allow-hash HEX        open the package only if its whole-file XXH3-64 (as\n"
+    "                          `bmc inspect` prints it) is HEX; repeat to allow several\n"
     "  --list                  print the functions with their inputs and outputs\n"
     "  --help                  print this help\n"
     "\n"
@@ -85,6 +93,8 @@ typedef struct options {
   int threads;
   int repeat;
   int profile, no_verify, list, help;
+  uint64_t allow[64];  /* --allow-hash: bm_open_options.allowed_hashes */
+  int n_allow;
 } options;
 
 static void free_options(options *o) {
@@ -187,7 +197,7 @@ static int parse_args(int argc, char **argv, options *o) {
       continue;
     }
     static const char *const valued[] = {"--function", "--input", "--random-inputs",
-                                         "--output", "--threads", "--repeat"};
+                                         "--output", "--threads", "--repeat", "--allow-hash"};
     int known = 0;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
       if (strcmp(opt, valued[k]) == 0) known = 1;
@@ -220,6 +230,13 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (!strcmp(opt, "--repeat")) {
       if (!parse_positive(val, 1000000, &o->repeat))
         return usage_error("--repeat: '%s' is not a positive integer", val);
+    } else if (!strcmp(opt, "--allow-hash")) {
+      const char *h = val;
+      if (h[0] == '0' && (h[1] == 'x' || h[1] == 'X')) h += 2;
+      size_t len = strspn(h, "0123456789abcdefABCDEF");
+      if (len == 0 || len > 16 || h[len]) return usage_error("--allow-hash: '%s' is not a 64-bit hex hash", val);
+      if (o->n_allow == 64) return usage_error("--allow-hash: at most 64 hashes");
+      o->allow[o->n_allow++] = strtoull(h, NULL, 16);
     }
   }
   if (o->help) return -1;
@@ -761,7 +778,8 @@ static int run(const options *o) {
   loaded *ins = NULL;
   int rc = EXIT_OK, nin = 0, nout = 0;
   bm_status s = NULL;
-  bm_open_options oo = {.flags = o->no_verify ? BM_OPEN_SKIP_CHECKSUMS : 0};
+  bm_open_options oo = {.flags = o->no_verify ? BM_OPEN_SKIP_CHECKSUMS : 0,
+                       .allowed_hashes = o->allow, .n_allowed_hashes = (size_t)o->n_allow};
 
   s = bm_package_open(o->file, &oo, &pkg);
   if (s) return runtime_error(s);
@@ -918,7 +936,534 @@ done:
   return rc;
 }
 
+/* ------------------------------------------------------------ generate / chat */
+
+static const char gen_usage_text[] =
+    "usage: bmrun FILE.bmpk generate -p PROMPT [options]\n"
+    "       bmrun FILE.bmpk generate --batch-prompts FILE [options]\n"
+    "       bmrun FILE.bmpk chat [options]\n"
+    "\n"
+    "Text generation with a compiled causal LM package (bmc compile --model FOLDER).\n"
+    "generate streams the continuation of the prompt to stdout; chat reads user\n"
+    "messages from stdin, one per line, and answers each with the model's chat\n"
+    "template, keeping the conversation in the KV cache (/reset starts over,\n"
+    "/exit or end of input quits). Prefill and decode speeds go to stderr.\n"
+    "\n"
+    "options:\n"
+    "  -p, --prompt TEXT        the prompt (generate)\n"
+    "  --batch-prompts FILE     one prompt per line (blank lines skipped), generated\n"
+    "                           as one batch of up to max_batch rows at a time\n"
+    "  --ids LIST               the prompt as token ids, e.g. 1,450,4996 (generate;\n"
+    "                           prints ids: for packages without a tokenizer)\n"
+    "  -n, --n-predict N        tokens to generate per prompt or reply (default 128;\n"
+    "                           -1: until end of text or a full context)\n"
+    "  --temp T                 temperature (default 0.8; 0 = greedy)\n"
+    "  --top-k N                keep the N most likely tokens (default 40; 0 = off)\n"
+    "  --top-p P                nucleus sampling (default 0.95; 1 = off)\n"
+    "  --min-p P                drop tokens below P x the top probability (default 0.05; 0 = off)\n"
+    "  --repeat-penalty F       penalty of recent tokens (default 1.0 = off)\n"
+    "  --repeat-last-n N        tokens the penalty looks back at (default 64; -1 = all)\n"
+    "  --seed N                 sampling seed (default: from the clock, printed)\n"
+    "  --no-bos                 do not prepend BOS to the prompt (generate)\n"
+    "  --ignore-eos             keep generating after end-of-text tokens\n"
+    "  --system TEXT            system message (chat)\n"
+    "  --template NAME          chat format: llama3, llama2, mistral, chatml, gemma, phi3\n"
+    "                           (default: the package's)\n"
+    "  --threads N              worker threads (default: all CPUs)\n"
+    "  --no-verify              skip the weight and code checksums when opening\n"
+    "  --help                   print this help\n"
+    "\n"
+    "Sampling applies the repetition penalty, then temperature, top-k, top-p and\n"
+    "min-p (docs/llm.md). Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
+
+typedef struct gen_options {
+  const char *file;
+  int chat;
+  const char *prompt, *batch_file, *ids, *system, *tmpl;
+  int n_predict;
+  bm_sample_params sp;
+  int have_seed;
+  int threads, no_verify, no_bos, ignore_eos;
+} gen_options;
+
+static int parse_int_range(const char *s, long lo, long hi, int *out) {
+  if (!s || !*s) return 0;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < lo || v > hi) return 0;
+  *out = (int)v;
+  return 1;
+}
+
+static int parse_float_range(const char *s, double lo, double hi, float *out) {
+  if (!s || !*s) return 0;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || *end || !(v >= lo && v <= hi)) return 0;
+  *out = (float)v;
+  return 1;
+}
+
+/* Returns -1 to continue, or an exit code. */
+static int parse_gen_args(int argc, char **argv, gen_options *o) {
+  memset(o, 0, sizeof *o);
+  o->file = argv[1];
+  o->chat = !strcmp(argv[2], "chat");
+  o->n_predict = 128;
+  o->sp = bm_sample_params_default();
+  for (int i = 3; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(gen_usage_text, stdout);
+      return EXIT_OK;
+    }
+    if (!strcmp(a, "--no-verify")) { o->no_verify = 1; continue; }
+    if (!strcmp(a, "--no-bos")) { o->no_bos = 1; continue; }
+    if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = 1; continue; }
+    static const char *const valued[] = {"-p", "--prompt", "--batch-prompts", "--ids", "-n", "--n-predict",
+                                         "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+                                         "--repeat-last-n", "--seed", "--system", "--template", "--threads"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
+    if (!known) return usage_error("%s: unknown option '%s'", argv[2], a);
+    if (i + 1 >= argc) return usage_error("option '%s' needs a value", a);
+    const char *v = argv[++i];
+    if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
+    else if (!strcmp(a, "--batch-prompts")) o->batch_file = v;
+    else if (!strcmp(a, "--ids")) o->ids = v;
+    else if (!strcmp(a, "--system")) o->system = v;
+    else if (!strcmp(a, "--template")) {
+      if (bm_chat_kind_from_name(v) == BM_CHAT_NONE)
+        return usage_error("--template: '%s' is not llama3, llama2, mistral, chatml, gemma or phi3", v);
+      o->tmpl = v;
+    } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+      if (!parse_int_range(v, -1, 1 << 24, &o->n_predict) || o->n_predict == 0)
+        return usage_error("%s: '%s' is not a positive number of tokens (or -1)", a, v);
+    } else if (!strcmp(a, "--temp")) {
+      if (!parse_float_range(v, 0, 1e6, &o->sp.temperature)) return usage_error("--temp: '%s' is not a number >= 0", v);
+    } else if (!strcmp(a, "--top-k")) {
+      if (!parse_int_range(v, 0, 1 << 30, &o->sp.top_k)) return usage_error("--top-k: '%s' is not an integer >= 0", v);
+    } else if (!strcmp(a, "--top-p")) {
+      if (!parse_float_range(v, 1e-9, 1, &o->sp.top_p)) return usage_error("--top-p: '%s' is not in (0, 1]", v);
+    } else if (!strcmp(a, "--min-p")) {
+      if (!parse_float_range(v, 0, 1, &o->sp.min_p)) return usage_error("--min-p: '%s' is not in [0, 1]", v);
+    } else if (!strcmp(a, "--repeat-penalty")) {
+      if (!parse_float_range(v, 1e-6, 1e6, &o->sp.repeat_penalty))
+        return usage_error("--repeat-penalty: '%s' is not a positive number", v);
+    } else if (!strcmp(a, "--repeat-last-n")) {
+      if (!parse_int_range(v, -1, 1 << 30, &o->sp.repeat_last_n))
+        return usage_error("--repeat-last-n: '%s' is not an integer >= -1", v);
+    } else if (!strcmp(a, "--seed")) {
+      if (!parse_u64(v, &o->sp.seed)) return usage_error("--seed: '%s' is not a non-negative integer", v);
+      o->have_seed = 1;
+    } else if (!strcmp(a, "--threads")) {
+      if (!parse_positive(v, 4096, &o->threads)) return usage_error("--threads: '%s' is not a positive integer", v);
+    }
+  }
+  if (o->chat) {
+    if (o->prompt || o->batch_file || o->ids)
+      return usage_error("chat: -p, --batch-prompts and --ids are for generate (chat reads stdin)");
+  } else {
+    int given = !!o->prompt + !!o->batch_file + !!o->ids;
+    if (given == 0) return usage_error("generate: give a prompt with -p TEXT, --batch-prompts FILE or --ids LIST");
+    if (given > 1) return usage_error("generate: -p, --batch-prompts and --ids exclude each other");
+    if (o->system || o->tmpl) return usage_error("generate: --system and --template are for chat");
+  }
+  if (!o->have_seed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    o->sp.seed = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec;
+  }
+  return -1;
+}
+
+/* A growing string (the CLI may allocate; the driver does not). */
+typedef struct strbuf {
+  char *p;
+  size_t n, cap;
+} strbuf;
+
+static int sb_append(strbuf *b, const char *s, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + n + 1) cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (!q) return 0;
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = 0;
+  return 1;
+}
+
+typedef struct stream_ctx {
+  int stream;           /* write to stdout as tokens come */
+  int print_ids;        /* --ids: print token ids instead of text */
+  strbuf *rows;         /* per row text (batch mode, chat reply) */
+  int oom;
+} stream_ctx;
+
+static int on_token(void *user, int row, int32_t token, const char *text, size_t len) {
+  stream_ctx *c = user;
+  char idbuf[24];
+  if (c->print_ids) {
+    if (token < 0) return 0;
+    len = (size_t)snprintf(idbuf, sizeof idbuf, " %d", token);
+    text = idbuf;
+  }
+  if (c->stream) {
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+  }
+  if (c->rows && !sb_append(&c->rows[row], text, len)) c->oom = 1;
+  return 0;
+}
+
+static void report(const char *what, const bm_gen_result *r, int rows) {
+  double pt = r->prefill_seconds > 0 ? (double)r->prompt_tokens / r->prefill_seconds : 0;
+  double dt = r->decode_seconds > 0 ? (double)r->decode_tokens / r->decode_seconds : 0;
+  fprintf(stderr, "bmrun: %s: prefill %lld tokens", what, (long long)r->prompt_tokens);
+  if (r->reused_tokens) fprintf(stderr, " (+%lld cached)", (long long)r->reused_tokens);
+  fprintf(stderr, " in %.3f s (%.1f tokens/s); decode %lld tokens in %.3f s (%.1f tokens/s)", r->prefill_seconds,
+          pt, (long long)r->decode_tokens, r->decode_seconds, dt);
+  fprintf(stderr, "; stop:");
+  for (int i = 0; i < rows; i++) fprintf(stderr, " %s", bm_gen_stop_name(r->stop[i]));
+  fprintf(stderr, "\n");
+}
+
+/* "1,2, 3" -> ids */
+static int parse_ids(const char *s, int32_t **ids, size_t *n) {
+  size_t cap = strlen(s) / 2 + 2, k = 0;
+  int32_t *v = malloc(sizeof *v * cap);
+  if (!v) return 0;
+  const char *p = s;
+  while (*p) {
+    while (*p == ' ' || *p == ',') p++;
+    if (!*p) break;
+    char *end;
+    errno = 0;
+    long x = strtol(p, &end, 10);
+    if (end == p || errno || x < 0 || x > INT32_MAX || k >= cap) {
+      free(v);
+      return 0;
+    }
+    v[k++] = (int32_t)x;
+    p = end;
+    if (*p && *p != ',' && *p != ' ') {
+      free(v);
+      return 0;
+    }
+  }
+  if (!k) {
+    free(v);
+    return 0;
+  }
+  *ids = v;
+  *n = k;
+  return 1;
+}
+
+/* Reads the non-blank lines of a file (malloc'd strings). */
+static bm_status read_lines(const char *path, char ***lines, int *n) {
+  *lines = NULL;
+  *n = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return bm_status_make(BM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  int count = 0, lcap = 0;
+  char **v = NULL;
+  bm_status s = NULL;
+  while ((len = getline(&line, &cap, f)) >= 0) {
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+    int blank = 1;
+    for (ssize_t i = 0; i < len; i++) blank &= line[i] == ' ' || line[i] == '\t';
+    if (blank) continue;
+    if (count == lcap) {
+      lcap = lcap ? 2 * lcap : 16;
+      char **nv = realloc(v, sizeof *nv * (size_t)lcap);
+      if (!nv) { s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s", path); break; }
+      v = nv;
+    }
+    if (!(v[count] = strdup(line))) { s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s", path); break; }
+    count++;
+  }
+  free(line);
+  fclose(f);
+  if (!s && count == 0) s = bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s holds no prompts (no non-blank line)", path);
+  if (s) {
+    for (int i = 0; i < count; i++) free(v[i]);
+    free(v);
+    return s;
+  }
+  *lines = v;
+  *n = count;
+  return NULL;
+}
+
+static int cmd_generate(const gen_options *o, bm_gen *g) {
+  const bm_gen_info *in = bm_gen_get_info(g);
+  const bm_tokenizer *tok = bm_gen_tokenizer(g);
+  if (!o->ids && !tok) {
+    fprintf(stderr, "bmrun: error: %s embeds no tokenizer: give the prompt as token ids with --ids, or "
+                    "recompile with bmc compile --tokenizer PATH\n", o->file);
+    return EXIT_RUNTIME;
+  }
+  char **lines = NULL;
+  int nlines = 0, rc = EXIT_OK;
+  bm_status s = NULL;
+  if (o->batch_file) {
+    if ((s = read_lines(o->batch_file, &lines, &nlines))) return runtime_error(s);
+  } else {
+    lines = malloc(sizeof *lines);
+    if (!lines || !(lines[0] = strdup(o->ids ? o->ids : o->prompt))) {
+      free(lines);
+      return runtime_error(bm_status_make(BM_ERR_OUT_OF_MEMORY, "prompt"));
+    }
+    nlines = 1;
+  }
+  int32_t **ids = calloc((size_t)nlines, sizeof *ids);
+  size_t *lens = calloc((size_t)nlines, sizeof *lens);
+  strbuf *texts = calloc((size_t)nlines, sizeof *texts);
+  if (!ids || !lens || !texts) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "prompts");
+  uint32_t flags = BM_TOK_PARSE_SPECIAL | (o->no_bos ? 0 : BM_TOK_ADD_BOS);
+  for (int i = 0; i < nlines && !s; i++) {
+    if (o->ids) {
+      if (!parse_ids(lines[i], &ids[i], &lens[i])) {
+        rc = usage_error("--ids: '%s' is not a comma-separated list of token ids", lines[i]);
+        goto done;
+      }
+    } else {
+      s = bm_tokenizer_encode_alloc(tok, lines[i], strlen(lines[i]), flags, &ids[i], &lens[i]);
+      if (s) s = bm_status_wrap(s, "encoding prompt %d", i + 1);
+    }
+  }
+  stream_ctx sc = {.stream = nlines == 1, .print_ids = o->ids != NULL, .rows = NULL};
+  for (int first = 0; first < nlines && !s; first += in->max_batch) {
+    int rows = nlines - first < in->max_batch ? nlines - first : in->max_batch;
+    bm_gen_request rq = bm_gen_request_default();
+    rq.n_rows = rows;
+    rq.prompts = (const int32_t *const *)ids + first;
+    rq.prompt_lens = lens + first;
+    rq.max_new_tokens = o->n_predict;
+    rq.sample = o->sp;
+    rq.ignore_eos = o->ignore_eos;
+    rq.on_token = on_token;
+    sc.rows = texts + first;
+    rq.user = &sc;
+    bm_gen_result res;
+    s = bm_gen_generate(g, &rq, &res);
+    if (s) break;
+    if (sc.oom) {
+      s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "generated text");
+      break;
+    }
+    if (sc.stream) {
+      fputc('\n', stdout);
+    } else {
+      for (int r = 0; r < rows; r++)
+        printf("--- prompt %d ---\n%s\n", first + r + 1, texts[first + r].p ? texts[first + r].p : "");
+    }
+    fflush(stdout);
+    char what[64];
+    snprintf(what, sizeof what, nlines == 1 ? "generate" : "prompts %d-%d", first + 1, first + rows);
+    report(what, &res, rows);
+  }
+  if (s) rc = runtime_error(s);
+done:
+  for (int i = 0; i < nlines; i++) {
+    free(lines[i]);
+    if (ids) free(ids[i]);
+    if (texts) free(texts[i].p);
+  }
+  free(lines);
+  free(ids);
+  free(lens);
+  free(texts);
+  return rc;
+}
+
+/* The conversation of a chat (strings owned). */
+typedef struct convo {
+  bm_chat_msg *m;
+  int n, cap;
+} convo;
+
+static int convo_add(convo *c, const char *role, const char *text) {
+  if (c->n == c->cap) {
+    int cap = c->cap ? 2 * c->cap : 16;
+    bm_chat_msg *nm = realloc(c->m, sizeof *nm * (size_t)cap);
+    if (!nm) return 0;
+    c->m = nm;
+    c->cap = cap;
+  }
+  char *t = strdup(text);
+  if (!t) return 0;
+  c->m[c->n++] = (bm_chat_msg){role, t};
+  return 1;
+}
+
+/* Removes messages [i, i + k). */
+static void convo_drop(convo *c, int i, int k) {
+  for (int j = i; j < i + k; j++) free((char *)c->m[j].content);
+  memmove(c->m + i, c->m + i + k, sizeof *c->m * (size_t)(c->n - i - k));
+  c->n -= k;
+}
+
+static void convo_clear(convo *c, int keep) {
+  convo_drop(c, keep, c->n - keep);
+}
+
+static int cmd_chat(const gen_options *o, bm_gen *g) {
+  const bm_gen_info *in = bm_gen_get_info(g);
+  const bm_tokenizer *tok = bm_gen_tokenizer(g);
+  if (!tok) {
+    fprintf(stderr, "bmrun: error: %s embeds no tokenizer (recompile with bmc compile --tokenizer PATH)\n", o->file);
+    return EXIT_RUNTIME;
+  }
+  bm_chat_kind kind = o->tmpl ? bm_chat_kind_from_name(o->tmpl) : in->chat;
+  if (kind == BM_CHAT_NONE) {
+    fprintf(stderr, "bmrun: error: %s records no chat template: pick one with --template "
+                    "(llama3, llama2, mistral, chatml, gemma, phi3)\n", o->file);
+    return EXIT_RUNTIME;
+  }
+  /* the end-of-turn token of the template, besides eos */
+  static const char *const turn_end[] = {"<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "</s>"};
+  int32_t stops[8];
+  int nstops = 0;
+  for (size_t i = 0; i < sizeof turn_end / sizeof *turn_end; i++) {
+    int32_t id = bm_tokenizer_find(tok, turn_end[i], strlen(turn_end[i]));
+    if (id >= 0 && bm_tokenizer_is_special(tok, id)) stops[nstops++] = id;
+  }
+  convo c = {0};
+  int keep = 0, rc = EXIT_OK;
+  if (o->system) {
+    if (!convo_add(&c, "system", o->system)) return runtime_error(bm_status_make(BM_ERR_OUT_OF_MEMORY, "chat"));
+    keep = 1;
+  }
+  int tty = isatty(0);
+  char *line = NULL;
+  size_t lcap = 0;
+  strbuf reply = {0};
+  for (;;) {
+    if (tty) {
+      fputs("> ", stderr);
+      fflush(stderr);
+    }
+    ssize_t len = getline(&line, &lcap, stdin);
+    if (len < 0) break;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+    if (len == 0) continue;
+    if (line[0] == '/') {
+      if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+      if (!strcmp(line, "/reset")) {
+        convo_clear(&c, keep);
+        bm_gen_reset(g);
+        fprintf(stderr, "bmrun: conversation reset\n");
+        continue;
+      }
+      fprintf(stderr, "bmrun: unknown command '%s' (/reset, /exit)\n", line);
+      continue;
+    }
+    if (!convo_add(&c, "user", line)) {
+      rc = runtime_error(bm_status_make(BM_ERR_OUT_OF_MEMORY, "chat"));
+      break;
+    }
+    /* Render and encode; drop the oldest exchanges while it does not fit
+     * (leaving room for at least one new token). */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bm_status s = NULL;
+    for (;;) {
+      char *text = NULL;
+      s = bm_chat_format(kind, c.m, c.n, true, &text);
+      if (!s) s = bm_tokenizer_encode_alloc(tok, text, strlen(text), BM_TOK_PARSE_SPECIAL, &ids, &n);
+      free(text);
+      if (s || n < (size_t)in->max_ctx) break;
+      free(ids);
+      ids = NULL;
+      if (c.n - keep < 3) {
+        s = bm_status_make(BM_ERR_INVALID_ARGUMENT, "the message is %zu tokens with the template; the context "
+                                                    "holds %d", n, in->max_ctx);
+        break;
+      }
+      convo_drop(&c, keep, 2); /* the oldest user message and its answer */
+      fprintf(stderr, "bmrun: context full: dropped the oldest exchange\n");
+    }
+    if (s) {
+      fprintf(stderr, "bmrun: error: %s\n", bm_status_message(s));
+      bm_status_free(s);
+      convo_drop(&c, c.n - 1, 1);
+      continue;
+    }
+    reply.n = 0;
+    if (reply.p) reply.p[0] = 0;
+    stream_ctx sc = {.stream = 1, .rows = &reply};
+    bm_gen_request rq = bm_gen_request_default();
+    rq.n_rows = 1;
+    const int32_t *pp[1] = {ids};
+    rq.prompts = pp;
+    rq.prompt_lens = &n;
+    rq.max_new_tokens = o->n_predict;
+    rq.sample = o->sp;
+    rq.reuse_cache = true;
+    rq.ignore_eos = o->ignore_eos;
+    rq.stop_ids = o->ignore_eos ? NULL : stops;
+    rq.n_stop_ids = o->ignore_eos ? 0 : nstops;
+    rq.on_token = on_token;
+    rq.user = &sc;
+    bm_gen_result res;
+    s = bm_gen_generate(g, &rq, &res);
+    free(ids);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (s) {
+      rc = runtime_error(s);
+      break;
+    }
+    report("chat", &res, 1);
+    if (sc.oom || !convo_add(&c, "assistant", reply.p ? reply.p : "")) {
+      rc = runtime_error(bm_status_make(BM_ERR_OUT_OF_MEMORY, "chat"));
+      break;
+    }
+  }
+  free(line);
+  free(reply.p);
+  convo_clear(&c, 0);
+  free(c.m);
+  return rc;
+}
+
+static int gen_main(int argc, char **argv) {
+  gen_options o;
+  int rc = parse_gen_args(argc, argv, &o);
+  if (rc >= 0) return rc;
+  if (!o.have_seed && (o.sp.temperature > 0)) fprintf(stderr, "bmrun: seed %llu\n", (unsigned long long)o.sp.seed);
+  bm_open_options oo = {.flags = o.no_verify ? BM_OPEN_SKIP_CHECKSUMS : 0};
+  bm_package *pkg = NULL;
+  bm_status s = bm_package_open(o.file, &oo, &pkg);
+  if (s) return runtime_error(s);
+  bm_gen *g = NULL;
+  bm_gen_options go = {.threads = o.threads};
+  s = bm_gen_open(pkg, &go, &g);
+  if (s) {
+    bm_package_close(pkg);
+    return runtime_error(s);
+  }
+  rc = o.chat ? cmd_chat(&o, g) : cmd_generate(&o, g);
+  bm_gen_close(g);
+  bm_package_close(pkg);
+  return rc;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 3 && argv[1][0] != '-' && (!strcmp(argv[2], "generate") || !strcmp(argv[2], "chat")))
+    return gen_main(argc, argv);
   options o;
   int rc = parse_args(argc, argv, &o);
   if (rc < 0 && o.help) {

@@ -131,6 +131,18 @@ typedef struct bm_rt_weight {
   void *owned;                        /* decompressed copy (malloc'd) */
 } bm_rt_weight;
 
+/* An embedded file (manifest "blobs": the tokenizer files, ...). */
+typedef struct bm_rt_blob {
+  const char *name;
+  uint64_t offset, size, stored_size; /* file offset; bytes; bytes in the file */
+  int zstd;
+  uint64_t xxh3;                      /* of the uncompressed bytes */
+  const void *data;                   /* into the map, or `owned` */
+  void *owned;                        /* decompressed copy (malloc'd) */
+} bm_rt_blob;
+
+#define BM_PKG_MAX_BLOBS 4096
+
 struct bm_package {
   const uint8_t *map;
   size_t map_size;
@@ -146,6 +158,9 @@ struct bm_package {
   uint64_t state_bytes;   /* sum of the states' 64-byte-rounded sizes */
   bm_rt_function *functions;
   bm_elf_image *code;
+  int nblobs;
+  bm_rt_blob *blobs;
+  int refs;               /* 1 for the caller until bm_package_close, + 1 per live session */
 };
 
 /* Fills info for tensor t of fn with dims evaluated at syms (package.c). */
@@ -159,6 +174,9 @@ bool bm_cpu_arch_matches(const char *triple);
 const char *bm_cpu_host_arch(void);
 /* 1: supported, 0: missing, -1: a feature name this runtime does not know. */
 int bm_cpu_has_feature(const char *name);
+/* Test hook: report the comma-separated features `names` as missing (as on
+ * an older CPU); NULL or "" clears it. x86-64 only; not thread-safe. */
+void bm_cpu_test_mask(const char *names);
 
 /* ------------------------------------------------------------------ thread pool */
 

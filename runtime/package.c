@@ -19,6 +19,9 @@
 #include "internal.h"
 
 #define CORRUPT(...) bm_status_make(BM_ERR_CORRUPT, __VA_ARGS__)
+/* A zstd block holds at most 128 KiB and takes at least 4 bytes (an RLE
+ * block), so a frame can never expand more than 32768 times. */
+#define BM_ZSTD_MAX_RATIO 32768u
 
 /* ------------------------------------------------------------------ JSON field readers */
 
@@ -255,6 +258,48 @@ static bm_status parse_states(bm_package *pkg, const cJSON *root) {
   return NULL;
 }
 
+/* "blobs": [{name, offset, size, stored_size, compression, xxh3}]
+ * (optional: absent = none): embedded files such as the tokenizer. */
+static bm_status parse_blobs(bm_package *pkg, const cJSON *root) {
+  if (!field(root, "blobs")) return NULL;
+  const cJSON *arr;
+  int n;
+  BM_RETURN_IF_ERROR(get_array(root, "blobs", BM_PKG_MAX_BLOBS, &arr, &n, "manifest"));
+  pkg->blobs = calloc((size_t)n + 1, sizeof *pkg->blobs);
+  if (!pkg->blobs) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%d blobs", n);
+  pkg->nblobs = n;
+  char p[64];
+  for (int i = 0; i < n; i++) {
+    const cJSON *o = cJSON_GetArrayItem(arr, i);
+    bm_rt_blob *b = &pkg->blobs[i];
+    snprintf(p, sizeof p, "blobs[%d]", i);
+    if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", p);
+    const char *comp;
+    BM_RETURN_IF_ERROR(get_str(o, "name", &b->name, p));
+    if (!b->name[0]) return CORRUPT("manifest: %s.name: empty", p);
+    for (int j = 0; j < i; j++)
+      if (!strcmp(pkg->blobs[j].name, b->name)) return CORRUPT("manifest: two blobs are named '%s'", b->name);
+    BM_RETURN_IF_ERROR(get_u64(o, "offset", pkg->map_size, &b->offset, p));
+    BM_RETURN_IF_ERROR(get_u64(o, "size", 1ull << 40, &b->size, p));
+    BM_RETURN_IF_ERROR(get_u64(o, "stored_size", pkg->map_size - b->offset, &b->stored_size, p));
+    BM_RETURN_IF_ERROR(get_str(o, "compression", &comp, p));
+    BM_RETURN_IF_ERROR(get_hash(o, "xxh3", &b->xxh3, p));
+    if (b->offset % BM_PKG_WEIGHT_ALIGN)
+      return CORRUPT("manifest: blob '%s': offset %" PRIu64 " is not 64-byte aligned", b->name, b->offset);
+    if (!strcmp(comp, "none")) {
+      if (b->stored_size != b->size)
+        return CORRUPT("manifest: blob '%s': stored_size %" PRIu64 " != size %" PRIu64 " for an uncompressed blob",
+                       b->name, b->stored_size, b->size);
+    } else if (!strcmp(comp, "zstd")) {
+      b->zstd = 1;
+      if (b->stored_size == 0) return CORRUPT("manifest: blob '%s': empty zstd data", b->name);
+    } else {
+      return CORRUPT("manifest: blob '%s': unknown compression '%s'", b->name, comp);
+    }
+  }
+  return NULL;
+}
+
 static bm_status parse_syms(const cJSON *fo, bm_rt_function *fn, const char *p) {
   const cJSON *arr;
   int n;
@@ -442,12 +487,17 @@ static bm_status check_target(const cJSON *root, const char **code_format) {
 
 /* ------------------------------------------------------------------ open */
 
+/* Drops one reference (the caller's, or a session's); the last one frees
+ * the package, so a session keeps its package alive after bm_package_close. */
 void bm_package_close(bm_package *pkg) {
   if (!pkg) return;
+  if (__atomic_sub_fetch(&pkg->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   bm_elf_unload(pkg->code);
   for (int i = 0; i < pkg->nweights; i++) free(pkg->weights[i].owned);
   free(pkg->weights);
   free(pkg->states);
+  for (int i = 0; i < pkg->nblobs; i++) free(pkg->blobs[i].owned);
+  free(pkg->blobs);
   for (int i = 0; i < pkg->nfunctions; i++) {
     bm_rt_function *fn = &pkg->functions[i];
     for (int k = 0; k < fn->nkernels; k++) free(fn->kernels[k].args);
@@ -473,6 +523,13 @@ static bm_status truncated(const bm_package *pkg, uint64_t want, uint64_t mo, ui
     const cJSON *w, *code = field(j, "code"), *o = field(code, "offset"), *sz = field(code, "size");
     if (cJSON_IsNumber(o) && cJSON_IsNumber(sz) && o->valuedouble + sz->valuedouble > (double)have)
       snprintf(what, sizeof what, "the code section");
+    cJSON_ArrayForEach(w, field(j, "blobs")) {
+      const cJSON *wo = field(w, "offset"), *ws = field(w, "stored_size"), *nm = field(w, "name");
+      if (cJSON_IsNumber(wo) && cJSON_IsNumber(ws) && wo->valuedouble + ws->valuedouble > (double)have) {
+        snprintf(what, sizeof what, "blob '%s' in the weight section", cJSON_IsString(nm) ? nm->valuestring : "?");
+        break;
+      }
+    }
     cJSON_ArrayForEach(w, field(j, "weights")) {
       const cJSON *wo = field(w, "offset"), *ws = field(w, "stored_size"), *nm = field(w, "name");
       if (cJSON_IsNumber(wo) && cJSON_IsNumber(ws) && wo->valuedouble + ws->valuedouble > (double)have) {
@@ -523,6 +580,9 @@ static bm_status load_weights(bm_package *pkg, bool verify) {
       unsigned long long fs = ZSTD_getFrameContentSize(src, w->stored_size);
       if (fs != w->size)
         return CORRUPT("weight '%s': zstd frame holds %llu bytes, manifest says %" PRIu64, w->name, fs, w->size);
+      if (w->size / BM_ZSTD_MAX_RATIO > w->stored_size) /* checked before we allocate for it */
+        return CORRUPT("weight '%s': %" PRIu64 " bytes of zstd data cannot hold %" PRIu64 " bytes", w->name,
+                       w->stored_size, w->size);
       w->owned = aligned_alloc(64, (w->size + 63) / 64 * 64 + 64); /* 64-aligned like mapped weights */
       if (!w->owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "weight '%s': %" PRIu64 " bytes", w->name, w->size);
       size_t r = ZSTD_decompress(w->owned, w->size, src, w->stored_size);
@@ -535,6 +595,29 @@ static bm_status load_weights(bm_package *pkg, bool verify) {
     }
     if (verify && XXH3_64bits(w->data, w->size) != w->xxh3)
       return CORRUPT("weight '%s' checksum mismatch (offset %" PRIu64 ")", w->name, w->offset);
+  }
+  return NULL;
+}
+
+static bm_status load_blobs(bm_package *pkg, bool verify) {
+  for (int i = 0; i < pkg->nblobs; i++) {
+    bm_rt_blob *b = &pkg->blobs[i];
+    const uint8_t *src = pkg->map + b->offset;
+    if (b->zstd) {
+      unsigned long long fs = ZSTD_getFrameContentSize(src, b->stored_size);
+      if (fs != b->size)
+        return CORRUPT("blob '%s': zstd frame holds %llu bytes, manifest says %" PRIu64, b->name, fs, b->size);
+      b->owned = malloc(b->size ? b->size : 1);
+      if (!b->owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "blob '%s': %" PRIu64 " bytes", b->name, b->size);
+      size_t r = ZSTD_decompress(b->owned, b->size, src, b->stored_size);
+      if (ZSTD_isError(r) || r != b->size)
+        return CORRUPT("blob '%s': zstd data is corrupt (%s)", b->name, ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short");
+      b->data = b->owned;
+    } else {
+      b->data = src;
+    }
+    if (verify && XXH3_64bits(b->data, b->size) != b->xxh3)
+      return CORRUPT("blob '%s' checksum mismatch (offset %" PRIu64 ")", b->name, b->offset);
   }
   return NULL;
 }
@@ -583,6 +666,7 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
 
   BM_RETURN_IF_ERROR(parse_weights(pkg, root));
   BM_RETURN_IF_ERROR(parse_states(pkg, root));
+  BM_RETURN_IF_ERROR(parse_blobs(pkg, root));
   BM_RETURN_IF_ERROR(parse_functions(pkg, root));
   BM_RETURN_IF_ERROR(check_target(root, &format));
 
@@ -590,6 +674,7 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
   if (verify && XXH3_64bits(pkg->map + code_off, code_size) != code_hash)
     return CORRUPT("code section checksum mismatch (offset %" PRIu64 ", %" PRIu64 " bytes)", code_off, code_size);
   BM_RETURN_IF_ERROR(load_weights(pkg, verify));
+  BM_RETURN_IF_ERROR(load_blobs(pkg, verify));
 
   if (code_size > 0) BM_RETURN_IF_ERROR(bm_elf_load(pkg->map + code_off, code_size, NULL, &pkg->code));
   for (int f = 0; f < pkg->nfunctions; f++) {
@@ -620,6 +705,7 @@ bm_status bm_package_open(const char *path, const bm_open_options *opts, bm_pack
     close(fd);
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "package");
   }
+  pkg->refs = 1;
   pkg->map_size = (size_t)st.st_size;
   if (pkg->map_size == 0) {
     close(fd);
@@ -762,4 +848,24 @@ bm_status bm_function_input_info(const bm_package *pkg, int f, int i, bm_tensor_
 
 bm_status bm_function_output_info(const bm_package *pkg, int f, int i, bm_tensor_info *out) {
   return tensor_info(pkg, f, i, false, out);
+}
+
+bm_status bm_package_blob(const bm_package *pkg, const char *name, const void **data, size_t *size) {
+  if (data) *data = NULL;
+  if (size) *size = 0;
+  if (!pkg || !name || !data || !size) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_package_blob: NULL argument");
+  for (int i = 0; i < pkg->nblobs; i++)
+    if (!strcmp(pkg->blobs[i].name, name)) {
+      *data = pkg->blobs[i].data;
+      *size = (size_t)pkg->blobs[i].size;
+      return NULL;
+    }
+  return bm_status_make(BM_ERR_NOT_FOUND, "package '%s' has no embedded file '%s' (%d blobs)", pkg->model, name,
+                        pkg->nblobs);
+}
+
+int bm_package_blob_count(const bm_package *pkg) { return pkg ? pkg->nblobs : 0; }
+
+const char *bm_package_blob_name(const bm_package *pkg, int i) {
+  return pkg && i >= 0 && i < pkg->nblobs ? pkg->blobs[i].name : NULL;
 }

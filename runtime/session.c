@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -60,6 +61,7 @@ void bm_session_destroy(bm_session *s) {
   if (s->scratch) s->dev->free(s->scratch, s->scratch_stride * (size_t)s->nthreads);
   if (s->states) s->dev->free(s->states, s->states_size);
   free(s->state_off);
+  bm_package_close(s->pkg); /* the session's reference */
   free(s);
 }
 
@@ -95,6 +97,21 @@ static bm_status setup_function(bm_session *s, int f) {
   return NULL;
 }
 
+/* A session that needs more than the machine's memory (RAM + swap) gets a
+ * clear error before anything is allocated, whatever the overcommit policy. */
+static bm_status check_memory(const bm_package *pkg, size_t arena, size_t scratch, int threads) {
+  struct sysinfo si;
+  if (sysinfo(&si) != 0) return NULL;
+  unsigned __int128 have = ((unsigned __int128)si.totalram + si.totalswap) * (si.mem_unit ? si.mem_unit : 1);
+  unsigned __int128 need = (unsigned __int128)arena + (unsigned __int128)scratch * (unsigned)threads + pkg->state_bytes;
+  if (need <= have) return NULL;
+  return bm_status_make(BM_ERR_OUT_OF_MEMORY,
+                        "package '%s' needs %.1f GiB for a session (arena %zu bytes, scratch %zu x %d threads, "
+                        "states %" PRIu64 " bytes) but this machine has %.1f GiB of memory",
+                        pkg->model, (double)need / (1 << 30), arena, scratch, threads, pkg->state_bytes,
+                        (double)have / (1 << 30));
+}
+
 bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_session **out) {
   if (out) *out = NULL;
   if (!pkg || !out) return INVALID("bm_session_create: NULL argument");
@@ -107,13 +124,15 @@ bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_
   bm_session *s = calloc(1, sizeof *s);
   if (!s) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "session");
   s->pkg = pkg;
+  __atomic_add_fetch(&pkg->refs, 1, __ATOMIC_ACQ_REL); /* the package lives as long as its sessions */
   s->dev = &bm_device_cpu;
   s->profile = opts && opts->profile;
   s->arena_owner = -1;
   s->nthreads = threads;
   s->arena_size = round64(pkg->arena_bytes);
   s->scratch_stride = round64(pkg->max_scratch);
-  bm_status st = s->dev->alloc(s->arena_size ? s->arena_size : 64, 64, (void **)&s->arena);
+  bm_status st = check_memory(pkg, s->arena_size, s->scratch_stride, threads);
+  if (!st) st = s->dev->alloc(s->arena_size ? s->arena_size : 64, 64, (void **)&s->arena);
   if (!st && s->scratch_stride)
     st = s->dev->alloc(s->scratch_stride * (size_t)threads, 64, (void **)&s->scratch);
   if (!st && pkg->nstates > 0) { /* all states in one zeroed block, each 64-byte aligned */
@@ -134,8 +153,9 @@ bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_
   }
   for (int f = 0; !st && f < pkg->nfunctions; f++) st = setup_function(s, f);
   if (st) {
+    size_t arena_size = s->arena_size; /* s is freed below */
     bm_session_destroy(s);
-    return bm_status_wrap(st, "creating a session for '%s' (arena %zu bytes)", pkg->model, s->arena_size);
+    return bm_status_wrap(st, "creating a session for '%s' (arena %zu bytes)", pkg->model, arena_size);
   }
   *out = s;
   return NULL;

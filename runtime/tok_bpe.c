@@ -507,7 +507,8 @@ bm_status bm_tok_load_tiktoken(bm_tokenizer *t, const char *data, size_t size) {
       line++;
       size_t sp = i;
       while (p[sp] != ' ') sp++;
-      long r = strtol((const char *)p + sp + 1, NULL, 10);
+      long r = 0; /* pass 1 checked the digits; the data is not NUL-terminated (no strtol) */
+      for (size_t d = sp + 1; d < e && p[d] != '\r'; d++) r = r * 10 + (p[d] - '0');
       if (!b64_decode(p + i, sp - i, &tok)) {
         st = bm_status_make(BM_ERR_CORRUPT, "%s: line %ld: bad base64 token", t->name, line);
         goto done;

@@ -553,8 +553,8 @@ static bool file_exists(const char *dir, const char *name, char *path, size_t ca
 }
 
 bm_status bm_tokenizer_load(const char *path, bm_tokenizer **out) {
+  if (out) *out = NULL; /* output parameters are cleared on entry */
   if (!out || !path) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_tokenizer_load: NULL argument");
-  *out = NULL;
   struct stat sb;
   if (stat(path, &sb)) return bm_status_make(BM_ERR_IO, "%s: %s", path, strerror(errno));
   char p1[4096], p2[4096];
