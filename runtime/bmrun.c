@@ -1310,6 +1310,7 @@ static int convo_add(convo *c, const char *role, const char *text) {
 
 /* Removes messages [i, i + k). */
 static void convo_drop(convo *c, int i, int k) {
+  if (k <= 0) return;
   for (int j = i; j < i + k; j++) free((char *)c->m[j].content);
   memmove(c->m + i, c->m + i + k, sizeof *c->m * (size_t)(c->n - i - k));
   c->n -= k;

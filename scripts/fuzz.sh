@@ -9,14 +9,16 @@
 #                (whichever comes first when both are given)
 #   --jobs J     targets run at the same time (default 1), each under nice -n 19
 #   --build DIR  the fuzz build folder (default build-fuzz)
+#   --seed N     libFuzzer's random seed (default: random; fixed for CI smoke runs)
 #   --corpus     (re)build the seed corpora first (fuzz/make_corpora.sh; needs
 #                a normal build, BM_BUILD or build-test)
 #   TARGET       fuzz_package, fuzz_npy, ... (default: all)
 # New inputs go to fuzz/corpus/<target>/, findings to fuzz/out/<target>/ and
-# logs to fuzz/out/<target>.log. Exit status 1 if any target found something.
+# logs to fuzz/out/<target>.log. Exit status: 0 nothing found, 1 a target
+# found something, 2 build or usage error, 3 clang or libFuzzer missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TIME=60 RUNS=0 JOBS=1 BUILD=build-fuzz CORPUS=0 MAXLEN=""
+TIME=60 RUNS=0 JOBS=1 BUILD=build-fuzz CORPUS=0 MAXLEN="" SEED=""
 TARGETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,15 +28,16 @@ while [ $# -gt 0 ]; do
     --build) BUILD=$2; shift 2 ;;
     --corpus) CORPUS=1; shift ;;
     --max-len) MAXLEN=$2; shift 2 ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    --seed) SEED=$2; shift 2 ;;
+    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) TARGETS+=("$1"); shift ;;
   esac
 done
 CC_FUZZ=$(command -v clang || command -v clang-14 || true)
-if [ -z "$CC_FUZZ" ]; then echo "fuzz: clang not found (apt-get install clang libclang-rt-14-dev)"; exit 2; fi
+if [ -z "$CC_FUZZ" ]; then echo "fuzz: clang not found (apt-get install clang libclang-rt-14-dev)"; exit 3; fi
 echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }' > /tmp/bm_fuzz_probe.c
 if ! "$CC_FUZZ" -fsanitize=fuzzer /tmp/bm_fuzz_probe.c -o /tmp/bm_fuzz_probe 2>/dev/null; then
-  echo "fuzz: $CC_FUZZ has no libFuzzer (apt-get install libclang-rt-14-dev)"; exit 2
+  echo "fuzz: $CC_FUZZ has no libFuzzer (apt-get install libclang-rt-14-dev)"; exit 3
 fi
 rm -f /tmp/bm_fuzz_probe /tmp/bm_fuzz_probe.c
 
@@ -64,6 +67,7 @@ run_one() {
   local args=(-max_total_time="$TIME" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=4096
               -artifact_prefix="$out/" -print_final_stats=1)
   [ "$RUNS" != 0 ] && args+=(-runs="$RUNS")
+  [ -n "$SEED" ] && args+=(-seed="$SEED")
   nice -n 19 "$BUILD/fuzz/$t" "${args[@]}" "fuzz/corpus/$t" > "fuzz/out/$t.log" 2>&1
 }
 mkdir -p fuzz/out

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config llvm-19-dev libcjson-dev libxxhash-dev libzstd-dev
-      libpng-dev libopenblas-dev zlib1g-dev unicode-data)
+      libpng-dev libopenblas-dev zlib1g-dev unicode-data
+      clang libclang-rt-14-dev valgrind) # fuzz targets (libFuzzer) and tests/test_leaks.sh
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -18,4 +18,13 @@ if [ "${1:-}" != "--no-sanitize" ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$JOBS")
 fi
+if [ "${1:-}" != "--no-sanitize" ] && command -v clang >/dev/null; then
+  # a short fuzz smoke run (about 1 s per target, fixed seed): every parser's
+  # libFuzzer target builds and survives; long campaigns: docs/reliability.md
+  echo "== fuzz smoke run"
+  rc=0
+  scripts/fuzz.sh --build build-fuzz --time 1 --seed 1 --jobs "$JOBS" || rc=$?
+  [ "$rc" -eq 3 ] && echo "(skipped: no libFuzzer)"
+  [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || exit "$rc"
+fi
 echo "== all tests passed"
