@@ -187,6 +187,8 @@ bm_node *bm_weight(bm_graph *g, const char *name, bm_dtype t, int ndim, const in
   return n;
 }
 
+#define BM_MAX_CONST_BYTES (1ull << 32) /* inline constants are copied into the arena */
+
 bm_node *bm_const(bm_graph *g, bm_dtype t, int ndim, const int64_t *shape, const void *data) {
   if (!g) return NULL;
   bm_dim d[BM_MAX_DIMS];
@@ -195,6 +197,12 @@ bm_node *bm_const(bm_graph *g, bm_dtype t, int ndim, const int64_t *shape, const
   bm_node *n = bm_node_make_typed(g, BM_OP_CONST, 0, NULL, NULL, t, ndim, d);
   if (!n) return NULL;
   size_t size = bm_dtype_nbytes(t, bm_node_numel_max(g, n));
+  if (size > BM_MAX_CONST_BYTES) { /* checked before copying from a buffer of that size */
+    g->nnodes--;
+    char sb[512];
+    return bfail(g, "const", "%s %s is %zu bytes, more than a constant may hold (%llu): use a weight",
+                 bm_dtype_name(t), bm_shape_str(g, ndim, d, sb, sizeof sb), size, (unsigned long long)BM_MAX_CONST_BYTES);
+  }
   void *copy = bm_arena_alloc(g->module->arena, size);
   if (!copy) {
     g->nnodes--;

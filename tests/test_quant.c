@@ -71,6 +71,8 @@ static const bm_node *find_op(const bm_graph *g, bm_op op, int nth) {
 /* Compiles m with the given quantization into a package in the tmp dir and
  * runs function 0 with one f32 input with 1 and with 2 threads (the two
  * results must agree); the first output is copied to out. */
+static const char *target_cpu; /* NULL: the host's; "x86-64-v3": AVX2 kernels (8 lanes) */
+
 static bm_status compile_run(bm_module *m, bm_quant_mode mode, int group, bool fuse,
                              const float *x, int ndim, const int64_t *shape, float *out, int64_t nout) {
   static int counter;
@@ -82,6 +84,7 @@ static bm_status compile_run(bm_module *m, bm_quant_mode mode, int group, bool f
   co.passes.no_fuse = !fuse;
   co.passes.quant = mode;
   co.passes.quant_group = group;
+  co.target.cpu = target_cpu;
   BM_RETURN_IF_ERROR(bm_compile_module(m, &co, path));
   bm_package *pkg = NULL;
   bm_status s = bm_package_open(path, NULL, &pkg);
@@ -267,6 +270,14 @@ static void test_linear(void) {
     check_linear(&(lin_case){M, 20, 16, BM_QUANT_INT4, 32, false, BM_DTYPE_I4, 1, 0.15});
     check_linear(&(lin_case){M, 99, 24, BM_QUANT_INT4, 32, true, BM_DTYPE_I8, 1, 0.015});
   }
+  /* the AVX2 kernels (8 lanes: other steps along K, no vpermps table) */
+  target_cpu = "x86-64-v3";
+  for (int64_t M = 1; M <= 7; M += 6) {
+    check_linear(&(lin_case){M, 256, 96, BM_QUANT_INT8, 0, true, BM_DTYPE_I8, 1, 0.01});
+    check_linear(&(lin_case){M, 256, 96, BM_QUANT_INT4, 32, true, BM_DTYPE_I4, 8, 0.1});
+    check_linear(&(lin_case){M, 63, 37, BM_QUANT_INT4, 32, true, BM_DTYPE_I4, 3, 0.12});
+  }
+  target_cpu = NULL;
 }
 
 /* ------------------------------------------------------------------ a small MLP */

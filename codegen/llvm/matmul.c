@@ -9,7 +9,9 @@
  * into MR*NR/vec vector accumulators, K unrolled by 4). C is written after
  * each K block (stored, then accumulated); the bias and the epilogue are
  * applied only after the last one. Tasks with at most 3 rows (decode, GEMV)
- * stream B without packing.
+ * stream B without packing; for quantized B (QMATMUL) tasks with up to 16
+ * rows take a multi-row GEMV (qgemv_block) that dequantizes each vector of
+ * B once per 4 rows of A and streams the weights at memory speed.
  *
  * Task space: (batch, N blocks, M blocks), M blocks fastest; consecutive
  * tasks of one call that share (batch, N block) run as one M range, so the
@@ -19,7 +21,9 @@
 
 #include "cg.h"
 
-#define GEMV_MAX_ROWS 3 /* tasks with at most this many rows take the GEMV path */
+#define GEMV_MAX_ROWS 3   /* tasks with at most this many rows take the GEMV path */
+#define QGEMV_MAX_ROWS 16 /* the same for quantized B with the multi-row GEMV (qgemv) */
+#define QGEMV_MB 4        /* rows of A per pass over B in qgemv */
 
 /* ------------------------------------------------------------------ emitter state */
 
@@ -35,8 +39,11 @@ typedef struct gm {
   bool part_m, part_b;       /* tasks split M / the batches */
   bool multi_k;              /* K may need more than one block */
   bool gemm;                 /* emit the packed GEMM path (else only GEMV) */
+  bool qv;                   /* quantized B takes the multi-row GEMV (qgemv_block) */
+  int64_t ks;                /* qgemv: k per step (vec for i8, 2*vec for i4) */
+  int64_t ap_row;            /* qgemv: floats per A row in xrows */
   LLVMTypeRef vt;            /* <vec x float> */
-  LLVMValueRef bp, ap, tile, arow, yacc, xperm; /* scratch regions */
+  LLVMValueRef bp, ap, tile, arow, yacc, xperm, xrows; /* scratch regions */
   /* current batch */
   LLVMValueRef bi, a_off, b_off, c_off, bias_off;
 } gm;
@@ -624,8 +631,8 @@ static void gemm_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0,
 
 /* ------------------------------------------------------------------ GEMV path */
 
-/* arow[0 .. roundup(K, vec)) = A_b[row, :] as f32, zero padded. */
-static void copy_a_row(gm *m, LLVMValueRef row) {
+/* dst[0 .. roundup(K, vec)) = A_b[row, :] as f32, zero padded. */
+static void copy_a_row_to(gm *m, LLVMValueRef row, LLVMValueRef dst) {
   bm_cg_gemm *g = m->g;
   int V = m->vec;
   if (!g->a_trans) {
@@ -635,24 +642,26 @@ static void copy_a_row(gm *m, LLVMValueRef row) {
     LLVMValueRef cnt = isub(m, g->K, lk.iv);
     ifb w;
     if_begin2(m, &w, ige(m, cnt, c64(m, V)));
-    sstore(m, m->arow, lk.iv, load_dense(m, g->a, g->a_dt, iadd(m, src0, lk.iv), V, NULL));
+    sstore(m, dst, lk.iv, load_dense(m, g->a, g->a_dt, iadd(m, src0, lk.iv), V, NULL));
     if_else(m, &w);
-    sstore(m, m->arow, lk.iv, load_dense(m, g->a, g->a_dt, iadd(m, src0, lk.iv), V, cnt));
+    sstore(m, dst, lk.iv, load_dense(m, g->a, g->a_dt, iadd(m, src0, lk.iv), V, cnt));
     if_end(m, &w);
     loop_end(m, &lk);
   } else {
     lp lk;
     loop_begin(m, &lk, c64(m, 0), g->K, c64(m, 1));
     LLVMValueRef src = iadd(m, m->a_off, iadd(m, imul(m, lk.iv, g->lda), row));
-    sstore(m, m->arow, lk.iv, bm_cg_load(m->f, g->a, g->a_dt, src, 1));
+    sstore(m, dst, lk.iv, bm_cg_load(m->f, g->a, g->a_dt, src, 1));
     loop_end(m, &lk);
     /* zero the padding up to the next vector */
     lp lz;
     loop_begin(m, &lz, g->K, iadd(m, g->K, c64(m, V)), c64(m, 1));
-    sstore(m, m->arow, lz.iv, LLVMConstNull(m->cg->t_f32));
+    sstore(m, dst, lz.iv, LLVMConstNull(m->cg->t_f32));
     loop_end(m, &lz);
   }
 }
+
+static void copy_a_row(gm *m, LLVMValueRef row) { copy_a_row_to(m, row, m->arow); }
 
 /* KN / LOADER: C[row, n .. n+nvec*vec) for one row, B streamed along n.
  * nvalid NULL: nvec full vectors; else one vector with nvalid lanes. */
@@ -688,8 +697,8 @@ static bool i4_pairs(const gm *m) {
          g->q_group % (2 * m->vec) == 0;
 }
 
-/* xperm = arow with each 2*vec chunk split into its even and odd lanes. */
-static void permute_a_row(gm *m) {
+/* dst = src (K floats) with each 2*vec chunk split into its even and odd lanes. */
+static void permute_row(gm *m, LLVMValueRef src, LLVMValueRef dst) {
   int V = m->vec;
   LLVMValueRef ev[64], od[64];
   for (int j = 0; j < V; j++) {
@@ -698,12 +707,15 @@ static void permute_a_row(gm *m) {
   }
   lp lc;
   loop_begin(m, &lc, c64(m, 0), m->g->K, c64(m, 2 * V));
-  LLVMValueRef a = sload(m, m->arow, lc.iv, V), b = sload(m, m->arow, iadd(m, lc.iv, c64(m, V)), V);
-  sstore(m, m->xperm, lc.iv, LLVMBuildShuffleVector(m->b, a, b, LLVMConstVector(ev, (unsigned)V), ""));
-  sstore(m, m->xperm, iadd(m, lc.iv, c64(m, V)),
+  LLVMValueRef a = sload(m, src, lc.iv, V), b = sload(m, src, iadd(m, lc.iv, c64(m, V)), V);
+  sstore(m, dst, lc.iv, LLVMBuildShuffleVector(m->b, a, b, LLVMConstVector(ev, (unsigned)V), ""));
+  sstore(m, dst, iadd(m, lc.iv, c64(m, V)),
          LLVMBuildShuffleVector(m->b, a, b, LLVMConstVector(od, (unsigned)V), ""));
   loop_end(m, &lc);
 }
+
+/* xperm = arow permuted (see permute_row) */
+static void permute_a_row(gm *m) { permute_row(m, m->arow, m->xperm); }
 
 /* NK / Q: C[row, n .. n+R) as R dot products of arow with rows of B^T. */
 static void gemv_nk_rows(gm *m, LLVMValueRef row, LLVMValueRef n, int R) {
@@ -895,6 +907,157 @@ static void gemv_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0,
   loop_end(m, &lm);
 }
 
+/* ------------------------------------------------------------------ multi-row quantized GEMV */
+
+/* Can quantized B take qgemv? Every step of ks along K must lie inside one
+ * scale group and K must be a multiple of it (i4: 2*vec, read as vec bytes
+ * against even/odd-permuted rows of A; i8: vec). */
+static bool qgemv_ok(const gm *m) {
+  const bm_cg_gemm *g = m->g;
+  if (g->b_kind != BM_CG_GEMM_B_Q || g->a_trans) return false;
+  int64_t ks = g->b_dt == BM_DTYPE_I4 ? 2 * m->vec : m->vec;
+  return g->k_max % ks == 0 && g->q_group % ks == 0;
+}
+
+/* C[row0 .. row0+MB, n .. n+R) from the MB rows of A in xrows (i4:
+ * permuted) and R rows of q: each vector of q is converted and scaled once
+ * and multiplies all MB rows. Per-channel scales (G = 1) are applied to the
+ * sums; group scales to each converted vector. */
+static void qgemv_rows(gm *m, LLVMValueRef row0, int MB, LLVMValueRef n, int R) {
+  bm_cg_gemm *g = m->g;
+  bm_cg *cg = m->cg;
+  LLVMBuilderRef b = m->b;
+  int V = m->vec;
+  bool i4 = g->b_dt == BM_DTYPE_I4;
+  int64_t G = g->k_max / g->q_group;
+  /* two accumulators per (row, column) for i4 with few rows: more independent FMA chains */
+  int S = i4 && MB <= 2 ? 2 : 1;
+  LLVMValueRef acc[QGEMV_MB][4][2];
+  for (int i = 0; i < MB; i++)
+    for (int r = 0; r < R; r++)
+      for (int t = 0; t < S; t++) {
+        acc[i][r][t] = entry_alloca(m, m->vt);
+        LLVMBuildStore(b, zero_vec(m), acc[i][r][t]);
+      }
+  LLVMTypeRef bt = LLVMVectorType(cg->t_i8, (unsigned)V), it = LLVMVectorType(cg->t_i32, (unsigned)V);
+  LLVMValueRef qrow[4];
+  for (int r = 0; r < R; r++) qrow[r] = imul(m, iadd(m, n, c64(m, r)), g->K); /* element index of row n+r */
+  lp lk;
+  loop_begin(m, &lk, c64(m, 0), g->K, c64(m, m->ks));
+  LLVMValueRef k = lk.iv;
+  LLVMValueRef w[4][2];
+  for (int r = 0; r < R; r++) {
+    LLVMValueRef e = iadd(m, qrow[r], k);
+    LLVMValueRef sc = NULL;
+    if (G > 1) {
+      LLVMValueRef si = iadd(m, imul(m, iadd(m, n, c64(m, r)), c64(m, G)), idiv(m, k, c64(m, g->q_group)));
+      sc = splat(m, bm_cg_load(m->f, g->scale, BM_DTYPE_F32, si, 1));
+    }
+    if (i4 && V == 16) {
+      /* AVX-512: the 16 nibble values (times the group scale) as a table,
+       * looked up with vpermps, which reads the low 4 bits of each lane */
+      LLVMValueRef byte = LLVMBuildAShr(b, e, c64(m, 1), "");
+      LLVMValueRef v = LLVMBuildLoad2(b, bt, LLVMBuildGEP2(b, cg->t_i8, g->b, &byte, 1, ""), "");
+      LLVMSetAlignment(v, 1);
+      LLVMValueRef x = LLVMBuildZExt(b, v, it, "");
+      LLVMValueRef tv[16];
+      for (int j = 0; j < 16; j++) tv[j] = LLVMConstReal(cg->t_f32, j < 8 ? j : j - 16);
+      LLVMValueRef table = LLVMConstVector(tv, 16);
+      if (sc) table = LLVMBuildFMul(b, table, sc, "");
+      LLVMTypeRef pt[2] = {m->vt, it};
+      LLVMTypeRef pft = LLVMFunctionType(m->vt, pt, 2, 0);
+      LLVMValueRef pf = LLVMGetNamedFunction(cg->mod, "llvm.x86.avx512.permvar.sf.512");
+      if (!pf) pf = LLVMAddFunction(cg->mod, "llvm.x86.avx512.permvar.sf.512", pft);
+      LLVMValueRef a0[2] = {table, x};
+      w[r][0] = LLVMBuildCall2(b, pft, pf, a0, 2, "");
+      LLVMValueRef a1[2] = {table, LLVMBuildLShr(b, x, bm_cg_splat(m->f, LLVMConstInt(cg->t_i32, 4, 0), V), "")};
+      w[r][1] = LLVMBuildCall2(b, pft, pf, a1, 2, "");
+      continue;
+    }
+    if (i4) {
+      LLVMValueRef byte = LLVMBuildAShr(b, e, c64(m, 1), "");
+      LLVMValueRef v = LLVMBuildLoad2(b, bt, LLVMBuildGEP2(b, cg->t_i8, g->b, &byte, 1, ""), "");
+      LLVMSetAlignment(v, 1);
+      /* in i32 lanes (x86 has no byte shifts): hi = v >> 4, lo = (v << 28) >> 28, arithmetic */
+      LLVMValueRef x = LLVMBuildSExt(b, v, it, "");
+      LLVMValueRef c4 = bm_cg_splat(m->f, LLVMConstInt(cg->t_i32, 4, 0), V);
+      LLVMValueRef c28 = bm_cg_splat(m->f, LLVMConstInt(cg->t_i32, 28, 0), V);
+      w[r][0] = LLVMBuildSIToFP(b, LLVMBuildAShr(b, LLVMBuildShl(b, x, c28, ""), c28, ""), m->vt, "");
+      w[r][1] = LLVMBuildSIToFP(b, LLVMBuildAShr(b, x, c4, ""), m->vt, "");
+    } else {
+      w[r][0] = q_load(m, g->b, e, V, true);
+    }
+    if (sc)
+      for (int h = 0; h < (i4 ? 2 : 1); h++) w[r][h] = LLVMBuildFMul(b, w[r][h], sc, "");
+  }
+  for (int i = 0; i < MB; i++) {
+    LLVMValueRef xb = iadd(m, c64(m, i * m->ap_row), k);
+    LLVMValueRef x0 = sload(m, m->xrows, xb, V);
+    LLVMValueRef x1 = i4 ? sload(m, m->xrows, iadd(m, xb, c64(m, V)), V) : NULL;
+    for (int r = 0; r < R; r++) {
+      LLVMValueRef a = LLVMBuildLoad2(b, m->vt, acc[i][r][0], "");
+      a = bm_cg_fma(m->f, x0, w[r][0], a);
+      if (i4 && S == 1) a = bm_cg_fma(m->f, x1, w[r][1], a);
+      LLVMBuildStore(b, a, acc[i][r][0]);
+      if (i4 && S == 2) {
+        LLVMValueRef a2 = LLVMBuildLoad2(b, m->vt, acc[i][r][1], "");
+        LLVMBuildStore(b, bm_cg_fma(m->f, x1, w[r][1], a2), acc[i][r][1]);
+      }
+    }
+  }
+  loop_end(m, &lk);
+  for (int i = 0; i < MB; i++)
+    for (int r = 0; r < R; r++) {
+      LLVMValueRef a = LLVMBuildLoad2(b, m->vt, acc[i][r][0], "");
+      if (S == 2) a = LLVMBuildFAdd(b, a, LLVMBuildLoad2(b, m->vt, acc[i][r][1], ""), "");
+      LLVMValueRef sum = bm_cg_hsum(m->f, a);
+      if (G == 1) sum = LLVMBuildFMul(b, sum, bm_cg_load(m->f, g->scale, BM_DTYPE_F32, iadd(m, n, c64(m, r)), 1), "");
+      store_seg(m, sum, iadd(m, row0, c64(m, i)), iadd(m, n, c64(m, r)), 1, NULL, false, true);
+    }
+}
+
+/* MB rows of A from row mb: copied to xrows (i4: permuted), then all of the
+ * task's columns, 4 rows of q at a time. */
+static void qgemv_pass(gm *m, LLVMValueRef mb, int MB, LLVMValueRef n0, LLVMValueRef n1) {
+  bool i4 = m->g->b_dt == BM_DTYPE_I4;
+  for (int i = 0; i < MB; i++) {
+    LLVMValueRef dst = fptr(m, m->xrows, c64(m, i * m->ap_row));
+    if (i4) {
+      copy_a_row(m, iadd(m, mb, c64(m, i)));
+      permute_row(m, m->arow, dst);
+    } else {
+      copy_a_row_to(m, iadd(m, mb, c64(m, i)), dst);
+    }
+  }
+  LLVMValueRef ncnt = isub(m, n1, n0);
+  LLVMValueRef n4 = iadd(m, n0, imul(m, idiv(m, ncnt, c64(m, 4)), c64(m, 4)));
+  lp ln;
+  loop_begin(m, &ln, n0, n4, c64(m, 4));
+  qgemv_rows(m, mb, MB, ln.iv, 4);
+  loop_end(m, &ln);
+  lp lt;
+  loop_begin(m, &lt, n4, n1, c64(m, 1));
+  qgemv_rows(m, mb, MB, lt.iv, 1);
+  loop_end(m, &lt);
+}
+
+/* Rows m0 .. m1 in passes of 4, then one pass of the 1 to 3 left. */
+static void qgemv_block(gm *m, LLVMValueRef m0, LLVMValueRef m1, LLVMValueRef n0, LLVMValueRef n1) {
+  LLVMValueRef cnt = isub(m, m1, m0);
+  LLVMValueRef end4 = iadd(m, m0, imul(m, idiv(m, cnt, c64(m, QGEMV_MB)), c64(m, QGEMV_MB)));
+  lp lm;
+  loop_begin(m, &lm, m0, end4, c64(m, QGEMV_MB));
+  qgemv_pass(m, lm.iv, QGEMV_MB, n0, n1);
+  loop_end(m, &lm);
+  LLVMValueRef rem = isub(m, m1, end4);
+  for (int r = 1; r < QGEMV_MB; r++) {
+    ifb c;
+    if_begin(m, &c, LLVMBuildICmp(m->b, LLVMIntEQ, rem, c64(m, r), ""));
+    qgemv_pass(m, end4, r, n0, n1);
+    if_end(m, &c);
+  }
+}
+
 /* ------------------------------------------------------------------ the kernel */
 
 /* Picks the N and M block counts of a static GEMM. The runtime hands out
@@ -950,7 +1113,9 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   if (g->b_kind == BM_CG_GEMM_B_Q && (g->q_group < 1 || g->k_max % g->q_group))
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s %%%d: group size %lld does not divide K %lld",
                           bm_op_name(n->op), n->id, (long long)g->q_group, (long long)g->k_max);
-  m->gemm = m_max > GEMV_MAX_ROWS;
+  m->qv = qgemv_ok(m);
+  m->ks = g->b_dt == BM_DTYPE_I4 ? 2 * m->vec : m->vec;
+  m->gemm = m_max > (m->qv ? QGEMV_MAX_ROWS : GEMV_MAX_ROWS);
 
   /* K blocking: f32 C accumulates across K blocks; other C dtypes take K in one block */
   int64_t KC = 256;
@@ -1005,7 +1170,10 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   int64_t off_yacc = off_arow + round_up(arow_f, 16);
   int64_t off_xperm = off_yacc + round_up(yacc_f, 16);
   int64_t xperm_f = i4_pairs(m) ? arow_f : 0;
-  n->scratch = (uint64_t)(off_xperm + round_up(xperm_f, 16)) * 4;
+  m->ap_row = round_up(arow_f, 16);
+  int64_t xrows_f = m->qv ? QGEMV_MB * m->ap_row : 0;
+  int64_t off_xrows = off_xperm + round_up(xperm_f, 16);
+  n->scratch = (uint64_t)(off_xrows + xrows_f) * 4;
 
   bm_cg_fn f;
   bm_cg_fn_begin(cg, n, symbol, &f);
@@ -1017,6 +1185,7 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   m->arow = fptr(m, f.scratch, c64(m, off_arow));
   m->yacc = fptr(m, f.scratch, c64(m, off_yacc));
   m->xperm = fptr(m, f.scratch, c64(m, off_xperm));
+  m->xrows = fptr(m, f.scratch, c64(m, off_xrows));
 
   LLVMValueRef nmb_rt = m->part_m ? iceil(m, g->M, c64(m, m->mt)) : c64(m, 1);
   LLVMValueRef nt_rt = imul(m, iceil(m, iceil(m, g->N, c64(m, m->nnb)), c64(m, m->nr)), c64(m, m->nr));
@@ -1046,11 +1215,17 @@ bm_status bm_cg_emit_gemm(bm_cg *cg, bm_node *n, const char *symbol, bm_cg_gemm 
   if (!m->bias_off) m->bias_off = c64(m, 0);
   if (m->gemm) {
     ifb small;
-    if_begin2(m, &small, LLVMBuildICmp(m->b, LLVMIntSLE, isub(m, m1, m0), c64(m, GEMV_MAX_ROWS), ""));
-    gemv_block(m, m0, m1, n0, n1);
+    if_begin2(m, &small, LLVMBuildICmp(m->b, LLVMIntSLE, isub(m, m1, m0),
+                                       c64(m, m->qv ? QGEMV_MAX_ROWS : GEMV_MAX_ROWS), ""));
+    if (m->qv)
+      qgemv_block(m, m0, m1, n0, n1);
+    else
+      gemv_block(m, m0, m1, n0, n1);
     if_else(m, &small);
     gemm_block(m, m0, m1, n0, n1);
     if_end(m, &small);
+  } else if (m->qv) {
+    qgemv_block(m, m0, m1, n0, n1);
   } else {
     gemv_block(m, m0, m1, n0, n1);
   }
