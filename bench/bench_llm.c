@@ -297,7 +297,7 @@ static int bench_model(const llm_cfg *c, bm_quant_mode mode, int threads, int pr
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)prompt), *pos = malloc(sizeof(int32_t) * (size_t)prompt);
   uint64_t seed = 5;
   for (int i = 0; i < prompt; i++) ids[i] = (int32_t)(splitmix(&seed) % (uint64_t)c->vocab), pos[i] = i;
-  int32_t start0[1] = {0}, len0[1] = {prompt};
+  int32_t start0[1] = {0}, len0[1] = {prompt}, last0[1] = {prompt - 1};
   int64_t sp[2] = {1, prompt}, s1[1] = {1};
   /* prefill: 1 warm-up + 3 timed (each rewrites the cache from 0) */
   double tp[3];
@@ -306,6 +306,7 @@ static int bench_model(const llm_cfg *c, bm_quant_mode mode, int threads, int pr
     if (!st) st = bm_session_set_input(r.ses, fp, 1, pos, BM_DTYPE_I32, 2, sp);
     if (!st) st = bm_session_set_input(r.ses, fp, 2, start0, BM_DTYPE_I32, 1, s1);
     if (!st) st = bm_session_set_input(r.ses, fp, 3, len0, BM_DTYPE_I32, 1, s1);
+    if (!st) st = bm_session_set_input(r.ses, fp, 4, last0, BM_DTYPE_I32, 1, s1); /* logits of the last token */
     double a = now();
     if (!st) st = bm_session_run(r.ses, fp);
     if (i >= 0) tp[i] = now() - a;

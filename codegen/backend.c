@@ -5,7 +5,7 @@
 
 #include "codegen.h"
 
-static const bm_backend *const backends[] = {&bm_backend_cpu, &bm_backend_null};
+static const bm_backend *const backends[] = {&bm_backend_cpu, &bm_backend_null, &bm_backend_cuda};
 
 bm_status bm_backend_find(const char *name, const bm_backend **out) {
   if (!out) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_backend_find: NULL out");
@@ -13,12 +13,13 @@ bm_status bm_backend_find(const char *name, const bm_backend **out) {
   if (!name) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "bm_backend_find: NULL backend name");
   for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
     if (strcmp(backends[i]->name, name) == 0) {
+      if (backends[i]->available) BM_RETURN_IF_ERROR(backends[i]->available());
       *out = backends[i];
       return NULL;
     }
-  if (strcmp(name, "cuda") == 0 || strcmp(name, "metal") == 0)
+  if (strcmp(name, "metal") == 0)
     return bm_status_make(BM_ERR_UNSUPPORTED, "backend '%s' is not built into this compiler", name);
-  return bm_status_make(BM_ERR_NOT_FOUND, "unknown backend '%s' (known: cpu, null)", name);
+  return bm_status_make(BM_ERR_NOT_FOUND, "unknown backend '%s' (known: cpu, cuda, null)", name);
 }
 
 bool bm_node_needs_kernel(const bm_node *n) {

@@ -43,10 +43,14 @@ typedef struct bm_backend {
   int (*supports)(const bm_node *n);
   /* Emits all kernels of all graphs into one code object. */
   bm_status (*compile)(bm_module *m, const bm_target *t, bm_object *out);
+  /* Optional: NULL if the backend can be used on this machine, else why not
+   * (e.g. "cuda": NVRTC is not installed). NULL = always available. */
+  bm_status (*available)(void);
 } bm_backend;
 
 extern const bm_backend bm_backend_cpu;  /* codegen/llvm */
 extern const bm_backend bm_backend_null; /* codegen/null.c */
+extern const bm_backend bm_backend_cuda; /* codegen/cuda (NVRTC via dlopen) */
 
 /* Finds a backend by name; a status explains why one is unavailable. */
 bm_status bm_backend_find(const char *name, const bm_backend **out);

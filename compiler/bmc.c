@@ -27,9 +27,18 @@ static const char *usage =
     "  --max-batch N       upper bound of the symbolic batch dimension\n"
     "  --max-ctx N         LLMs: KV cache length (default min(max_position_embeddings, 4096))\n"
     "  --max-seq N         LLMs: longest forward/prefill chunk (default min(max-ctx, 512))\n"
-    "  --weight-dtype T    LLMs: matmul weights f32 (default), f16 or bf16\n"
+    "  --weight-dtype T    matmul/conv weights f32 (default), f16 or bf16\n"
+    "  --width N           Stable Diffusion: image width in pixels (multiple of 8;\n"
+    "                      default 512); fixed in the package\n"
+    "  --height N          Stable Diffusion: image height in pixels (default 512)\n"
+    "  --clip-skip N       Stable Diffusion: text encoder layer from the end (1 = last,\n"
+    "                      default; 2 = penultimate, as AUTOMATIC1111's clip skip)\n"
+    "  --sd-config DIR     Stable Diffusion single-file checkpoint: a diffusers folder\n"
+    "                      whose unet/ vae/ text_encoder/ configs (and tokenizer/,\n"
+    "                      scheduler/) describe it (default: inferred from the shapes)\n"
     "  --tokenizer PATH    embed this tokenizer (file or folder; default: the model\n"
-    "                      folder's own tokenizer files, if it has any)\n"
+    "                      folder's own tokenizer files, if it has any; Stable\n"
+    "                      Diffusion: <folder>/tokenizer/ or <sd-config>/tokenizer/)\n"
     "  --no-tokenizer      embed no tokenizer\n"
     "  --chat-template K   chat format: llama3, llama2, mistral, chatml, gemma, phi3\n"
     "                      (default: detected from tokenizer_config.json)\n"
@@ -100,50 +109,69 @@ static const char *base_name(const char *p) {
   return b;
 }
 
-/* bm_model_build for a model folder, with generated weights (seed) instead
- * of the folder's checkpoint. */
-static bm_status build_generated(const char *path, const bm_model_options *o, bm_module **out,
-                                 bm_weight_source **src_out) {
-  *out = NULL;
-  *src_out = NULL;
-  const bm_model_def *def = NULL;
+/* Stable Diffusion: embeds the CLIP tokenizer files (--tokenizer, else
+ * <sd_config>/tokenizer/, else <model>/tokenizer/) as package blobs and
+ * merges their description into extra.tokenizer, keeping the fields the SD
+ * builder wrote (kind, max_length, pad, ...). No tokenizer folder: extra
+ * stays as the builder wrote it. */
+static bm_status sd_embed_tokenizer(const char *model, const char *sd_config, const char *tokenizer, char **extra,
+                                    bm_tokenizer_files *tf) {
+  char dir[4096];
+  const char *path = tokenizer;
   struct stat st;
-  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-    for (int i = 0; i < bm_models_count && !def; i++)
-      if (bm_models[i]->detect && bm_models[i]->detect(path)) def = bm_models[i];
-  if (!def) return bm_model_build(path, o, out, src_out); /* a registered name (generated anyway) or its error */
-  bm_model_options opts = *o;
-  opts.path = path;
-  bm_weight_source *src = NULL;
-  BM_RETURN_IF_ERROR(bm_weight_source_generated(opts.seed, &src));
-  bm_module *m = bm_module_create(def->name);
-  if (!m) {
-    bm_weight_source_close(src);
-    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "model '%s'", path);
+  for (int i = 0; i < 2 && !path; i++) {
+    const char *base = i == 0 ? sd_config : model;
+    if (!base) continue;
+    snprintf(dir, sizeof dir, "%s/tokenizer", base);
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && bm_tokenizer_files_present(dir)) path = dir;
   }
-  bm_status s = def->build(m, src, &opts);
-  for (int i = 0; !s && i < m->ngraphs; i++)
-    if (bm_graph_status(m->graphs[i]))
-      s = bm_status_make(bm_status_code(bm_graph_status(m->graphs[i])), "model '%s', function '%s': %s", path,
-                         m->graphs[i]->name, bm_status_message(bm_graph_status(m->graphs[i])));
-  if (s) {
-    if (opts.extra_json && *opts.extra_json) {
-      free(*opts.extra_json);
-      *opts.extra_json = NULL;
-    }
-    bm_module_destroy(m);
-    bm_weight_source_close(src);
+  if (!path) return NULL;
+  BM_RETURN_IF_ERROR(bm_tokenizer_files_read(path, tf));
+  cJSON *e = cJSON_Parse(*extra);
+  cJSON *from = cJSON_Parse(tf->json);
+  if (!cJSON_IsObject(e) || !cJSON_IsObject(from)) {
+    cJSON_Delete(e);
+    cJSON_Delete(from);
+    return bm_status_make(BM_ERR_INTERNAL, "extra JSON of the SD model does not parse");
+  }
+  const cJSON *tv = cJSON_GetObjectItemCaseSensitive(e, "text_vocab_size");
+  if (cJSON_IsNumber(tv) && tf->vocab > (int32_t)tv->valuedouble) {
+    bm_status s = bm_status_make(BM_ERR_INVALID_ARGUMENT,
+                                 "tokenizer %s has %d tokens but the text encoder only %d: wrong tokenizer?", path,
+                                 tf->vocab, (int)tv->valuedouble);
+    cJSON_Delete(e);
+    cJSON_Delete(from);
     return s;
   }
-  *out = m;
-  *src_out = src;
+  cJSON *tok = cJSON_GetObjectItemCaseSensitive(e, "tokenizer");
+  if (!cJSON_IsObject(tok)) { /* a single file without a tokenizer of its own */
+    cJSON_DeleteItemFromObjectCaseSensitive(e, "tokenizer");
+    tok = cJSON_AddObjectToObject(e, "tokenizer");
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(e, "version");
+    bool sd2 = cJSON_IsString(ver) && !strcmp(ver->valuestring, "sd2");
+    cJSON_AddStringToObject(tok, "kind", "clip");
+    const cJSON *ml = cJSON_GetObjectItemCaseSensitive(e, "text_max_length");
+    cJSON_AddNumberToObject(tok, "max_length", cJSON_IsNumber(ml) ? ml->valuedouble : 77);
+    cJSON_AddStringToObject(tok, "pad", sd2 ? "!" : "<|endoftext|>");
+  }
+  const cJSON *it;
+  cJSON_ArrayForEach(it, from)
+    if (it->string && !cJSON_GetObjectItemCaseSensitive(tok, it->string))
+      cJSON_AddItemToObject(tok, it->string, cJSON_Duplicate(it, 1));
+  cJSON_Delete(from);
+  char *txt = cJSON_Print(e);
+  cJSON_Delete(e);
+  if (!txt) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "extra json");
+  free(*extra);
+  *extra = txt;
   return NULL;
 }
 
 static int cmd_compile(int argc, char **argv) {
   const char *model = NULL, *weights = NULL, *out = NULL, *target = "cpu", *cpu = NULL,
              *features = NULL, *print_after = NULL;
-  long seed = 0, max_batch = 0, opt = 3, max_ctx = 0, max_seq = 0;
+  long seed = 0, max_batch = 0, opt = 3, max_ctx = 0, max_seq = 0, width = 0, height = 0, clip_skip = 0;
+  const char *sd_config = NULL;
   bm_dtype weight_dtype = BM_DTYPE_F32;
   bool compress = false, no_fuse = false, print_final = false, no_tokenizer = false, random_weights = false;
   const char *tokenizer = NULL, *chat_template = NULL;
@@ -164,6 +192,15 @@ static int cmd_compile(int argc, char **argv) {
     else if (!strcmp(a, "--features")) { NEED_VALUE(); features = v; }
     else if (!strcmp(a, "--print-after")) { NEED_VALUE(); print_after = v; }
     else if (!strcmp(a, "--tokenizer")) { NEED_VALUE(); tokenizer = v; }
+    else if (!strcmp(a, "--sd-config")) { NEED_VALUE(); sd_config = v; }
+    else if (!strcmp(a, "--width") || !strcmp(a, "--height")) {
+      NEED_VALUE();
+      long *dst = !strcmp(a, "--width") ? &width : &height;
+      if (parse_int(v, 8, 16384, dst) || *dst % 8) USAGE_ERROR("%s: '%s' is not a multiple of 8 in 8..16384", a, v);
+    } else if (!strcmp(a, "--clip-skip")) {
+      NEED_VALUE();
+      if (parse_int(v, 1, 64, &clip_skip)) USAGE_ERROR("--clip-skip: '%s' is not an integer in 1..64", v);
+    }
     else if (!strcmp(a, "--chat-template")) {
       NEED_VALUE();
       if (bm_chat_kind_from_name(v) == BM_CHAT_NONE)
@@ -227,10 +264,12 @@ static int cmd_compile(int argc, char **argv) {
   char *extra = NULL;
   bm_model_options mo = {.weights = weights, .seed = (uint64_t)seed, .max_batch = (int)max_batch,
                          .max_ctx = (int)max_ctx, .max_seq = (int)max_seq,
-                         .weight_dtype = weight_dtype, .extra_json = &extra};
+                         .weight_dtype = weight_dtype, .extra_json = &extra, .width = (int)width,
+                         .height = (int)height, .clip_skip = (int)clip_skip, .sd_config = sd_config,
+                         .random_weights = random_weights};
   bm_module *m = NULL;
   bm_weight_source *src = NULL;
-  bm_status s = random_weights ? build_generated(model, &mo, &m, &src) : bm_model_build(model, &mo, &m, &src);
+  bm_status s = bm_model_build(model, &mo, &m, &src);
   if (s) {
     free(extra);
     return fail(s);
@@ -239,7 +278,9 @@ static int cmd_compile(int argc, char **argv) {
   /* The tokenizer: --tokenizer, else the model folder's own files. */
   bm_tokenizer_files tf = {0};
   bool have_tok = false;
-  if (!no_tokenizer && (tokenizer || bm_tokenizer_files_present(model))) {
+  if (extra && strstr(extra, "\"stable-diffusion\"")) {
+    s = no_tokenizer ? NULL : sd_embed_tokenizer(model, sd_config, tokenizer, &extra, &tf);
+  } else if (!no_tokenizer && (tokenizer || bm_tokenizer_files_present(model))) {
     s = bm_tokenizer_files_read(tokenizer ? tokenizer : model, &tf);
     have_tok = !s;
   }
@@ -291,6 +332,10 @@ static int cmd_compile(int argc, char **argv) {
   if (max_batch) cJSON_AddNumberToObject(oj, "max_batch", (double)max_batch);
   if (max_ctx) cJSON_AddNumberToObject(oj, "max_ctx", (double)max_ctx);
   if (max_seq) cJSON_AddNumberToObject(oj, "max_seq", (double)max_seq);
+  if (width) cJSON_AddNumberToObject(oj, "width", (double)width);
+  if (height) cJSON_AddNumberToObject(oj, "height", (double)height);
+  if (clip_skip) cJSON_AddNumberToObject(oj, "clip_skip", (double)clip_skip);
+  if (sd_config) cJSON_AddStringToObject(oj, "sd_config", base_name(sd_config));
   if (weight_dtype != BM_DTYPE_F32) cJSON_AddStringToObject(oj, "weight_dtype", bm_dtype_name(weight_dtype));
   if (random_weights) cJSON_AddBoolToObject(oj, "random_weights", true);
   if (tokenizer) cJSON_AddStringToObject(oj, "tokenizer", base_name(tokenizer));

@@ -576,6 +576,7 @@ static bm_status check_code(const writer *W) {
     for (int i = 0; i < W->m->graphs[gi]->nnodes; i++) nkernels += W->m->graphs[gi]->nodes[i]->kernel != NULL;
   if (!W->code->size)
     return nkernels ? INVALID("the module has %d kernels but the code object is empty", nkernels) : NULL;
+  if (strncmp(W->code->format, "elf", 3) != 0) return NULL; /* a GPU code bundle: checked by its backend */
   bm_elf_image *img = NULL;
   bm_status s = bm_elf_load(W->code->data, W->code->size, NULL, &img);
   if (s && bm_status_code(s) == BM_ERR_INCOMPATIBLE) { /* built for another host: cannot check here */

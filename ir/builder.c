@@ -527,6 +527,11 @@ bm_node *bm_topk_mask(bm_graph *g, bm_node *x, int k, float fill) {
   return bm_node_make(g, BM_OP_TOPK_MASK, 1, &x, &at);
 }
 
+bm_node *bm_take_row(bm_graph *g, bm_node *x, bm_node *idx) {
+  bm_node *in[2] = {x, idx};
+  return bm_node_make(g, BM_OP_TAKE_ROW, 2, in, NULL);
+}
+
 bm_node *bm_moe(bm_graph *g, bm_node *x, bm_node *gates, bm_node *w_gate, bm_node *w_up,
                 bm_node *w_down, bm_op act) {
   bm_attrs at = {0};

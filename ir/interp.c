@@ -1288,7 +1288,9 @@ static void moe_hidden(bm_op act, const bm_tensor *wg, const bm_tensor *wu, int6
 static bm_status ref_moe(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
                          bm_tensor *out) {
   const bm_tensor *x = in[0], *gates = in[1], *wg = in[2], *wu = in[3], *wd = in[4];
-  int64_t T = x->shape[0], D = x->shape[1], E = gates->shape[1], F = wg->shape[1];
+  /* x (..., D), gates (..., E): T tokens */
+  int64_t D = x->shape[x->ndim - 1], E = gates->shape[gates->ndim - 1], F = wg->shape[1];
+  int64_t T = D > 0 ? numel(x) / D : 0;
   float *xf = load_all_f32(x), *res = alloc_res(out);
   float *h = malloc((size_t)(F > 0 ? F : 1) * sizeof *h), *tmp = malloc((size_t)(F > 0 ? F : 1) * sizeof *tmp);
   float *y = malloc((size_t)(D > 0 ? D : 1) * sizeof *y);
@@ -1311,7 +1313,8 @@ static bm_status ref_moe(bm_ictx *cx, const bm_node *n, const bm_tensor *const *
 static bm_status ref_moe_up(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
                             bm_tensor *out) {
   const bm_tensor *x = in[0], *gates = in[1], *wg = in[2], *wu = in[3];
-  int64_t T = x->shape[0], D = x->shape[1], E = gates->shape[1], F = wg->shape[1];
+  int64_t D = x->shape[x->ndim - 1], E = gates->shape[gates->ndim - 1], F = wg->shape[1];
+  int64_t T = D > 0 ? numel(x) / D : 0;
   float *xf = load_all_f32(x), *res = alloc_res(out);
   float *tmp = malloc((size_t)(F > 0 ? F : 1) * sizeof *tmp);
   if (!xf || !res || !tmp) {
@@ -1329,7 +1332,9 @@ static bm_status ref_moe_up(bm_ictx *cx, const bm_node *n, const bm_tensor *cons
 static bm_status ref_moe_down(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
                               bm_tensor *out) {
   const bm_tensor *h = in[0], *gates = in[1], *wd = in[2];
-  int64_t T = h->shape[0], E = h->shape[1], F = h->shape[2], D = wd->shape[1];
+  /* h (..., E, F), gates (..., E): T tokens */
+  int64_t E = h->shape[h->ndim - 2], F = h->shape[h->ndim - 1], D = wd->shape[1];
+  int64_t T = E * F > 0 ? numel(h) / (E * F) : 0;
   float *hf = load_all_f32(h), *res = alloc_res(out);
   float *y = malloc((size_t)(D > 0 ? D : 1) * sizeof *y);
   if (!hf || !res || !y) {
@@ -1345,6 +1350,23 @@ static bm_status ref_moe_down(bm_ictx *cx, const bm_node *n, const bm_tensor *co
     }
   free(hf), free(y);
   return finish(n, in, res, out);
+}
+
+static bm_status ref_take_row(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                              bm_tensor *out) {
+  const bm_tensor *x = in[0], *idx = in[1]; /* (B, S, ...), (B) */
+  if (x->ndim < 2 || idx->ndim != 1 || idx->shape[0] != x->shape[0] || out->ndim != x->ndim)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "x must be (B, S, ...) and idx (B)");
+  int64_t B = x->shape[0], S = x->shape[1], row = prod(x->shape, 2, x->ndim);
+  if (numel(out) != B * row)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "output has %lld elements, expected %lld",
+                    (long long)numel(out), (long long)(B * row));
+  for (int64_t b = 0; b < B && S > 0; b++) {
+    int64_t i = bm_load_i64(idx->data, idx->dtype, b);
+    i = i < 0 ? 0 : i >= S ? S - 1 : i;
+    for (int64_t j = 0; j < row; j++) copy_elem(out, b * row + j, x, (b * S + i) * row + j);
+  }
+  return NULL;
 }
 
 /* ------------------------------------------------------------------ the table */

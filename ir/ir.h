@@ -365,6 +365,9 @@ bm_node *bm_topk_mask(bm_graph *g, bm_node *x, int k, float fill);
  * act SILU or GELU_TANH. Experts with a zero gate are skipped. */
 bm_node *bm_moe(bm_graph *g, bm_node *x, bm_node *gates, bm_node *w_gate, bm_node *w_up,
                 bm_node *w_down, bm_op act);
+/* x (B, S, ...), idx i32|i64 (B) -> (B, 1, ...): row idx[b] of each batch
+ * entry (clamped to [0, S - 1]), e.g. a prefill's last real token. */
+bm_node *bm_take_row(bm_graph *g, bm_node *x, bm_node *idx);
 /* Stacks n bound WEIGHTs of equal dtype and shape S into one new WEIGHT
  * `name` of shape (n, S...) whose data (copied into the module arena) is
  * their concatenation: e.g. E per-expert (F, D) matrices -> (E, F, D) for

@@ -767,7 +767,7 @@ static bm_status shape_topk_mask(bm_graph *g, bm_node *n) {
   return NULL;
 }
 
-/* x (T, D), gates (T, E) and the expert weights (E, A, B) of MOE/MOE_UP. */
+/* The expert weights (E, A, B) of MOE/MOE_UP/MOE_DOWN. */
 static bm_status check_moe_w(const bm_graph *g, const bm_node *n, const char *what,
                              const bm_node *w, bm_dim e, bm_dim a, bm_dim b) {
   char sw[SHAPE_BUF], se[96], sa[96], sb[96];
@@ -785,16 +785,25 @@ static bm_status check_moe_act(const bm_graph *g, const bm_node *n) {
   return NULL;
 }
 
-/* x (T, D) and gates (T, E): E, D static. */
+/* Do a and b have the same first n dims? */
+static bool same_lead(const bm_node *a, const bm_node *b, int n) {
+  for (int d = 0; d < n; d++)
+    if (!bm_dim_eq(a->shape[d], b->shape[d])) return false;
+  return true;
+}
+
+/* x (..., D) and gates (..., E) with the same leading (token) dims, at least
+ * one and at most BM_MAX_DIMS - 2 of them (MOE_UP adds (E, F)); D, E static. */
 static bm_status check_moe_xg(const bm_graph *g, const bm_node *n, const bm_node *x,
                               const bm_node *gates) {
   char sx[SHAPE_BUF], sg[SHAPE_BUF];
   BM_RETURN_IF_ERROR(need_float(g, n, "x", x));
   BM_RETURN_IF_ERROR(need_float(g, n, "gates", gates));
-  if (x->ndim != 2 || gates->ndim != 2 || !bm_dim_eq(x->shape[0], gates->shape[0]) ||
-      !bm_dim_is_static(x->shape[1]) || !bm_dim_is_static(gates->shape[1]))
-    return fail(g, n, "x %s and gates %s must be (T, D) and (T, E) with D, E static", SH(x, sx),
-                SH(gates, sg));
+  if (x->ndim < 2 || x->ndim > BM_MAX_DIMS - 1 || gates->ndim != x->ndim ||
+      !same_lead(x, gates, x->ndim - 1) || !bm_dim_is_static(x->shape[x->ndim - 1]) ||
+      !bm_dim_is_static(gates->shape[x->ndim - 1]))
+    return fail(g, n, "x %s and gates %s must be (..., D) and (..., E) with the same leading dims (1 to %d) "
+                "and D, E static", SH(x, sx), SH(gates, sg), BM_MAX_DIMS - 2);
   return NULL;
 }
 
@@ -802,7 +811,7 @@ static bm_status shape_moe(bm_graph *g, bm_node *n) {
   bm_node *x = n->in[0], *gates = n->in[1], *wg = n->in[2], *wu = n->in[3], *wd = n->in[4];
   BM_RETURN_IF_ERROR(check_moe_act(g, n));
   BM_RETURN_IF_ERROR(check_moe_xg(g, n, x, gates));
-  bm_dim e = gates->shape[1], d = x->shape[1];
+  bm_dim e = gates->shape[gates->ndim - 1], d = x->shape[x->ndim - 1];
   if (wg->ndim != 3) {
     char sw[SHAPE_BUF];
     return fail(g, n, "w_gate %s must be (E, F, D)", SH(wg, sw));
@@ -811,7 +820,7 @@ static bm_status shape_moe(bm_graph *g, bm_node *n) {
   BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_gate", wg, e, f, d));
   BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_up", wu, e, f, d));
   BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_down", wd, e, d, f));
-  set_out(n, x->dtype, 2, x->shape);
+  set_out(n, x->dtype, x->ndim, x->shape);
   return NULL;
 }
 
@@ -819,7 +828,8 @@ static bm_status shape_moe_up(bm_graph *g, bm_node *n) {
   bm_node *x = n->in[0], *gates = n->in[1], *wg = n->in[2], *wu = n->in[3];
   BM_RETURN_IF_ERROR(check_moe_act(g, n));
   BM_RETURN_IF_ERROR(check_moe_xg(g, n, x, gates));
-  bm_dim e = gates->shape[1], d = x->shape[1];
+  int lead = x->ndim - 1;
+  bm_dim e = gates->shape[lead], d = x->shape[lead];
   if (wg->ndim != 3) {
     char sw[SHAPE_BUF];
     return fail(g, n, "w_gate %s must be (E, F, D)", SH(wg, sw));
@@ -827,8 +837,11 @@ static bm_status shape_moe_up(bm_graph *g, bm_node *n) {
   bm_dim f = wg->shape[1];
   BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_gate", wg, e, f, d));
   BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_up", wu, e, f, d));
-  bm_dim o[3] = {x->shape[0], e, f};
-  set_out(n, x->dtype, 3, o);
+  bm_dim o[BM_MAX_DIMS];
+  memcpy(o, x->shape, sizeof(bm_dim) * (size_t)lead);
+  o[lead] = e;
+  o[lead + 1] = f;
+  set_out(n, x->dtype, lead + 2, o);
   return NULL;
 }
 
@@ -837,18 +850,34 @@ static bm_status shape_moe_down(bm_graph *g, bm_node *n) {
   char sh[SHAPE_BUF], sg[SHAPE_BUF];
   BM_RETURN_IF_ERROR(need_float(g, n, "h", h));
   BM_RETURN_IF_ERROR(need_float(g, n, "gates", gates));
-  if (h->ndim != 3 || gates->ndim != 2 || !bm_dim_eq(h->shape[0], gates->shape[0]) ||
-      !bm_dim_eq(h->shape[1], gates->shape[1]) || !bm_dim_is_static(h->shape[1]) ||
-      !bm_dim_is_static(h->shape[2]))
-    return fail(g, n, "h %s and gates %s must be (T, E, F) and (T, E) with E, F static", SH(h, sh),
-                SH(gates, sg));
+  int lead = h->ndim - 2;
+  if (lead < 1 || gates->ndim != lead + 1 || !same_lead(h, gates, lead + 1) ||
+      !bm_dim_is_static(h->shape[lead]) || !bm_dim_is_static(h->shape[lead + 1]))
+    return fail(g, n, "h %s and gates %s must be (..., E, F) and (..., E) with the same leading dims and E, F "
+                "static", SH(h, sh), SH(gates, sg));
   if (wd->ndim != 3) {
     char sw[SHAPE_BUF];
     return fail(g, n, "w_down %s must be (E, D, F)", SH(wd, sw));
   }
-  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_down", wd, h->shape[1], wd->shape[1], h->shape[2]));
-  bm_dim o[2] = {h->shape[0], wd->shape[1]};
-  set_out(n, h->dtype, 2, o);
+  BM_RETURN_IF_ERROR(check_moe_w(g, n, "w_down", wd, h->shape[lead], wd->shape[1], h->shape[lead + 1]));
+  bm_dim o[BM_MAX_DIMS];
+  memcpy(o, h->shape, sizeof(bm_dim) * (size_t)lead);
+  o[lead] = wd->shape[1];
+  set_out(n, h->dtype, lead + 1, o);
+  return NULL;
+}
+
+static bm_status shape_take_row(bm_graph *g, bm_node *n) {
+  bm_node *x = n->in[0], *idx = n->in[1];
+  char sx[SHAPE_BUF], si[SHAPE_BUF];
+  if (x->dtype == BM_DTYPE_I4) return fail(g, n, "cannot take rows of i4 (packed) tensors");
+  if (!is_int(idx->dtype)) return fail(g, n, "idx must be i32 or i64, got %s", dt(idx->dtype));
+  if (x->ndim < 2 || idx->ndim != 1 || !bm_dim_eq(idx->shape[0], x->shape[0]))
+    return fail(g, n, "x %s and idx %s must be (B, S, ...) and (B)", SH(x, sx), SH(idx, si));
+  bm_dim o[BM_MAX_DIMS];
+  memcpy(o, x->shape, sizeof o);
+  o[1] = bm_dim_c(1);
+  set_out(n, x->dtype, x->ndim, o);
   return NULL;
 }
 

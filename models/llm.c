@@ -431,29 +431,10 @@ static bm_node *moe_gates(bm_llm *L, bm_node *logits, const bm_llm_moe *m) {
 
 bm_node *bm_llm_moe_block(bm_llm *L, bm_node *x, const bm_llm_moe *m) {
   bm_graph *g = L->g;
-  const bm_hf_config *c = L->c;
-  int64_t D = c->hidden, E = m->experts;
+  /* the MOE op takes the (batch, seq) tokens as they are and runs only the
+   * experts each token selected (the gates of the others are 0) */
   bm_node *gates = moe_gates(L, bm_linear(g, x, m->router, NULL), m); /* (B, S, E) */
-  if (L->fn == BM_LLM_DECODE) {
-    /* one token per row: tokens are (B, D) and the MOE op skips the
-     * experts a token does not use */
-    int64_t s2[2] = {L->B, D}, g2[2] = {L->B, E}, s3[3] = {L->B, 1, D};
-    bm_node *y = bm_moe(g, bm_reshape(g, x, 2, s2), bm_reshape(g, gates, 2, g2), m->w_gate, m->w_up,
-                        m->w_down, m->act);
-    return bm_reshape(g, y, 3, s3);
-  }
-  /* (batch, seq) chunk: both dims are symbolic and the MOE op takes
-   * (tokens, D), so every expert runs on every token (batched over the
-   * experts) and the gates zero the unused ones. */
-  int64_t s4[4] = {L->B, 1, L->S, D};
-  bm_node *x4 = bm_reshape(g, x, 4, s4);                                 /* (B, 1, S, D) */
-  bm_node *h = bm_unary(g, m->act, bm_matmul(g, x4, m->w_gate, false, true)); /* (B, E, S, F) */
-  h = bm_mul(g, h, bm_matmul(g, x4, m->w_up, false, true));
-  bm_node *y = bm_matmul(g, h, m->w_down, false, true);                  /* (B, E, S, D) */
-  int64_t gs[4] = {L->B, L->S, E, 1};
-  int gp[4] = {0, 2, 1, 3};
-  bm_node *gw = bm_permute(g, bm_reshape(g, gates, 4, gs), gp);          /* (B, E, S, 1) */
-  return bm_sum(g, bm_mul(g, y, gw), 1, false);                          /* (B, S, D) */
+  return bm_moe(g, x, gates, m->w_gate, m->w_up, m->w_down, m->act);   /* (B, S, D) */
 }
 
 /* ------------------------------------------------------------------ rope tables */
@@ -543,6 +524,9 @@ static bm_status build_graph(bm_module *m, bm_weight_source *src, const bm_hf_co
     L.start = bm_input(g, "start", BM_DTYPE_I32, 1, b1);
     L.kv_len = bm_input(g, "kv_len", BM_DTYPE_I32, 1, b1);
   }
+  /* prefill: the chunk position of each row's last real token, the only
+   * one whose logits are computed */
+  bm_node *last = fn == BM_LLM_PREFILL ? bm_input(g, "last", BM_DTYPE_I32, 1, b1) : NULL;
 
   /* rope: inverse frequencies as a constant */
   int64_t rdim = arch->rope_dim > 0   ? arch->rope_dim
@@ -566,9 +550,10 @@ static bm_status build_graph(bm_module *m, bm_weight_source *src, const bm_hf_co
 
   for (int l = 0; l < c->layers && !bm_graph_status(g); l++) x = arch->layer(&L, x, l);
 
+  if (last) x = bm_take_row(g, x, last); /* (B, 1, hidden) */
   x = bm_llm_norm(&L, x, c->hidden, "model.norm.weight");
   bm_node *head = c->tie_word_embeddings ? table : bm_llm_w(&L, 2, es, "lm_head.weight");
-  bm_node *logits = bm_linear(g, x, head, NULL); /* (B, S, vocab) */
+  bm_node *logits = bm_linear(g, x, head, NULL); /* (B, S, vocab); prefill (B, 1, vocab) */
   if (c->final_softcap > 0) {
     bm_node *cap = bm_scalar(g, (float)c->final_softcap);
     logits = bm_mul(g, bm_unary(g, BM_OP_TANH, bm_div(g, logits, cap)), cap);
@@ -609,9 +594,12 @@ static char *extra_json(const bm_hf_config *c, const bm_llm_arch *arch, bm_dtype
       cJSON_AddItemToArray(in, cJSON_CreateString("start"));
       cJSON_AddItemToArray(in, cJSON_CreateString("kv_len"));
     }
+    if (f == 1) cJSON_AddItemToArray(in, cJSON_CreateString("last"));
     cJSON *out = cJSON_AddArrayToObject(fo, "outputs");
     cJSON_AddItemToArray(out, cJSON_CreateString("logits"));
-    cJSON_AddStringToObject(fo, "logits", f == 2 ? "the one position" : "every position");
+    cJSON_AddStringToObject(fo, "logits", f == 0   ? "every position"
+                                          : f == 1 ? "position last[b] of each row"
+                                                   : "the one position");
     cJSON_AddNumberToObject(fo, "max_seq", f == 2 ? 1.0 : (double)max_seq);
   }
   cJSON *cache = cJSON_AddObjectToObject(o, "cache");

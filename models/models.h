@@ -61,6 +61,10 @@ typedef struct bm_model_options {
   int clip_skip;         /* 1 = last CLIP layer (default), 2 = penultimate, ... */
   const char *sd_config; /* a diffusers folder whose <part>/config.json (and tokenizer/)
                           * describe a single-file checkpoint's parts */
+  /* A model folder built with generated weights (bm_weight_source_generated
+   * with `seed`) instead of its checkpoint: only its config is read (tests,
+   * benchmarks: bmc --random-weights). Excludes `weights`. */
+  bool random_weights;
 } bm_model_options;
 
 typedef struct bm_model_def {

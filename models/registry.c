@@ -69,7 +69,7 @@ bm_status bm_model_build(const char *name, const bm_model_options *o, bm_module 
   if (!def && name && stat(name, &st) == 0) {
     BM_RETURN_IF_ERROR(find_for_path(name, &def));
     opts.path = name;
-    if (!opts.weights) opts.weights = name;
+    if (!opts.weights && !opts.random_weights) opts.weights = name;
   }
   if (!def) {
     char known[512] = "";
@@ -81,6 +81,10 @@ bm_status bm_model_build(const char *name, const bm_model_options *o, bm_module 
                           "unknown model '%s' (known models: %s; or give the path of a model folder)",
                           name ? name : "(null)", known);
   }
+  if (opts.random_weights && opts.weights)
+    return bm_status_make(BM_ERR_INVALID_ARGUMENT,
+                          "model '%s': generated weights and the checkpoint '%s' exclude each other", name,
+                          opts.weights);
   bm_weight_source *src = NULL;
   bm_status s = opts.weights ? bm_weight_source_open(opts.weights, &src)
                              : bm_weight_source_generated(opts.seed, &src);

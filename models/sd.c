@@ -608,6 +608,7 @@ static char *make_extra(const sd_parts *p, const bm_model_options *o, int64_t W,
   cJSON_AddNumberToObject(e, "clip_skip", clip_skip);
   cJSON_AddNumberToObject(e, "text_max_length", (double)p->clip.max_pos);
   cJSON_AddNumberToObject(e, "text_hidden_size", (double)p->clip.hidden);
+  cJSON_AddNumberToObject(e, "text_vocab_size", (double)p->clip.vocab); /* token ids the pipeline may pass */
   cJSON *sch = p->scheduler ? cJSON_Duplicate(p->scheduler, 1) : default_scheduler();
   const cJSON *pt = cJSON_GetObjectItemCaseSensitive(sch, "prediction_type");
   cJSON_AddStringToObject(e, "prediction_type", cJSON_IsString(pt) ? pt->valuestring : "epsilon");

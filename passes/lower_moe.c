@@ -1,8 +1,9 @@
 /* lower_moe.c - splits each MOE node into MOE_UP (the gated expert hidden
- * states h (T, E, F)) and MOE_DOWN (the gate-weighted down projections), so
- * that each half can be parallel over its own output on the CPU: MOE_UP over
- * (tokens, experts, F rows), MOE_DOWN over (tokens, D rows). Both skip the
- * experts whose gate is exactly 0. */
+ * states h (..., E, F)) and MOE_DOWN (the gate-weighted down projections),
+ * so that each half can be parallel over its own output on the CPU: MOE_UP
+ * over (tokens, experts, F rows), MOE_DOWN over (tokens, D rows). Both skip
+ * the experts whose gate is exactly 0. The token dims (x's leading dims,
+ * e.g. (batch, seq), symbolic or not) carry over unchanged. */
 #include <string.h>
 
 #include "passes.h"

@@ -44,4 +44,23 @@ static inline int64_t bm_task_count(const bm_task_expr *e, const int64_t *syms) 
   return ((v + e->div - 1) / e->div) * e->factor;
 }
 
+/* ---- GPU kernels (target "cuda"; docs/cuda.md)
+ *
+ * A GPU kernel is `extern "C" __global__ void SYMBOL(const bm_gpu_args a)`,
+ * launched on the session's stream with min(ntasks, 2^31 - 1) blocks of the
+ * kernel's thread count (given per kernel in the code bundle, see
+ * cuda_bundle.h). ntasks is the same task expression as for CPU kernels,
+ * read as a number of thread blocks; each block loops over tasks
+ * blockIdx.x, blockIdx.x + gridDim.x, ... below the count it computes
+ * itself from syms, so any grid size is correct. bufs are device pointers
+ * in the manifest's argument order (inputs, then the output); no scratch. */
+#define BM_GPU_MAX_ARGS 16
+#define BM_GPU_MAX_SYMS 8
+
+typedef struct bm_gpu_args {
+  uint64_t bufs[BM_GPU_MAX_ARGS]; /* device addresses; unused entries 0 */
+  int64_t syms[BM_GPU_MAX_SYMS];  /* bound symbol values; unused entries 0 */
+  int64_t ntasks;                 /* the task count (informational) */
+} bm_gpu_args;
+
 #endif /* BM_ABI_H */

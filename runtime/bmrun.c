@@ -16,15 +16,18 @@
 
 #include "bm_runtime.h"
 #include "chat_template.h"
+#include "image.h"
 #include "llm.h"
 #include "npy.h"
 #include "safetensors.h"
+#include "sd.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: bmrun FILE.bmpk [options]\n"
     "       bmrun FILE.bmpk generate|chat [options]   (LLMs; see bmrun FILE generate --help)\n"
+    "       bmrun FILE.bmpk txt2img|img2img|inpaint [options]   (Stable Diffusion)\n"
     "\n"
     "Runs one function of a bm package on inputs read from files or made up.\n"
     "\n"
@@ -1462,13 +1465,308 @@ static int gen_main(int argc, char **argv) {
   return rc;
 }
 
+/* ------------------------------------------------------------ txt2img, img2img, inpaint */
+
+static const char sd_usage_text[] =
+    "usage: bmrun FILE.bmpk txt2img -p PROMPT [options]\n"
+    "       bmrun FILE.bmpk img2img -p PROMPT --init-img IMAGE.png [--strength S] [options]\n"
+    "       bmrun FILE.bmpk inpaint -p PROMPT --init-img IMAGE.png --mask MASK.png [options]\n"
+    "\n"
+    "Image generation with a compiled Stable Diffusion 1.x/2.x package (bmc compile\n"
+    "--model FOLDER|CHECKPOINT --width W --height H). The image size is the one the\n"
+    "package was compiled for; init images and masks must have exactly that size.\n"
+    "\n"
+    "options:\n"
+    "  -p, --prompt TEXT        the prompt\n"
+    "  -n, --negative TEXT      the negative prompt (default: empty)\n"
+    "  --steps N                sampler steps (default 20)\n"
+    "  --cfg S                  classifier-free guidance scale (default 7.5; 1 = off)\n"
+    "  --sampler NAME           a sampler below, an alias (euler_a, dpm2_a, ...) or an\n"
+    "                           AUTOMATIC1111 name (\"DPM++ 2M Karras\") (default euler)\n"
+    "  --schedule NAME          a schedule below (default: from the sampler name, else\n"
+    "                           discrete)\n"
+    "  --seed N                 seed of the first image (default: from the clock, printed)\n"
+    "  --batch-count N          images, with seeds seed, seed+1, ... (default 1)\n"
+    "  --eta X, --s-noise X     ancestral/SDE noise options (default: the reference's)\n"
+    "  --init-img FILE.png      img2img/inpaint: the starting image\n"
+    "  --strength S             img2img/inpaint: denoising strength in (0, 1] (default\n"
+    "                           0.75 for img2img, 1 for inpaint); runs int(steps * S) steps\n"
+    "  --mask FILE.png          inpaint: white = repaint, black = keep\n"
+    "  -o, --output FILE.png    output file (default out.png); several images are\n"
+    "                           written as FILE-0.png, FILE-1.png, ...\n"
+    "  --threads N              worker threads (default: all CPUs)\n"
+    "  --profile                print the UNet's per-op times of its last run\n"
+    "  --quiet                  no progress bar\n"
+    "  --no-verify              skip the weight and code checksums when opening\n"
+    "  --help                   print this help and the samplers and schedules\n"
+    "\n"
+    "The PNG gets the generation parameters in a \"parameters\" text chunk, as\n"
+    "AUTOMATIC1111 writes them. Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
+
+/* The samplers and schedules, from the registries. */
+static void print_sd_lists(FILE *f) {
+  fprintf(f, "\nsamplers (--sampler; model calls per step):\n");
+  for (int i = 0; i < bm_sampler_count(); i++) {
+    const bm_sampler_info *s = bm_sampler_at(i);
+    const char *disp = bm_sd_sampler_display_name(s->name);
+    char calls[96];
+    snprintf(calls, sizeof calls, "%s%s%s", s->calls, s->cfg_pp ? ", CFG++" : "", s->deterministic ? "" : ", stochastic");
+    fprintf(f, "  %-30s %-40s", s->name, calls);
+    if (strcmp(disp, s->name)) fprintf(f, " \"%s\"", disp);
+    fputc('\n', f);
+  }
+  fprintf(f, "\nschedules (--schedule):\n");
+  for (int i = 0; i < bm_schedule_count(); i++)
+    fprintf(f, "  %-32s %s\n", bm_schedule_name(i), bm_schedule_reference(i));
+}
+
+typedef struct sd_cli {
+  const char *file, *out, *init, *mask;
+  bm_sd_request rq;
+  bm_sampler_options so;
+  int have_seed, have_strength, threads, no_verify, profile, quiet;
+  char sched_buf[64];
+} sd_cli;
+
+static int parse_double(const char *s, double lo, double hi, double *out) {
+  if (!s || !*s) return 0;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || *end || !(v >= lo && v <= hi)) return 0;
+  *out = v;
+  return 1;
+}
+
+/* Returns -1 to continue, or an exit code. */
+static int parse_sd_args(int argc, char **argv, sd_cli *o) {
+  memset(o, 0, sizeof *o);
+  o->file = argv[1];
+  o->rq = bm_sd_request_default();
+  o->so = bm_sampler_options_default();
+  o->rq.mode = !strcmp(argv[2], "img2img") ? BM_SD_IMG2IMG : !strcmp(argv[2], "inpaint") ? BM_SD_INPAINT : BM_SD_TXT2IMG;
+  o->out = "out.png";
+  const char *prompt = NULL;
+  for (int i = 3; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(sd_usage_text, stdout);
+      print_sd_lists(stdout);
+      return EXIT_OK;
+    }
+    if (!strcmp(a, "--no-verify")) { o->no_verify = 1; continue; }
+    if (!strcmp(a, "--profile")) { o->profile = 1; continue; }
+    if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
+    static const char *const valued[] = {"-p", "--prompt", "-n", "--negative", "--negative-prompt", "--steps", "--cfg",
+                                         "--cfg-scale", "--sampler", "--schedule", "--seed", "--batch-count", "--eta",
+                                         "--s-noise", "--init-img", "--strength", "--mask", "-o", "--output",
+                                         "--threads"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
+    if (!known) return usage_error("%s: unknown option '%s'", argv[2], a);
+    if (i + 1 >= argc) return usage_error("option '%s' needs a value", a);
+    const char *v = argv[++i];
+    bm_sd_request *rq = &o->rq;
+    if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
+    else if (!strcmp(a, "-n") || !strcmp(a, "--negative") || !strcmp(a, "--negative-prompt")) rq->negative_prompt = v;
+    else if (!strcmp(a, "--steps")) {
+      if (!parse_int_range(v, 1, BM_SD_MAX_STEPS, &rq->steps))
+        return usage_error("--steps: '%s' is not an integer in 1..%d", v, BM_SD_MAX_STEPS);
+    } else if (!strcmp(a, "--cfg") || !strcmp(a, "--cfg-scale")) {
+      if (!parse_double(v, 0, 1000, &rq->cfg_scale)) return usage_error("%s: '%s' is not a number in 0..1000", a, v);
+    } else if (!strcmp(a, "--sampler")) rq->sampler = v;
+    else if (!strcmp(a, "--schedule")) rq->schedule = v;
+    else if (!strcmp(a, "--seed")) {
+      if (!parse_u64(v, &rq->seed)) return usage_error("--seed: '%s' is not a non-negative integer", v);
+      o->have_seed = 1;
+    } else if (!strcmp(a, "--batch-count")) {
+      if (!parse_int_range(v, 1, BM_SD_MAX_BATCH_COUNT, &rq->batch_count))
+        return usage_error("--batch-count: '%s' is not an integer in 1..%d", v, BM_SD_MAX_BATCH_COUNT);
+    } else if (!strcmp(a, "--eta")) {
+      if (!parse_double(v, 0, 100, &o->so.eta)) return usage_error("--eta: '%s' is not a number in 0..100", v);
+    } else if (!strcmp(a, "--s-noise")) {
+      if (!parse_double(v, 0, 100, &o->so.s_noise)) return usage_error("--s-noise: '%s' is not a number in 0..100", v);
+    } else if (!strcmp(a, "--strength")) {
+      if (!parse_double(v, 1e-9, 1, &rq->strength)) return usage_error("--strength: '%s' is not in (0, 1]", v);
+      o->have_strength = 1;
+    } else if (!strcmp(a, "--init-img")) o->init = v;
+    else if (!strcmp(a, "--mask")) o->mask = v;
+    else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+      if (!*v) return usage_error("%s needs a file name", a);
+      o->out = v;
+    } else if (!strcmp(a, "--threads")) {
+      if (!parse_positive(v, 4096, &o->threads)) return usage_error("--threads: '%s' is not a positive integer", v);
+    }
+  }
+  bm_sd_request *rq = &o->rq;
+  if (!prompt) return usage_error("%s: give a prompt with -p TEXT", argv[2]);
+  rq->prompt = prompt;
+  if (rq->mode != BM_SD_TXT2IMG && !o->init) return usage_error("%s needs --init-img FILE.png", argv[2]);
+  if (rq->mode == BM_SD_INPAINT && !o->mask) return usage_error("inpaint needs --mask FILE.png");
+  if (rq->mode == BM_SD_TXT2IMG && (o->init || o->mask || o->have_strength))
+    return usage_error("txt2img takes no --init-img, --mask or --strength (use img2img or inpaint)");
+  if (rq->mode == BM_SD_IMG2IMG && o->mask) return usage_error("img2img takes no --mask (use inpaint)");
+  if (rq->mode == BM_SD_INPAINT && !o->have_strength) rq->strength = 1.0;
+  /* sampler, schedule and step count: checked against the registries now */
+  const bm_sampler_info *si;
+  const char *hint;
+  bm_status s = bm_sd_resolve_sampler(rq->sampler, &si, &hint);
+  if (s) {
+    fprintf(stderr, "bmrun: --sampler: %s\n(run 'bmrun FILE txt2img --help' for the list)\n", bm_status_message(s));
+    bm_status_free(s);
+    return EXIT_USAGE;
+  }
+  rq->sampler = si->name;
+  if (!rq->schedule) rq->schedule = hint ? hint : "discrete";
+  int known = 0;
+  for (int i = 0; i < bm_schedule_count(); i++) known |= !strcmp(bm_schedule_name(i), rq->schedule);
+  if (!known) {
+    char list[600];
+    size_t at = 0;
+    list[0] = 0;
+    for (int i = 0; i < bm_schedule_count() && at < sizeof list; i++)
+      at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", bm_schedule_name(i));
+    return usage_error("--schedule: unknown schedule '%s'; valid schedules: %s", rq->schedule, list);
+  }
+  if (rq->steps < si->min_steps)
+    return usage_error("--steps: sampler '%s' needs at least %d steps, got %d", si->name, si->min_steps, rq->steps);
+  if (rq->mode != BM_SD_TXT2IMG) {
+    int t_enc = (int)(rq->steps * rq->strength);
+    if (t_enc < si->min_steps)
+      return usage_error("--strength %g with --steps %d runs %d steps; sampler '%s' needs at least %d", rq->strength,
+                         rq->steps, t_enc, si->name, si->min_steps < 1 ? 1 : si->min_steps);
+  }
+  rq->sampler_opts = &o->so;
+  if (!o->have_seed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rq->seed = ((uint64_t)ts.tv_sec * 1000003ull ^ (uint64_t)ts.tv_nsec) & 0xffffffffull;
+  }
+  return -1;
+}
+
+typedef struct sd_out {
+  const sd_cli *o;
+  const bm_sd *sd;
+  int failed;
+} sd_out;
+
+/* FILE.png -> FILE-<i>.png when there are several images. */
+static void output_name(const char *out, int i, int count, char *buf, size_t size) {
+  if (count <= 1) {
+    snprintf(buf, size, "%s", out);
+    return;
+  }
+  const char *dot = strrchr(out, '.'), *slash = strrchr(out, '/');
+  if (!dot || (slash && dot < slash)) dot = out + strlen(out);
+  snprintf(buf, size, "%.*s-%d%s", (int)(dot - out), out, i, dot);
+}
+
+static int sd_on_image(void *user, int image, uint64_t seed, const uint8_t *rgb, const float *latent) {
+  (void)latent;
+  (void)seed;
+  sd_out *c = user;
+  const bm_sd_info *in = bm_sd_get_info(c->sd);
+  char params[8192], path[4096];
+  bm_sd_format_parameters(c->sd, &c->o->rq, NULL, image, params, sizeof params);
+  output_name(c->o->out, image, c->o->rq.batch_count, path, sizeof path);
+  bm_status s = bm_image_write_png(path, rgb, in->width, in->height, 3, params);
+  if (s) {
+    fprintf(stderr, "bmrun: error: %s\n", bm_status_message(s));
+    bm_status_free(s);
+    c->failed = 1;
+    return 1;
+  }
+  fprintf(stderr, "bmrun: wrote %s (seed %llu)\n", path, (unsigned long long)seed);
+  return 0;
+}
+
+/* Reads a PNG of the package's size: RGB into rgb, or (mask) gray into rgb. */
+static bm_status read_sd_image(const char *path, const bm_sd_info *in, int gray, const char *what, uint8_t *dst) {
+  bm_image img;
+  BM_RETURN_IF_ERROR(bm_image_read_png(path, &img));
+  bm_status s = bm_image_check_size(&img, in->width, in->height, what);
+  for (int y = 0; !s && y < img.height; y++)
+    for (int x = 0; x < img.width; x++) {
+      size_t i = (size_t)y * (size_t)img.width + (size_t)x;
+      if (gray) dst[i] = bm_image_gray(&img, x, y);
+      else bm_image_rgb(&img, x, y, dst + 3 * i);
+    }
+  bm_image_free(&img);
+  if (s) return bm_status_wrap(s, "%s", path);
+  return NULL;
+}
+
+static int sd_main(int argc, char **argv) {
+  sd_cli o;
+  int rc = parse_sd_args(argc, argv, &o);
+  if (rc >= 0) return rc;
+  if (!o.have_seed) fprintf(stderr, "bmrun: seed %llu\n", (unsigned long long)o.rq.seed);
+  bm_open_options oo = {.flags = o.no_verify ? BM_OPEN_SKIP_CHECKSUMS : 0};
+  bm_package *pkg = NULL;
+  bm_status s = bm_package_open(o.file, &oo, &pkg);
+  if (s) return runtime_error(s);
+  bm_sd *sd = NULL;
+  bm_sd_options so = {.threads = o.threads, .profile = o.profile};
+  uint8_t *init = NULL, *mask = NULL;
+  s = bm_sd_open(pkg, &so, &sd);
+  if (!s) {
+    const bm_sd_info *in = bm_sd_get_info(sd);
+    size_t px = (size_t)in->width * (size_t)in->height;
+    if (o.init && !(init = malloc(3 * px))) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "init image");
+    if (!s && o.mask && !(mask = malloc(px))) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "mask");
+    if (!s && o.init) s = read_sd_image(o.init, in, 0, "--init-img", init);
+    if (!s && o.mask) s = read_sd_image(o.mask, in, 1, "--mask", mask);
+  }
+  sd_out out = {&o, sd, 0};
+  bm_sd_result res;
+  if (!s) {
+    o.rq.init_rgb = init;
+    o.rq.mask = mask;
+    o.rq.on_progress = o.quiet ? NULL : bm_sd_progress_stderr;
+    o.rq.on_image = sd_on_image;
+    o.rq.user = &out;
+    s = bm_sd_generate(sd, &o.rq, &res);
+  }
+  if (!s && !out.failed) {
+    const bm_sd_info *in = bm_sd_get_info(sd);
+    if (res.tokens > in->text_len || res.tokens_negative > in->text_len)
+      fprintf(stderr, "bmrun: warning: the prompt (%d tokens) or negative prompt (%d) was truncated to %d tokens\n",
+              res.tokens, res.tokens_negative, in->text_len);
+    fprintf(stderr,
+            "bmrun: %s: %d image(s) %dx%d, %d steps of %s (%s schedule), %d model evals, %d UNet runs; text %.3f s, "
+            "sampling %.3f s (%.3f s/eval), VAE %.3f s, total %.3f s\n",
+            argv[2], res.images, in->width, in->height, res.steps, res.sampler, res.schedule, res.model_evals,
+            res.unet_calls, res.text_seconds, res.sample_seconds,
+            res.model_evals ? res.sample_seconds / res.model_evals : 0.0, res.vae_seconds, res.total_seconds);
+    if (o.profile) {
+      int f;
+      s = bm_package_find_function(pkg, "unet", &f);
+      if (!s) s = print_profile(bm_sd_session(sd), f);
+    }
+  }
+  if (s) rc = runtime_error(s);
+  else rc = out.failed ? EXIT_RUNTIME : EXIT_OK;
+  free(init);
+  free(mask);
+  bm_sd_close(sd);
+  bm_package_close(pkg);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 3 && argv[1][0] != '-' && (!strcmp(argv[2], "generate") || !strcmp(argv[2], "chat")))
     return gen_main(argc, argv);
+  if (argc >= 3 && argv[1][0] != '-' &&
+      (!strcmp(argv[2], "txt2img") || !strcmp(argv[2], "img2img") || !strcmp(argv[2], "inpaint")))
+    return sd_main(argc, argv);
   options o;
   int rc = parse_args(argc, argv, &o);
   if (rc < 0 && o.help) {
     fputs(usage_text, stdout);
+    fputs("\nStable Diffusion packages: bmrun FILE.bmpk txt2img|img2img|inpaint [options]\n"
+          "(see bmrun FILE txt2img --help; docs/sd.md)\n", stdout);
+    print_sd_lists(stdout);
     rc = EXIT_OK;
   } else if (rc < 0) {
     rc = run(&o);

@@ -107,6 +107,8 @@ typedef struct bm_rt_kernel {
   int nargs;
   bm_rt_arg *args;
   bm_kernel_fn fn;   /* resolved from the code object */
+  int gpu_threads;   /* "cuda" packages: threads per block (from the code bundle) */
+  int gpu_smem;      /* "cuda" packages: dynamic shared memory bytes */
 } bm_rt_kernel;
 
 typedef struct bm_rt_function {
@@ -160,6 +162,9 @@ struct bm_package {
   bm_elf_image *code;
   int nblobs;
   bm_rt_blob *blobs;
+  int gpu;                /* a "cuda" package: code is a GPU bundle, run by device_cuda.c */
+  int ngpu_images;
+  struct bm_rt_gpu_image *gpu_images;
   int refs;               /* 1 for the caller until bm_package_close, + 1 per live session */
 };
 
@@ -208,5 +213,39 @@ typedef struct bm_device_iface {
 } bm_device_iface;
 
 extern const bm_device_iface bm_device_cpu;
+
+/* ------------------------------------------------------------------ the CUDA device (device_cuda.c)
+ * The CUDA driver API through dlopen("libcuda.so.1"): no link-time
+ * dependency, so libbmrt builds and runs without CUDA. A session of a
+ * "cuda" package owns a bm_cuda_session: the device arena, states and
+ * weights (uploaded once), the loaded module, one stream, and a host copy
+ * of each output. session.c calls these where it would touch memory. */
+
+/* One compiled image of a GPU code bundle (runtime/cuda_bundle.h). */
+typedef struct bm_rt_gpu_image {
+  int ptx;              /* 1: PTX text (NUL-terminated), 0: cubin */
+  int arch;             /* compute capability x 10 */
+  const uint8_t *data;  /* into the map */
+  size_t size;
+} bm_rt_gpu_image;
+
+/* Package open: validates the bundle, fills pkg->gpu_images and every
+ * kernel's gpu_threads / gpu_smem (a kernel missing from it is corrupt). */
+bm_status bm_cuda_bundle_parse(bm_package *pkg, const uint8_t *code, size_t size);
+
+typedef struct bm_cuda_session bm_cuda_session;
+bm_status bm_cuda_session_create(bm_package *pkg, bm_cuda_session **out);
+void bm_cuda_session_destroy(bm_cuda_session *c);
+/* host -> device arena[offset, offset + bytes) */
+bm_status bm_cuda_set_input(bm_cuda_session *c, uint64_t offset, const void *data, size_t bytes);
+/* Runs function f's kernels with the bound syms; fills prof (may be NULL). */
+bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_profile *prof);
+/* Copies output i of f (its bound size) into the session's host buffer. */
+bm_status bm_cuda_get_output(bm_cuda_session *c, int f, int i, const int64_t *syms, const void **data);
+void bm_cuda_reset_state(bm_cuda_session *c);
+/* Copies state i to a host buffer of the session (a snapshot) and returns it. */
+bm_status bm_cuda_state(bm_cuda_session *c, int i, void **data);
+/* The compute capability x 10 (and name) of the GPU sessions use (tests). */
+bm_status bm_cuda_device_arch(int *arch, char *name, size_t name_cap);
 
 #endif

@@ -12,12 +12,12 @@
 #include <string.h>
 #include <time.h>
 
-enum { IN_IDS = 0, IN_POS, IN_START, IN_KVLEN, N_IN };
-static const char *const input_names[N_IN] = {"input_ids", "positions", "start", "kv_len"};
+enum { IN_IDS = 0, IN_POS, IN_START, IN_KVLEN, IN_LAST, N_IN };
+static const char *const input_names[N_IN] = {"input_ids", "positions", "start", "kv_len", "last"};
 
 typedef struct fn_desc {
   int f;         /* function index */
-  int in[N_IN];  /* input indices by role */
+  int in[N_IN];  /* input indices by role; in[IN_LAST] = -1: none */
   int out;       /* logits output index */
 } fn_desc;
 
@@ -40,6 +40,7 @@ struct bm_gen {
   row rows[BM_GEN_MAX_ROWS];
   int32_t *ids, *pos;       /* (max_batch * max_seq) */
   int32_t *start, *kv_len;  /* (max_batch) */
+  int32_t *last_pos;        /* (max_batch) prefill's `last`: each row's last real position in the chunk */
   float *last;              /* (max_batch, vocab) logits of each row's last prompt token */
   char text[4096];          /* streamed text of one token */
 };
@@ -90,12 +91,26 @@ static bm_status extra_int(const cJSON *extra, const char *key, int64_t lo, int6
 }
 
 /* Finds function `name` with inputs input_ids/positions/start/kv_len (i32,
- * (batch, seq) / (batch)) and an f32 logits output (batch, seq, vocab). */
-static bm_status find_fn(bm_gen *g, const char *name, fn_desc *d, int64_t *batch, int64_t *seq, int64_t *vocab) {
+ * (batch, seq) / (batch)), with `want_last` also prefill's optional `last`
+ * (batch) (packages from before it have none: their logits hold every
+ * position), and an f32 logits output (batch, seq or 1, vocab). */
+static bm_status find_fn(bm_gen *g, const char *name, bool want_last, fn_desc *d, int64_t *batch, int64_t *seq,
+                         int64_t *vocab) {
   BM_RETURN_IF_ERROR(bm_package_find_function(g->pkg, name, &d->f));
+  d->in[IN_LAST] = -1;
   for (int k = 0; k < N_IN; k++) {
     bm_tensor_info t;
-    BM_RETURN_IF_ERROR(bm_function_find_input(g->pkg, d->f, input_names[k], &d->in[k]));
+    if (k == IN_LAST) {
+      if (!want_last) continue;
+      bm_status s = bm_function_find_input(g->pkg, d->f, input_names[k], &d->in[k]);
+      if (s) { /* an older package: logits of every position */
+        bm_status_free(s);
+        d->in[k] = -1;
+        continue;
+      }
+    } else {
+      BM_RETURN_IF_ERROR(bm_function_find_input(g->pkg, d->f, input_names[k], &d->in[k]));
+    }
     BM_RETURN_IF_ERROR(bm_function_input_info(g->pkg, d->f, d->in[k], &t));
     int want = k <= IN_POS ? 2 : 1;
     if (t.dtype != BM_DTYPE_I32 || t.ndim != want)
@@ -167,8 +182,8 @@ static bm_status gen_open(bm_gen *g, const bm_gen_options *o) {
   in->arch = cJSON_IsString(arch) ? arch->valuestring : "?";
 
   int64_t pb, ps, pv, db, ds, dv, ctx, ev;
-  BM_RETURN_IF_ERROR(find_fn(g, "prefill", &g->prefill, &pb, &ps, &pv));
-  BM_RETURN_IF_ERROR(find_fn(g, "decode", &g->decode, &db, &ds, &dv));
+  BM_RETURN_IF_ERROR(find_fn(g, "prefill", true, &g->prefill, &pb, &ps, &pv));
+  BM_RETURN_IF_ERROR(find_fn(g, "decode", false, &g->decode, &db, &ds, &dv));
   BM_RETURN_IF_ERROR(extra_int(g->extra, "max_ctx", 1, 1 << 24, &ctx));
   BM_RETURN_IF_ERROR(extra_int(g->extra, "vocab_size", 1, 1 << 30, &ev));
   if (pv != dv || pv != ev)
@@ -215,8 +230,9 @@ static bm_status gen_open(bm_gen *g, const bm_gen_options *o) {
   g->pos = malloc(sizeof(int32_t) * cells);
   g->start = malloc(sizeof(int32_t) * (size_t)in->max_batch);
   g->kv_len = malloc(sizeof(int32_t) * (size_t)in->max_batch);
+  g->last_pos = malloc(sizeof(int32_t) * (size_t)in->max_batch);
   g->last = malloc(sizeof(float) * (size_t)in->max_batch * (size_t)in->vocab);
-  if (!g->ids || !g->pos || !g->start || !g->kv_len || !g->last)
+  if (!g->ids || !g->pos || !g->start || !g->kv_len || !g->last_pos || !g->last)
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "generation buffers (%d rows of %d tokens)", in->max_batch, in->max_seq);
   for (int r = 0; r < in->max_batch; r++) {
     g->rows[r].seq = malloc(sizeof(int32_t) * ((size_t)in->max_ctx + 1));
@@ -252,6 +268,7 @@ void bm_gen_close(bm_gen *g) {
   free(g->pos);
   free(g->start);
   free(g->kv_len);
+  free(g->last_pos);
   free(g->last);
   bm_session_destroy(g->ses);
   bm_tokenizer_free(g->tok);
@@ -279,21 +296,25 @@ bm_status bm_gen_row_tokens(const bm_gen *g, int r, const int32_t **ids, size_t 
 
 /* ------------------------------------------------------------------ generate */
 
-/* Runs function d on B rows of S positions from g->ids/pos/start/kv_len;
- * *logits borrows the output (B, S, vocab). */
+/* Runs function d on B rows of S positions from g->ids/pos/start/kv_len
+ * (and g->last_pos when d takes `last`); *logits borrows the output
+ * (B, S, vocab), or (B, 1, vocab) with `last`. */
 static bm_status run_fn(bm_gen *g, const fn_desc *d, int B, int S, const float **logits) {
   int64_t s2[2] = {B, S}, s1[1] = {B};
   BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_IDS], g->ids, BM_DTYPE_I32, 2, s2));
   BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_POS], g->pos, BM_DTYPE_I32, 2, s2));
   BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_START], g->start, BM_DTYPE_I32, 1, s1));
   BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_KVLEN], g->kv_len, BM_DTYPE_I32, 1, s1));
+  if (d->in[IN_LAST] >= 0)
+    BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_LAST], g->last_pos, BM_DTYPE_I32, 1, s1));
   BM_RETURN_IF_ERROR(bm_session_run(g->ses, d->f));
   const void *data;
   bm_tensor_info info;
   BM_RETURN_IF_ERROR(bm_session_get_output(g->ses, d->f, d->out, &data, &info));
-  if (info.ndim != 3 || info.shape[0] != B || info.shape[1] != S || info.shape[2] != g->info.vocab)
+  int So = d->in[IN_LAST] >= 0 ? 1 : S;
+  if (info.ndim != 3 || info.shape[0] != B || info.shape[1] != So || info.shape[2] != g->info.vocab)
     return bm_status_make(BM_ERR_INTERNAL, "logits have shape (%lld, %lld, %lld), expected (%d, %d, %d)",
-                          (long long)info.shape[0], (long long)info.shape[1], (long long)info.shape[2], B, S,
+                          (long long)info.shape[0], (long long)info.shape[1], (long long)info.shape[2], B, So,
                           g->info.vocab);
   *logits = data;
   return NULL;
@@ -422,8 +443,10 @@ static bm_status generate(bm_gen *g, const bm_gen_request *rq, bm_gen_result *re
       }
       g->start[r] = (int32_t)at;
       g->kv_len[r] = (int32_t)(at + (size_t)S);
+      g->last_pos[r] = c ? (int32_t)c - 1 : 0; /* only read once the row's prompt ends in this chunk */
     }
     const float *logits;
+    bool one = g->prefill.in[IN_LAST] >= 0; /* logits of position last_pos[r] only */
     BM_RETURN_IF_ERROR(run_fn(g, &g->prefill, B, S, &logits));
     res->prefill_runs++;
     for (int r = 0; r < B; r++) {
@@ -432,7 +455,8 @@ static bm_status generate(bm_gen *g, const bm_gen_request *rq, bm_gen_result *re
       if (!c) continue;
       w->n_cached += c;
       todo[r] -= c;
-      if (!todo[r]) memcpy(g->last + (size_t)r * V, logits + ((size_t)r * S + c - 1) * V, sizeof(float) * V);
+      if (!todo[r])
+        memcpy(g->last + (size_t)r * V, logits + (one ? (size_t)r : (size_t)r * S + c - 1) * V, sizeof(float) * V);
     }
   }
   for (int r = 0; r < B; r++) BM_RETURN_IF_ERROR(take_token(g, rq, r, g->last + (size_t)r * V, res));

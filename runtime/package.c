@@ -16,6 +16,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "cuda_bundle.h"
 #include "internal.h"
 
 #define CORRUPT(...) bm_status_make(BM_ERR_CORRUPT, __VA_ARGS__)
@@ -451,9 +452,15 @@ static bm_status check_target(const cJSON *root, const char **code_format) {
   BM_RETURN_IF_ERROR(get_str(t, "backend", &backend, "target"));
   BM_RETURN_IF_ERROR(get_str(t, "triple", &triple, "target"));
   BM_RETURN_IF_ERROR(get_str(t, "required", &required, "target"));
+  if (strcmp(backend, "cuda") == 0) { /* GPU code bundle: checked by bm_cuda_bundle_parse */
+    if (strcmp(*code_format, BM_CUDA_CODE_FORMAT) != 0)
+      return bm_status_make(BM_ERR_INCOMPATIBLE, "code format '%s' cannot be loaded here (expected '%s')",
+                            *code_format, BM_CUDA_CODE_FORMAT);
+    return NULL;
+  }
   if (strcmp(backend, "cpu") != 0)
-    return bm_status_make(BM_ERR_INCOMPATIBLE, "package targets backend '%s'; this runtime runs 'cpu' packages",
-                          backend);
+    return bm_status_make(BM_ERR_INCOMPATIBLE,
+                          "package targets backend '%s'; this runtime runs 'cpu' and 'cuda' packages", backend);
   if (!bm_cpu_arch_matches(triple))
     return bm_status_make(BM_ERR_INCOMPATIBLE, "package was built for %s, this host is %s", triple,
                           bm_cpu_host_arch());
@@ -498,6 +505,7 @@ void bm_package_close(bm_package *pkg) {
   free(pkg->states);
   for (int i = 0; i < pkg->nblobs; i++) free(pkg->blobs[i].owned);
   free(pkg->blobs);
+  free(pkg->gpu_images);
   for (int i = 0; i < pkg->nfunctions; i++) {
     bm_rt_function *fn = &pkg->functions[i];
     for (int k = 0; k < fn->nkernels; k++) free(fn->kernels[k].args);
@@ -676,6 +684,8 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
   BM_RETURN_IF_ERROR(load_weights(pkg, verify));
   BM_RETURN_IF_ERROR(load_blobs(pkg, verify));
 
+  if (strcmp(format, BM_CUDA_CODE_FORMAT) == 0) /* kernels run on the GPU (device_cuda.c) */
+    return bm_cuda_bundle_parse(pkg, pkg->map + code_off, code_size);
   if (code_size > 0) BM_RETURN_IF_ERROR(bm_elf_load(pkg->map + code_off, code_size, NULL, &pkg->code));
   for (int f = 0; f < pkg->nfunctions; f++) {
     bm_rt_function *fn = &pkg->functions[f];

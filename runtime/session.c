@@ -42,6 +42,7 @@ struct bm_session {
   int nthreads;
   int arena_owner;            /* function whose inputs the arena holds, -1 = none */
   fn_state *fns;
+  bm_cuda_session *gpu;       /* a "cuda" package: memory and kernels live on the GPU */
 };
 
 #define INVALID(...) bm_status_make(BM_ERR_INVALID_ARGUMENT, __VA_ARGS__)
@@ -49,6 +50,7 @@ struct bm_session {
 void bm_session_destroy(bm_session *s) {
   if (!s) return;
   bm_threadpool_destroy(s->pool);
+  bm_cuda_session_destroy(s->gpu);
   if (s->fns)
     for (int f = 0; f < s->pkg->nfunctions; f++) {
       free(s->fns[f].in);
@@ -88,7 +90,7 @@ static bm_status setup_function(bm_session *s, int f) {
   for (int k = 0; k < fn->nkernels; k++) {
     const bm_rt_kernel *kr = &fn->kernels[k];
     st->buf_start[k] = at;
-    for (int j = 0; j < kr->nargs; j++) st->bufs[at++] = arg_ptr(s, &kr->args[j]);
+    for (int j = 0; j < kr->nargs; j++) st->bufs[at++] = s->gpu ? NULL : arg_ptr(s, &kr->args[j]);
     if (st->profile) {
       st->profile[k].kernel = kr->symbol;
       st->profile[k].op = kr->op;
@@ -131,7 +133,22 @@ bm_status bm_session_create(bm_package *pkg, const bm_session_options *opts, bm_
   s->nthreads = threads;
   s->arena_size = round64(pkg->arena_bytes);
   s->scratch_stride = round64(pkg->max_scratch);
-  bm_status st = check_memory(pkg, s->arena_size, s->scratch_stride, threads);
+  bm_status st = NULL;
+  if (pkg->gpu) { /* device memory instead of the host arena, scratch, states and pool */
+    st = bm_cuda_session_create(pkg, &s->gpu);
+    if (!st) {
+      s->fns = calloc((size_t)pkg->nfunctions, sizeof *s->fns);
+      if (!s->fns) st = bm_status_make(BM_ERR_OUT_OF_MEMORY, "session");
+    }
+    for (int f = 0; !st && f < pkg->nfunctions; f++) st = setup_function(s, f);
+    if (st) {
+      bm_session_destroy(s);
+      return bm_status_wrap(st, "creating a CUDA session for '%s'", pkg->model);
+    }
+    *out = s;
+    return NULL;
+  }
+  st = check_memory(pkg, s->arena_size, s->scratch_stride, threads);
   if (!st) st = s->dev->alloc(s->arena_size ? s->arena_size : 64, 64, (void **)&s->arena);
   if (!st && s->scratch_stride)
     st = s->dev->alloc(s->scratch_stride * (size_t)threads, 64, (void **)&s->scratch);
@@ -226,7 +243,10 @@ bm_status bm_session_set_input(bm_session *s, int f, int i, const void *data, bm
   take_arena(s, f);
   fn_state *st = &s->fns[f];
   input_state *in = &st->in[i];
-  if (bytes) memmove(s->arena + t->offset, data, bytes); /* data may be a previous output */
+  if (s->gpu)
+    BM_RETURN_IF_ERROR(bm_cuda_set_input(s->gpu, t->offset, data, bytes));
+  else if (bytes)
+    memmove(s->arena + t->offset, data, bytes); /* data may be a previous output */
   memcpy(in->syms, bound, sizeof bound);
   in->set = true;
   st->ran = false;
@@ -269,6 +289,12 @@ bm_status bm_session_run(bm_session *s, int f) {
         return INVALID("function '%s': these input shapes give output '%s' a negative dimension", fn->name,
                        fn->outputs[o].name);
 
+  if (s->gpu) {
+    st->ran = false;
+    BM_RETURN_IF_ERROR(bm_cuda_run(s->gpu, f, st->syms, st->profile));
+    st->ran = true;
+    return NULL;
+  }
   for (int k = 0; k < fn->nkernels; k++) {
     const bm_rt_kernel *kr = &fn->kernels[k];
     int64_t ntasks = bm_task_count(&kr->tasks, st->syms);
@@ -291,6 +317,11 @@ bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data, 
   const fn_state *st = &s->fns[f];
   if (!st->ran) return INVALID("function '%s' has not been run since its inputs were set", fn->name);
   const bm_rt_tensor *t = &fn->outputs[i];
+  if (s->gpu) { /* copied into a host buffer the session owns */
+    BM_RETURN_IF_ERROR(bm_cuda_get_output(s->gpu, f, i, st->syms, data));
+    if (info) bm_rt_tensor_info(fn, t, st->syms, info);
+    return NULL;
+  }
   bm_rt_arg a = {.weight = t->weight, .offset = t->offset, .nbytes = t->nbytes, .state = t->state};
   *data = arg_ptr(s, &a);
   if (info) bm_rt_tensor_info(fn, t, st->syms, info);
@@ -310,6 +341,10 @@ bm_status bm_session_profile(bm_session *s, int f, const bm_kernel_profile **out
 }
 
 void bm_session_reset_state(bm_session *s) {
+  if (s && s->gpu) {
+    bm_cuda_reset_state(s->gpu);
+    return;
+  }
   if (s && s->states) memset(s->states, 0, s->states_size);
 }
 
@@ -321,7 +356,10 @@ bm_status bm_session_state(bm_session *s, const char *name, void **data, bm_tens
   for (int i = 0; i < pkg->nstates; i++) {
     const bm_rt_state *st = &pkg->states[i];
     if (strcmp(st->name, name) != 0) continue;
-    *data = s->states + s->state_off[i];
+    if (s->gpu)
+      BM_RETURN_IF_ERROR(bm_cuda_state(s->gpu, i, data)); /* a host snapshot */
+    else
+      *data = s->states + s->state_off[i];
     if (info) {
       info->name = st->name;
       info->dtype = st->dtype;

@@ -64,6 +64,10 @@ static bool pb_field(pb *r, uint32_t *field, uint32_t *wire, uint64_t *val, pb *
 
 #define CORRUPT(...) bm_status_make(BM_ERR_CORRUPT, __VA_ARGS__)
 
+static int hex_digit(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 bm_status bm_tok_load_spm(bm_tokenizer *t, const uint8_t *data, size_t size) {
   pb r = {data, data + size}, sub;
   uint32_t field, wire;
@@ -206,13 +210,13 @@ bm_status bm_tok_load_spm(bm_tokenizer *t, const uint8_t *data, size_t size) {
     const char *s = bm_tok_str(t, i);
     size_t n = bm_tok_len(t, i);
     if (t->type[i] == BM_TT_BYTE) {
-      unsigned b;
-      char tail;
-      if (n != 6 || sscanf(s, "<0x%2X%c", &b, &tail) != 2 || tail != '>') {
+      /* exactly "<0xNN>" (sscanf's %X would also take "-1" or " 1") */
+      int hi = n == 6 ? hex_digit(s[3]) : -1, lo = n == 6 ? hex_digit(s[4]) : -1;
+      if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>' || hi < 0 || lo < 0) {
         st = CORRUPT("%s: byte piece %d is not <0xNN>", t->name, i);
         goto done;
       }
-      t->byte_id[b] = i;
+      t->byte_id[hi * 16 + lo] = i;
     }
     if (t->type[i] == BM_TT_NORMAL) {
       if (t->score[i] < t->min_score) t->min_score = t->score[i];
@@ -445,7 +449,13 @@ bm_status bm_tok_spm_encode(const bm_tokenizer *t, const char *s, size_t n, bm_t
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "encode");
   }
   bm_status st = NULL;
+  size_t first = out->n;
   if (w.n) st = t->model == BM_TOK_MODEL_SPM_UNIGRAM ? encode_unigram(t, w.v, w.n, out) : encode_bpe(t, w.v, w.n, out);
   free(w.v);
+  /* emit() pushes t->unk for text no piece or byte piece covers: without an
+   * <unk> (a malformed vocabulary) that is -1, which must not reach a model */
+  for (size_t i = first; !st && i < out->n; i++)
+    if (out->v[i] < 0)
+      st = bm_status_make(BM_ERR_UNSUPPORTED, "%s: text has no token (no byte piece and no <unk>)", t->name);
   return st;
 }

@@ -52,6 +52,7 @@ bm_status bm_opcheck(bm_graph *g, const bm_tensor *inputs, const bm_opcheck_opti
   bm_compile_options_init(&co);
   co.passes.no_fuse = !o->fuse;
   co.passes.verify_each = true;
+  if (o->target) co.target.backend = o->target;
   bm_package *pkg = NULL;
   bm_session *ses = NULL;
   /* the graph's name and inputs survive compilation */

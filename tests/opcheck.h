@@ -16,6 +16,7 @@ typedef struct bm_opcheck_options {
   bool fuse;      /* run the fusion passes */
   int threads;    /* 0 = default */
   const char *package_path; /* NULL = tmp file */
+  const char *target;       /* backend: NULL = "cpu"; "cuda" runs on the GPU */
 } bm_opcheck_options;
 
 bm_status bm_opcheck(bm_graph *g, const bm_tensor *inputs, const bm_opcheck_options *o,

@@ -31,6 +31,8 @@ static void tok(bm_tok_format f, const uint8_t *p, size_t n, const char *file) {
     int32_t *ids = NULL;
     size_t k = 0;
     clean(bm_tokenizer_encode_alloc(t, "Hello <s> world", 15, BM_TOK_PARSE_SPECIAL, &ids, &k), file);
+    for (size_t i = 0; i < k; i++)
+      CHECK_MSG(ids[i] >= 0 && ids[i] < bm_tokenizer_vocab_size(t), "%s: id %d out of range", file, ids[i]);
     free(ids);
   }
   bm_tokenizer_free(t);

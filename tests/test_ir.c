@@ -350,6 +350,7 @@ static bm_graph *build_all_ops(bm_module *m) {
   bm_node *kv_len = bm_input(g, "kv_len", BM_DTYPE_I64, 1, (int64_t[]){1});
   OUT(bm_attention_kv(g, aq, kw, kw, NULL, kv_len, 0, true, 0, 0));
   OUT(bm_topk_mask(g, x, 3, -INFINITY));
+  OUT(bm_take_row(g, x, bm_input(g, "last", BM_DTYPE_I32, 1, (int64_t[]){2})));
   bm_node *tok = bm_input(g, "tok", BM_DTYPE_F32, 2, (int64_t[]){BM_SYM(seq), 8});
   bm_node *gates = bm_input(g, "gates", BM_DTYPE_F32, 2, (int64_t[]){BM_SYM(seq), 4});
   bm_node *wg = bm_weight(g, "wg", BM_DTYPE_F16, 3, (int64_t[]){4, 16, 8}, NULL, 0);

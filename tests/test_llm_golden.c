@@ -36,7 +36,7 @@ typedef struct runner {
   bm_session *ses;
 } runner;
 
-enum { MAX_IN = 4 };
+enum { MAX_IN = 5 };
 
 /* Runs function `fn` on i32 inputs (ins[i], shapes (nd[i], shapes[i]));
  * the logits come back in *out (malloc'd f32) with their shape. */
@@ -89,19 +89,23 @@ static bm_status forward(runner *r, const int32_t *ids, int64_t B, int64_t S, fl
   return s;
 }
 
-/* prefill/decode of ids (B, S) written at start[b], positions start[b] + i */
+/* prefill/decode of ids (B, S) written at start[b], positions start[b] + i;
+ * prefill's logits are those of position last[b] of each row (B, 1, V) */
 static bm_status cached(runner *r, const char *fn, const int32_t *ids, int64_t B, int64_t S,
-                        const int32_t *start, float **out) {
+                        const int32_t *start, const int32_t *last, float **out) {
   int32_t *pos = malloc(sizeof(int32_t) * (size_t)(B * S));
   int32_t len[8];
   for (int64_t b = 0; b < B; b++) {
     for (int64_t i = 0; i < S; i++) pos[b * S + i] = start[b] + (int32_t)i;
     len[b] = start[b] + (int32_t)S;
   }
-  int32_t *ins[4] = {(int32_t *)ids, pos, (int32_t *)start, len};
-  int nd[4] = {2, 2, 1, 1};
-  int64_t sh[4][2] = {{B, S}, {B, S}, {B, 0}, {B, 0}}, os[3];
-  bm_status s = run_fn(r, fn, 4, ins, nd, (const int64_t(*)[2])sh, out, os);
+  int32_t *ins[5] = {(int32_t *)ids, pos, (int32_t *)start, len, (int32_t *)last};
+  int nd[5] = {2, 2, 1, 1, 1};
+  int64_t sh[5][2] = {{B, S}, {B, S}, {B, 0}, {B, 0}, {B, 0}}, os[3];
+  bm_status s = run_fn(r, fn, last ? 5 : 4, ins, nd, (const int64_t(*)[2])sh, out, os);
+  if (!s && (os[0] != B || os[1] != (last ? 1 : S)))
+    s = bm_status_make(BM_ERR_INTERNAL, "%s: logits (%lld, %lld, ...), expected (%lld, %lld, ...)", fn,
+                       (long long)os[0], (long long)os[1], (long long)B, (long long)(last ? 1 : S));
   free(pos);
   return s;
 }
@@ -235,21 +239,21 @@ static void check_case(const char *name) {
     CHECK_MSG(e < TOL, "%s: batch forward logits rel err %g", name, e);
   }
   free(out);
-  /* 3. prefill the prompt, then decode greedily */
-  int32_t st0[1] = {0};
-  s = cached(&r, "prefill", G.ids, 1, P, st0, &out);
+  /* 3. prefill the prompt (logits of its last position), then decode greedily */
+  int32_t st0[1] = {0}, last0[1] = {(int32_t)P - 1};
+  s = cached(&r, "prefill", G.ids, 1, P, st0, last0, &out);
   CHECK_OK(s);
   int32_t tok = -1;
   if (!s) {
-    double e = noted(name, "prefill", 0, bm_test_rel_err(out, G.logits, P * V));
+    double e = noted(name, "prefill", 0, bm_test_rel_err(out, G.logits + (P - 1) * V, V));
     CHECK_MSG(e < TOL, "%s: prefill logits rel err %g", name, e);
-    tok = (int32_t)argmax(out + (P - 1) * V, V);
+    tok = (int32_t)argmax(out, V);
     CHECK_MSG(tok == G.greedy[0], "%s: first token %d, expected %d", name, tok, G.greedy[0]);
   }
   free(out);
   for (int64_t i = 0; i + 1 < G.N && tok >= 0; i++) {
     int32_t in[1] = {G.greedy[i]}, st[1] = {(int32_t)(P + i)};
-    s = cached(&r, "decode", in, 1, 1, st, &out);
+    s = cached(&r, "decode", in, 1, 1, st, NULL, &out);
     CHECK_OK(s);
     if (s) break;
     double e = noted(name, "decode", i, bm_test_rel_err(out, G.decode_logits + i * V, V));
@@ -261,22 +265,25 @@ static void check_case(const char *name) {
     out = NULL;
   }
   free(out);
-  /* 4. two rows through prefill (overwriting row 0's cache), then one
-   * decode step of both rows against the forward pass of the longer rows */
-  int32_t st2[2] = {0, 0};
-  s = cached(&r, "prefill", G.bids, 2, BP, st2, &out);
+  /* 4. two rows through prefill (overwriting row 0's cache; row 1's logits
+   * of a middle position), then one decode step of both rows against the
+   * forward pass of the longer rows */
+  int32_t st2[2] = {0, 0}, last2[2] = {(int32_t)BP - 1, (int32_t)BP / 2};
+  s = cached(&r, "prefill", G.bids, 2, BP, st2, last2, &out);
   CHECK_OK(s);
   int32_t next[2] = {0, 0};
-  if (!s) {
-    double e = noted(name, "batch prefill", 0, bm_test_rel_err(out, G.batch_logits, 2 * BP * V));
-    CHECK_MSG(e < TOL, "%s: batch prefill logits rel err %g", name, e);
-    for (int b = 0; b < 2; b++) next[b] = (int32_t)argmax(out + ((int64_t)b * BP + BP - 1) * V, V);
-  }
+  if (!s)
+    for (int b = 0; b < 2; b++) {
+      double e = noted(name, "batch prefill", b,
+                       bm_test_rel_err(out + b * V, G.batch_logits + ((int64_t)b * BP + last2[b]) * V, V));
+      CHECK_MSG(e < TOL, "%s: batch prefill row %d logits rel err %g", name, b, e);
+      next[b] = (int32_t)argmax(out + b * V, V);
+    }
   free(out);
   out = NULL;
   int32_t stn[2] = {(int32_t)BP, (int32_t)BP};
   float *dec = NULL, *full = NULL;
-  s = cached(&r, "decode", next, 2, 1, stn, &dec);
+  s = cached(&r, "decode", next, 2, 1, stn, NULL, &dec);
   CHECK_OK(s);
   int32_t *longer = malloc(sizeof(int32_t) * (size_t)(2 * (BP + 1)));
   for (int b = 0; b < 2; b++) {

@@ -1,5 +1,5 @@
 /* test_llm_ops.c - the LLM generation ops (STATE, KV_WRITE, the kv_len form
- * of ATTENTION, TOPK_MASK, MOE), compiled for the CPU against the reference
+ * of ATTENTION, TOPK_MASK, MOE with (T) or (batch, seq) tokens, TAKE_ROW), compiled for the CPU against the reference
  * interpreter; states in packages and sessions (persistence across runs and
  * functions, reset, manifest validation); incremental decode through a KV
  * cache against one full pass; negative slices of symbolic axes. */
@@ -357,14 +357,24 @@ typedef struct moe_ctx {
   int64_t tmax, d, e, f;
   bm_dtype wt, xt;
   bm_op act;
+  /* token dims: 0 (t); 1 (b<=3, s<=tmax); 2 (2, s<=tmax); 3 (b<=tmax, 1) */
+  int lead;
 } moe_ctx;
 
 static bm_graph *build_moe(bm_module *m, void *vctx) {
   moe_ctx *c = vctx;
   bm_graph *g = bm_graph_create(m, "main");
   int t = bm_sym_declare(g, "t", c->tmax);
-  bm_node *x = bm_input(g, "x", c->xt, 2, (int64_t[]){BM_SYM(t), c->d});
-  bm_node *gates = bm_input(g, "gates", BM_DTYPE_F32, 2, (int64_t[]){BM_SYM(t), c->e});
+  int64_t lead[2] = {BM_SYM(t), 0};
+  int nl = 1;
+  if (c->lead == 1) lead[0] = BM_SYM(bm_sym_declare(g, "b", 3)), lead[1] = BM_SYM(t), nl = 2;
+  if (c->lead == 2) lead[0] = 2, lead[1] = BM_SYM(t), nl = 2;
+  if (c->lead == 3) lead[1] = 1, nl = 2;
+  int64_t xs[3] = {lead[0], lead[1], lead[1]}, gs[3] = {lead[0], lead[1], lead[1]};
+  xs[nl] = c->d;
+  gs[nl] = c->e;
+  bm_node *x = bm_input(g, "x", c->xt, nl + 1, xs);
+  bm_node *gates = bm_input(g, "gates", BM_DTYPE_F32, nl + 1, gs);
   /* w_up from E separate (F, D) parts, as HF checkpoints store them */
   bm_node *parts[16];
   for (int i = 0; i < c->e && i < 16; i++) {
@@ -410,6 +420,41 @@ static void test_moe(void) {
       bm_tensor_free(&in[1]);
     }
   }
+  /* token dims (batch, seq): both symbolic, one static and one symbolic, (batch, 1) */
+  moe_ctx lc[] = {{6, 24, 4, 20, BM_DTYPE_F32, BM_DTYPE_F32, BM_OP_SILU, 1},
+                  {7, 16, 5, 36, BM_DTYPE_BF16, BM_DTYPE_F32, BM_OP_GELU_TANH, 2},
+                  {4, 40, 3, 17, BM_DTYPE_F32, BM_DTYPE_F32, BM_OP_SILU, 3}};
+  int64_t dims[][2] = {{2, 5}, {1, 1}, {3, 6}, {2, 7}, {2, 1}, {4, 1}, {1, 1}};
+  int which[] = {0, 0, 0, 1, 1, 2, 2};
+  for (size_t k = 0; k < sizeof which / sizeof which[0]; k++) {
+    moe_ctx *c = &lc[which[k]];
+    int64_t B = dims[k][0], S = dims[k][1], T = B * S;
+    bm_tensor in[2] = {tensor_f32(c->xt, 3, (int64_t[]){B, S, c->d}, 17 + k),
+                       tensor_f32(BM_DTYPE_F32, 3, (int64_t[]){B, S, c->e}, 18 + k)};
+    float *gv = in[1].data;
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t e = 0; e < c->e; e++) {
+        bool on = (e == t % (c->e - 1) || e == (t * 3 + 1) % (c->e - 1)) && !(T > 1 && t == T - 2);
+        gv[t * c->e + e] = on ? 0.25f + 0.5f * fabsf(gv[t * c->e + e]) : 0.f;
+      }
+    char what[64];
+    snprintf(what, sizeof what, "moe lead %d (%lld, %lld)", c->lead, (long long)B, (long long)S);
+    check_ops(what, build_moe, c, in, 1e-5, true);
+    bm_tensor_free(&in[0]);
+    bm_tensor_free(&in[1]);
+  }
+  /* leading dims must agree */
+  {
+    bm_module *m = bm_module_create("moe_bad");
+    bm_graph *g = bm_graph_create(m, "main");
+    int b = bm_sym_declare(g, "b", 3), sq = bm_sym_declare(g, "s", 4);
+    bm_node *x = bm_input(g, "x", BM_DTYPE_F32, 3, (int64_t[]){BM_SYM(b), BM_SYM(sq), 8});
+    bm_node *gates = bm_input(g, "gates", BM_DTYPE_F32, 3, (int64_t[]){BM_SYM(b), 4, 2});
+    bm_node *w = bm_weight(g, "w", BM_DTYPE_F32, 3, (int64_t[]){2, 8, 8}, NULL, 0);
+    CHECK(bm_moe(g, x, gates, w, w, w, BM_OP_SILU) == NULL);
+    CHECK(bm_graph_status(g) && strstr(bm_status_message(bm_graph_status(g)), "same leading dims"));
+    bm_module_destroy(m);
+  }
   /* the pass lowers MOE into MOE_UP + MOE_DOWN */
   bm_module *m = bm_module_create("moe");
   bm_graph *g = build_moe(m, &cases[0]);
@@ -422,6 +467,69 @@ static void test_moe(void) {
     moe += g->nodes[i]->op == BM_OP_MOE;
   }
   CHECK(up == 1 && down == 1 && moe == 0);
+  bm_module_destroy(m);
+}
+
+/* ------------------------------------------------------------------ take_row */
+
+typedef struct take_ctx {
+  bm_dtype t, it;
+} take_ctx;
+
+/* x (b<=3, s<=6, 2, 5), idx (b) -> (b, 1, 2, 5) */
+static bm_graph *build_take(bm_module *m, void *vctx) {
+  take_ctx *c = vctx;
+  bm_graph *g = bm_graph_create(m, "main");
+  int b = bm_sym_declare(g, "b", 3), sq = bm_sym_declare(g, "s", 6);
+  bm_node *x = bm_input(g, "x", c->t, 4, (int64_t[]){BM_SYM(b), BM_SYM(sq), 2, 5});
+  bm_node *idx = bm_input(g, "idx", c->it, 1, (int64_t[]){BM_SYM(b)});
+  bm_output_add(g, "y", bm_take_row(g, x, idx));
+  return g;
+}
+
+static void test_take_row(void) {
+  take_ctx cases[] = {{BM_DTYPE_F32, BM_DTYPE_I32}, {BM_DTYPE_F16, BM_DTYPE_I64}};
+  int64_t dims[][2] = {{3, 6}, {2, 1}, {1, 4}};
+  int64_t idx[][3] = {{5, 0, 2}, {0, -3, 0}, {99, 0, 0}}; /* out of range: clamped */
+  for (size_t i = 0; i < 2; i++)
+    for (size_t k = 0; k < 3; k++) {
+      int64_t B = dims[k][0], S = dims[k][1];
+      bm_tensor in[2] = {tensor_f32(cases[i].t, 4, (int64_t[]){B, S, 2, 5}, 40 + k),
+                         tensor_i(cases[i].it, (int)B, idx[k])};
+      char what[64];
+      snprintf(what, sizeof what, "take_row %zu (%lld, %lld)", i, (long long)B, (long long)S);
+      check_ops(what, build_take, &cases[i], in, 0, true);
+      /* the reference itself: row clamp(idx[b]) of each batch entry */
+      bm_module *m = bm_module_create("take");
+      bm_graph *g = build_take(m, &cases[i]);
+      bm_tensor ref;
+      CHECK_OK(bm_interp_run(g, in, &ref));
+      CHECK(ref.ndim == 4 && ref.shape[0] == B && ref.shape[1] == 1 && ref.shape[2] == 2 && ref.shape[3] == 5);
+      for (int64_t b = 0; b < B; b++) {
+        int64_t r = idx[k][b] < 0 ? 0 : idx[k][b] >= S ? S - 1 : idx[k][b];
+        for (int64_t j = 0; j < 10; j++)
+          CHECK(bm_load_f32(ref.data, cases[i].t, b * 10 + j) == bm_load_f32(in[0].data, cases[i].t, (b * S + r) * 10 + j));
+      }
+      bm_tensor_free(&ref);
+      bm_module_destroy(m);
+      bm_tensor_free(&in[0]);
+      bm_tensor_free(&in[1]);
+    }
+  /* idx must be (B) of an integer type */
+  bm_module *m = bm_module_create("take_bad");
+  bm_graph *g = bm_graph_create(m, "main");
+  int b = bm_sym_declare(g, "b", 3);
+  bm_node *x = bm_input(g, "x", BM_DTYPE_F32, 3, (int64_t[]){BM_SYM(b), 4, 8});
+  bm_node *i2 = bm_input(g, "i2", BM_DTYPE_I32, 1, (int64_t[]){2});
+  CHECK(bm_take_row(g, x, i2) == NULL);
+  CHECK(bm_graph_status(g) && strstr(bm_status_message(bm_graph_status(g)), "(B, S, ...) and (B)"));
+  bm_module_destroy(m);
+  m = bm_module_create("take_bad2");
+  g = bm_graph_create(m, "main");
+  x = bm_input(g, "x", BM_DTYPE_F32, 3, (int64_t[]){2, 4, 8});
+  bm_node *fi = bm_input(g, "fi", BM_DTYPE_F32, 1, (int64_t[]){2});
+  CHECK(bm_take_row(g, x, fi) == NULL);
+  CHECK(bm_graph_status(g) && strstr(bm_status_message(bm_graph_status(g)), "i32 or i64"));
   bm_module_destroy(m);
 }
 
@@ -779,6 +887,7 @@ int main(void) {
   RUN(test_attention_kv);
   RUN(test_topk_mask);
   RUN(test_moe);
+  RUN(test_take_row);
   RUN(test_weight_stack);
   RUN(test_slice_negative);
   RUN(test_incremental_decode);

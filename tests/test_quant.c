@@ -439,22 +439,40 @@ static void lm_close(lm *L) {
   bm_package_close(L->pkg);
 }
 
-/* runs prefill (S tokens at 0) or decode (1 token at start); logits copied to out */
+/* Sets input `name` of function f if it has one (i32, shape (1) or (1, S)). */
+static bm_status set_opt(lm *L, int f, const char *name, const int32_t *v, int ndim, int64_t S) {
+  int i;
+  bm_status s = bm_function_find_input(L->pkg, f, name, &i);
+  if (s) {
+    bm_status_free(s);
+    return NULL;
+  }
+  int64_t sh[2] = {1, S};
+  return bm_session_set_input(L->ses, f, i, v, BM_DTYPE_I32, ndim, sh);
+}
+
+/* Runs forward (S tokens at 0, no cache), prefill (S tokens at start; the
+ * logits of the last) or decode (1 token at start); logits copied to out
+ * (S rows for forward, 1 otherwise). */
 static bm_status lm_run(lm *L, const char *fn, const int32_t *ids, int64_t S, int32_t start, float *out, int64_t V) {
   int f;
   BM_RETURN_IF_ERROR(bm_package_find_function(L->pkg, fn, &f));
-  int32_t pos[64], st[1] = {start}, len[1] = {start + (int32_t)S};
+  int32_t pos[64], st[1] = {start}, len[1] = {start + (int32_t)S}, last[1] = {(int32_t)S - 1};
   for (int64_t i = 0; i < S; i++) pos[i] = start + (int32_t)i;
-  int64_t sh[2] = {1, S}, sh1[1] = {1};
-  BM_RETURN_IF_ERROR(bm_session_set_input(L->ses, f, 0, ids, BM_DTYPE_I32, 2, sh));
-  BM_RETURN_IF_ERROR(bm_session_set_input(L->ses, f, 1, pos, BM_DTYPE_I32, 2, sh));
-  BM_RETURN_IF_ERROR(bm_session_set_input(L->ses, f, 2, st, BM_DTYPE_I32, 1, sh1));
-  BM_RETURN_IF_ERROR(bm_session_set_input(L->ses, f, 3, len, BM_DTYPE_I32, 1, sh1));
+  BM_RETURN_IF_ERROR(set_opt(L, f, "input_ids", ids, 2, S));
+  BM_RETURN_IF_ERROR(set_opt(L, f, "positions", pos, 2, S));
+  BM_RETURN_IF_ERROR(set_opt(L, f, "start", st, 1, 1));
+  BM_RETURN_IF_ERROR(set_opt(L, f, "kv_len", len, 1, 1));
+  BM_RETURN_IF_ERROR(set_opt(L, f, "last", last, 1, 1));
   BM_RETURN_IF_ERROR(bm_session_run(L->ses, f));
   const void *data;
   bm_tensor_info info;
   BM_RETURN_IF_ERROR(bm_session_get_output(L->ses, f, 0, &data, &info));
-  memcpy(out, data, sizeof(float) * (size_t)(S * V));
+  int64_t n = 1;
+  for (int d = 0; d < info.ndim; d++) n *= info.shape[d];
+  int64_t want = (strcmp(fn, "forward") ? 1 : S) * V;
+  if (n != want) return bm_status_make(BM_ERR_INTERNAL, "%s: %lld logits, expected %lld", fn, (long long)n, (long long)want);
+  memcpy(out, data, sizeof(float) * (size_t)n);
   return NULL;
 }
 
@@ -465,8 +483,9 @@ static int64_t argmax(const float *p, int64_t n) {
   return b;
 }
 
-/* Logit bounds (RMS relative to the f32 package's logits over the prefill
- * of the 20-token prompt and 4 teacher-forced decode steps). The golden
+/* Logit bounds (RMS relative to the f32 package's logits over the forward
+ * pass of the 20-token prompt and 4 teacher-forced decode steps after a
+ * prefill). The golden
  * weights are N(0,1)/sqrt(fan_in) and every matmul weight (7 per layer, 2
  * layers, and the lm_head) gets the relative error rho above; through the
  * residual stream, attention and the norms the logits' error is a fixed
@@ -499,11 +518,15 @@ static void test_llama2_golden(void) {
   /* f32: prefill + greedy decode, the reference of the quantized runs */
   s = lm_open(dir, BM_QUANT_NONE, 0, &L);
   CHECK_OK(s);
-  if (!s) s = lm_run(&L, "prefill", ids, P, 0, ref, V);
+  if (!s) s = lm_run(&L, "forward", ids, P, 0, ref, V);
+  float *pre = malloc(sizeof(float) * (size_t)V);
+  if (!s) s = lm_run(&L, "prefill", ids, P, 0, pre, V); /* fills the cache */
   CHECK_OK(s);
   if (!s) {
     double e = bm_test_rel_err(ref, (const float *)lg->data, P * V);
     CHECK_MSG(e < 1e-4, "f32 package vs golden rel err %g", e);
+    e = bm_test_rel_err(pre, ref + (P - 1) * V, V);
+    CHECK_MSG(e < 1e-4, "f32 prefill vs forward rel err %g", e);
     toks[0] = (int32_t)argmax(ref + (P - 1) * V, V);
     for (int i = 0; i < STEPS && !s; i++) {
       s = lm_run(&L, "decode", &toks[i], 1, (int32_t)(P + i), ref + (P + i) * V, V);
@@ -517,14 +540,15 @@ static void test_llama2_golden(void) {
     s = lm_open(dir, (bm_quant_mode)mode, 32, &L);
     CHECK_OK(s);
     /* the same token sequence (teacher forcing), so the logits compare row by row */
-    if (!s) s = lm_run(&L, "prefill", ids, P, 0, out, V);
+    if (!s) s = lm_run(&L, "forward", ids, P, 0, out, V);
+    if (!s) s = lm_run(&L, "prefill", ids, P, 0, pre, V);
     for (int i = 0; i < STEPS && !s; i++) s = lm_run(&L, "decode", &toks[i], 1, (int32_t)(P + i), out + (P + i) * V, V);
     CHECK_OK(s);
     if (!s) {
       double rp = rms_rel(out, ref, P * V), rd = rms_rel(out + P * V, ref + P * V, STEPS * V);
       int agree = 0;
       for (int64_t r = 0; r < P + STEPS; r++) agree += argmax(out + r * V, V) == argmax(ref + r * V, V);
-      fprintf(stderr, "  llama2 %s: logits rms rel err prefill %.4f, decode %.4f; argmax agrees %d/%lld\n",
+      fprintf(stderr, "  llama2 %s: logits rms rel err forward %.4f, decode %.4f; argmax agrees %d/%lld\n",
               mode == BM_QUANT_INT8 ? "int8" : "int4 g32", rp, rd, agree, (long long)(P + STEPS));
       double bound = mode == BM_QUANT_INT8 ? 0.04 : 0.5;
       CHECK_MSG(rp < bound && rd < bound, "llama2 mode %d: rms rel err %g / %g above %g", mode, rp, rd, bound);
@@ -537,7 +561,7 @@ static void test_llama2_golden(void) {
     double ratio = err[2] / err[1] / 12.4;
     CHECK_MSG(ratio > 0.6 && ratio < 1.6, "int4/int8 logit error ratio %.2f x the weight error ratio", ratio);
   }
-  free(ref), free(out);
+  free(ref), free(out), free(pre);
   bm_st_close(st);
 }
 

@@ -1,12 +1,22 @@
-/* backend.c - the LLVM CPU backend: one kernel per node of every graph,
- * emitted into one LLVM module, verified, optimized (new pass manager) and
- * compiled to an ELF relocatable object.
+/* backend.c - the LLVM CPU backend: one kernel per distinct node of every
+ * graph, emitted into one LLVM module, verified, optimized (new pass
+ * manager) and compiled to an ELF relocatable object.
+ *
+ * Kernel sharing: nodes whose kernels would be identical (same canonical
+ * key: everything an emitter reads, see kernel_key) share one kernel, named
+ * after the first such node in module order, so repeated layers are
+ * generated, optimized and emitted once.
  *
  * Debugging: BM_DUMP_LLVM=path writes the optimized module as LLVM IR
- * (also the unoptimized one to path.pre.ll), BM_DUMP_ASM=path.s its assembly. */
+ * (also the unoptimized one to path.pre.ll), BM_DUMP_ASM=path.s its
+ * assembly; BM_CG_NO_SHARE=1 turns kernel sharing off (one kernel per node);
+ * BM_CG_TIME=1 prints the kernel counts and the time of each phase. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -66,9 +76,10 @@ static const bm_cg_emit_fn emitters[BM_OP_COUNT] = {
     [BM_OP_TOPK_MASK] = bm_cg_emit_llm,
     [BM_OP_MOE_UP] = bm_cg_emit_llm,
     [BM_OP_MOE_DOWN] = bm_cg_emit_llm,
+    [BM_OP_TAKE_ROW] = bm_cg_emit_llm,
     /* STATE: a source; MOE: lowered to MOE_UP + MOE_DOWN by the lower_moe pass */
 };
-_Static_assert(BM_OP_COUNT == 56, "a new op needs a row in the cpu backend's emitter table");
+_Static_assert(BM_OP_COUNT == 57, "a new op needs a row in the cpu backend's emitter table");
 
 /* Is every instruction of prog an elementwise op the math helpers implement? */
 static bool prog_ok(const bm_prog *p, int nin_expected) {
@@ -142,8 +153,165 @@ static void dump_env(bm_cg *cg, const char *env, const char *suffix) {
   }
 }
 
+/* ------------------------------------------------------------------ kernel sharing */
+
+/* A canonical key is a byte string that holds everything an emitter reads
+ * of a node (cg.h; checked by grepping every emitter in codegen/llvm/):
+ *   - op, dtype, shape, input count, the attributes the op reads
+ *     (bm_op_info.attrs, compared like CSE does: floats bitwise) and the
+ *     fused program / epilogue (only the fields bm_cg_prog reads);
+ *   - each input's dtype and shape (epilogue operands included);
+ *   - for every symbolic dim: symbol index, mul, add and the symbol's max
+ *     (bm_cg_dim_max reads the graph's bounds), so kernels are shared across
+ *     the graphs of a module only where the bounds agree.
+ * The target (cg->vec, has_fma, cpu, features) is the same for every node
+ * of one compile, and the table lives for one compile, so it is not keyed.
+ * No emitter reads constant data, names, storage or ids (except in error
+ * messages), so those are not keyed either. */
+#define KEY_MAX 4096
+
+typedef struct key_buf {
+  unsigned char b[KEY_MAX];
+  size_t n;
+  bool overflow; /* the key did not fit: the node is not shared */
+} key_buf;
+
+static void key_put(key_buf *k, const void *p, size_t size) {
+  if (k->n + size > KEY_MAX) {
+    k->overflow = true;
+    return;
+  }
+  memcpy(k->b + k->n, p, size);
+  k->n += size;
+}
+static void key_i32(key_buf *k, int32_t v) { key_put(k, &v, sizeof v); }
+static void key_i64(key_buf *k, int64_t v) { key_put(k, &v, sizeof v); }
+static void key_u8(key_buf *k, uint8_t v) { key_put(k, &v, sizeof v); }
+
+static void key_shape(key_buf *k, const bm_graph *g, bm_dtype dt, int ndim, const bm_dim *shape) {
+  key_i32(k, (int32_t)dt);
+  key_i32(k, (int32_t)ndim);
+  for (int d = 0; d < ndim; d++) {
+    bm_dim x = shape[d];
+    if (bm_dim_is_static(x)) {
+      key_i32(k, (int32_t)-1);
+      key_i64(k, x.add);
+    } else {
+      int64_t max = x.sym < g->nsyms ? g->syms[x.sym].max : 0;
+      key_i32(k, (int32_t)x.sym);
+      key_i64(k, x.add);
+      key_i32(k, (int32_t)x.mul);
+      key_i64(k, max);
+    }
+  }
+}
+
+static void key_prog(key_buf *k, const bm_prog *p) {
+  key_u8(k, (uint8_t)p->n);
+  if (p->n == 0) return;
+  key_u8(k, (uint8_t)p->nin);
+  for (int j = 0; j < p->n && j < BM_MAX_PROG; j++) {
+    const bm_prog_ins *in = &p->ins[j];
+    key_u8(k, in->op);
+    key_u8(k, in->a);
+    key_u8(k, in->flags);
+    bool binary = in->op < BM_OP_COUNT && (bm_op_table[in->op].flags & BM_OPF_BINARY);
+    if (binary && (in->flags & BM_PROG_IMM_B)) key_put(k, &in->imm, sizeof in->imm);
+    if (binary && !(in->flags & BM_PROG_IMM_B)) key_u8(k, in->b);
+  }
+}
+
+static void key_attrs(key_buf *k, const bm_node *n) {
+  const bm_attrs *a = &n->a;
+  unsigned m = bm_op_table[n->op].attrs;
+#define PUT(f) key_put(k, &a->f, sizeof a->f)
+  if (m & BM_ATTR_TRANS) PUT(trans_a), PUT(trans_b);
+  if (m & BM_ATTR_CONV) PUT(stride), PUT(pad), PUT(dilation), PUT(groups);
+  if (m & BM_ATTR_PERM) PUT(perm);
+  if (m & BM_ATTR_SLICE) PUT(axis), PUT(begin), PUT(end), PUT(step);
+  if (m & BM_ATTR_AXIS) PUT(axis);
+  if (m & BM_ATTR_PAD) PUT(pads), PUT(value);
+  if (m & BM_ATTR_SCALE) PUT(scale);
+  if (m & BM_ATTR_AXES) PUT(axes), PUT(keepdim);
+  if (m & BM_ATTR_EPS) PUT(eps);
+  if (m & BM_ATTR_GROUPS) PUT(groups);
+  if (m & BM_ATTR_ROPE) PUT(rope_mode);
+  if (m & BM_ATTR_ATTN) PUT(attn_scale), PUT(causal), PUT(window), PUT(softcap), PUT(attn_flags);
+  if (m & BM_ATTR_TOPK) PUT(topk), PUT(fill);
+  if (m & BM_ATTR_ACT) PUT(act);
+#undef PUT
+  if ((m & BM_ATTR_PROG) || (bm_op_table[n->op].flags & BM_OPF_EPILOGUE)) key_prog(k, &a->prog);
+}
+
+/* The canonical key of node n of graph g; false if it does not fit. */
+static bool kernel_key(key_buf *k, const bm_graph *g, const bm_node *n) {
+  k->n = 0;
+  k->overflow = false;
+  key_i32(k, (int32_t)n->op);
+  key_shape(k, g, n->dtype, n->ndim, n->shape);
+  key_i32(k, (int32_t)n->nin);
+  for (int i = 0; i < n->nin; i++) key_shape(k, g, n->in[i]->dtype, n->in[i]->ndim, n->in[i]->shape);
+  key_attrs(k, n);
+  return !k->overflow;
+}
+
+/* The kernels emitted so far, by key (chained hash table; keys compared in
+ * full). Entries and keys live in `arena`; the bucket array is malloc'd. */
+typedef struct share_entry share_entry;
+struct share_entry {
+  uint64_t hash;
+  size_t len;
+  const unsigned char *key;
+  const bm_node *owner; /* the node whose kernel it is (kernel, tasks, scratch) */
+  share_entry *next;
+};
+
+typedef struct share_table {
+  bm_arena *arena;
+  share_entry **buckets;
+  size_t nbuckets, count;
+  bool off;   /* BM_CG_NO_SHARE */
+  key_buf key; /* the key of the node being emitted */
+} share_table;
+
+static share_entry *share_find(const share_table *t, uint64_t h, const key_buf *k) {
+  if (!t->buckets) return NULL;
+  for (share_entry *e = t->buckets[h & (t->nbuckets - 1)]; e; e = e->next)
+    if (e->hash == h && e->len == k->n && memcmp(e->key, k->b, k->n) == 0) return e;
+  return NULL;
+}
+
+static bm_status share_add(share_table *t, uint64_t h, const key_buf *k, const bm_node *owner) {
+  if (t->count >= t->nbuckets) { /* grow: keep the load factor <= 1 */
+    size_t nb = t->nbuckets ? 2 * t->nbuckets : 256;
+    share_entry **b = calloc(nb, sizeof *b);
+    if (!b) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu backend: kernel table of %zu buckets", nb);
+    for (size_t i = 0; i < t->nbuckets; i++)
+      for (share_entry *e = t->buckets[i], *next; e; e = next) {
+        next = e->next;
+        e->next = b[e->hash & (nb - 1)];
+        b[e->hash & (nb - 1)] = e;
+      }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = nb;
+  }
+  share_entry *e = bm_arena_alloc(t->arena, sizeof *e);
+  unsigned char *key = bm_arena_alloc(t->arena, k->n ? k->n : 1);
+  if (!e || !key) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu backend: kernel table entry");
+  memcpy(key, k->b, k->n);
+  e->hash = h;
+  e->len = k->n;
+  e->key = key;
+  e->owner = owner;
+  e->next = t->buckets[h & (t->nbuckets - 1)];
+  t->buckets[h & (t->nbuckets - 1)] = e;
+  t->count++;
+  return NULL;
+}
+
 /* Emits the kernels of graph gi into cg's module. */
-static bm_status emit_graph(bm_cg *cg, bm_module *m, int gi) {
+static bm_status emit_graph(bm_cg *cg, bm_module *m, int gi, share_table *share) {
   bm_graph *g = m->graphs[gi];
   cg->graph = g;
   cg->graph_index = gi;
@@ -156,6 +324,17 @@ static bm_status emit_graph(bm_cg *cg, bm_module *m, int gi) {
       return bm_status_make(BM_ERR_UNSUPPORTED,
                             "cpu backend: function '%s' node %d (%s, %s): not supported", g->name,
                             n->id, bm_op_name(n->op), bm_dtype_name(n->dtype));
+    /* an identical kernel already emitted: share it */
+    key_buf *key = &share->key;
+    bool keyed = !share->off && kernel_key(key, g, n);
+    uint64_t h = keyed ? XXH3_64bits(key->b, key->n) : 0;
+    const share_entry *e = keyed ? share_find(share, h, key) : NULL;
+    if (e) {
+      n->kernel = e->owner->kernel;
+      n->tasks = e->owner->tasks;
+      n->scratch = e->owner->scratch;
+      continue;
+    }
     char symbol[128];
     snprintf(symbol, sizeof symbol, "bm_k%d_%d_%s", gi, n->id, bm_op_name(n->op));
     n->kernel = bm_arena_strdup(m->arena, symbol);
@@ -164,8 +343,20 @@ static bm_status emit_graph(bm_cg *cg, bm_module *m, int gi) {
     n->scratch = 0;
     bm_status s = emit(cg, n, symbol);
     if (s) return bm_status_wrap(s, "function '%s' node %d (%s)", g->name, n->id, bm_op_name(n->op));
+    if (keyed) BM_RETURN_IF_ERROR(share_add(share, h, key, n));
   }
   return NULL;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool env_on(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
 }
 
 static bm_status cpu_compile(bm_module *m, const bm_target *t, bm_object *out) {
@@ -188,7 +379,26 @@ static bm_status cpu_compile(bm_module *m, const bm_target *t, bm_object *out) {
     LLVMSetModuleDataLayout(cg.mod, dl);
     LLVMDisposeTargetData(dl);
   }
-  for (int gi = 0; !s && gi < m->ngraphs; gi++) s = emit_graph(&cg, m, gi);
+  bool timing = env_on("BM_CG_TIME");
+  double t0 = timing ? now_s() : 0, t_emit = 0, t_opt = 0, t_obj = 0;
+  share_table share = {0};
+  share.off = env_on("BM_CG_NO_SHARE");
+  share.arena = s ? NULL : bm_arena_create();
+  if (!s && !share.arena) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "cpu backend: kernel table arena");
+  for (int gi = 0; !s && gi < m->ngraphs; gi++) s = emit_graph(&cg, m, gi, &share);
+  if (timing) {
+    int nodes = 0;
+    for (int gi = 0; gi < m->ngraphs; gi++)
+      for (int i = 0; i < m->graphs[gi]->nnodes; i++) nodes += m->graphs[gi]->nodes[i]->kernel != NULL;
+    int fns = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(cg.mod); f; f = LLVMGetNextFunction(f))
+      fns += !LLVMIsDeclaration(f);
+    fprintf(stderr, "bm cpu backend: %d kernel nodes, %d kernels emitted%s\n", nodes, fns,
+            share.off ? " (sharing off)" : "");
+    t_emit = now_s();
+  }
+  free(share.buckets);
+  if (share.arena) bm_arena_destroy(share.arena);
 
   char *msg = NULL;
   if (!s && LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) {
@@ -208,6 +418,7 @@ static bm_status cpu_compile(bm_module *m, const bm_target *t, bm_object *out) {
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
     LLVMErrorRef e = LLVMRunPasses(cg.mod, pipeline, cg.tm, po);
     LLVMDisposePassBuilderOptions(po);
+    if (timing) t_opt = now_s();
     if (e) {
       char *em = LLVMGetErrorMessage(e);
       s = bm_status_make(BM_ERR_INTERNAL, "cpu backend: LLVM passes failed: %s", em);
@@ -232,6 +443,11 @@ static bm_status cpu_compile(bm_module *m, const bm_target *t, bm_object *out) {
         out->size = size;
       }
       LLVMDisposeMemoryBuffer(buf);
+    }
+    if (timing) {
+      t_obj = now_s();
+      fprintf(stderr, "bm cpu backend: emit %.2f s, verify+optimize %.2f s, object code %.2f s\n",
+              t_emit - t0, t_opt - t_emit, t_obj - t_opt);
     }
   }
 

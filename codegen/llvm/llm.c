@@ -1,5 +1,6 @@
 /* llm.c - LLVM lowering of the LLM generation ops: KV_WRITE (rows into a
- * state cache, in place), TOPK_MASK (the k largest entries of each row), and
+ * state cache, in place), TAKE_ROW (one position per batch entry),
+ * TOPK_MASK (the k largest entries of each row), and
  * the two halves of a mixture-of-experts layer that the lower_moe pass makes
  * of MOE: MOE_UP (gated expert hidden states) and MOE_DOWN (gate-weighted
  * down projections). Experts whose gate is exactly 0 cost nothing but the
@@ -85,6 +86,32 @@ static bm_status emit_kv_write(llm_ctx *c, bm_node *n) {
   bm_cg_vec_for(f, c64(c, 0), c64(c, D), width < 1 ? 1 : width, true, copy_body, &cc);
   bm_cg_if_end(f, &in);
   bm_cg_loop_end(f, &l);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ take_row */
+
+/* x (B, S, ...), idx (B) -> out (B, 1, ...): one task per batch entry b
+ * copies row clamp(idx[b], 0, S - 1) of x[b]. */
+static bm_status emit_take_row(llm_ctx *c, bm_node *n) {
+  bm_cg_fn *f = c->f;
+  const bm_node *x = n->in[0], *idx = n->in[1];
+  LLVMValueRef lo, hi;
+  bm_cg_task_range(f, 1, n->shape, 1, &n->tasks, &lo, &hi);
+  LLVMValueRef S = bm_cg_dim(f, x->shape[1]), row = c64(c, 1);
+  for (int d = 2; d < x->ndim; d++) row = mul(c, row, bm_cg_dim(f, x->shape[d]));
+  LLVMValueRef xp = bm_cg_buf(f, 0), ip = bm_cg_buf(f, 1), out = bm_cg_buf(f, 2);
+  bm_cg_if nonempty;
+  bm_cg_if_begin(f, &nonempty, icmp(c, LLVMIntSGT, S, c64(c, 0)));
+  bm_cg_loop l;
+  bm_cg_loop_begin(f, &l, lo, hi, c64(c, 1));
+  LLVMValueRef i = bm_cg_load_i64(f, ip, idx->dtype, l.iv);
+  i = smin(c, bm_cg_imax(f, i, c64(c, 0)), sub(c, S, c64(c, 1)));
+  copy_ctx cc = {xp, out, mul(c, add(c, mul(c, l.iv, S), i), row), mul(c, l.iv, row), x->dtype, n->dtype};
+  int width = (int)(c->cg->vec * 4 / (int64_t)bm_dtype_nbytes(x->dtype, 1));
+  bm_cg_vec_for(f, c64(c, 0), row, width < 1 ? 1 : width, true, copy_body, &cc);
+  bm_cg_loop_end(f, &l);
+  bm_cg_if_end(f, &nonempty);
   return NULL;
 }
 
@@ -211,14 +238,77 @@ static LLVMValueRef dot(llm_ctx *c, LLVMValueRef a, bm_dtype ta, LLVMValueRef ai
   return sum;
 }
 
-/* Task t of a space ordered (token block, rest): the token range [t0, t1)
- * and the index within the block's `per` tasks. */
-static void moe_task(llm_ctx *c, LLVMValueRef t, int64_t per, LLVMValueRef T, LLVMValueRef *t0,
+/* The token space of MOE_UP / MOE_DOWN: the nl leading dims of x (or h),
+ * flattened to T tokens (rows are contiguous). The task count can follow
+ * one symbol only, so:
+ * - at most one symbolic leading dim: T is linear in it, and tasks are
+ *   (block of MOE_TB tokens, rest): ceil(T / MOE_TB) * per;
+ * - more (e.g. (batch, seq)): the dims up to the first symbolic one form
+ *   an outer index (linear in that symbol) and the others an inner token
+ *   count Ti whose blocks are counted at its bound: tasks are
+ *   (outer, block, rest), outer * ceil(Ti_max / MOE_TB) * per; the blocks
+ *   past the actual Ti are empty. */
+typedef struct moe_tokens {
+  int nl;               /* leading dims */
+  const bm_dim *dims;
+  int split;            /* 0: one outer index; else dims [0, split) are the outer index */
+  int64_t nblk;         /* blocks per outer index (split > 0) */
+} moe_tokens;
+
+/* Sets up the token space and n->tasks for `per` tasks per token block. */
+static bm_status moe_tokens_init(llm_ctx *c, bm_node *n, const bm_node *x, int nl, int64_t per,
+                                 moe_tokens *mt) {
+  mt->nl = nl;
+  mt->dims = x->shape;
+  mt->split = 0;
+  mt->nblk = 0;
+  int first = -1, nsym = 0;
+  for (int d = 0; d < nl; d++)
+    if (!bm_dim_is_static(x->shape[d])) {
+      if (first < 0) first = d;
+      nsym++;
+    }
+  int upto = nsym <= 1 ? nl : first + 1; /* the dims of the task expression */
+  int64_t P = 1;
+  bm_dim sd = bm_dim_c(1);
+  for (int d = 0; d < upto; d++) {
+    if (bm_dim_is_static(x->shape[d])) P *= x->shape[d].add;
+    else sd = x->shape[d];
+  }
+  bm_dim td = bm_dim_is_static(sd) ? bm_dim_c(P) : sd;
+  if (!bm_dim_is_static(sd)) {
+    if (P > INT32_MAX / (sd.mul > 0 ? sd.mul : 1))
+      return bm_status_make(BM_ERR_UNSUPPORTED, "%s: %lld tokens per symbol step", bm_op_name(n->op),
+                            (long long)P);
+    td.mul = (int32_t)(sd.mul * P);
+    td.add = sd.add * P;
+  }
+  if (nsym <= 1) {
+    n->tasks = bm_cg_tasks(td, MOE_TB, per);
+    return NULL;
+  }
+  int64_t inner = 1;
+  for (int d = upto; d < nl; d++) inner *= bm_cg_dim_max(c->cg, x->shape[d]);
+  mt->split = upto;
+  mt->nblk = (inner + MOE_TB - 1) / MOE_TB;
+  n->tasks = bm_cg_tasks(td, 1, mt->nblk * per);
+  return NULL;
+}
+
+/* Task t: the token range [t0, t1) (possibly empty) and the index within
+ * the block's `per` tasks. */
+static void moe_task(llm_ctx *c, const moe_tokens *mt, LLVMValueRef t, int64_t per, LLVMValueRef *t0,
                      LLVMValueRef *t1, LLVMValueRef *rest) {
-  LLVMValueRef tb = LLVMBuildSDiv(c->b, t, c64(c, per), "");
+  LLVMValueRef q = LLVMBuildSDiv(c->b, t, c64(c, per), "");
   *rest = LLVMBuildSRem(c->b, t, c64(c, per), "");
-  *t0 = mulc(c, tb, MOE_TB);
-  *t1 = smin(c, addc(c, *t0, MOE_TB), T);
+  LLVMValueRef base = c64(c, 0), blk = q, count = c64(c, 1);
+  for (int d = mt->split; d < mt->nl; d++) count = mul(c, count, bm_cg_dim(c->f, mt->dims[d]));
+  if (mt->split > 0) {
+    base = mul(c, LLVMBuildSDiv(c->b, q, c64(c, mt->nblk), ""), count);
+    blk = LLVMBuildSRem(c->b, q, c64(c, mt->nblk), "");
+  }
+  *t0 = add(c, base, mulc(c, blk, MOE_TB));
+  *t1 = smin(c, addc(c, *t0, MOE_TB), add(c, base, count));
 }
 
 /* h[t, e, f] = act(w_gate[e, f] . x[t]) * (w_up[e, f] . x[t]) for the tokens
@@ -227,16 +317,17 @@ static void moe_task(llm_ctx *c, LLVMValueRef t, int64_t per, LLVMValueRef T, LL
 static bm_status emit_moe_up(llm_ctx *c, bm_node *n) {
   bm_cg_fn *f = c->f;
   const bm_node *x = n->in[0], *g = n->in[1], *wg = n->in[2], *wu = n->in[3];
-  int64_t D = x->shape[1].add, E = g->shape[1].add, F = wg->shape[1].add;
+  int nl = x->ndim - 1;
+  int64_t D = x->shape[nl].add, E = g->shape[nl].add, F = wg->shape[1].add;
   int64_t nfc = (F + MOE_FC - 1) / MOE_FC;
-  n->tasks = bm_cg_tasks(x->shape[0], MOE_TB, E * nfc);
+  moe_tokens mt;
+  BM_RETURN_IF_ERROR(moe_tokens_init(c, n, x, nl, E * nfc, &mt));
   LLVMValueRef xp = bm_cg_buf(f, 0), gp = bm_cg_buf(f, 1), wgp = bm_cg_buf(f, 2), wup = bm_cg_buf(f, 3);
   LLVMValueRef hp = bm_cg_buf(f, 4);
-  LLVMValueRef T = bm_cg_dim(f, x->shape[0]);
   bm_cg_loop lt;
   bm_cg_loop_begin(f, &lt, f->begin, f->end, c64(c, 1));
   LLVMValueRef t0, t1, rest;
-  moe_task(c, lt.iv, E * nfc, T, &t0, &t1, &rest);
+  moe_task(c, &mt, lt.iv, E * nfc, &t0, &t1, &rest);
   LLVMValueRef e = LLVMBuildSDiv(c->b, rest, c64(c, nfc), "");
   LLVMValueRef f0 = mulc(c, LLVMBuildSRem(c->b, rest, c64(c, nfc), ""), MOE_FC);
   LLVMValueRef f1 = smin(c, addc(c, f0, MOE_FC), c64(c, F));
@@ -267,17 +358,18 @@ static bm_status emit_moe_down(llm_ctx *c, bm_node *n) {
   bm_cg_fn *f = c->f;
   bm_cg *cg = c->cg;
   const bm_node *h = n->in[0], *g = n->in[1], *wd = n->in[2];
-  int64_t E = h->shape[1].add, F = h->shape[2].add, D = wd->shape[1].add;
+  int nl = h->ndim - 2;
+  int64_t E = h->shape[nl].add, F = h->shape[nl + 1].add, D = wd->shape[1].add;
   int64_t ndc = (D + MOE_DC - 1) / MOE_DC;
-  n->tasks = bm_cg_tasks(h->shape[0], MOE_TB, ndc);
+  moe_tokens mt;
+  BM_RETURN_IF_ERROR(moe_tokens_init(c, n, h, nl, ndc, &mt));
   n->scratch = (uint64_t)MOE_TB * MOE_DC * 4;
   LLVMValueRef hp = bm_cg_buf(f, 0), gp = bm_cg_buf(f, 1), wp = bm_cg_buf(f, 2), op = bm_cg_buf(f, 3);
   LLVMValueRef acc = f->scratch; /* (MOE_TB, MOE_DC) f32 */
-  LLVMValueRef T = bm_cg_dim(f, h->shape[0]);
   bm_cg_loop lt;
   bm_cg_loop_begin(f, &lt, f->begin, f->end, c64(c, 1));
   LLVMValueRef t0, t1, rest;
-  moe_task(c, lt.iv, ndc, T, &t0, &t1, &rest);
+  moe_task(c, &mt, lt.iv, ndc, &t0, &t1, &rest);
   LLVMValueRef d0 = mulc(c, rest, MOE_DC), d1 = smin(c, addc(c, d0, MOE_DC), c64(c, D));
   for (int i = 0; i < MOE_TB * MOE_DC; i++) bm_cg_store(f, acc, BM_DTYPE_F32, c64(c, i), bm_cg_f32(cg, 0.f), 1);
   bm_cg_loop le;
@@ -334,6 +426,11 @@ static bm_status check(const bm_node *n) {
       if (n->in[2]->dtype != BM_DTYPE_I32 && n->in[2]->dtype != BM_DTYPE_I64) break;
       return NULL;
     }
+    case BM_OP_TAKE_ROW:
+      if (n->nin == 2 && n->ndim >= 2 && n->dtype == n->in[0]->dtype && n->dtype != BM_DTYPE_I4 &&
+          (n->in[1]->dtype == BM_DTYPE_I32 || n->in[1]->dtype == BM_DTYPE_I64))
+        return NULL;
+      break;
     case BM_OP_TOPK_MASK:
       if (n->nin == 1 && n->ndim >= 1 && n->a.topk >= 1 && is_float(n->dtype)) return NULL;
       break;
@@ -344,9 +441,10 @@ static bm_status check(const bm_node *n) {
       for (int i = 0; i < nin; i++)
         if (!is_float(n->in[i]->dtype)) return bm_status_make(BM_ERR_UNSUPPORTED, "%s: input %d is %s",
                                                               bm_op_name(n->op), i, bm_dtype_name(n->in[i]->dtype));
+      /* gates (..., E): only its leading (token) dims may be symbolic */
       for (int i = 1; i < nin; i++)
         for (int d = 0; d < n->in[i]->ndim; d++)
-          if (!bm_dim_is_static(n->in[i]->shape[d]) && !(i == 1 && d == 0))
+          if (!bm_dim_is_static(n->in[i]->shape[d]) && !(i == 1 && d < n->in[1]->ndim - 1))
             return bm_status_make(BM_ERR_UNSUPPORTED, "%s: input %d has a symbolic dim %d", bm_op_name(n->op), i, d);
       if (n->op == BM_OP_MOE_UP && n->a.act != BM_OP_SILU && n->a.act != BM_OP_GELU_TANH) break;
       return NULL;
@@ -365,6 +463,7 @@ bm_status bm_cg_emit_llm(bm_cg *cg, bm_node *n, const char *symbol) {
   bm_status s;
   switch (n->op) {
     case BM_OP_KV_WRITE: s = emit_kv_write(&c, n); break;
+    case BM_OP_TAKE_ROW: s = emit_take_row(&c, n); break;
     case BM_OP_TOPK_MASK: s = emit_topk_mask(&c, n); break;
     case BM_OP_MOE_UP: s = emit_moe_up(&c, n); break;
     case BM_OP_MOE_DOWN: s = emit_moe_down(&c, n); break;

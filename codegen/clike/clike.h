@@ -1,0 +1,71 @@
+/* clike.h - the C-like kernel emitter shared by the GPU backends (CUDA now,
+ * Metal later). It lowers every kernel node of a module to source text in a
+ * small C dialect; the languages differ only in a bm_clike_lang table.
+ *
+ * Generated kernels use these names, which each language's prelude defines:
+ *   bm_i64                       64-bit signed integer type
+ *   BM_DEV                       qualifier of a device helper function
+ *   BM_GLOBAL / BM_SHARED_PTR    address space of buffer / shared pointers
+ *   BM_SHARED                    declares a block-shared array (in a kernel)
+ *   BM_SYNC()                    block barrier
+ *   BM_SHFL_XOR(v, m), BM_SHFL(v, lane), BM_SHFL_UP(v, d)   warp (simdgroup of 32) shuffles
+ *   bm_h2f, bm_f2h, bm_f2bf, bm_bits_f32, bm_f32_bits   conversions
+ *   BM_INF, BM_NAN
+ * and the kernel header (lang->kernel_open) defines the locals
+ *   tid (int, thread in block), bid (bm_i64, block), nblk (bm_i64, blocks),
+ *   bm_buf(i) (const BM_GLOBAL unsigned char *, argument i) and S<k>
+ *   (bm_i64, the value of symbol k).
+ * The device library (lib.c) is written once in this dialect.
+ */
+#ifndef BM_CLIKE_H
+#define BM_CLIKE_H
+
+#include "../codegen.h"
+
+/* A growing string (malloc'd). */
+typedef struct bm_sb {
+  char *s;
+  size_t len, cap;
+  int oom;
+} bm_sb;
+void bm_sb_printf(bm_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void bm_sb_puts(bm_sb *b, const char *s);
+void bm_sb_free(bm_sb *b);
+
+/* The language table. */
+typedef struct bm_clike_lang {
+  const char *name;     /* "cuda", "metal" */
+  const char *prelude;  /* defines the names above */
+  /* printf format of a kernel's opening, through its first '{' and the
+   * locals above: %1$s the symbol, %2$d the threads per block. */
+  const char *kernel_open;
+  const char *kernel_close; /* "}\n" */
+} bm_clike_lang;
+
+extern const bm_clike_lang bm_clike_cuda;  /* codegen/cuda/lang.c */
+extern const bm_clike_lang bm_clike_metal; /* codegen/metal/lang.c (not compiled anywhere yet) */
+extern const char bm_clike_lib[];          /* codegen/clike/lib.c */
+
+/* A kernel of the emitted source and how to launch it. */
+typedef struct bm_clike_kernel {
+  char *symbol;     /* malloc'd */
+  int threads;      /* threads per block */
+  int smem;         /* dynamic shared memory bytes (0 now: all shared memory is static) */
+} bm_clike_kernel;
+
+typedef struct bm_clike_out {
+  bm_sb src;                /* prelude + library + kernels */
+  bm_clike_kernel *kernels; /* unique kernels (identical bodies are emitted once) */
+  int nkernels, cap;
+} bm_clike_out;
+void bm_clike_out_free(bm_clike_out *o);
+
+/* Can the emitter lower node n (dtypes, programs, shapes)? */
+int bm_clike_supports(const bm_node *n);
+
+/* Emits every kernel of every graph of m (after the pass pipeline) into
+ * out, and sets node->kernel, tasks and scratch (0). A kernel's task count
+ * is its number of thread blocks (see bm_abi.h, "CUDA kernels"). */
+bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_out *out);
+
+#endif

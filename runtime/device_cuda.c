@@ -1,0 +1,514 @@
+/* device_cuda.c - the CUDA device: runs "cuda" packages through the CUDA
+ * driver API, loaded with dlopen("libcuda.so.1") so that libbmrt has no
+ * link-time CUDA dependency. Code bundles (cuda_bundle.h) are parsed when a
+ * package opens; a session loads the cubin for the GPU's architecture (or
+ * the PTX), uploads the weights once, allocates the arena and states on the
+ * device, and launches kernels on its own stream (bm_abi.h, bm_gpu_args).
+ *
+ * Environment: BM_CUDA_DEVICE (ordinal, default 0); BM_CUDA_FORCE_PTX=1
+ * loads the PTX even when a cubin fits (tests the driver JIT path);
+ * BM_CUDA_SYNC=1 synchronizes after every kernel, so an asynchronous fault
+ * names the kernel that caused it. */
+#include <cjson/cJSON.h>
+#include <dlfcn.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuda_bundle.h"
+#include "internal.h"
+
+#define CORRUPT(...) bm_status_make(BM_ERR_CORRUPT, __VA_ARGS__)
+
+/* ------------------------------------------------------------------ bundle parsing (no driver) */
+
+static const cJSON *jfield(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static bool jint(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t *out) {
+  const cJSON *v = jfield(o, k);
+  if (!cJSON_IsNumber(v)) return false;
+  double d = v->valuedouble;
+  if (d < (double)lo || d > (double)hi || d != (double)(int64_t)d) return false;
+  *out = (int64_t)d;
+  return true;
+}
+
+bm_status bm_cuda_bundle_parse(bm_package *pkg, const uint8_t *code, size_t size) {
+  if (size < BM_CUDA_BUNDLE_HEADER || memcmp(code, BM_CUDA_BUNDLE_MAGIC, 8) != 0)
+    return CORRUPT("code section: not a CUDA code bundle (bad magic)");
+  uint32_t hl = bm_rd_u32(code + 8);
+  if (hl > size - BM_CUDA_BUNDLE_HEADER) return CORRUPT("code section: bundle header of %u bytes overruns the section", hl);
+  cJSON *root = cJSON_ParseWithLength((const char *)code + BM_CUDA_BUNDLE_HEADER, hl);
+  bm_status s = NULL;
+  const cJSON *ks = jfield(root, "kernels"), *im = jfield(root, "images");
+  if (!cJSON_IsObject(root) || !cJSON_IsArray(ks) || !cJSON_IsArray(im)) {
+    cJSON_Delete(root);
+    return CORRUPT("code section: the CUDA bundle header is not {kernels, images}");
+  }
+  int nim = cJSON_GetArraySize(im);
+  if (nim > 64) s = CORRUPT("code section: %d images in the CUDA bundle (at most 64)", nim);
+  pkg->gpu_images = s ? NULL : calloc((size_t)nim + 1, sizeof *pkg->gpu_images);
+  if (!s && !pkg->gpu_images) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda bundle");
+  for (int i = 0; !s && i < nim; i++) {
+    const cJSON *o = cJSON_GetArrayItem(im, i), *kind = jfield(o, "kind");
+    int64_t arch, off, sz;
+    if (!cJSON_IsString(kind) || (strcmp(kind->valuestring, "cubin") && strcmp(kind->valuestring, "ptx")) ||
+        !jint(o, "arch", 10, 10000, &arch) || !jint(o, "offset", 0, (int64_t)size, &off) ||
+        !jint(o, "size", 1, (int64_t)size, &sz) || (uint64_t)off + (uint64_t)sz > size) {
+      s = CORRUPT("code section: CUDA image %d: bad kind, arch, offset or size", i);
+      break;
+    }
+    bm_rt_gpu_image *g = &pkg->gpu_images[i];
+    g->ptx = kind->valuestring[0] == 'p';
+    g->arch = (int)arch;
+    g->data = code + off;
+    g->size = (size_t)sz;
+    if (g->ptx && g->data[g->size - 1] != 0) s = CORRUPT("code section: PTX image %d is not NUL-terminated", i);
+  }
+  if (!s) pkg->ngpu_images = nim;
+  for (int f = 0; !s && f < pkg->nfunctions; f++) {
+    bm_rt_function *fn = &pkg->functions[f];
+    for (int k = 0; !s && k < fn->nkernels; k++) {
+      bm_rt_kernel *kr = &fn->kernels[k];
+      const cJSON *hit = NULL, *e;
+      cJSON_ArrayForEach(e, ks) {
+        const cJSON *sym = jfield(e, "symbol");
+        if (cJSON_IsString(sym) && strcmp(sym->valuestring, kr->symbol) == 0) {
+          hit = e;
+          break;
+        }
+      }
+      int64_t th, smem;
+      if (!hit) {
+        s = CORRUPT("kernel '%s' (function '%s', kernel %d) is not in the CUDA code bundle", kr->symbol, fn->name, k);
+      } else if (!jint(hit, "threads", 32, 1024, &th) || th % 32 || !jint(hit, "smem", 0, 1 << 20, &smem)) {
+        s = CORRUPT("kernel '%s': bad threads or smem in the CUDA code bundle", kr->symbol);
+      } else {
+        kr->gpu_threads = (int)th;
+        kr->gpu_smem = (int)smem;
+        if (kr->nargs > BM_GPU_MAX_ARGS)
+          s = CORRUPT("kernel '%s' has %d arguments; GPU kernels take at most %d", kr->symbol, kr->nargs,
+                      BM_GPU_MAX_ARGS);
+      }
+    }
+  }
+  if (!s && pkg->ngpu_images == 0) {
+    for (int f = 0; f < pkg->nfunctions; f++)
+      if (pkg->functions[f].nkernels) s = CORRUPT("code section: the CUDA bundle has no images but kernels to run");
+  }
+  cJSON_Delete(root);
+  if (!s) pkg->gpu = 1;
+  return s;
+}
+
+/* ------------------------------------------------------------------ the driver API */
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUstream_st *CUstream;
+typedef unsigned long long CUdeviceptr;
+
+enum { CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76 };
+enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
+
+static struct {
+  void *lib;
+  char error[512];
+  CUresult (*init)(unsigned);
+  CUresult (*device_get)(CUdevice *, int);
+  CUresult (*device_count)(int *);
+  CUresult (*device_attr)(int *, int, CUdevice);
+  CUresult (*device_name)(char *, int, CUdevice);
+  CUresult (*ctx_retain)(CUcontext *, CUdevice);
+  CUresult (*ctx_release)(CUdevice);
+  CUresult (*ctx_set)(CUcontext);
+  CUresult (*mem_alloc)(CUdeviceptr *, size_t);
+  CUresult (*mem_free)(CUdeviceptr);
+  CUresult (*htod)(CUdeviceptr, const void *, size_t);
+  CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+  CUresult (*memset8)(CUdeviceptr, unsigned char, size_t);
+  CUresult (*module_load)(CUmodule *, const void *);
+  CUresult (*module_unload)(CUmodule);
+  CUresult (*module_fn)(CUfunction *, CUmodule, const char *);
+  CUresult (*func_set_attr)(CUfunction, int, int);
+  CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                     void **, void **);
+  CUresult (*stream_create)(CUstream *, unsigned);
+  CUresult (*stream_destroy)(CUstream);
+  CUresult (*stream_sync)(CUstream);
+  CUresult (*error_string)(CUresult, const char **);
+  CUresult (*error_name)(CUresult, const char **);
+} cu;
+
+static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
+
+static void cu_load_once(void) {
+  cu.lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!cu.lib) {
+    snprintf(cu.error, sizeof cu.error, "cuda: the NVIDIA driver library libcuda.so.1 is not installed (%s)", dlerror());
+    return;
+  }
+  struct { void **p; const char *name; } syms[] = {
+      {(void **)&cu.init, "cuInit"},
+      {(void **)&cu.device_get, "cuDeviceGet"},
+      {(void **)&cu.device_count, "cuDeviceGetCount"},
+      {(void **)&cu.device_attr, "cuDeviceGetAttribute"},
+      {(void **)&cu.device_name, "cuDeviceGetName"},
+      {(void **)&cu.ctx_retain, "cuDevicePrimaryCtxRetain"},
+      {(void **)&cu.ctx_release, "cuDevicePrimaryCtxRelease_v2"},
+      {(void **)&cu.ctx_set, "cuCtxSetCurrent"},
+      {(void **)&cu.mem_alloc, "cuMemAlloc_v2"},
+      {(void **)&cu.mem_free, "cuMemFree_v2"},
+      {(void **)&cu.htod, "cuMemcpyHtoD_v2"},
+      {(void **)&cu.dtoh, "cuMemcpyDtoH_v2"},
+      {(void **)&cu.memset8, "cuMemsetD8_v2"},
+      {(void **)&cu.module_load, "cuModuleLoadData"},
+      {(void **)&cu.module_unload, "cuModuleUnload"},
+      {(void **)&cu.module_fn, "cuModuleGetFunction"},
+      {(void **)&cu.func_set_attr, "cuFuncSetAttribute"},
+      {(void **)&cu.launch, "cuLaunchKernel"},
+      {(void **)&cu.stream_create, "cuStreamCreate"},
+      {(void **)&cu.stream_destroy, "cuStreamDestroy_v2"},
+      {(void **)&cu.stream_sync, "cuStreamSynchronize"},
+      {(void **)&cu.error_string, "cuGetErrorString"},
+      {(void **)&cu.error_name, "cuGetErrorName"},
+  };
+  for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
+    *syms[i].p = dlsym(cu.lib, syms[i].name);
+    if (!*syms[i].p) {
+      snprintf(cu.error, sizeof cu.error, "cuda: libcuda.so.1 lacks %s (driver too old?)", syms[i].name);
+      dlclose(cu.lib);
+      cu.lib = NULL;
+      return;
+    }
+  }
+  CUresult r = cu.init(0);
+  if (r) {
+    const char *es = "?";
+    cu.error_string(r, &es);
+    snprintf(cu.error, sizeof cu.error, "cuda: cuInit failed: %s (error %d; no GPU or a driver problem)", es, r);
+    cu.lib = NULL; /* keep the handle loaded: the driver may not like dlclose after a failed init */
+  }
+}
+
+static bm_status cu_load(void) {
+  pthread_once(&cu_once, cu_load_once);
+  return cu.lib ? NULL : bm_status_make(BM_ERR_UNSUPPORTED, "%s", cu.error);
+}
+
+/* "CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered" */
+static const char *cu_err(CUresult r, char *buf, size_t cap) {
+  const char *name = "?", *str = "?";
+  if (cu.error_name) cu.error_name(r, &name);
+  if (cu.error_string) cu.error_string(r, &str);
+  snprintf(buf, cap, "%s: %s", name ? name : "?", str ? str : "?");
+  return buf;
+}
+
+#define CU_CHECK(call, ...)                                                                  \
+  do {                                                                                       \
+    CUresult r_ = (call);                                                                    \
+    if (r_) {                                                                                \
+      char eb_[256], msg_[512];                                                              \
+      snprintf(msg_, sizeof msg_, __VA_ARGS__);                                              \
+      return bm_status_make(r_ == 2 ? BM_ERR_OUT_OF_MEMORY : BM_ERR_INTERNAL, "cuda: %s: %s", msg_, \
+                            cu_err(r_, eb_, sizeof eb_));                                    \
+    }                                                                                        \
+  } while (0)
+
+/* ------------------------------------------------------------------ sessions */
+
+typedef struct gpu_fn {
+  CUfunction *fns;      /* per kernel */
+  bm_gpu_args *args;    /* per kernel */
+  void **out_host;      /* per output: host copy */
+  size_t *out_cap;
+} gpu_fn;
+
+struct bm_cuda_session {
+  bm_package *pkg;
+  CUdevice dev;
+  CUcontext ctx;
+  int ctx_held;
+  CUstream stream;
+  CUmodule mod;
+  int arch;
+  CUdeviceptr arena, states, weights;
+  size_t arena_size, states_size, weights_size;
+  size_t *state_off, *weight_off;
+  void *state_host;     /* bm_cuda_state snapshots */
+  gpu_fn *fns;
+  char device_name[128];
+};
+
+static size_t round256(uint64_t v) { return (size_t)((v + 255) & ~(uint64_t)255); }
+
+void bm_cuda_session_destroy(bm_cuda_session *c) {
+  if (!c) return;
+  if (c->ctx) cu.ctx_set(c->ctx);
+  if (c->fns)
+    for (int f = 0; f < c->pkg->nfunctions; f++) {
+      gpu_fn *g = &c->fns[f];
+      free(g->fns);
+      free(g->args);
+      if (g->out_host)
+        for (int i = 0; i < c->pkg->functions[f].noutputs; i++) free(g->out_host[i]);
+      free(g->out_host);
+      free(g->out_cap);
+    }
+  free(c->fns);
+  if (c->mod) cu.module_unload(c->mod);
+  if (c->arena) cu.mem_free(c->arena);
+  if (c->states) cu.mem_free(c->states);
+  if (c->weights) cu.mem_free(c->weights);
+  if (c->stream) cu.stream_destroy(c->stream);
+  if (c->ctx_held) cu.ctx_release(c->dev);
+  free(c->state_off);
+  free(c->weight_off);
+  free(c->state_host);
+  free(c);
+}
+
+/* The image for this GPU: the cubin of the highest arch <= ours with our
+ * major version, else the PTX of the highest arch <= ours. */
+static const bm_rt_gpu_image *pick_image(const bm_package *pkg, int arch) {
+  const bm_rt_gpu_image *best = NULL;
+  bool force_ptx = getenv("BM_CUDA_FORCE_PTX") && atoi(getenv("BM_CUDA_FORCE_PTX")) > 0;
+  for (int pass = 0; pass < 2 && !best; pass++)
+    for (int i = 0; i < pkg->ngpu_images; i++) {
+      const bm_rt_gpu_image *g = &pkg->gpu_images[i];
+      if (g->ptx != pass || g->arch > arch) continue;
+      if (!g->ptx && (force_ptx || g->arch / 10 != arch / 10)) continue;
+      if (!best || g->arch > best->arch) best = g;
+    }
+  return best;
+}
+
+static bm_status setup(bm_cuda_session *c) {
+  bm_package *pkg = c->pkg;
+  int ordinal = getenv("BM_CUDA_DEVICE") ? atoi(getenv("BM_CUDA_DEVICE")) : 0, count = 0;
+  CU_CHECK(cu.device_count(&count), "cuDeviceGetCount");
+  if (count == 0) return bm_status_make(BM_ERR_UNSUPPORTED, "cuda: no CUDA device found");
+  if (ordinal < 0 || ordinal >= count)
+    return bm_status_make(BM_ERR_INVALID_ARGUMENT, "cuda: BM_CUDA_DEVICE=%d but there are %d devices", ordinal, count);
+  CU_CHECK(cu.device_get(&c->dev, ordinal), "cuDeviceGet(%d)", ordinal);
+  int major = 0, minor = 0;
+  CU_CHECK(cu.device_attr(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, c->dev), "compute capability");
+  CU_CHECK(cu.device_attr(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, c->dev), "compute capability");
+  cu.device_name(c->device_name, (int)sizeof c->device_name, c->dev);
+  c->arch = major * 10 + minor;
+  CU_CHECK(cu.ctx_retain(&c->ctx, c->dev), "retaining the primary context of device %d", ordinal);
+  c->ctx_held = 1;
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  CU_CHECK(cu.stream_create(&c->stream, 0), "cuStreamCreate");
+
+  bool any_kernel = false;
+  for (int f = 0; f < pkg->nfunctions; f++) any_kernel |= pkg->functions[f].nkernels > 0;
+  if (any_kernel) {
+    const bm_rt_gpu_image *img = pick_image(pkg, c->arch);
+    if (!img) {
+      char have[256] = "";
+      for (int i = 0; i < pkg->ngpu_images; i++)
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s_%d", i ? ", " : "",
+                 pkg->gpu_images[i].ptx ? "compute" : "sm", pkg->gpu_images[i].arch);
+      return bm_status_make(BM_ERR_INCOMPATIBLE,
+                            "cuda: package '%s' has no code for %s (compute capability %d.%d); it has %s",
+                            pkg->model, c->device_name, major, minor, have);
+    }
+    CUresult r = cu.module_load(&c->mod, img->data);
+    if (r) {
+      char eb[256];
+      return bm_status_make(BM_ERR_INCOMPATIBLE, "cuda: loading the %s_%d image on %s (sm_%d): %s",
+                            img->ptx ? "compute" : "sm", img->arch, c->device_name, c->arch,
+                            cu_err(r, eb, sizeof eb));
+    }
+  }
+
+  /* device memory: arena, states, weights (uploaded once) */
+  c->arena_size = round256(pkg->arena_bytes ? pkg->arena_bytes : 256);
+  CU_CHECK(cu.mem_alloc(&c->arena, c->arena_size), "allocating the %zu-byte arena on %s", c->arena_size, c->device_name);
+  CU_CHECK(cu.memset8(c->arena, 0, c->arena_size), "clearing the arena");
+  c->state_off = calloc((size_t)pkg->nstates + 1, sizeof *c->state_off);
+  c->weight_off = calloc((size_t)pkg->nweights + 1, sizeof *c->weight_off);
+  if (!c->state_off || !c->weight_off) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
+  size_t at = 0;
+  for (int i = 0; i < pkg->nstates; i++) {
+    c->state_off[i] = at;
+    at += round256(pkg->states[i].nbytes);
+  }
+  c->states_size = at ? at : 256;
+  CU_CHECK(cu.mem_alloc(&c->states, c->states_size), "allocating %zu bytes of states", c->states_size);
+  CU_CHECK(cu.memset8(c->states, 0, c->states_size), "clearing the states");
+  at = 0;
+  for (int i = 0; i < pkg->nweights; i++) {
+    c->weight_off[i] = at;
+    at += round256(pkg->weights[i].size);
+  }
+  c->weights_size = at ? at : 256;
+  CU_CHECK(cu.mem_alloc(&c->weights, c->weights_size), "allocating %zu bytes of weights", c->weights_size);
+  for (int i = 0; i < pkg->nweights; i++)
+    if (pkg->weights[i].size)
+      CU_CHECK(cu.htod(c->weights + c->weight_off[i], pkg->weights[i].data, pkg->weights[i].size),
+               "uploading weight '%s'", pkg->weights[i].name);
+
+  /* per function: kernel handles, argument blocks, host output buffers */
+  c->fns = calloc((size_t)pkg->nfunctions + 1, sizeof *c->fns);
+  if (!c->fns) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
+  for (int f = 0; f < pkg->nfunctions; f++) {
+    const bm_rt_function *fn = &pkg->functions[f];
+    gpu_fn *g = &c->fns[f];
+    g->fns = calloc((size_t)fn->nkernels + 1, sizeof *g->fns);
+    g->args = calloc((size_t)fn->nkernels + 1, sizeof *g->args);
+    g->out_host = calloc((size_t)fn->noutputs + 1, sizeof *g->out_host);
+    g->out_cap = calloc((size_t)fn->noutputs + 1, sizeof *g->out_cap);
+    if (!g->fns || !g->args || !g->out_host || !g->out_cap) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
+    for (int k = 0; k < fn->nkernels; k++) {
+      const bm_rt_kernel *kr = &fn->kernels[k];
+      CU_CHECK(cu.module_fn(&g->fns[k], c->mod, kr->symbol), "kernel '%s' (function '%s') is not in the module",
+               kr->symbol, fn->name);
+      if (kr->gpu_smem > 48 * 1024)
+        CU_CHECK(cu.func_set_attr(g->fns[k], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, kr->gpu_smem),
+                 "kernel '%s': %d bytes of shared memory", kr->symbol, kr->gpu_smem);
+      for (int j = 0; j < kr->nargs; j++) {
+        const bm_rt_arg *a = &kr->args[j];
+        g->args[k].bufs[j] = a->weight >= 0 ? c->weights + c->weight_off[a->weight]
+                             : a->state >= 0 ? c->states + c->state_off[a->state]
+                                             : c->arena + a->offset;
+      }
+    }
+    for (int i = 0; i < fn->noutputs; i++) {
+      const bm_rt_tensor *t = &fn->outputs[i];
+      size_t cap = t->weight >= 0 ? pkg->weights[t->weight].size
+                   : t->state >= 0 ? pkg->states[t->state].nbytes
+                                   : t->nbytes;
+      g->out_cap[i] = cap;
+      g->out_host[i] = malloc(cap ? cap : 1);
+      if (!g->out_host[i]) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session: %zu bytes for output '%s'", cap, t->name);
+    }
+  }
+  return NULL;
+}
+
+bm_status bm_cuda_session_create(bm_package *pkg, bm_cuda_session **out) {
+  *out = NULL;
+  BM_RETURN_IF_ERROR(cu_load());
+  bm_cuda_session *c = calloc(1, sizeof *c);
+  if (!c) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
+  c->pkg = pkg;
+  bm_status s = setup(c);
+  if (s) {
+    bm_cuda_session_destroy(c);
+    return s;
+  }
+  *out = c;
+  return NULL;
+}
+
+bm_status bm_cuda_set_input(bm_cuda_session *c, uint64_t offset, const void *data, size_t bytes) {
+  if (!bytes) return NULL;
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  CU_CHECK(cu.htod(c->arena + offset, data, bytes), "copying %zu input bytes to the device", bytes);
+  return NULL;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_profile *prof) {
+  const bm_rt_function *fn = &c->pkg->functions[f];
+  gpu_fn *g = &c->fns[f];
+  bool sync_each = prof || (getenv("BM_CUDA_SYNC") && atoi(getenv("BM_CUDA_SYNC")) > 0);
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  char eb[256];
+  for (int k = 0; k < fn->nkernels; k++) {
+    const bm_rt_kernel *kr = &fn->kernels[k];
+    int64_t ntasks = bm_task_count(&kr->tasks, syms);
+    if (prof) prof[k].seconds = 0;
+    if (ntasks <= 0) continue;
+    bm_gpu_args *a = &g->args[k];
+    for (int i = 0; i < BM_GPU_MAX_SYMS; i++) a->syms[i] = i < fn->nsyms ? syms[i] : 0;
+    a->ntasks = ntasks;
+    unsigned grid = ntasks > 0x7fffffff ? 0x7fffffffu : (unsigned)ntasks;
+    void *params[] = {a};
+    double t0 = prof ? now_seconds() : 0;
+    CUresult r = cu.launch(g->fns[k], grid, 1, 1, (unsigned)kr->gpu_threads, 1, 1, (unsigned)kr->gpu_smem, c->stream,
+                           params, NULL);
+    if (r)
+      return bm_status_make(BM_ERR_INTERNAL, "cuda: launching kernel '%s' (%s, function '%s', %u blocks of %d): %s",
+                            kr->symbol, kr->op, fn->name, grid, kr->gpu_threads, cu_err(r, eb, sizeof eb));
+    if (sync_each) {
+      r = cu.stream_sync(c->stream);
+      if (r)
+        return bm_status_make(BM_ERR_INTERNAL, "cuda: kernel '%s' (%s, function '%s') failed: %s", kr->symbol, kr->op,
+                              fn->name, cu_err(r, eb, sizeof eb));
+      if (prof) prof[k].seconds = now_seconds() - t0;
+    }
+  }
+  CUresult r = cu.stream_sync(c->stream);
+  if (r)
+    return bm_status_make(BM_ERR_INTERNAL,
+                          "cuda: running function '%s' (%d kernels) failed: %s (set BM_CUDA_SYNC=1 to find the kernel)",
+                          fn->name, fn->nkernels, cu_err(r, eb, sizeof eb));
+  return NULL;
+}
+
+bm_status bm_cuda_get_output(bm_cuda_session *c, int f, int i, const int64_t *syms, const void **data) {
+  const bm_rt_function *fn = &c->pkg->functions[f];
+  const bm_rt_tensor *t = &fn->outputs[i];
+  gpu_fn *g = &c->fns[f];
+  bm_tensor_info info;
+  bm_rt_tensor_info(fn, t, syms, &info);
+  int64_t n = 1;
+  for (int d = 0; d < info.ndim; d++) n *= info.shape[d];
+  size_t bytes = bm_dtype_nbytes(info.dtype, n);
+  if (bytes > g->out_cap[i])
+    return bm_status_make(BM_ERR_INTERNAL, "cuda: output '%s' (%zu bytes) overflows its buffer", t->name, bytes);
+  CUdeviceptr src = t->weight >= 0 ? c->weights + c->weight_off[t->weight]
+                    : t->state >= 0 ? c->states + c->state_off[t->state]
+                                    : c->arena + t->offset;
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  if (bytes) CU_CHECK(cu.dtoh(g->out_host[i], src, bytes), "copying output '%s' (%zu bytes) to the host", t->name, bytes);
+  *data = g->out_host[i];
+  return NULL;
+}
+
+void bm_cuda_reset_state(bm_cuda_session *c) {
+  if (cu.ctx_set(c->ctx) == 0) cu.memset8(c->states, 0, c->states_size);
+}
+
+bm_status bm_cuda_state(bm_cuda_session *c, int i, void **data) {
+  if (!c->state_host) {
+    c->state_host = malloc(c->states_size);
+    if (!c->state_host) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda: %zu bytes of state copies", c->states_size);
+  }
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  size_t n = c->pkg->states[i].nbytes;
+  uint8_t *dst = (uint8_t *)c->state_host + c->state_off[i];
+  if (n) CU_CHECK(cu.dtoh(dst, c->states + c->state_off[i], n), "copying state '%s' to the host", c->pkg->states[i].name);
+  *data = dst;
+  return NULL;
+}
+
+bm_status bm_cuda_device_arch(int *arch, char *name, size_t name_cap) {
+  *arch = 0;
+  BM_RETURN_IF_ERROR(cu_load());
+  int ordinal = getenv("BM_CUDA_DEVICE") ? atoi(getenv("BM_CUDA_DEVICE")) : 0, count = 0, major = 0, minor = 0;
+  CUdevice dev;
+  CU_CHECK(cu.device_count(&count), "cuDeviceGetCount");
+  if (ordinal < 0 || ordinal >= count) return bm_status_make(BM_ERR_UNSUPPORTED, "cuda: no CUDA device %d", ordinal);
+  CU_CHECK(cu.device_get(&dev, ordinal), "cuDeviceGet");
+  CU_CHECK(cu.device_attr(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "compute capability");
+  CU_CHECK(cu.device_attr(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "compute capability");
+  if (name && name_cap) cu.device_name(name, (int)name_cap, dev);
+  *arch = major * 10 + minor;
+  return NULL;
+}

@@ -1,0 +1,435 @@
+/* test_ops_cuda.c - every op of the CUDA backend against the reference
+ * interpreter (tests/opcheck.h with target "cuda"): elementwise and fused
+ * programs with broadcasting, casts, data movement, reductions, softmax,
+ * norms with epilogues, rope, matmul/qmatmul/conv2d, flash attention
+ * (causal, window, softcap, GQA, mask, kv_len), kv_write, topk_mask, MoE.
+ *
+ * Without NVRTC every case is skipped; with NVRTC but no GPU each case is
+ * compiled (the generated CUDA must compile) and its run is skipped; on a
+ * GPU each case runs and is compared. The test exits 0 when nothing failed.
+ * BM_CUDA_ARCHS defaults to the GPU's own architecture here (one NVRTC
+ * compile per case); one case checks the full default bundle and PTX. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/internal.h"
+#include "opcheck.h"
+#include "testutil.h"
+
+static int have_gpu, ran, compiled_only, skipped;
+static char gpu_name[128];
+
+typedef void (*build_fn)(bm_graph *g);
+
+typedef struct tcase {
+  const char *name;
+  build_fn build;
+  double tol;
+  int64_t syms[BM_MAX_SYMS]; /* 0 = the bound */
+  bool unfused;              /* also run without fusion */
+} tcase;
+
+static void run_one(const tcase *c, bool fuse) {
+  bm_module *m = bm_module_create("t");
+  bm_graph *g = bm_graph_create(m, "main");
+  c->build(g);
+  bm_status gs = bm_graph_status(g);
+  if (gs) {
+    fprintf(stderr, "%s: build failed: %s\n", c->name, bm_status_message(gs));
+    bm_test_failed_checks++;
+    bm_module_destroy(m);
+    return;
+  }
+  int64_t syms[BM_MAX_SYMS];
+  for (int i = 0; i < g->nsyms; i++) syms[i] = c->syms[i] ? c->syms[i] : g->syms[i].max;
+  if (!have_gpu) { /* compile only: the generated CUDA must compile and the package must open */
+    bm_compile_options co;
+    bm_compile_options_init(&co);
+    co.target.backend = "cuda";
+    co.passes.no_fuse = !fuse;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s_%d.bmpk", bm_test_tmpdir(), c->name, fuse);
+    bm_status s = bm_compile_module(m, &co, path);
+    bm_package *pkg = NULL;
+    if (!s) s = bm_package_open(path, NULL, &pkg);
+    if (s) {
+      fprintf(stderr, "%s (fuse %d): %s\n", c->name, fuse, bm_status_message(s));
+      bm_status_free(s);
+      bm_test_failed_checks++;
+    } else {
+      compiled_only++;
+    }
+    bm_package_close(pkg);
+    bm_module_destroy(m);
+    return;
+  }
+  bm_tensor in[8] = {0};
+  CHECK_OK(bm_opcheck_random_inputs(g, syms, 77, in));
+  bm_opcheck_options o = {.fuse = fuse, .target = "cuda"};
+  double err = INFINITY;
+  bm_status s = bm_opcheck(g, in, &o, &err);
+  if (s) {
+    fprintf(stderr, "%s (fuse %d): %s\n", c->name, fuse, bm_status_message(s));
+    bm_status_free(s);
+    bm_test_failed_checks++;
+  } else {
+    ran++;
+    if (getenv("BM_TEST_VERBOSE")) fprintf(stderr, "  %-28s fuse %d: rel err %.3g\n", c->name, fuse, err);
+    CHECK_MSG(err <= c->tol, "%s (fuse %d): rel err %g > %g", c->name, fuse, err, c->tol);
+  }
+  for (int i = 0; i < g->ninputs && i < 8; i++) bm_tensor_free(&in[i]);
+  bm_module_destroy(m);
+}
+
+/* ------------------------------------------------------------------ cases */
+
+#define IN(name, dt, ...) bm_input(g, name, dt, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+#define F32 BM_DTYPE_F32
+#define F16 BM_DTYPE_F16
+#define BF16 BM_DTYPE_BF16
+
+static void b_unary_all(bm_graph *g) {
+  bm_node *x = IN("x", F32, 3, 5, 67);
+  static const bm_op ops[] = {BM_OP_NEG, BM_OP_ABS, BM_OP_EXP, BM_OP_SQRT, BM_OP_RSQRT, BM_OP_RECIP,
+                              BM_OP_SQUARE, BM_OP_SIN, BM_OP_COS, BM_OP_TANH, BM_OP_ERF, BM_OP_SIGMOID,
+                              BM_OP_RELU, BM_OP_SILU, BM_OP_GELU, BM_OP_GELU_TANH, BM_OP_QUICK_GELU};
+  char name[32];
+  for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+    bm_node *in = x;
+    if (ops[i] == BM_OP_SQRT || ops[i] == BM_OP_RSQRT || ops[i] == BM_OP_RECIP)
+      in = bm_add(g, bm_unary(g, BM_OP_ABS, x), bm_scalar(g, 0.5f));
+    snprintf(name, sizeof name, "y%zu", i);
+    bm_output_add(g, name, bm_unary(g, ops[i], in));
+  }
+  bm_output_add(g, "log", bm_unary(g, BM_OP_LOG, bm_add(g, bm_unary(g, BM_OP_ABS, x), bm_scalar(g, 0.1f))));
+}
+
+static void b_binary_bcast(bm_graph *g) {
+  bm_node *a = IN("a", F32, 2, 3, 1, 33), *b = IN("b", F32, 3, 7, 1), *c = IN("c", F32, 33);
+  static const bm_op ops[] = {BM_OP_ADD, BM_OP_SUB, BM_OP_MUL, BM_OP_DIV, BM_OP_MAX, BM_OP_MIN};
+  char name[32];
+  for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+    snprintf(name, sizeof name, "y%zu", i);
+    bm_output_add(g, name, bm_binary(g, ops[i], a, b));
+  }
+  bm_output_add(g, "pow", bm_binary(g, BM_OP_POW, bm_add(g, bm_unary(g, BM_OP_ABS, c), bm_scalar(g, 0.5f)), c));
+}
+
+static void b_fused_f16(bm_graph *g) {
+  int s = bm_sym_declare(g, "seq", 40);
+  bm_node *x = IN("x", F16, 2, BM_SYM(s), 48), *b = IN("b", F16, 48);
+  bm_node *y = bm_silu(g, bm_add(g, bm_mul(g, x, bm_scalar(g, 0.5f)), b));
+  bm_output_add(g, "y", bm_gelu_tanh(g, bm_sub(g, y, x)));
+}
+
+static void b_fused_bf16(bm_graph *g) {
+  bm_node *x = IN("x", BF16, 4, 33), *b = IN("b", BF16, 4, 1);
+  bm_output_add(g, "y", bm_mul(g, bm_unary(g, BM_OP_SIGMOID, x), b));
+}
+
+static void b_cast(bm_graph *g) {
+  bm_node *x = IN("x", F32, 5, 31);
+  bm_node *big = bm_mul(g, x, bm_scalar(g, 300.0f));
+  bm_output_add(g, "h", bm_cast(g, x, F16));
+  bm_output_add(g, "b", bm_cast(g, x, BF16));
+  bm_output_add(g, "i32", bm_cast(g, big, BM_DTYPE_I32));
+  bm_output_add(g, "i8", bm_cast(g, big, BM_DTYPE_I8)); /* saturates */
+  bm_output_add(g, "back", bm_cast(g, bm_cast(g, big, BM_DTYPE_I64), F32));
+  bm_node *i = IN("i", BM_DTYPE_I32, 7);
+  bm_output_add(g, "i2i", bm_cast(g, i, BM_DTYPE_I8));
+}
+
+static void b_movement(bm_graph *g) {
+  int s = bm_sym_declare(g, "seq", 12);
+  bm_node *x = IN("x", F32, 2, BM_SYM(s), 3, 8);
+  bm_output_add(g, "perm", bm_permute(g, x, (int[]){2, 0, 3, 1}));
+  bm_output_add(g, "slice", bm_slice(g, x, 3, 1, 7, 2));
+  bm_output_add(g, "slice_sym", bm_slice(g, x, 1, -3, INT64_MAX, 1));
+  bm_output_add(g, "cat", bm_concat(g, 2, (bm_node *[]){x, bm_mul(g, x, bm_scalar(g, 2.0f))}, 3));
+  bm_output_add(g, "pad", bm_pad(g, x, (int64_t[]){0, 0, 1, 2, 0, 1, 2, 0}, -1.5f));
+  bm_node *img = IN("img", F16, 1, 3, 5, 7);
+  bm_output_add(g, "up", bm_upsample_nearest(g, img, 2));
+  bm_node *tab = IN("tab", F32, 9, 6), *idx = IN("idx", BM_DTYPE_I32, 2, 5);
+  bm_output_add(g, "gather", bm_gather(g, tab, idx));
+  bm_node *rows = IN("rows", BM_DTYPE_I64, 2);
+  bm_output_add(g, "take", bm_take_row(g, x, rows));
+}
+
+static void b_reduce(bm_graph *g) {
+  int s = bm_sym_declare(g, "n", 20);
+  bm_node *x = IN("x", F32, 3, BM_SYM(s), 37);
+  bm_output_add(g, "sum_last", bm_sum(g, x, 2, false));
+  bm_output_add(g, "mean_mid", bm_mean(g, x, 1, true));
+  bm_output_add(g, "max_first", bm_reduce_max(g, x, 0, false));
+  bm_output_add(g, "sum_all", bm_reduce(g, BM_OP_SUM, x, 7u, false));
+  bm_output_add(g, "sum_02", bm_reduce(g, BM_OP_SUM, x, 5u, true));
+}
+
+static void b_softmax(bm_graph *g) {
+  bm_node *x = IN("x", F32, 4, 6, 300), *y = IN("y", F16, 2, 3000), *z = IN("z", F32, 5, 9, 4);
+  bm_output_add(g, "last", bm_softmax(g, bm_mul(g, x, bm_scalar(g, 4.0f)), 2));
+  bm_output_add(g, "wide", bm_softmax(g, y, 1));
+  bm_output_add(g, "mid", bm_softmax(g, z, 1));
+}
+
+static void b_norms(bm_graph *g) {
+  int s = bm_sym_declare(g, "seq", 9);
+  bm_node *x = IN("x", F32, 2, BM_SYM(s), 96), *w = IN("w", F32, 96), *b = IN("b", F32, 96);
+  bm_output_add(g, "ln", bm_layer_norm(g, x, w, b, 1e-5f));
+  bm_output_add(g, "rms", bm_mul(g, bm_rms_norm(g, x, w, 1e-6f), bm_scalar(g, 3.0f)));
+  bm_node *wide = IN("wide", BF16, 3, 2500);
+  bm_output_add(g, "ln_wide", bm_layer_norm(g, wide, NULL, NULL, 1e-5f));
+}
+
+static void b_groupnorm_silu(bm_graph *g) {
+  bm_node *x = IN("x", F32, 2, 32, 6, 5), *w = IN("w", F32, 32), *b = IN("b", F32, 32);
+  bm_node *r = IN("r", F32, 2, 32, 6, 5);
+  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, w, b, 8, 1e-5f)), r));
+}
+
+static void b_rope(bm_graph *g) {
+  int s = bm_sym_declare(g, "seq", 7);
+  bm_node *x = IN("x", F32, 2, BM_SYM(s), 3, 16), *pos = IN("pos", BM_DTYPE_I32, 2, BM_SYM(s));
+  float fr[6];
+  for (int i = 0; i < 6; i++) fr[i] = powf(10000.0f, -(float)i / 6.0f);
+  bm_node *f = bm_const(g, F32, 1, (int64_t[]){6}, fr);
+  bm_output_add(g, "halves", bm_rope(g, x, pos, f, 0));
+  bm_node *p1 = IN("p1", BM_DTYPE_I64, BM_SYM(s));
+  bm_output_add(g, "pairs", bm_rope(g, x, p1, f, 1));
+}
+
+typedef struct mm_cfg {
+  bm_dtype dt;
+  bool ta, tb, bias_act;
+} mm_cfg;
+static mm_cfg mm;
+
+static void b_matmul(bm_graph *g) {
+  int s = bm_sym_declare(g, "m", 70);
+  bm_node *a = mm.ta ? IN("a", mm.dt, 2, 45, BM_SYM(s)) : IN("a", mm.dt, 2, BM_SYM(s), 45);
+  bm_node *b = mm.tb ? IN("b", mm.dt, 67, 45) : IN("b", mm.dt, 45, 67);
+  bm_node *y = bm_matmul(g, a, b, mm.ta, mm.tb);
+  if (mm.bias_act) {
+    bm_node *bias = IN("bias", mm.dt, 67), *res = IN("res", mm.dt, 2, BM_SYM(s), 67);
+    y = bm_add(g, bm_gelu(g, bm_add(g, y, bias)), res);
+  }
+  bm_output_add(g, "y", y);
+}
+static void b_mm_f32(bm_graph *g) { mm = (mm_cfg){F32, false, false, false}; b_matmul(g); }
+static void b_mm_f32_tt(bm_graph *g) { mm = (mm_cfg){F32, true, true, true}; b_matmul(g); }
+static void b_mm_f16_tb(bm_graph *g) { mm = (mm_cfg){F16, false, true, true}; b_matmul(g); }
+static void b_mm_bf16(bm_graph *g) { mm = (mm_cfg){BF16, false, false, true}; b_matmul(g); }
+
+static void b_mm_batch(bm_graph *g) {
+  bm_node *a = IN("a", F32, 3, 2, 17, 40), *b = IN("b", F32, 2, 40, 19);
+  bm_output_add(g, "y", bm_matmul(g, a, b, false, false));
+}
+
+static void b_qmatmul(bm_graph *g) {
+  bm_node *x = IN("x", F32, 3, 64), *q8 = IN("q8", BM_DTYPE_I8, 40, 64), *s8 = IN("s8", F32, 40, 2);
+  bm_output_add(g, "q8", bm_qmatmul(g, x, q8, s8));
+  bm_node *q4 = IN("q4", BM_DTYPE_I4, 24, 64), *s4 = IN("s4", F32, 24, 4);
+  bm_output_add(g, "q4", bm_qmatmul(g, x, q4, s4));
+  bm_output_add(g, "deq", bm_dequant(g, q4, s4));
+}
+
+static void b_conv(bm_graph *g) {
+  bm_node *x = IN("x", F32, 2, 6, 11, 9), *w = IN("w", F32, 8, 3, 3, 3), *b = IN("b", F32, 8);
+  bm_output_add(g, "grouped", bm_silu(g, bm_conv2d(g, x, w, b, 2, 1, 1, 1, 1, 1, 2)));
+  bm_node *w1 = IN("w1", F32, 5, 6, 1, 1);
+  bm_output_add(g, "pointwise", bm_conv2d(g, x, w1, NULL, 1, 1, 0, 0, 1, 1, 1));
+  bm_node *w2 = IN("w2", F32, 4, 6, 3, 2);
+  bm_output_add(g, "dilated", bm_conv2d(g, x, w2, NULL, 1, 2, 2, 1, 2, 1, 1));
+}
+
+static void b_conv_f16_sym(bm_graph *g) {
+  int s = bm_sym_declare(g, "h", 12);
+  bm_node *x = IN("x", F16, 1, 4, BM_SYM(s), 10), *w = IN("w", F16, 6, 4, 3, 3);
+  bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, 1, 1, 1, 1, 1, 1, 1));
+}
+
+typedef struct at_cfg {
+  int D, Dv, hq, hkv, sq, sk;
+  bool causal, mask;
+  int window;
+  float softcap;
+  bm_dtype dt;
+} at_cfg;
+static at_cfg at;
+
+static void b_attention(bm_graph *g) {
+  bm_node *q = IN("q", at.dt, 2, at.hq, at.sq, at.D), *k = IN("k", at.dt, 2, at.hkv, at.sk, at.D);
+  bm_node *v = IN("v", at.dt, 2, at.hkv, at.sk, at.Dv);
+  bm_node *mask = at.mask ? IN("mask", F32, 1, at.sq, at.sk) : NULL;
+  bm_output_add(g, "o", bm_attention(g, q, k, v, mask, 0.0f, at.causal, at.window, at.softcap));
+}
+static void b_at_plain(bm_graph *g) { at = (at_cfg){64, 64, 4, 4, 37, 53, false, false, 0, 0, F32}; b_attention(g); }
+static void b_at_causal_gqa(bm_graph *g) { at = (at_cfg){128, 128, 8, 2, 45, 45, true, false, 0, 0, F16}; b_attention(g); }
+static void b_at_window_cap(bm_graph *g) { at = (at_cfg){80, 80, 2, 1, 20, 70, true, true, 16, 30.0f, BF16}; b_attention(g); }
+static void b_at_d256(bm_graph *g) { at = (at_cfg){256, 256, 2, 2, 9, 40, false, true, 0, 0, F32}; b_attention(g); }
+static void b_at_d96(bm_graph *g) { at = (at_cfg){96, 64, 3, 3, 1, 33, true, false, 0, 0, F32}; b_attention(g); }
+
+static void b_kv(bm_graph *g) {
+  bm_node *cache = bm_state(g, "kcache", F16, 4, (int64_t[]){2, 2, 16, 32});
+  bm_node *rows = IN("rows", F32, 2, 2, 3, 32), *pos = IN("pos", BM_DTYPE_I32, 2);
+  bm_node *kv = bm_kv_write(g, cache, rows, pos);
+  bm_node *q = IN("q", F16, 2, 4, 3, 32), *len = IN("len", BM_DTYPE_I32, 2);
+  bm_node *lenp = bm_cast(g, bm_add(g, bm_cast(g, len, F32), bm_scalar(g, 3.0f)), BM_DTYPE_I32);
+  bm_output_add(g, "o", bm_attention_kv(g, q, kv, kv, NULL, lenp, 0.0f, true, 0, 0.0f));
+}
+
+static void b_topk(bm_graph *g) {
+  bm_node *x = IN("x", F32, 3, 1000);
+  bm_node *r = bm_cast(g, bm_cast(g, bm_mul(g, x, bm_scalar(g, 4.0f)), BM_DTYPE_I32), F32); /* many ties */
+  bm_output_add(g, "t5", bm_topk_mask(g, r, 5, -100.0f));
+  bm_output_add(g, "t50", bm_topk_mask(g, x, 50, 0.0f));
+  bm_output_add(g, "all", bm_topk_mask(g, x, 2000, 0.0f));
+}
+
+static void b_moe(bm_graph *g) {
+  bm_node *x = IN("x", F32, 5, 24), *gates = IN("gates", F32, 5, 4);
+  bm_node *gm = bm_mul(g, gates, bm_cast(g, bm_cast(g, bm_mul(g, gates, bm_scalar(g, 2.0f)), BM_DTYPE_I32), F32));
+  bm_node *wg = IN("wg", F32, 4, 16, 24), *wu = IN("wu", F32, 4, 16, 24), *wd = IN("wd", F32, 4, 24, 16);
+  bm_output_add(g, "y", bm_moe(g, x, gm, wg, wu, wd, BM_OP_SILU));
+}
+
+static const tcase cases[] = {
+    {"unary_all", b_unary_all, 2e-5, {0}, true},
+    {"binary_bcast", b_binary_bcast, 2e-5, {0}, true},
+    {"fused_f16_sym", b_fused_f16, 2e-3, {17}, true},
+    {"fused_bf16", b_fused_bf16, 1e-2, {0}, false},
+    {"cast", b_cast, 1e-6, {0}, false},
+    {"movement", b_movement, 0, {5}, true},
+    {"reduce", b_reduce, 2e-5, {11}, false},
+    {"softmax", b_softmax, 2e-3, {0}, false},
+    {"norms", b_norms, 1e-2, {4}, false},
+    {"groupnorm_silu", b_groupnorm_silu, 2e-5, {0}, true},
+    {"rope", b_rope, 2e-5, {5}, false},
+    {"matmul_f32", b_mm_f32, 2e-5, {70}, false},
+    {"matmul_f32_tt_epi", b_mm_f32_tt, 2e-5, {33}, true},
+    {"matmul_f16_tb_epi", b_mm_f16_tb, 3e-3, {64}, false},
+    {"matmul_bf16_epi", b_mm_bf16, 1.5e-2, {1}, false},
+    {"matmul_batch", b_mm_batch, 2e-5, {0}, false},
+    {"qmatmul", b_qmatmul, 2e-5, {0}, false},
+    {"conv2d", b_conv, 2e-5, {0}, true},
+    {"conv2d_f16_sym", b_conv_f16_sym, 3e-3, {7}, false},
+    {"attn_plain", b_at_plain, 2e-5, {0}, false},
+    {"attn_causal_gqa_f16", b_at_causal_gqa, 3e-3, {0}, false},
+    {"attn_window_cap_mask", b_at_window_cap, 1.5e-2, {0}, false},
+    {"attn_d256_mask", b_at_d256, 2e-5, {0}, false},
+    {"attn_d96_decode", b_at_d96, 2e-5, {0}, false},
+    {"kv_write_attn", b_kv, 3e-3, {0}, false},
+    {"topk_mask", b_topk, 0, {0}, false},
+    {"moe", b_moe, 2e-5, {0}, false},
+};
+
+/* One package with the default architectures: the bundle holds 4 cubins and
+ * PTX; on a GPU it runs from the cubin and again from the PTX (driver JIT). */
+static void test_bundle_and_ptx(void) {
+  bm_module *m = bm_module_create("bundle");
+  bm_graph *g = bm_graph_create(m, "main");
+  b_fused_f16(g);
+  bm_compile_options co;
+  bm_compile_options_init(&co);
+  co.target.backend = "cuda";
+  co.target.cpu = "sm_80,sm_86,sm_89,sm_90,compute_80";
+  char path[512];
+  snprintf(path, sizeof path, "%s/bundle.bmpk", bm_test_tmpdir());
+  CHECK_OK(bm_compile_module(m, &co, path));
+  bm_package *pkg = NULL;
+  CHECK_OK(bm_package_open(path, NULL, &pkg));
+  if (pkg) {
+    CHECK(pkg->gpu == 1);
+    CHECK(pkg->ngpu_images == 5);
+    int ptx = 0;
+    for (int i = 0; i < pkg->ngpu_images; i++) ptx += pkg->gpu_images[i].ptx;
+    CHECK(ptx == 1);
+  }
+  for (int force = 0; have_gpu && pkg && force < 2; force++) {
+    setenv("BM_CUDA_FORCE_PTX", force ? "1" : "0", 1);
+    bm_session *s = NULL;
+    CHECK_OK(bm_session_create(pkg, NULL, &s));
+    uint16_t x[2 * 17 * 48], b[48];
+    for (int i = 0; i < 2 * 17 * 48; i++) x[i] = bm_f32_to_f16((float)(i % 7) * 0.25f - 0.5f);
+    for (int i = 0; i < 48; i++) b[i] = bm_f32_to_f16(0.1f * (float)i);
+    if (s) {
+      CHECK_OK(bm_session_set_input(s, 0, 0, x, F16, 3, (int64_t[]){2, 17, 48}));
+      CHECK_OK(bm_session_set_input(s, 0, 1, b, F16, 1, (int64_t[]){48}));
+      CHECK_OK(bm_session_run(s, 0));
+      const void *out = NULL;
+      bm_tensor_info info;
+      CHECK_OK(bm_session_get_output(s, 0, 0, &out, &info));
+      CHECK(info.ndim == 3 && info.shape[1] == 17);
+      if (out) { /* element 5: x = 0.75, b = 0.5 */
+        float xv = 0.75f, y = xv * 0.5f + 0.5f;
+        y = y / (1.0f + expf(-y)) - xv;
+        float ref = 0.5f * y * (1.0f + tanhf(0.7978845608f * (y + 0.044715f * y * y * y)));
+        CHECK_MSG(fabsf(bm_f16_to_f32(((const uint16_t *)out)[5]) - ref) < 2e-3, "ptx %d: %g vs %g", force,
+                  bm_f16_to_f32(((const uint16_t *)out)[5]), ref);
+      }
+    }
+    bm_session_destroy(s);
+  }
+  unsetenv("BM_CUDA_FORCE_PTX");
+  bm_package_close(pkg);
+  bm_module_destroy(m);
+}
+
+/* A CUDA package on a machine without a GPU opens, and a session says why it cannot run. */
+static void test_no_gpu_message(void) {
+  if (have_gpu) return;
+  bm_module *m = bm_module_create("nogpu");
+  bm_graph *g = bm_graph_create(m, "main");
+  b_fused_bf16(g);
+  bm_compile_options co;
+  bm_compile_options_init(&co);
+  co.target.backend = "cuda";
+  co.target.cpu = "sm_90";
+  char path[512];
+  snprintf(path, sizeof path, "%s/nogpu.bmpk", bm_test_tmpdir());
+  CHECK_OK(bm_compile_module(m, &co, path));
+  bm_package *pkg = NULL;
+  CHECK_OK(bm_package_open(path, NULL, &pkg));
+  bm_session *s = NULL;
+  if (pkg) CHECK_ERR(bm_session_create(pkg, NULL, &s), BM_ERR_UNSUPPORTED, "cuda");
+  bm_package_close(pkg);
+  bm_module_destroy(m);
+}
+
+int main(void) {
+  const bm_backend *be = NULL;
+  bm_status s = bm_backend_find("cuda", &be);
+  if (s) {
+    printf("test_ops_cuda: skipped (%s)\n", bm_status_message(s));
+    printf("0 passed, 0 failed, %zu skipped\n", sizeof cases / sizeof *cases);
+    bm_status_free(s);
+    return 0;
+  }
+  int arch = 0;
+  s = bm_cuda_device_arch(&arch, gpu_name, sizeof gpu_name);
+  have_gpu = !s && arch >= 80;
+  if (s) {
+    printf("test_ops_cuda: no GPU (%s): compiling every case, running none\n", bm_status_message(s));
+    bm_status_free(s);
+  } else {
+    printf("test_ops_cuda: running on %s (sm_%d)\n", gpu_name, arch);
+  }
+  char archs[32];
+  snprintf(archs, sizeof archs, "sm_%d", have_gpu ? arch : 90);
+  setenv("BM_CUDA_ARCHS", archs, 0);
+  const char *only = getenv("BM_TEST_ONLY");
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    if (only && !strstr(cases[i].name, only)) {
+      skipped++;
+      continue;
+    }
+    run_one(&cases[i], true);
+    if (cases[i].unfused) run_one(&cases[i], false);
+  }
+  RUN(test_bundle_and_ptx);
+  RUN(test_no_gpu_message);
+  printf("cuda ops: %d runs compared on the GPU, %d compiled only (no GPU), %d cases skipped\n", ran, compiled_only,
+         skipped);
+  return bm_test_finish();
+}
