@@ -88,11 +88,18 @@ static void get_str(const cJSON *o, const char *k, const char *def, char *buf, s
 }
 
 /* bos/eos: an integer, a list of integers or null. */
+/* A token id: an integer in [0, 2^31). */
+static bool is_id(const cJSON *v) {
+  double d = v->valuedouble;
+  return d == floor(d) && d >= 0 && d < 2147483648.0;
+}
+
 static bm_status get_ids(const cJSON *o, const char *k, const char *what, int64_t *ids, int *n) {
   *n = 0;
   const cJSON *v = get(o, k);
   if (!v) return NULL;
   if (cJSON_IsNumber(v)) {
+    if (!is_id(v)) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s: field '%s' is not a token id", what, k);
     ids[(*n)++] = (int64_t)v->valuedouble;
     return NULL;
   }
@@ -100,7 +107,7 @@ static bm_status get_ids(const cJSON *o, const char *k, const char *what, int64_
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s: field '%s' must be an integer or a list", what, k);
   const cJSON *e;
   cJSON_ArrayForEach(e, v) {
-    if (!cJSON_IsNumber(e))
+    if (!cJSON_IsNumber(e) || !is_id(e))
       return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s: field '%s' holds a non-integer", what, k);
     if (*n < BM_HF_MAX_IDS) ids[(*n)++] = (int64_t)e->valuedouble;
   }

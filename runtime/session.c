@@ -295,13 +295,20 @@ bm_status bm_session_run(bm_session *s, int f) {
     st->ran = true;
     return NULL;
   }
+  bm_threadpool_begin(s->pool); /* workers stay awake between the kernels */
   for (int k = 0; k < fn->nkernels; k++) {
     const bm_rt_kernel *kr = &fn->kernels[k];
     int64_t ntasks = bm_task_count(&kr->tasks, st->syms);
     double t0 = st->profile ? now_seconds() : 0;
-    s->dev->launch(s->pool, kr->fn, st->bufs + st->buf_start[k], st->syms, ntasks, s->scratch, s->scratch_stride);
+    uint64_t bytes = 0; /* what the kernel can touch (slots at their bounds): a cost estimate */
+    for (int j = 0; j < kr->nargs && bytes < BM_THREADPOOL_INLINE_BYTES; j++) bytes += kr->args[j].nbytes;
+    if (bytes < BM_THREADPOOL_INLINE_BYTES && ntasks > 0) /* tiny: on this thread, as thread 0 */
+      kr->fn(st->bufs + st->buf_start[k], st->syms, 0, ntasks, s->scratch);
+    else
+      s->dev->launch(s->pool, kr->fn, st->bufs + st->buf_start[k], st->syms, ntasks, s->scratch, s->scratch_stride);
     if (st->profile) st->profile[k].seconds = now_seconds() - t0;
   }
+  bm_threadpool_end(s->pool);
   st->ran = true;
   return NULL;
 }

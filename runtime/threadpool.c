@@ -1,12 +1,17 @@
 /* threadpool.c - persistent worker threads for running kernels: tasks are
- * handed out dynamically in chunks from an atomic counter; idle workers
- * spin briefly, then sleep on a futex. */
+ * handed out dynamically in chunks from an atomic counter. Idle workers
+ * spin (pause, then pause and yield) for a bounded time before sleeping on
+ * a futex: long while a session run is in progress (between its kernels),
+ * short between runs. A worker joins a job only while the job is open, so
+ * the caller never waits for a worker that was not running (descheduled or
+ * asleep) when the work ran out. */
 #include <limits.h>
 #include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -25,32 +30,41 @@ static void futex_wait(atomic_uint *addr, unsigned val) { sched_yield(); }
 static void futex_wake(atomic_uint *addr, int n) {}
 #endif
 
-/* Waiting: spin with `pause` first (a kernel is often microseconds), then
- * yield the CPU a few times (helps when threads outnumber free cores), then
- * sleep on the futex. */
-#define SPIN_ITERS 2000
-#define YIELD_ITERS 64
-#define ACTIVE_BITS 11
-#define ACTIVE_MASK ((1u << ACTIVE_BITS) - 1)
+/* Waiting for a word to change: `pause` alone for SPIN_PURE_NS (a kernel
+ * is often microseconds), then pause with a sched_yield every 64 pauses
+ * (gives the CPU away when threads outnumber free cores) until the budget,
+ * then the futex. Waking a sleeping thread costs 0.2-0.4 ms on a small VM,
+ * more than most decode kernels take, so inside a run (bm_threadpool_begin
+ * .. _end) the budget is long; between runs it is about one wake-up. */
+#define SPIN_PURE_NS 50000ull
+#define SPIN_RUN_NS 2000000ull  /* during a run */
+#define SPIN_IDLE_NS 300000ull  /* between runs */
 
-static inline void cpu_relax_or_yield(int spins) {
-  if (spins < SPIN_ITERS) {
+/* The join word of a job: (job counter << 32) | CLOSED | (threads taking
+ * part, caller included, << 16) | workers that joined. */
+#define JOIN_CLOSED (1ull << 31)
+#define JOIN_ACTIVE(j) ((unsigned)((j) >> 16) & 0x7fffu)
+#define JOIN_COUNT(j) ((unsigned)(j)&0xffffu)
+
+static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+  __builtin_ia32_pause();
 #elif defined(__aarch64__)
-    __asm__ volatile("yield");
+  __asm__ volatile("yield");
 #endif
-  } else {
-    sched_yield();
-  }
 }
 
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 struct bm_threadpool {
   int nthreads;                 /* including the caller */
   pthread_t *workers;           /* nthreads - 1 */
   int nstarted;
-  /* the current job (written by the caller before gen is bumped) */
+  /* the current job (written by the caller before it is published) */
   bm_kernel_fn fn;
   void *const *bufs;
   const int64_t *syms;
@@ -60,13 +74,12 @@ struct bm_threadpool {
   /* each hot atomic on its own cache line: spinning workers must not be
    * disturbed by the task counter */
   _Alignas(64) atomic_llong next; /* next task to hand out */
-  /* Job word, written only by the caller: (job counter << 11) | number of
-   * threads taking part (caller included, <= 1024). Workers read both in
-   * one load, so a worker left out of a job never touches its fields. */
-  _Alignas(64) atomic_uint gen;
-  _Alignas(64) atomic_uint remaining; /* active workers still busy */
-  _Alignas(64) atomic_uint sleepers;  /* workers in futex_wait on gen */
+  _Alignas(64) atomic_uint gen;   /* job counter: bumped to publish a job (futex word) */
+  _Alignas(64) atomic_ullong join; /* the job's join word (see JOIN_*) */
+  _Alignas(64) atomic_uint done;  /* joined workers finished with the job */
+  _Alignas(64) atomic_uint sleepers; /* workers in futex_wait on gen */
   atomic_uint caller_waiting;
+  atomic_int running;           /* > 0: inside bm_threadpool_begin .. _end */
   atomic_bool stop;
 };
 
@@ -74,6 +87,23 @@ typedef struct worker_arg {
   bm_threadpool *pool;
   int index;
 } worker_arg;
+
+/* Spins until *w != val or the budget runs out (false). */
+static bool spin_until_changed(bm_threadpool *p, atomic_uint *w, unsigned val) {
+  uint64_t t0 = 0;
+  for (unsigned i = 1;; i++) {
+    if (atomic_load_explicit(w, memory_order_acquire) != val) return true;
+    if ((i & 63) == 0) {
+      uint64_t t = now_ns();
+      if (!t0) t0 = t;
+      uint64_t spent = t - t0;
+      if (spent > (atomic_load_explicit(&p->running, memory_order_relaxed) > 0 ? SPIN_RUN_NS : SPIN_IDLE_NS))
+        return false;
+      if (spent > SPIN_PURE_NS) sched_yield();
+    }
+    cpu_relax();
+  }
+}
 
 static void work(bm_threadpool *p, int t) {
   uint8_t *scratch = p->scratch ? p->scratch + (size_t)t * p->scratch_stride : NULL;
@@ -85,6 +115,15 @@ static void work(bm_threadpool *p, int t) {
   }
 }
 
+/* Joins job g if it is still open and needs another thread. */
+static bool try_join(bm_threadpool *p, unsigned g) {
+  unsigned long long j = atomic_load(&p->join);
+  for (;;) {
+    if ((unsigned)(j >> 32) != g || (j & JOIN_CLOSED) || JOIN_COUNT(j) + 1 >= JOIN_ACTIVE(j)) return false;
+    if (atomic_compare_exchange_weak(&p->join, &j, j + 1)) return true;
+  }
+}
+
 static void *worker_main(void *arg) {
   worker_arg wa = *(worker_arg *)arg;
   free(arg);
@@ -92,22 +131,18 @@ static void *worker_main(void *arg) {
   unsigned seen = 0;
   for (;;) {
     unsigned g;
-    int spins = 0;
     while ((g = atomic_load(&p->gen)) == seen) {
-      if (++spins < SPIN_ITERS + YIELD_ITERS) {
-        cpu_relax_or_yield(spins);
-        continue;
-      }
+      if (spin_until_changed(p, &p->gen, seen)) continue;
       atomic_fetch_add(&p->sleepers, 1);
       futex_wait(&p->gen, seen);
       atomic_fetch_sub(&p->sleepers, 1);
     }
     seen = g;
     if (atomic_load(&p->stop)) return NULL;
-    if ((unsigned)wa.index >= (g & ACTIVE_MASK)) continue; /* not needed for this job */
+    if (!try_join(p, g)) continue; /* closed, or enough threads */
     work(p, wa.index);
-    if (atomic_fetch_sub(&p->remaining, 1) == 1 && atomic_load(&p->caller_waiting))
-      futex_wake(&p->remaining, 1);
+    atomic_fetch_add(&p->done, 1);
+    if (atomic_load(&p->caller_waiting)) futex_wake(&p->done, 1);
   }
 }
 
@@ -116,7 +151,7 @@ int bm_threadpool_threads(const bm_threadpool *p) { return p ? p->nthreads : 0; 
 void bm_threadpool_destroy(bm_threadpool *p) {
   if (!p) return;
   atomic_store(&p->stop, true);
-  atomic_fetch_add(&p->gen, 1u << ACTIVE_BITS);
+  atomic_fetch_add(&p->gen, 1);
   futex_wake(&p->gen, INT_MAX);
   for (int i = 0; i < p->nstarted; i++) pthread_join(p->workers[i], NULL);
   free(p->workers);
@@ -156,6 +191,14 @@ bm_status bm_threadpool_create(int nthreads, bm_threadpool **out) {
   return NULL;
 }
 
+void bm_threadpool_begin(bm_threadpool *p) {
+  if (p) atomic_fetch_add_explicit(&p->running, 1, memory_order_relaxed);
+}
+
+void bm_threadpool_end(bm_threadpool *p) {
+  if (p) atomic_fetch_sub_explicit(&p->running, 1, memory_order_relaxed);
+}
+
 void bm_threadpool_run(bm_threadpool *p, bm_kernel_fn fn, void *const *bufs, const int64_t *syms,
                        int64_t ntasks, uint8_t *scratch, size_t scratch_stride) {
   if (ntasks <= 0) return;
@@ -175,20 +218,19 @@ void bm_threadpool_run(bm_threadpool *p, bm_kernel_fn fn, void *const *bufs, con
   p->scratch = scratch;
   p->scratch_stride = scratch_stride;
   atomic_store(&p->next, 0);
-  atomic_store(&p->remaining, active - 1);
-  unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed);
-  atomic_store(&p->gen, (((g >> ACTIVE_BITS) + 1) << ACTIVE_BITS) | active); /* publishes the job */
+  atomic_store(&p->done, 0);
+  unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+  atomic_store(&p->join, (unsigned long long)g << 32 | (unsigned long long)active << 16);
+  atomic_store(&p->gen, g); /* publishes the job */
   if (atomic_load(&p->sleepers)) futex_wake(&p->gen, INT_MAX);
   work(p, 0);
-  int spins = 0;
-  unsigned r;
-  while ((r = atomic_load(&p->remaining)) != 0) {
-    if (++spins < SPIN_ITERS + YIELD_ITERS) {
-      cpu_relax_or_yield(spins);
-      continue;
-    }
+  /* close the job: a worker that has not joined by now stays out */
+  unsigned joined = JOIN_COUNT(atomic_fetch_or(&p->join, JOIN_CLOSED));
+  unsigned d;
+  while ((d = atomic_load(&p->done)) != joined) {
+    if (spin_until_changed(p, &p->done, d)) continue;
     atomic_store(&p->caller_waiting, 1);
-    if ((r = atomic_load(&p->remaining)) != 0) futex_wait(&p->remaining, r);
+    if ((d = atomic_load(&p->done)) != joined) futex_wait(&p->done, d);
     atomic_store(&p->caller_waiting, 0);
   }
 }

@@ -13,11 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../codegen/clike/clike.h"
 #include "../runtime/internal.h"
 #include "opcheck.h"
 #include "testutil.h"
 
-static int have_gpu, ran, compiled_only, skipped;
+static int have_gpu, ran, compiled_only, skipped, exported;
+static const char *export_dir; /* BM_CUDA_EXPORT: write cases for bm_cuda_check instead */
 static char gpu_name[128];
 
 typedef void (*build_fn)(bm_graph *g);
@@ -29,6 +31,76 @@ typedef struct tcase {
   int64_t syms[BM_MAX_SYMS]; /* 0 = the bound */
   bool unfused;              /* also run without fusion */
 } tcase;
+
+static bm_status write_file(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return bm_status_make(BM_ERR_IO, "cannot write %s", path);
+  size_t w = n ? fwrite(data, 1, n, f) : 0;
+  fclose(f);
+  return w == n ? NULL : bm_status_make(BM_ERR_IO, "short write to %s", path);
+}
+
+static void meta_tensor(FILE *f, const char *kind, const bm_tensor *t) {
+  fprintf(f, "%s %s %d", kind, bm_dtype_name(t->dtype), t->ndim);
+  for (int d = 0; d < t->ndim; d++) fprintf(f, " %lld", (long long)t->shape[d]);
+  fprintf(f, "\n");
+}
+
+/* Export mode: the interpreter's outputs and the compiled package go to
+ * export_dir/<case>/ for bm_cuda_check. */
+static bm_status export_case(bm_module *m, bm_graph *g, const bm_tensor *in, const char *name, double tol,
+                             bool fuse, const char *archs, bool ptx) {
+  int nout = g->noutputs;
+  bm_tensor *ref = calloc((size_t)nout + 1, sizeof *ref);
+  if (!ref) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "export");
+  bm_status is = bm_interp_run(g, in, ref);
+  if (is) {
+    free(ref);
+    return is;
+  }
+  char dir[1024], path[1200];
+  snprintf(dir, sizeof dir, "%s/%s_%d", export_dir, name, fuse);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+  bm_status s = system(cmd) == 0 ? NULL : bm_status_make(BM_ERR_IO, "cannot create %s", dir);
+  bm_compile_options co;
+  bm_compile_options_init(&co);
+  co.target.backend = "cuda";
+  co.target.cpu = archs;
+  co.passes.no_fuse = !fuse;
+  snprintf(path, sizeof path, "%s/pkg.bmpk", dir);
+  int nin = g->ninputs;
+  if (!s) s = bm_compile_module(m, &co, path);
+  snprintf(path, sizeof path, "%s/meta.txt", dir);
+  FILE *f = s ? NULL : fopen(path, "w");
+  if (!s && !f) s = bm_status_make(BM_ERR_IO, "cannot write %s", path);
+  if (f) {
+    fprintf(f, "tol %.3g\n%s", tol, ptx ? "ptx\n" : "");
+    for (int i = 0; i < nin; i++) meta_tensor(f, "input", &in[i]);
+    for (int i = 0; i < nout; i++) meta_tensor(f, "output", &ref[i]);
+    fclose(f);
+  }
+  for (int i = 0; !s && i < nin; i++) {
+    snprintf(path, sizeof path, "%s/in%d.bin", dir, i);
+    s = write_file(path, in[i].data, bm_tensor_nbytes(&in[i]));
+  }
+  for (int i = 0; !s && i < nout; i++) {
+    snprintf(path, sizeof path, "%s/ref%d.bin", dir, i);
+    s = write_file(path, ref[i].data, bm_tensor_nbytes(&ref[i]));
+  }
+  for (int i = 0; i < nout; i++) bm_tensor_free(&ref[i]);
+  free(ref);
+  if (!s) {
+    snprintf(path, sizeof path, "%s/list.txt", export_dir);
+    f = fopen(path, "a");
+    if (f) {
+      fprintf(f, "%s_%d\n", name, fuse);
+      fclose(f);
+    }
+    exported++;
+  }
+  return s;
+}
 
 static void run_one(const tcase *c, bool fuse) {
   bm_module *m = bm_module_create("t");
@@ -43,6 +115,19 @@ static void run_one(const tcase *c, bool fuse) {
   }
   int64_t syms[BM_MAX_SYMS];
   for (int i = 0; i < g->nsyms; i++) syms[i] = c->syms[i] ? c->syms[i] : g->syms[i].max;
+  if (export_dir) {
+    bm_tensor in[8] = {0};
+    CHECK_OK(bm_opcheck_random_inputs(g, syms, 77, in));
+    bm_status s = export_case(m, g, in, c->name, c->tol, fuse, NULL, false);
+    if (s) {
+      fprintf(stderr, "%s (fuse %d): %s\n", c->name, fuse, bm_status_message(s));
+      bm_status_free(s);
+      bm_test_failed_checks++;
+    }
+    for (int i = 0; i < g->ninputs && i < 8; i++) bm_tensor_free(&in[i]);
+    bm_module_destroy(m);
+    return;
+  }
   if (!have_gpu) { /* compile only: the generated CUDA must compile and the package must open */
     bm_compile_options co;
     bm_compile_options_init(&co);
@@ -324,12 +409,32 @@ static const tcase cases[] = {
     {"moe", b_moe, 2e-5, {0}, false},
 };
 
+static void test_cases(void) {
+  const char *only = getenv("BM_TEST_ONLY");
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    if (only && !strstr(cases[i].name, only)) {
+      skipped++;
+      continue;
+    }
+    run_one(&cases[i], true);
+    if (cases[i].unfused) run_one(&cases[i], false);
+  }
+}
+
 /* One package with the default architectures: the bundle holds 4 cubins and
  * PTX; on a GPU it runs from the cubin and again from the PTX (driver JIT). */
 static void test_bundle_and_ptx(void) {
   bm_module *m = bm_module_create("bundle");
   bm_graph *g = bm_graph_create(m, "main");
   b_fused_f16(g);
+  if (export_dir) { /* every architecture, and bm_cuda_check also runs it from the PTX */
+    bm_tensor in[2] = {0};
+    CHECK_OK(bm_opcheck_random_inputs(g, NULL, 5, in));
+    CHECK_OK(export_case(m, g, in, "bundle_all_archs", 2e-3, true, "sm_80,sm_86,sm_89,sm_90,compute_80", true));
+    for (int i = 0; i < 2; i++) bm_tensor_free(&in[i]);
+    bm_module_destroy(m);
+    return;
+  }
   bm_compile_options co;
   bm_compile_options_init(&co);
   co.target.backend = "cuda";
@@ -378,7 +483,7 @@ static void test_bundle_and_ptx(void) {
 
 /* A CUDA package on a machine without a GPU opens, and a session says why it cannot run. */
 static void test_no_gpu_message(void) {
-  if (have_gpu) return;
+  if (have_gpu || export_dir) return;
   bm_module *m = bm_module_create("nogpu");
   bm_graph *g = bm_graph_create(m, "main");
   b_fused_bf16(g);
@@ -397,7 +502,28 @@ static void test_no_gpu_message(void) {
   bm_module_destroy(m);
 }
 
+/* The emitter is language-neutral: the same module lowered with the Metal
+ * table has Metal's kernel syntax and none of CUDA's (not compiled here). */
+static void test_metal_split(void) {
+  bm_module *m = bm_module_create("metal");
+  bm_graph *g = bm_graph_create(m, "main");
+  b_groupnorm_silu(g);
+  bm_pass_options po = {0};
+  po.supports = bm_clike_supports;
+  CHECK_OK(bm_pipeline_run(g, &po));
+  bm_clike_out out;
+  CHECK_OK(bm_clike_emit_module(&bm_clike_metal, m, &out));
+  if (out.src.s) {
+    CHECK(strstr(out.src.s, "kernel void bm_k0_") != NULL);
+    CHECK(strstr(out.src.s, "threadgroup_barrier") != NULL);
+    CHECK(strstr(out.src.s, "__global__") == NULL && strstr(out.src.s, "__syncthreads") == NULL);
+  }
+  bm_clike_out_free(&out);
+  bm_module_destroy(m);
+}
+
 int main(void) {
+  RUN(test_metal_split);
   const bm_backend *be = NULL;
   bm_status s = bm_backend_find("cuda", &be);
   if (s) {
@@ -418,18 +544,19 @@ int main(void) {
   char archs[32];
   snprintf(archs, sizeof archs, "sm_%d", have_gpu ? arch : 90);
   setenv("BM_CUDA_ARCHS", archs, 0);
-  const char *only = getenv("BM_TEST_ONLY");
-  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    if (only && !strstr(cases[i].name, only)) {
-      skipped++;
-      continue;
-    }
-    run_one(&cases[i], true);
-    if (cases[i].unfused) run_one(&cases[i], false);
+  export_dir = getenv("BM_CUDA_EXPORT");
+  if (export_dir && *export_dir) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", export_dir, export_dir);
+    CHECK(system(cmd) == 0);
+    have_gpu = 0;
+  } else {
+    export_dir = NULL;
   }
+  RUN(test_cases);
   RUN(test_bundle_and_ptx);
   RUN(test_no_gpu_message);
-  printf("cuda ops: %d runs compared on the GPU, %d compiled only (no GPU), %d cases skipped\n", ran, compiled_only,
-         skipped);
+  printf("cuda ops: %d runs compared on the GPU, %d compiled only (no GPU), %d exported, %d cases skipped\n", ran,
+         compiled_only, exported, skipped);
   return bm_test_finish();
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# cuda_device.sh - the CUDA tests (and later the benchmarks) on a GPU machine.
+#
+#   scripts/cuda_device.sh pack   # here (a build machine with NVRTC, no GPU needed):
+#                                 # builds test_ops_cuda and bm_cuda_check, exports every
+#                                 # case (package + inputs + interpreter outputs) and the
+#                                 # runtime-only checker with its libraries to .cuda_carry/
+#   scripts/cuda_device.sh run    # on the GPU machine (carry .cuda_carry): runs every case
+#                                 # from its cubin (and the bundle case from PTX too) and
+#                                 # prints "N passed, N failed, N skipped"; logs to $OUT
+#   scripts/cuda_device.sh all    # both, on a machine that can build and has a GPU:
+#                                 # runs test_ops_cuda in-process (compile + run + compare)
+#
+# The GPU machine needs only the NVIDIA driver (libcuda.so.1): packages carry their
+# cubins, so nothing is compiled there. BM_CUDA_ARCHS (default sm_90) picks the
+# architecture of the exported cases.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BM_BUILD:-$root/build-cuda}"
+carry="$root/.cuda_carry"
+mode="${1:-run}"
+
+case "$mode" in
+  pack)
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBM_BUILD_BENCH=OFF >/dev/null
+    cmake --build "$build" -j"${JOBS:-2}" --target test_ops_cuda bm_cuda_check
+    rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
+    BM_CUDA_ARCHS="${BM_CUDA_ARCHS:-sm_90}" BM_CUDA_EXPORT="$carry/cases" "$build/test_ops_cuda"
+    # end to end: the built-in model for the CPU (portable x86-64-v3) and for CUDA
+    cmake --build "$build" -j"${JOBS:-2}" --target bmc bmrun
+    "$build/bmc" compile --model tiny --cpu x86-64-v3 -o "$carry/tiny_cpu.bmpk"
+    "$build/bmc" compile --model tiny --target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" -o "$carry/tiny_cuda.bmpk"
+    cp "$build/bm_cuda_check" "$build/bmrun" "$carry/bin/"
+    # their shared libraries beyond glibc (cjson, zstd, xxhash, png, z)
+    ldd "$build/bm_cuda_check" "$build/bmrun" | awk '$3 ~ /^\// {print $3}' | sort -u |
+      grep -vE '/lib(c|m|pthread|dl|rt)\.so' | while read -r lib; do cp -L "$lib" "$carry/lib/"; done
+    du -sh "$carry"
+    ;;
+  run)
+    out="${OUT:-$carry/out}"
+    mkdir -p "$out"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$out/gpu.txt" || true
+    LD_LIBRARY_PATH="$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      "$carry/bin/bm_cuda_check" "$carry/cases" 2>&1 | tee "$out/test_ops_cuda.txt"
+    rc=${PIPESTATUS[0]}
+    if [ -f "$carry/tiny_cuda.bmpk" ]; then # the built-in model: CUDA against the CPU
+      for t in cpu cuda; do
+        LD_LIBRARY_PATH="$carry/lib" "$carry/bin/bmrun" "$carry/tiny_$t.bmpk" --random-inputs 42 \
+          --output "$out/tiny_$t" --repeat 20 2>&1 | tail -2
+      done
+      python3 - "$out" <<'PY' || rc=1
+import sys, numpy as np
+d = sys.argv[1]
+worst = 0.0
+for name in ("logits", "probs"):
+    a, b = np.load(f"{d}/tiny_cuda/{name}.npy"), np.load(f"{d}/tiny_cpu/{name}.npy")
+    e = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+    worst = max(worst, e)
+    print(f"tiny {name}: shape {a.shape}, rel err cuda vs cpu {e:.3g}")
+print("tiny model on CUDA vs CPU:", "ok" if worst < 1e-4 else "FAIL")
+sys.exit(0 if worst < 1e-4 else 1)
+PY
+    fi
+    exit "$rc"
+    ;;
+  all)
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$build" -j"${JOBS:-8}" --target test_ops_cuda
+    "$build/test_ops_cuda"
+    ;;
+  *)
+    echo "usage: $0 pack|run|all" >&2
+    exit 2
+    ;;
+esac

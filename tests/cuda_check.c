@@ -1,0 +1,188 @@
+/* cuda_check.c - the runtime-only half of test_ops_cuda: runs the cases that
+ * `BM_CUDA_EXPORT=DIR test_ops_cuda` wrote (a package, raw inputs and the
+ * reference interpreter's outputs per case) and compares. It links only
+ * libbmrt, so it runs on a GPU machine that cannot build the compiler
+ * (scripts/cuda_device.sh carries it there).
+ *
+ *   bm_cuda_check DIR      prints one line per case and "N passed, N failed, N skipped"
+ *
+ * DIR/list.txt names the case folders; each has meta.txt:
+ *   tol <max relative error>
+ *   [ptx]                      also run with BM_CUDA_FORCE_PTX=1
+ *   input <dtype> <ndim> <dims...>    (file in<i>.bin, in order)
+ *   output <dtype> <ndim> <dims...>   (file ref<i>.bin) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../runtime/bm_runtime.h"
+
+typedef struct tens {
+  bm_dtype dt;
+  int ndim;
+  int64_t shape[8];
+  void *data;
+  size_t bytes;
+} tens;
+
+static void *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long sz = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  void *p = malloc(sz > 0 ? (size_t)sz : 1);
+  if (p && fread(p, 1, (size_t)sz, f) != (size_t)sz) {
+    free(p);
+    p = NULL;
+  }
+  fclose(f);
+  *n = (size_t)sz;
+  return p;
+}
+
+static float f16f(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 0x3ff;
+  float v;
+  if (e == 0) v = ldexpf((float)m, -24);
+  else if (e == 31) v = m ? NAN : INFINITY;
+  else v = ldexpf((float)(m | 0x400), (int)e - 25);
+  return s ? -v : v;
+}
+
+static float elem(const tens *t, int64_t i) {
+  const uint8_t *p = t->data;
+  switch (t->dt) {
+    case BM_DTYPE_F32: { float v; memcpy(&v, p + 4 * i, 4); return v; }
+    case BM_DTYPE_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); return f16f(h); }
+    case BM_DTYPE_BF16: { uint16_t h; memcpy(&h, p + 2 * i, 2); uint32_t u = (uint32_t)h << 16; float v; memcpy(&v, &u, 4); return v; }
+    case BM_DTYPE_I8: return (float)(int8_t)p[i];
+    case BM_DTYPE_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); return (float)v; }
+    case BM_DTYPE_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); return (float)v; }
+    default: return NAN;
+  }
+}
+
+static int64_t numel(const tens *t) {
+  int64_t n = 1;
+  for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+  return n;
+}
+
+/* Runs one case; returns 0 ok, 1 failed. */
+static int run_case(const char *dir, const char *name, int force_ptx) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s/meta.txt", dir, name);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    printf("FAIL %-32s cannot read %s\n", name, path);
+    return 1;
+  }
+  double tol = 0;
+  int ptx = 0, nin = 0, nout = 0;
+  tens in[32], ref[32];
+  char word[64];
+  while (fscanf(f, "%63s", word) == 1) {
+    if (!strcmp(word, "tol")) {
+      if (fscanf(f, "%lf", &tol) != 1) break;
+    } else if (!strcmp(word, "ptx")) {
+      ptx = 1;
+    } else if (!strcmp(word, "input") || !strcmp(word, "output")) {
+      if (nin == 32 || nout == 32) break;
+      tens *t = word[0] == 'i' ? &in[nin++] : &ref[nout++];
+      char dt[32];
+      if (fscanf(f, "%31s %d", dt, &t->ndim) != 2) break;
+      bm_dtype_from_name(dt, &t->dt);
+      for (int d = 0; d < t->ndim; d++)
+        if (fscanf(f, "%lld", (long long *)&t->shape[d]) != 1) break;
+      snprintf(path, sizeof path, "%s/%s/%s%d.bin", dir, name, word[0] == 'i' ? "in" : "ref",
+               word[0] == 'i' ? nin - 1 : nout - 1);
+      t->data = slurp(path, &t->bytes);
+    }
+  }
+  fclose(f);
+  if (force_ptx && !ptx) return -1;
+  setenv("BM_CUDA_FORCE_PTX", force_ptx ? "1" : "0", 1);
+  snprintf(path, sizeof path, "%s/%s/pkg.bmpk", dir, name);
+  bm_package *pkg = NULL;
+  bm_session *s = NULL;
+  bm_status st = bm_package_open(path, NULL, &pkg);
+  if (!st) st = bm_session_create(pkg, NULL, &s);
+  for (int i = 0; !st && i < nin; i++) st = bm_session_set_input(s, 0, i, in[i].data, in[i].dt, in[i].ndim, in[i].shape);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  if (!st) st = bm_session_run(s, 0);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double worst = 0;
+  for (int i = 0; !st && i < nout; i++) {
+    const void *data;
+    bm_tensor_info info;
+    st = bm_session_get_output(s, 0, i, &data, &info);
+    if (st) break;
+    tens o = ref[i];
+    o.data = (void *)data;
+    double maxd = 0, maxr = 1e-30;
+    for (int64_t j = 0; j < numel(&ref[i]); j++) {
+      double a = elem(&o, j), b = elem(&ref[i], j), d = fabs(a - b);
+      if (isnan(d) && !(isnan(a) && isnan(b))) maxd = NAN;
+      else if (d > maxd) maxd = d;
+      if (fabs(b) > maxr) maxr = fabs(b);
+    }
+    double e = maxd / maxr;
+    if (isnan(e) || e > worst) worst = isnan(worst) ? worst : e;
+  }
+  int bad;
+  char label[160];
+  snprintf(label, sizeof label, "%s%s", name, force_ptx ? " (ptx)" : "");
+  if (st) {
+    printf("FAIL %-36s %s\n", label, bm_status_message(st));
+    bm_status_free(st);
+    bad = 1;
+  } else {
+    bad = !(worst <= tol);
+    printf("%s %-36s rel err %-10.3g tol %-8.3g first run %.3f ms\n", bad ? "FAIL" : "ok  ", label, worst, tol,
+           1e3 * ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)));
+  }
+  bm_session_destroy(s);
+  bm_package_close(pkg);
+  for (int i = 0; i < nin; i++) free(in[i].data);
+  for (int i = 0; i < nout; i++) free(ref[i].data);
+  return bad;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: bm_cuda_check DIR (written by BM_CUDA_EXPORT=DIR test_ops_cuda)\n");
+    return 2;
+  }
+  bm_status pr = bm_device_probe(BM_DEVICE_CUDA);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/list.txt", argv[1]);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "bm_cuda_check: cannot read %s\n", path);
+    return 1;
+  }
+  int passed = 0, failed = 0, skipped = 0;
+  char name[256];
+  while (fscanf(f, "%255s", name) == 1) {
+    if (pr) {
+      skipped++;
+      continue;
+    }
+    for (int ptx = 0; ptx < 2; ptx++) {
+      int r = run_case(argv[1], name, ptx);
+      if (r == 0) passed++;
+      else if (r > 0) failed++;
+    }
+  }
+  fclose(f);
+  if (pr) {
+    printf("bm_cuda_check: skipped (%s)\n", bm_status_message(pr));
+    bm_status_free(pr);
+  }
+  printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+  return failed ? 1 : 0;
+}
