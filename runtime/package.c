@@ -580,29 +580,42 @@ static bm_status check_header(bm_package *pkg, uint64_t *mo, uint64_t *ms) {
   return NULL;
 }
 
+/* Maps or decompresses one stored tensor or blob (kind "weight"/"blob")
+ * and checks its XXH3. Sizes are checked before anything is allocated. */
+static bm_status load_data(const char *kind, const char *name, const uint8_t *src, uint64_t offset,
+                           uint64_t stored_size, uint64_t size, uint64_t xxh3, int zstd, bool verify,
+                           void **owned, const void **data) {
+  if (zstd) {
+    unsigned long long fs = ZSTD_getFrameContentSize(src, stored_size);
+    if (fs != size)
+      return CORRUPT("%s '%s': zstd frame holds %llu bytes, manifest says %" PRIu64, kind, name, fs, size);
+    if (size / BM_ZSTD_MAX_RATIO > stored_size) /* checked before we allocate for it */
+      return CORRUPT("%s '%s': %" PRIu64 " bytes of zstd data cannot hold %" PRIu64 " bytes", kind, name,
+                     stored_size, size);
+    *owned = aligned_alloc(64, (size + 63) / 64 * 64 + 64); /* 64-aligned like mapped data */
+    if (!*owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s '%s': %" PRIu64 " bytes", kind, name, size);
+    size_t r = ZSTD_decompress(*owned, size, src, stored_size);
+    if (ZSTD_isError(r) || r != size)
+      return CORRUPT("%s '%s': zstd data is corrupt (%s)", kind, name, ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short");
+    *data = *owned;
+  } else {
+    *data = src;
+  }
+  if (verify && XXH3_64bits(*data, size) != xxh3)
+    return CORRUPT("%s '%s' checksum mismatch (offset %" PRIu64 ")", kind, name, offset);
+  return NULL;
+}
+
 static bm_status load_weights(bm_package *pkg, bool verify) {
   for (int i = 0; i < pkg->nweights; i++) {
     bm_rt_weight *w = &pkg->weights[i];
-    const uint8_t *src = pkg->map + w->offset;
-    if (w->zstd) {
-      unsigned long long fs = ZSTD_getFrameContentSize(src, w->stored_size);
-      if (fs != w->size)
-        return CORRUPT("weight '%s': zstd frame holds %llu bytes, manifest says %" PRIu64, w->name, fs, w->size);
-      if (w->size / BM_ZSTD_MAX_RATIO > w->stored_size) /* checked before we allocate for it */
-        return CORRUPT("weight '%s': %" PRIu64 " bytes of zstd data cannot hold %" PRIu64 " bytes", w->name,
-                       w->stored_size, w->size);
-      w->owned = aligned_alloc(64, (w->size + 63) / 64 * 64 + 64); /* 64-aligned like mapped weights */
-      if (!w->owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "weight '%s': %" PRIu64 " bytes", w->name, w->size);
-      size_t r = ZSTD_decompress(w->owned, w->size, src, w->stored_size);
-      if (ZSTD_isError(r) || r != w->size)
-        return CORRUPT("weight '%s': zstd data is corrupt (%s)", w->name,
-                       ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short");
-      w->data = w->owned;
-    } else {
-      w->data = src;
-    }
-    if (verify && XXH3_64bits(w->data, w->size) != w->xxh3)
-      return CORRUPT("weight '%s' checksum mismatch (offset %" PRIu64 ")", w->name, w->offset);
+    void *owned = NULL;
+    const void *data = NULL;
+    bm_status s = load_data("weight", w->name, pkg->map + w->offset, w->offset, w->stored_size, w->size,
+                            w->xxh3, w->zstd, verify, &owned, &data);
+    w->owned = owned;
+    w->data = data;
+    if (s) return s;
   }
   return NULL;
 }
@@ -610,22 +623,13 @@ static bm_status load_weights(bm_package *pkg, bool verify) {
 static bm_status load_blobs(bm_package *pkg, bool verify) {
   for (int i = 0; i < pkg->nblobs; i++) {
     bm_rt_blob *b = &pkg->blobs[i];
-    const uint8_t *src = pkg->map + b->offset;
-    if (b->zstd) {
-      unsigned long long fs = ZSTD_getFrameContentSize(src, b->stored_size);
-      if (fs != b->size)
-        return CORRUPT("blob '%s': zstd frame holds %llu bytes, manifest says %" PRIu64, b->name, fs, b->size);
-      b->owned = malloc(b->size ? b->size : 1);
-      if (!b->owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "blob '%s': %" PRIu64 " bytes", b->name, b->size);
-      size_t r = ZSTD_decompress(b->owned, b->size, src, b->stored_size);
-      if (ZSTD_isError(r) || r != b->size)
-        return CORRUPT("blob '%s': zstd data is corrupt (%s)", b->name, ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short");
-      b->data = b->owned;
-    } else {
-      b->data = src;
-    }
-    if (verify && XXH3_64bits(b->data, b->size) != b->xxh3)
-      return CORRUPT("blob '%s' checksum mismatch (offset %" PRIu64 ")", b->name, b->offset);
+    void *owned = NULL;
+    const void *data = NULL;
+    bm_status s = load_data("blob", b->name, pkg->map + b->offset, b->offset, b->stored_size, b->size,
+                            b->xxh3, b->zstd, verify, &owned, &data);
+    b->owned = owned;
+    b->data = data;
+    if (s) return s;
   }
   return NULL;
 }

@@ -30,8 +30,9 @@ static void init_weights(void) {
   }
 }
 
-/* x (seq, DIM); LAYERS times: x = x + silu(rms_norm(x) @ W_l^T). Every
- * layer has its own weights but the same kernels. */
+/* x (seq, DIM); LAYERS times: h = rms_norm(x) @ W_l^T;
+ * x = x + silu(h) + attention(h, h, h) (one head, causal). Every layer has
+ * its own weights but the same kernels (attention's have scratch). */
 static bm_graph *build_layers(bm_module *m, const char *name, int64_t seq_max) {
   init_weights();
   bm_graph *g = bm_graph_create(m, name);
@@ -44,8 +45,11 @@ static bm_graph *build_layers(bm_module *m, const char *name, int64_t seq_max) {
     bm_node *wn = bm_weight(g, n1, BM_DTYPE_F32, 1, (int64_t[]){DIM}, w_norm[l], sizeof w_norm[l]);
     bm_node *wl = bm_weight(g, n2, BM_DTYPE_F32, 2, (int64_t[]){DIM, DIM}, w_lin[l], sizeof w_lin[l]);
     bm_node *h = bm_rms_norm(g, x, wn, 1e-5f);
-    h = bm_silu(g, bm_linear(g, h, wl, NULL));
-    x = bm_add(g, x, h);
+    h = bm_linear(g, h, wl, NULL);
+    bm_node *h4 = bm_reshape(g, h, 4, (int64_t[]){1, 1, BM_SYM(seq), DIM});
+    bm_node *at = bm_attention(g, h4, h4, h4, NULL, 0.f, true, 0, 0.f);
+    at = bm_reshape(g, at, 2, (int64_t[]){BM_SYM(seq), DIM});
+    x = bm_add(g, bm_add(g, x, bm_silu(g, h)), at);
   }
   bm_output_add(g, "y", x);
   return g;
@@ -132,14 +136,21 @@ static void test_layers_share(void) {
       CHECK_MSG(all.entries >= LAYERS * 2 && all.distinct * LAYERS <= all.entries + LAYERS,
                 "fuse %d: %d kernel entries, %d distinct", fuse, all.entries, all.distinct);
 
+      kernel_count at = count_kernels(path, "attention");
+      CHECK_MSG(at.entries == LAYERS && at.distinct == 1, "attention kernels %d, distinct %d",
+                at.entries, at.distinct);
+
       /* nodes sharing a kernel got its task space and scratch too */
+      int shared_scratch = 0;
       for (int i = 0; i < g->nnodes; i++)
         for (int j = 0; j < i; j++) {
           const bm_node *a = g->nodes[i], *b = g->nodes[j];
           if (!a->kernel || !b->kernel || strcmp(a->kernel, b->kernel) != 0) continue;
           CHECK(a->op == b->op && a->scratch == b->scratch &&
                 memcmp(&a->tasks, &b->tasks, sizeof a->tasks) == 0);
+          shared_scratch += a->scratch > 0;
         }
+      CHECK(shared_scratch > 0);
       bm_module_destroy(m);
     }
   }

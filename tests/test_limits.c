@@ -250,7 +250,8 @@ static void test_target_skew(void) {
   if (!load_pkg()) return;
   expect_refused((edit_ctx){"target", "triple", 0, cJSON_CreateString("aarch64-unknown-linux-gnu")},
                  BM_ERR_INCOMPATIBLE, "built for aarch64-unknown-linux-gnu, this host is x86_64");
-  expect_refused((edit_ctx){"target", "backend", 0, cJSON_CreateString("cuda")}, BM_ERR_INCOMPATIBLE, "'cuda'");
+  expect_refused((edit_ctx){"target", "backend", 0, cJSON_CreateString("cuda")}, BM_ERR_INCOMPATIBLE, "cannot be loaded here");
+  expect_refused((edit_ctx){"target", "backend", 0, cJSON_CreateString("tpu")}, BM_ERR_INCOMPATIBLE, "'tpu'");
   expect_refused((edit_ctx){"code", "format", 0, cJSON_CreateString("macho-arm64")}, BM_ERR_INCOMPATIBLE,
                  "macho-arm64");
   expect_refused((edit_ctx){"target", "required", 0, cJSON_CreateString("avx2,amx-fp42")}, BM_ERR_INCOMPATIBLE,

@@ -191,7 +191,7 @@ static void key_u8(key_buf *k, uint8_t v) { key_put(k, &v, sizeof v); }
 static void key_shape(key_buf *k, const bm_graph *g, bm_dtype dt, int ndim, const bm_dim *shape) {
   key_i32(k, (int32_t)dt);
   key_i32(k, (int32_t)ndim);
-  for (int d = 0; d < ndim; d++) {
+  for (int d = 0; d < ndim && d < BM_MAX_DIMS; d++) {
     bm_dim x = shape[d];
     if (bm_dim_is_static(x)) {
       key_i32(k, (int32_t)-1);
@@ -270,7 +270,8 @@ typedef struct share_table {
   bm_arena *arena;
   share_entry **buckets;
   size_t nbuckets, count;
-  bool off;   /* BM_CG_NO_SHARE */
+  int emitted; /* kernels emitted (shared or not) */
+  bool off;    /* BM_CG_NO_SHARE */
   key_buf key; /* the key of the node being emitted */
 } share_table;
 
@@ -342,6 +343,7 @@ static bm_status emit_graph(bm_cg *cg, bm_module *m, int gi, share_table *share)
     n->tasks = (bm_task_expr){-1, 0, 1, 1, 1};
     n->scratch = 0;
     bm_status s = emit(cg, n, symbol);
+    share->emitted++;
     if (s) return bm_status_wrap(s, "function '%s' node %d (%s)", g->name, n->id, bm_op_name(n->op));
     if (keyed) BM_RETURN_IF_ERROR(share_add(share, h, key, n));
   }
@@ -390,10 +392,7 @@ static bm_status cpu_compile(bm_module *m, const bm_target *t, bm_object *out) {
     int nodes = 0;
     for (int gi = 0; gi < m->ngraphs; gi++)
       for (int i = 0; i < m->graphs[gi]->nnodes; i++) nodes += m->graphs[gi]->nodes[i]->kernel != NULL;
-    int fns = 0;
-    for (LLVMValueRef f = LLVMGetFirstFunction(cg.mod); f; f = LLVMGetNextFunction(f))
-      fns += !LLVMIsDeclaration(f);
-    fprintf(stderr, "bm cpu backend: %d kernel nodes, %d kernels emitted%s\n", nodes, fns,
+    fprintf(stderr, "bm cpu backend: %d kernel nodes, %d kernels emitted%s\n", nodes, share.emitted,
             share.off ? " (sharing off)" : "");
     t_emit = now_s();
   }

@@ -9,7 +9,7 @@
  * into MR*NR/vec vector accumulators, K unrolled by 4). C is written after
  * each K block (stored, then accumulated); the bias and the epilogue are
  * applied only after the last one. Tasks with at most 3 rows (decode, GEMV)
- * stream B without packing; for quantized B (QMATMUL) tasks with up to 16
+ * stream B without packing; for quantized B (QMATMUL) tasks with up to 32
  * rows take a multi-row GEMV (qgemv_block) that dequantizes each vector of
  * B once per 4 rows of A and streams the weights at memory speed.
  *
@@ -22,7 +22,7 @@
 #include "cg.h"
 
 #define GEMV_MAX_ROWS 3   /* tasks with at most this many rows take the GEMV path */
-#define QGEMV_MAX_ROWS 16 /* the same for quantized B with the multi-row GEMV (qgemv) */
+#define QGEMV_MAX_ROWS 32 /* the same for quantized B with the multi-row GEMV (qgemv) */
 #define QGEMV_MB 4        /* rows of A per pass over B in qgemv */
 
 /* ------------------------------------------------------------------ emitter state */
