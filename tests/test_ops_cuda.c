@@ -306,6 +306,30 @@ static void b_mm_f32_tt(bm_graph *g) { mm = (mm_cfg){F32, true, true, true}; b_m
 static void b_mm_f16_tb(bm_graph *g) { mm = (mm_cfg){F16, false, true, true}; b_matmul(g); }
 static void b_mm_bf16(bm_graph *g) { mm = (mm_cfg){BF16, false, false, true}; b_matmul(g); }
 
+/* The tensor-core GEMM (f16/bf16 with the contiguous dims multiples of 8):
+ * odd M and N, K not a multiple of the 32-deep tile, every layout, epilogues,
+ * batch broadcast, several 128x128 tiles and K tiles (pipeline wrap). */
+static void b_tc_f16_tb(bm_graph *g) { /* (m, 40) @ (67, 40)^T + bias, GELU, + residual */
+  int s = bm_sym_declare(g, "m", 75);
+  bm_node *a = IN("a", F16, BM_SYM(s), 40), *b = IN("b", F16, 67, 40);
+  bm_node *bias = IN("bias", F16, 67), *res = IN("res", F16, BM_SYM(s), 67);
+  bm_output_add(g, "y", bm_add(g, bm_gelu(g, bm_add(g, bm_matmul(g, a, b, false, true), bias)), res));
+}
+static void b_tc_bf16_nn(bm_graph *g) { /* (m, 264) @ (264, 136): 9 K tiles, 2x2 output tiles */
+  int s = bm_sym_declare(g, "m", 150);
+  bm_node *a = IN("a", BF16, BM_SYM(s), 264), *b = IN("b", BF16, 264, 136);
+  bm_node *bias = IN("bias", BF16, 136);
+  bm_output_add(g, "y", bm_silu(g, bm_add(g, bm_matmul(g, a, b, false, false), bias)));
+}
+static void b_tc_f16_tt(bm_graph *g) { /* (48, 136)^T @ (200, 48)^T -> (136, 200) */
+  bm_node *a = IN("a", F16, 48, 136), *b = IN("b", F16, 200, 48);
+  bm_output_add(g, "y", bm_matmul(g, a, b, true, true));
+}
+static void b_tc_bf16_tn_batch(bm_graph *g) { /* (3, 2, 72, 33)^T @ (2, 72, 24) -> (3, 2, 33, 24), f32 out */
+  bm_node *a = IN("a", BF16, 3, 2, 72, 40), *b = IN("b", BF16, 2, 72, 24);
+  bm_output_add(g, "y", bm_cast(g, bm_matmul(g, a, b, true, false), F32));
+}
+
 static void b_mm_batch(bm_graph *g) {
   bm_node *a = IN("a", F32, 3, 2, 17, 40), *b = IN("b", F32, 2, 40, 19);
   bm_output_add(g, "y", bm_matmul(g, a, b, false, false));
@@ -396,6 +420,10 @@ static const tcase cases[] = {
     {"matmul_f16_tb_epi", b_mm_f16_tb, 3e-3, {64}, false},
     {"matmul_bf16_epi", b_mm_bf16, 1.5e-2, {1}, false},
     {"matmul_batch", b_mm_batch, 2e-5, {0}, false},
+    {"matmul_tc_f16_tb_epi", b_tc_f16_tb, 3e-3, {61}, true},
+    {"matmul_tc_bf16_nn_epi", b_tc_bf16_nn, 1.5e-2, {131}, false},
+    {"matmul_tc_f16_tt", b_tc_f16_tt, 3e-3, {0}, false},
+    {"matmul_tc_bf16_tn_batch", b_tc_bf16_tn_batch, 1.5e-2, {0}, true},
     {"qmatmul", b_qmatmul, 2e-5, {0}, false},
     {"conv2d", b_conv, 2e-5, {0}, true},
     {"conv2d_f16_sym", b_conv_f16_sym, 3e-3, {7}, false},

@@ -40,6 +40,11 @@ typedef struct bm_clike_lang {
    * locals above: %1$s the symbol, %2$d the threads per block. */
   const char *kernel_open;
   const char *kernel_close; /* "}\n" */
+  /* 1: the prelude defines the tensor-core helpers (bm_cp_async16,
+   * bm_cp_commit, bm_cp_wait, bm_ldsm_x4[_t], bm_mma_f16/bf16: CUDA sm_80+
+   * mma.sync m16n8k16 with f32 accumulation), so f16/bf16 MATMUL uses the
+   * tensor-core tile (emit.c, emit_gemm_tc); 0: scalar tiles only. */
+  int tensor_cores;
 } bm_clike_lang;
 
 extern const bm_clike_lang bm_clike_cuda;  /* codegen/cuda/lang.c */

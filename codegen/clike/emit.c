@@ -66,6 +66,7 @@ typedef struct ck {
   bm_sb *b;            /* the kernel body */
   const bm_graph *g;
   const bm_node *n;
+  const bm_clike_lang *L;
   const char *I;       /* index type: "int" or "bm_i64" */
   int threads;
   bm_task_expr tasks;
@@ -812,6 +813,123 @@ static void emit_gemm(ck *k, gemm *g) {
   loop_close(k);
 }
 
+/* The tensor-core GEMM (languages with tensor_cores, f16/bf16 A and B of one
+ * dtype): C (M, N) = A (M, K) @ B (K, N) per batch, 128x128 tiles of 256
+ * threads (8 warps of 64x32, 2 along M x 4 along N), K in steps of 32
+ * through a 3-stage cp.async pipeline (3 x 16 KiB of static shared memory),
+ * ldmatrix fragments (.trans for an operand whose M/N index is contiguous),
+ * mma.sync m16n8k16 with f32 accumulation; the store applies the epilogue per
+ * element. Shared rows are XOR-swizzled by 16-byte chunk so ldmatrix is free
+ * of bank conflicts. Needs each operand's contiguous dim static and a
+ * multiple of 8 (16-byte chunks never straddle the edge; out-of-range chunks
+ * are zero-filled); tc_gemm_ok says when. */
+static bool tc_gemm_ok(const bm_clike_lang *L, const bm_node *n) {
+  if (!L || !L->tensor_cores || n->op != BM_OP_MATMUL) return false;
+  const bm_node *a = n->in[0], *b = n->in[1];
+  if (a->dtype != b->dtype || (a->dtype != BM_DTYPE_F16 && a->dtype != BM_DTYPE_BF16)) return false;
+  if (a->ndim < 2 || b->ndim < 2) return false;
+  bm_dim ac = a->shape[a->ndim - 1], bc = b->shape[b->ndim - 1];
+  return bm_dim_is_static(ac) && ac.add % 8 == 0 && ac.add > 0 && bm_dim_is_static(bc) && bc.add % 8 == 0 &&
+         bc.add > 0;
+}
+
+/* Loads one 128 x 32 operand tile (rows r0.. of R, k0.. of K) into shared
+ * memory at byte address `sbase`: k_major = the K index is contiguous. */
+static void tc_load(ck *k, int buf, bool k_major, const char *R, const char *r0, const char *off, const char *sbase) {
+  const char *I = k->I;
+  P("      for (int e = tid; e < 512; e += 256) {\n");
+  if (k_major) {
+    P("        const int row = e >> 2, c = e & 3;\n");
+    P("        const %s gr = %s + row, gk = k0 + c * 8;\n", I, r0);
+    P("        const bool ok = gr < %s && gk < K;\n", R);
+    P("        const unsigned char *src = bm_buf(%d) + (ok ? (bm_i64)(%s + gr * K + gk) * 2 : 0);\n", buf, off);
+    P("        bm_cp_async16(%s + row * 64 + ((c ^ ((row >> 1) & 3)) << 4), src, ok ? 16 : 0);\n", sbase);
+  } else {
+    P("        const int kr = e >> 4, c = e & 15;\n");
+    P("        const %s gk = k0 + kr, gr = %s + c * 8;\n", I, r0);
+    P("        const bool ok = gr < %s && gk < K;\n", R);
+    P("        const unsigned char *src = bm_buf(%d) + (ok ? (bm_i64)(%s + gk * %s + gr) * 2 : 0);\n", buf, off, R);
+    P("        bm_cp_async16(%s + kr * 256 + ((c ^ (kr & 7)) << 4), src, ok ? 16 : 0);\n", sbase);
+  }
+  P("      }\n");
+}
+
+static void emit_gemm_tc(ck *k, gemm *g) {
+  const bm_node *n = k->n;
+  const char *I = k->I, *mma = n->in[0]->dtype == BM_DTYPE_BF16 ? "bm_mma_bf16" : "bm_mma_f16";
+  bool a_km = !n->a.trans_a, b_km = n->a.trans_b;
+  k->threads = 256;
+  P("  __shared__ __align__(128) unsigned char bm_sm[3 * 16384];\n");
+  P("  const unsigned int sm0 = bm_smem_addr(bm_sm);\n");
+  P("  const int lane = tid & 31, wm = (tid >> 5) >> 2, wn = (tid >> 5) & 3;\n");
+  P("  const %s tm = (M + 127) / 128, tn = (N + 127) / 128, ktiles = (K + 31) / 32;\n", I);
+  loop_open(k, "nb * tm * tn");
+  P("    const %s bi = t / (tm * tn), rem = t %% (tm * tn);\n", I);
+  P("    /* groups of 8 M-tiles walk N together (L2 reuse of A and B) */\n");
+  P("    const %s grp = rem / (8 * tn), first = grp * 8, gsz = tm - first < 8 ? tm - first : 8;\n", I);
+  P("    const %s m0 = (first + (rem %% (8 * tn)) %% gsz) * 128, n0 = ((rem %% (8 * tn)) / gsz) * 128;\n", I);
+  P("%s", g->batch_setup.s);
+  P("    float acc[4][4][4];\n");
+  P("#pragma unroll\n    for (int i = 0; i < 4; i++)\n#pragma unroll\n    for (int j = 0; j < 4; j++)\n"
+    "#pragma unroll\n    for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;\n");
+  /* the stage loader: stage st <- K tile kt */
+  bm_sb *saved = k->b;
+  bm_sb ld = {0};
+  k->b = &ld;
+  P("    %s k0 = kt * 32;\n", I);
+  P("    const unsigned int sa = sm0 + st * 16384, sb = sa + 8192;\n");
+  tc_load(k, 0, a_km, "M", "m0", "a_off", "sa");
+  tc_load(k, 1, b_km, "N", "n0", "b_off", "sb");
+  k->b = saved;
+  P("    for (int s = 0; s < 2; s++) {\n");
+  P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n  %s      }\n", I, ld.s ? ld.s : "");
+  P("      bm_cp_commit();\n    }\n");
+  P("    for (%s kt0 = 0; kt0 < ktiles; kt0++) {\n", I);
+  P("      bm_cp_wait<1>();\n      BM_SYNC();\n");
+  P("      if (kt0 + 2 < ktiles) {\n      const %s kt = kt0 + 2; const int st = (int)(kt %% 3);\n  %s      }\n", I,
+    ld.s ? ld.s : "");
+  bm_sb_free(&ld);
+  P("      bm_cp_commit();\n");
+  P("      const unsigned int sa = sm0 + (int)(kt0 %% 3) * 16384, sb = sa + 8192;\n");
+  P("#pragma unroll\n      for (int kk = 0; kk < 32; kk += 16) {\n");
+  P("        unsigned int af[4][4], bf[4][2];\n");
+  P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++) {\n");
+  if (a_km) {
+    P("          const int row = wm * 64 + mi * 16 + (lane & 15), c = (kk >> 3) + (lane >> 4);\n");
+    P("          bm_ldsm_x4(af[mi], sa + row * 64 + ((c ^ ((row >> 1) & 3)) << 4));\n");
+  } else {
+    P("          const int kr = kk + (lane & 7) + ((lane >> 4) << 3), c = ((wm * 64 + mi * 16) >> 3) + ((lane >> 3) & 1);\n");
+    P("          bm_ldsm_x4_t(af[mi], sa + kr * 256 + ((c ^ (kr & 7)) << 4));\n");
+  }
+  P("        }\n");
+  P("#pragma unroll\n        for (int p = 0; p < 2; p++) {\n");
+  P("          unsigned int r[4];\n");
+  if (b_km) {
+    P("          const int nr = wn * 32 + p * 16 + (lane & 7) + ((lane >> 4) << 3), c = (kk >> 3) + ((lane >> 3) & 1);\n");
+    P("          bm_ldsm_x4(r, sb + nr * 64 + ((c ^ ((nr >> 1) & 3)) << 4));\n");
+  } else {
+    P("          const int kr = kk + (lane & 7) + (((lane >> 3) & 1) << 3), c = ((wn * 32 + p * 16) >> 3) + (lane >> 4);\n");
+    P("          bm_ldsm_x4_t(r, sb + kr * 256 + ((c ^ (kr & 7)) << 4));\n");
+  }
+  P("          bf[2 * p][0] = r[0]; bf[2 * p][1] = r[1]; bf[2 * p + 1][0] = r[2]; bf[2 * p + 1][1] = r[3];\n");
+  P("        }\n");
+  P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n        for (int nj = 0; nj < 4; nj++) "
+    "%s(acc[mi][nj], af[mi], bf[nj]);\n", mma);
+  P("      }\n");
+  P("    }\n");
+  P("    bm_cp_wait<0>();\n    BM_SYNC(); /* the next tile reuses the stages */\n");
+  P("#pragma unroll\n    for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n    for (int nj = 0; nj < 4; nj++)\n");
+  P("#pragma unroll\n    for (int q = 0; q < 4; q++) {\n");
+  P("      const %s gm = m0 + wm * 64 + mi * 16 + (lane >> 2) + (q >> 1) * 8;\n", I);
+  P("      const %s gn = n0 + wn * 32 + nj * 8 + (lane & 3) * 2 + (q & 1);\n", I);
+  P("      if (gm < M && gn < N) {\n");
+  P("      float v = acc[mi][nj][q];\n");
+  g->store_c(k, g);
+  P("      }\n");
+  P("    }\n");
+  loop_close(k);
+}
+
 static void mm_load_a(ck *k, gemm *g) {
   const bm_node *a = k->n->in[0];
   str off = k->n->a.trans_a ? strf("a_off + gk * M + gm") : strf("a_off + gm * K + gk");
@@ -843,6 +961,7 @@ static bm_status emit_matmul(ck *k) {
   str K = dimx(k, n->a.trans_a ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1]);
   str nb = prodx(k, n->shape, 0, nbd);
   P("  const %s M = %s, N = %s, K = %s, nb = %s;\n", k->I, M.s, N.s, K.s, nb.s);
+  bool tc = tc_gemm_ok(k->L, n);
   bm_dim dims[BM_MAX_DIMS + 2];
   int64_t divs[BM_MAX_DIMS + 2];
   for (int d = 0; d < nbd; d++) {
@@ -850,9 +969,9 @@ static bm_status emit_matmul(ck *k) {
     divs[d] = 1;
   }
   dims[nbd] = n->shape[ro - 2];
-  divs[nbd] = 64;
+  divs[nbd] = tc ? 128 : 64;
   dims[nbd + 1] = n->shape[ro - 1];
-  divs[nbd + 1] = 64;
+  divs[nbd + 1] = tc ? 128 : 64;
   k->tasks = task_grid(k->g, nbd + 2, dims, divs);
   bm_sb tmp = {0};
   bm_sb *saved = k->b;
@@ -869,7 +988,10 @@ static bm_status emit_matmul(ck *k) {
   g.a_k_fast = !n->a.trans_a;
   g.b_k_fast = n->a.trans_b;
   g.store_c = mm_store;
-  emit_gemm(k, &g);
+  if (tc)
+    emit_gemm_tc(k, &g);
+  else
+    emit_gemm(k, &g);
   return NULL;
 }
 
@@ -1344,7 +1466,7 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
         break;
       }
       bm_sb body = {0};
-      ck k = {.b = &body, .g = g, .n = n, .I = index_type(g, n), .threads = 256};
+      ck k = {.b = &body, .g = g, .n = n, .L = L, .I = index_type(g, n), .threads = 256};
       s = emit(&k);
       if (!s && body.oom) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s backend: kernel source", L->name);
       if (s) {

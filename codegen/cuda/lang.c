@@ -24,7 +24,29 @@ static const char cuda_prelude[] =
     "BM_DEV unsigned int bm_f32_bits(float f) { return __float_as_uint(f); }\n"
     "BM_DEV float bm_h2f(unsigned short h) { float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h)); return f; }\n"
     "BM_DEV unsigned short bm_f2h(float f) { unsigned short h; asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(f)); return h; }\n"
-    "BM_DEV unsigned short bm_f2bf(float f) { unsigned short h; asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(f)); return h; }\n";
+    "BM_DEV unsigned short bm_f2bf(float f) { unsigned short h; asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(f)); return h; }\n"
+    "/* tensor cores (sm_80+): 16-byte async copies to shared memory (zero-filled past\n"
+    " * src_bytes), ldmatrix of four 8x8 b16 matrices, mma.sync m16n8k16 f32 += f16/bf16 */\n"
+    "BM_DEV unsigned int bm_smem_addr(const void *p) {\n"
+    "  unsigned int r; asm(\"{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }\" : \"=r\"(r) : \"l\"(p)); return r; }\n"
+    "BM_DEV void bm_cp_async16(unsigned int dst, const void *src, int src_bytes) {\n"
+    "  asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"(dst), \"l\"(src), \"r\"(src_bytes) : \"memory\"); }\n"
+    "BM_DEV void bm_cp_commit(void) { asm volatile(\"cp.async.commit_group;\" ::: \"memory\"); }\n"
+    "template <int N> BM_DEV void bm_cp_wait(void) { asm volatile(\"cp.async.wait_group %0;\" :: \"n\"(N) : \"memory\"); }\n"
+    "BM_DEV void bm_ldsm_x4(unsigned int *r, unsigned int a) {\n"
+    "  asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\"\n"
+    "               : \"=r\"(r[0]), \"=r\"(r[1]), \"=r\"(r[2]), \"=r\"(r[3]) : \"r\"(a)); }\n"
+    "BM_DEV void bm_ldsm_x4_t(unsigned int *r, unsigned int a) {\n"
+    "  asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\"\n"
+    "               : \"=r\"(r[0]), \"=r\"(r[1]), \"=r\"(r[2]), \"=r\"(r[3]) : \"r\"(a)); }\n"
+    "BM_DEV void bm_mma_f16(float *c, const unsigned int *a, const unsigned int *b) {\n"
+    "  asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\"\n"
+    "               : \"+f\"(c[0]), \"+f\"(c[1]), \"+f\"(c[2]), \"+f\"(c[3])\n"
+    "               : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1])); }\n"
+    "BM_DEV void bm_mma_bf16(float *c, const unsigned int *a, const unsigned int *b) {\n"
+    "  asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\"\n"
+    "               : \"+f\"(c[0]), \"+f\"(c[1]), \"+f\"(c[2]), \"+f\"(c[3])\n"
+    "               : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1])); }\n";
 
 const bm_clike_lang bm_clike_cuda = {
     .name = "cuda",
@@ -37,4 +59,5 @@ const bm_clike_lang bm_clike_cuda = {
         "  const bm_i64 S4 = bm_a.syms[4], S5 = bm_a.syms[5], S6 = bm_a.syms[6], S7 = bm_a.syms[7];\n"
         "  (void)S0; (void)S1; (void)S2; (void)S3; (void)S4; (void)S5; (void)S6; (void)S7; (void)nblk;\n",
     .kernel_close = "}\n",
+    .tensor_cores = 1,
 };

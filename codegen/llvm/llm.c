@@ -13,7 +13,7 @@
 enum {
   KV_GRAIN = 16384, /* elements copied per task */
   TOPK_GRAIN = 4096, /* elements per task (one row at least) */
-  MOE_TB = 4,       /* tokens per task (they share each weight row while it is in cache) */
+  MOE_TB = 16,      /* tokens per task (they share each weight row while it is in cache) */
   MOE_FC = 16,      /* rows of F per MOE_UP task */
   MOE_DC = 16,      /* rows of D per MOE_DOWN task */
   MOE_NACC = 4,     /* independent vector accumulators of a dot product */
