@@ -325,7 +325,7 @@ static void b_tc_f16_tt(bm_graph *g) { /* (48, 136)^T @ (200, 48)^T -> (136, 200
   bm_node *a = IN("a", F16, 48, 136), *b = IN("b", F16, 200, 48);
   bm_output_add(g, "y", bm_matmul(g, a, b, true, true));
 }
-static void b_tc_bf16_tn_batch(bm_graph *g) { /* (3, 2, 72, 33)^T @ (2, 72, 24) -> (3, 2, 33, 24), f32 out */
+static void b_tc_bf16_tn_batch(bm_graph *g) { /* (3, 2, 72, 40)^T @ (2, 72, 24) -> (3, 2, 40, 24), f32 out */
   bm_node *a = IN("a", BF16, 3, 2, 72, 40), *b = IN("b", BF16, 2, 72, 24);
   bm_output_add(g, "y", bm_cast(g, bm_matmul(g, a, b, true, false), F32));
 }
