@@ -8,6 +8,8 @@
 #   scripts/cuda_device.sh run    # on the GPU machine (carry .cuda_carry): runs every case
 #                                 # from its cubin (and the bundle case from PTX too) and
 #                                 # prints "N passed, N failed, N skipped"; logs to $OUT
+#   scripts/cuda_device.sh bench  # on the GPU machine, after pack: bench/cuda_bench.py (bm's GEMM
+#                                 # and attention vs torch.matmul / SDPA); BM_BENCH_REPS (20)
 #   scripts/cuda_device.sh all    # both, on a machine that can build and has a GPU:
 #                                 # runs test_ops_cuda in-process (compile + run + compare)
 #
@@ -22,10 +24,12 @@ mode="${1:-run}"
 
 case "$mode" in
   pack)
-    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBM_BUILD_BENCH=OFF >/dev/null
-    cmake --build "$build" -j"${JOBS:-2}" --target test_ops_cuda bm_cuda_check
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBM_BUILD_BENCH=ON >/dev/null
+    cmake --build "$build" -j"${JOBS:-2}" --target test_ops_cuda bm_cuda_check bench_cuda_gemm
     rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
     BM_CUDA_ARCHS="${BM_CUDA_ARCHS:-sm_90}" BM_CUDA_EXPORT="$carry/cases" "$build/test_ops_cuda"
+    # the benchmarks' packages (timed there by bench/cuda_bench.py)
+    mkdir -p "$carry/bench" && "$build/bench_cuda_gemm" "$carry/bench" "${BM_CUDA_ARCHS:-sm_90}"
     # end to end: the built-in model for the CPU (portable x86-64-v3) and for CUDA
     cmake --build "$build" -j"${JOBS:-2}" --target bmc bmrun
     "$build/bmc" compile --model tiny --cpu x86-64-v3 -o "$carry/tiny_cpu.bmpk"
@@ -63,13 +67,19 @@ PY
     fi
     exit "$rc"
     ;;
+  bench)
+    out="${OUT:-$carry/out}"
+    mkdir -p "$out"
+    PYTHONUNBUFFERED=1 python3 "$root/bench/cuda_bench.py" "$carry" "${BM_BENCH_REPS:-20}" 2>&1 | tee "$out/bench.txt"
+    exit "${PIPESTATUS[0]}"
+    ;;
   all)
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
     cmake --build "$build" -j"${JOBS:-8}" --target test_ops_cuda
     "$build/test_ops_cuda"
     ;;
   *)
-    echo "usage: $0 pack|run|all" >&2
+    echo "usage: $0 pack|run|bench|all" >&2
     exit 2
     ;;
 esac

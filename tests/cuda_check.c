@@ -5,6 +5,7 @@
  * (scripts/cuda_device.sh carries it there).
  *
  *   bm_cuda_check DIR      prints one line per case and "N passed, N failed, N skipped"
+ *   bm_cuda_check --bench REPS PKG...   times each package (see bench())
  *
  * DIR/list.txt names the case folders; each has meta.txt:
  *   tol <max relative error>
@@ -152,7 +153,90 @@ static int run_case(const char *dir, const char *name, int force_ptx) {
   return bad;
 }
 
+/* --bench REPS PKG...: for each package (static input shapes), fills the
+ * inputs of function 0 with uniform [-1, 1) values once, runs 3 warm-ups,
+ * then times REPS runs (each bm_session_run ends with one synchronization)
+ * and prints "bench NAME mean_ms best_ms". For bench/cuda_bench.py. */
+static int bench(int reps, int npkg, char **pkgs) {
+  int bad = 0;
+  for (int p = 0; p < npkg; p++) {
+    bm_package *pkg = NULL;
+    bm_session *s = NULL;
+    void *bufs[16] = {0};
+    int nin = 0;
+    bm_status st = bm_package_open(pkgs[p], NULL, &pkg);
+    if (!st) st = bm_session_create(pkg, NULL, &s);
+    if (!st) nin = bm_function_input_count(pkg, 0);
+    if (!st && nin > 16) st = bm_status_make(BM_ERR_UNSUPPORTED, "%s: %d inputs (16 at most)", pkgs[p], nin);
+    uint32_t rng = 12345;
+    for (int i = 0; !st && i < nin; i++) {
+      bm_tensor_info info;
+      st = bm_function_input_info(pkg, 0, i, &info);
+      if (st) break;
+      int64_t n = 1;
+      for (int d = 0; d < info.ndim; d++) n *= info.shape[d];
+      int esz = info.dtype == BM_DTYPE_F32 ? 4 : 2;
+      if (info.dtype != BM_DTYPE_F32 && info.dtype != BM_DTYPE_F16 && info.dtype != BM_DTYPE_BF16) {
+        st = bm_status_make(BM_ERR_UNSUPPORTED, "%s: input %d is %s (f32/f16/bf16 only)", pkgs[p], i,
+                            bm_dtype_name(info.dtype));
+        break;
+      }
+      unsigned char *b = bufs[i] = malloc((size_t)(n * esz));
+      if (!b) {
+        st = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s: input %d", pkgs[p], i);
+        break;
+      }
+      for (int64_t j = 0; j < n; j++) {
+        rng = rng * 1664525u + 1013904223u;
+        float v = (float)(rng >> 8) / 8388608.0f - 1.0f;
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        if (info.dtype == BM_DTYPE_F32) {
+          memcpy(b + 4 * j, &v, 4);
+        } else if (info.dtype == BM_DTYPE_BF16) {
+          uint16_t h = (uint16_t)(u >> 16);
+          memcpy(b + 2 * j, &h, 2);
+        } else { /* |v| < 1: normal f16 or zero (truncating) */
+          int e = (int)((u >> 23) & 255) - 127 + 15;
+          uint16_t h = (uint16_t)((u >> 16) & 0x8000);
+          if (e > 0) h |= (uint16_t)((e << 10) | ((u >> 13) & 0x3ff));
+          memcpy(b + 2 * j, &h, 2);
+        }
+      }
+      st = bm_session_set_input(s, 0, i, b, info.dtype, info.ndim, info.shape);
+    }
+    for (int r = 0; !st && r < 3; r++) st = bm_session_run(s, 0);
+    double total = 0, best = 1e30;
+    for (int r = 0; !st && r < reps; r++) {
+      struct timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      st = bm_session_run(s, 0);
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      double ms = 1e3 * ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+      total += ms;
+      if (ms < best) best = ms;
+    }
+    const char *name = strrchr(pkgs[p], '/') ? strrchr(pkgs[p], '/') + 1 : pkgs[p];
+    if (st) {
+      printf("bench %s FAIL %s\n", name, bm_status_message(st));
+      bm_status_free(st);
+      bad = 1;
+    } else {
+      printf("bench %s %.4f %.4f\n", name, total / reps, best);
+    }
+    fflush(stdout);
+    bm_session_destroy(s);
+    bm_package_close(pkg);
+    for (int i = 0; i < 16; i++) free(bufs[i]);
+  }
+  return bad;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 3 && !strcmp(argv[1], "--bench")) {
+    int reps = atoi(argv[2]);
+    return bench(reps > 0 ? reps : 20, argc - 3, argv + 3);
+  }
   if (argc != 2) {
     fprintf(stderr, "usage: bm_cuda_check DIR (written by BM_CUDA_EXPORT=DIR test_ops_cuda)\n");
     return 2;

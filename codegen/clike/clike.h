@@ -37,7 +37,8 @@ typedef struct bm_clike_lang {
   const char *name;     /* "cuda", "metal" */
   const char *prelude;  /* defines the names above */
   /* printf format of a kernel's opening, through its first '{' and the
-   * locals above: %1$s the symbol, %2$d the threads per block. */
+   * locals above: %1$s the symbol, %2$d the threads per block, %3$d the
+   * blocks per multiprocessor to plan registers for (CUDA; may be unused). */
   const char *kernel_open;
   const char *kernel_close; /* "}\n" */
   /* 1: the prelude defines the tensor-core helpers (bm_cp_async16,

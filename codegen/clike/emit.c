@@ -69,6 +69,7 @@ typedef struct ck {
   const bm_clike_lang *L;
   const char *I;       /* index type: "int" or "bm_i64" */
   int threads;
+  int min_blocks;      /* blocks per multiprocessor for __launch_bounds__ (0: 1) */
   bm_task_expr tasks;
 } ck;
 
@@ -859,6 +860,9 @@ static void emit_gemm_tc(ck *k, gemm *g) {
   const char *I = k->I, *mma = n->in[0]->dtype == BM_DTYPE_BF16 ? "bm_mma_bf16" : "bm_mma_f16";
   bool a_km = !n->a.trans_a, b_km = n->a.trans_b;
   k->threads = 256;
+  /* one block per multiprocessor: 2 (registers capped at 128) measured the
+   * same on an H100 (docs/cuda.md) */
+  k->min_blocks = 1;
   P("  __shared__ __align__(128) unsigned char bm_sm[3 * 16384];\n");
   P("  const unsigned int sm0 = bm_smem_addr(bm_sm);\n");
   P("  const int lane = tid & 31, wm = (tid >> 5) >> 2, wn = (tid >> 5) & 3;\n");
@@ -1440,7 +1444,7 @@ static const char *index_type(const bm_graph *g, const bm_node *n) {
 typedef struct kent {
   uint64_t hash;
   char *body;
-  int threads;
+  int threads, min_blocks;
   int index; /* into out->kernels */
 } kent;
 
@@ -1474,10 +1478,11 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
         s = bm_status_wrap(s, "function '%s' node %d (%s)", g->name, n->id, bm_op_name(n->op));
         break;
       }
-      uint64_t h = XXH3_64bits(body.s, body.len) ^ (uint64_t)k.threads;
+      if (k.min_blocks < 1) k.min_blocks = 1;
+      uint64_t h = XXH3_64bits(body.s, body.len) ^ (uint64_t)k.threads ^ ((uint64_t)k.min_blocks << 32);
       int found = -1;
       for (int j = 0; j < nseen && found < 0; j++)
-        if (seen[j].hash == h && seen[j].threads == k.threads && strcmp(seen[j].body, body.s) == 0)
+        if (seen[j].hash == h && seen[j].threads == k.threads && seen[j].min_blocks == k.min_blocks && strcmp(seen[j].body, body.s) == 0)
           found = seen[j].index;
       if (found < 0) {
         char sym[128];
@@ -1506,10 +1511,10 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
         }
         found = out->nkernels++;
         out->kernels[found] = (bm_clike_kernel){strdup(sym), k.threads, 0};
-        seen[nseen++] = (kent){h, body.s, k.threads, found};
+        seen[nseen++] = (kent){h, body.s, k.threads, k.min_blocks, found};
         body.s = NULL; /* owned by seen */
         bm_sb_printf(&out->src, "/* %s: function '%s' node %d */\n", sym, g->name, n->id);
-        bm_sb_printf(&out->src, L->kernel_open, sym, k.threads);
+        bm_sb_printf(&out->src, L->kernel_open, sym, k.threads, k.min_blocks);
         bm_sb_puts(&out->src, seen[nseen - 1].body);
         bm_sb_puts(&out->src, L->kernel_close);
       }

@@ -150,7 +150,7 @@ static bm_status cuda_compile(bm_module *m, const bm_target *t, bm_object *out) 
   BM_RETURN_IF_ERROR(bm_clike_emit_module(&bm_clike_cuda, m, &src));
   const char *dump = getenv("BM_DUMP_CUDA");
   if (dump && *dump) {
-    FILE *f = fopen(dump, "w");
+    FILE *f = fopen(dump, getenv("BM_DUMP_CUDA_APPEND") ? "a" : "w"); /* append: every module of a process */
     if (f) {
       fwrite(src.src.s, 1, src.src.len, f);
       fclose(f);

@@ -52,7 +52,7 @@ const bm_clike_lang bm_clike_cuda = {
     .name = "cuda",
     .prelude = cuda_prelude,
     .kernel_open =
-        "extern \"C\" __global__ void __launch_bounds__(%2$d) %1$s(const bm_gpu_args bm_a) {\n"
+        "extern \"C\" __global__ void __launch_bounds__(%2$d, %3$d) %1$s(const bm_gpu_args bm_a) {\n"
         "  const int tid = (int)threadIdx.x;\n"
         "  const bm_i64 bid0 = (bm_i64)blockIdx.x, nblk = (bm_i64)gridDim.x;\n"
         "  const bm_i64 S0 = bm_a.syms[0], S1 = bm_a.syms[1], S2 = bm_a.syms[2], S3 = bm_a.syms[3];\n"

@@ -4,7 +4,9 @@
  * the two halves of a mixture-of-experts layer that the lower_moe pass makes
  * of MOE: MOE_UP (gated expert hidden states) and MOE_DOWN (gate-weighted
  * down projections). Experts whose gate is exactly 0 cost nothing but the
- * test of the gate. */
+ * test of the gate: per block of MOE_TB tokens and expert, the tokens that
+ * use the expert are listed, then run MOE_TILE at a time against each weight
+ * row (a prefill chunk gets GEMM-like reuse of the weights). */
 #include <math.h>
 #include <string.h>
 
@@ -13,10 +15,10 @@
 enum {
   KV_GRAIN = 16384, /* elements copied per task */
   TOPK_GRAIN = 4096, /* elements per task (one row at least) */
-  MOE_TB = 16,      /* tokens per task (they share each weight row while it is in cache) */
+  MOE_TB = 32,      /* tokens per task (they share each weight row while it is in cache) */
+  MOE_TILE = 4,     /* tokens per register tile (each weight load feeds that many dot products) */
   MOE_FC = 16,      /* rows of F per MOE_UP task */
   MOE_DC = 16,      /* rows of D per MOE_DOWN task */
-  MOE_NACC = 4,     /* independent vector accumulators of a dot product */
 };
 
 /* ------------------------------------------------------------------ small IR helpers */
@@ -199,45 +201,6 @@ static bm_status emit_topk_mask(llm_ctx *c, bm_node *n) {
 
 /* ------------------------------------------------------------------ moe */
 
-/* sum_k a[ai + k] * b[bi + k] over k < K (static) in f32: MOE_NACC vector
- * accumulators, then one vector at a time, then the scalar tail. */
-static LLVMValueRef dot(llm_ctx *c, LLVMValueRef a, bm_dtype ta, LLVMValueRef ai, LLVMValueRef b,
-                        bm_dtype tb, LLVMValueRef bi, int64_t K) {
-  bm_cg_fn *f = c->f;
-  int w = c->cg->vec < 4 ? 4 : c->cg->vec;
-  LLVMTypeRef vt = fvec(c, w);
-  LLVMValueRef acc[MOE_NACC];
-  for (int i = 0; i < MOE_NACC; i++) {
-    acc[i] = bm_cg_alloca(f, vt, "dot");
-    st(c, LLVMConstNull(vt), acc[i]);
-  }
-  int64_t big = K / (w * MOE_NACC) * (w * MOE_NACC), vend = K / w * w;
-  bm_cg_loop l;
-  if (big > 0) {
-    bm_cg_loop_begin(f, &l, c64(c, 0), c64(c, big), c64(c, (int64_t)w * MOE_NACC));
-    for (int i = 0; i < MOE_NACC; i++) {
-      LLVMValueRef k = addc(c, l.iv, (int64_t)i * w);
-      LLVMValueRef x = bm_cg_load(f, a, ta, add(c, ai, k), w), y = bm_cg_load(f, b, tb, add(c, bi, k), w);
-      st(c, bm_cg_fma(f, x, y, ld(c, vt, acc[i])), acc[i]);
-    }
-    bm_cg_loop_end(f, &l);
-  }
-  if (vend > big) {
-    bm_cg_loop_begin(f, &l, c64(c, big), c64(c, vend), c64(c, w));
-    LLVMValueRef x = bm_cg_load(f, a, ta, add(c, ai, l.iv), w), y = bm_cg_load(f, b, tb, add(c, bi, l.iv), w);
-    st(c, bm_cg_fma(f, x, y, ld(c, vt, acc[0])), acc[0]);
-    bm_cg_loop_end(f, &l);
-  }
-  LLVMValueRef v = ld(c, vt, acc[0]);
-  for (int i = 1; i < MOE_NACC; i++) v = LLVMBuildFAdd(c->b, v, ld(c, vt, acc[i]), "");
-  LLVMValueRef sum = bm_cg_hsum(f, v);
-  for (int64_t k = vend; k < K; k++) { /* K % w leftovers */
-    LLVMValueRef x = bm_cg_load(f, a, ta, addc(c, ai, k), 1), y = bm_cg_load(f, b, tb, addc(c, bi, k), 1);
-    sum = bm_cg_fma(f, x, y, sum);
-  }
-  return sum;
-}
-
 /* The token space of MOE_UP / MOE_DOWN: the nl leading dims of x (or h),
  * flattened to T tokens (rows are contiguous). The task count can follow
  * one symbol only, so:
@@ -311,19 +274,138 @@ static void moe_task(llm_ctx *c, const moe_tokens *mt, LLVMValueRef t, int64_t p
   *t1 = smin(c, addc(c, *t0, MOE_TB), add(c, base, count));
 }
 
+/* Register tiles of MOE_TILE tokens: every load of a weight row feeds the
+ * dot products of up to MOE_TILE tokens (GEMM-like reuse), and each
+ * (matrix, token) pair has its own accumulator, so a token's result depends
+ * only on its own data (not on which tokens share its tile or block).
+ *
+ * out[m][j] = sum_k w[m][wrow + k] * x[xrow[j] + k] over k < K (static), for
+ * nw weight matrices (1 or 2) and nt (<= MOE_TILE) token rows xrow[j]. */
+static void tile_dots(llm_ctx *c, int nw, const LLVMValueRef *w, const bm_dtype *tw, LLVMValueRef wrow,
+                      LLVMValueRef x, bm_dtype tx, const LLVMValueRef *xrow, int nt, int64_t K,
+                      LLVMValueRef out[2][MOE_TILE]) {
+  bm_cg_fn *f = c->f;
+  int vw = c->cg->vec < 4 ? 4 : c->cg->vec;
+  LLVMTypeRef vt = fvec(c, vw);
+  LLVMValueRef acc[2][MOE_TILE];
+  for (int m = 0; m < nw; m++)
+    for (int j = 0; j < nt; j++) {
+      acc[m][j] = bm_cg_alloca(f, vt, "tile");
+      st(c, LLVMConstNull(vt), acc[m][j]);
+    }
+  int64_t vend = K / vw * vw;
+  if (vend > 0) {
+    bm_cg_loop l;
+    bm_cg_loop_begin(f, &l, c64(c, 0), c64(c, vend), c64(c, vw));
+    LLVMValueRef wv[2];
+    for (int m = 0; m < nw; m++) wv[m] = bm_cg_load(f, w[m], tw[m], add(c, wrow, l.iv), vw);
+    for (int j = 0; j < nt; j++) {
+      LLVMValueRef xv = bm_cg_load(f, x, tx, add(c, xrow[j], l.iv), vw);
+      for (int m = 0; m < nw; m++) st(c, bm_cg_fma(f, wv[m], xv, ld(c, vt, acc[m][j])), acc[m][j]);
+    }
+    bm_cg_loop_end(f, &l);
+  }
+  for (int m = 0; m < nw; m++)
+    for (int j = 0; j < nt; j++) {
+      LLVMValueRef sum = bm_cg_hsum(f, ld(c, vt, acc[m][j]));
+      for (int64_t k = vend; k < K; k++) /* K % vw leftovers */
+        sum = bm_cg_fma(f, bm_cg_load(f, w[m], tw[m], addc(c, wrow, k), 1),
+                        bm_cg_load(f, x, tx, addc(c, xrow[j], k), 1), sum);
+      out[m][j] = sum;
+    }
+}
+
+/* Lists in list[0, n) the tokens of [t0, t1) whose gate for expert e is
+ * not 0; returns n (i64). */
+static LLVMValueRef active_tokens(llm_ctx *c, LLVMValueRef gp, bm_dtype gt, int64_t E, LLVMValueRef e,
+                                  LLVMValueRef t0, LLVMValueRef t1, LLVMValueRef list) {
+  bm_cg_fn *f = c->f;
+  LLVMValueRef cnt = bm_cg_alloca(f, c->cg->t_i64, "nact");
+  st(c, c64(c, 0), cnt);
+  bm_cg_loop lk;
+  bm_cg_loop_begin(f, &lk, t0, t1, c64(c, 1));
+  LLVMValueRef gv = bm_cg_load(f, gp, gt, add(c, mulc(c, lk.iv, E), e), 1);
+  bm_cg_if on;
+  bm_cg_if_begin(f, &on, LLVMBuildFCmp(c->b, LLVMRealUNE, gv, bm_cg_f32(c->cg, 0.f), ""));
+  LLVMValueRef k = ld(c, c->cg->t_i64, cnt);
+  bm_cg_store_i64(f, list, BM_DTYPE_I64, k, lk.iv);
+  st(c, addc(c, k, 1), cnt);
+  bm_cg_if_end(f, &on);
+  bm_cg_loop_end(f, &lk);
+  return ld(c, c->cg->t_i64, cnt);
+}
+
+/* One tile of MOE_UP or MOE_DOWN: tokens list[g, g + nt) against weight
+ * row wrow of expert e (UP: of w_gate and w_up, row f; DOWN: of w_down,
+ * row d). */
+typedef struct moe_tile {
+  const bm_node *n;
+  LLVMValueRef list, e, wrow, row; /* row: f (UP) or d (DOWN) */
+  LLVMValueRef t0, acc;            /* DOWN: the block's first token and its partial sums */
+} moe_tile;
+
+static void moe_tile_emit(llm_ctx *c, const moe_tile *m, LLVMValueRef g, int nt) {
+  bm_cg_fn *f = c->f;
+  const bm_node *n = m->n;
+  LLVMValueRef tok[MOE_TILE], rows[MOE_TILE], out[2][MOE_TILE];
+  for (int j = 0; j < nt; j++) tok[j] = bm_cg_load_i64(f, m->list, BM_DTYPE_I64, addc(c, g, j));
+  if (n->op == BM_OP_MOE_UP) {
+    const bm_node *x = n->in[0], *gt = n->in[1];
+    int64_t D = x->shape[x->ndim - 1].add, E = gt->shape[gt->ndim - 1].add, F = n->in[2]->shape[1].add;
+    for (int j = 0; j < nt; j++) rows[j] = mulc(c, tok[j], D);
+    LLVMValueRef ws[2] = {bm_cg_buf(f, 2), bm_cg_buf(f, 3)};
+    bm_dtype wt[2] = {n->in[2]->dtype, n->in[3]->dtype};
+    tile_dots(c, 2, ws, wt, m->wrow, bm_cg_buf(f, 0), x->dtype, rows, nt, D, out);
+    for (int j = 0; j < nt; j++) {
+      LLVMValueRef hv = LLVMBuildFMul(c->b, bm_cg_unary(f, (bm_op)n->a.act, out[0][j]), out[1][j], "");
+      bm_cg_store(f, bm_cg_buf(f, 4), n->dtype, add(c, mulc(c, add(c, mulc(c, tok[j], E), m->e), F), m->row), hv,
+                  1);
+    }
+  } else {
+    const bm_node *h = n->in[0], *gt = n->in[1];
+    int nl = h->ndim - 2;
+    int64_t E = h->shape[nl].add, F = h->shape[nl + 1].add;
+    for (int j = 0; j < nt; j++) rows[j] = mulc(c, add(c, mulc(c, tok[j], E), m->e), F);
+    LLVMValueRef wp = bm_cg_buf(f, 2);
+    bm_dtype wt[1] = {n->in[2]->dtype};
+    tile_dots(c, 1, &wp, wt, m->wrow, bm_cg_buf(f, 0), h->dtype, rows, nt, F, out);
+    for (int j = 0; j < nt; j++) {
+      LLVMValueRef gv = bm_cg_load(f, bm_cg_buf(f, 1), gt->dtype, add(c, mulc(c, tok[j], E), m->e), 1);
+      LLVMValueRef ai = add(c, mulc(c, sub(c, tok[j], m->t0), MOE_DC), m->row);
+      LLVMValueRef old = bm_cg_load(f, m->acc, BM_DTYPE_F32, ai, 1);
+      bm_cg_store(f, m->acc, BM_DTYPE_F32, ai, bm_cg_fma(f, gv, out[0][j], old), 1);
+    }
+  }
+}
+
+/* The active tokens list[0, na) in tiles: MOE_TILE at a time, then one by
+ * one (a token's result does not depend on its tile). */
+static void moe_tiles(llm_ctx *c, const moe_tile *m, LLVMValueRef na) {
+  bm_cg_fn *f = c->f;
+  LLVMValueRef n4 = mulc(c, LLVMBuildSDiv(c->b, na, c64(c, MOE_TILE), ""), MOE_TILE);
+  bm_cg_loop lg;
+  bm_cg_loop_begin(f, &lg, c64(c, 0), n4, c64(c, MOE_TILE));
+  moe_tile_emit(c, m, lg.iv, MOE_TILE);
+  bm_cg_loop_end(f, &lg);
+  bm_cg_loop l1;
+  bm_cg_loop_begin(f, &l1, n4, na, c64(c, 1));
+  moe_tile_emit(c, m, l1.iv, 1);
+  bm_cg_loop_end(f, &l1);
+}
+
 /* h[t, e, f] = act(w_gate[e, f] . x[t]) * (w_up[e, f] . x[t]) for the tokens
  * of the block whose gate for e is not 0. Task = (token block, e, chunk of
- * MOE_FC rows of F). */
+ * MOE_FC rows of F); the block's active tokens go through register tiles. */
 static bm_status emit_moe_up(llm_ctx *c, bm_node *n) {
   bm_cg_fn *f = c->f;
-  const bm_node *x = n->in[0], *g = n->in[1], *wg = n->in[2], *wu = n->in[3];
+  const bm_node *x = n->in[0], *g = n->in[1], *wg = n->in[2];
   int nl = x->ndim - 1;
   int64_t D = x->shape[nl].add, E = g->shape[nl].add, F = wg->shape[1].add;
   int64_t nfc = (F + MOE_FC - 1) / MOE_FC;
   moe_tokens mt;
   BM_RETURN_IF_ERROR(moe_tokens_init(c, n, x, nl, E * nfc, &mt));
-  LLVMValueRef xp = bm_cg_buf(f, 0), gp = bm_cg_buf(f, 1), wgp = bm_cg_buf(f, 2), wup = bm_cg_buf(f, 3);
-  LLVMValueRef hp = bm_cg_buf(f, 4);
+  n->scratch = (uint64_t)MOE_TB * 8; /* the block's active tokens (i64) */
+  LLVMValueRef gp = bm_cg_buf(f, 1), list = f->scratch;
   bm_cg_loop lt;
   bm_cg_loop_begin(f, &lt, f->begin, f->end, c64(c, 1));
   LLVMValueRef t0, t1, rest;
@@ -331,29 +413,21 @@ static bm_status emit_moe_up(llm_ctx *c, bm_node *n) {
   LLVMValueRef e = LLVMBuildSDiv(c->b, rest, c64(c, nfc), "");
   LLVMValueRef f0 = mulc(c, LLVMBuildSRem(c->b, rest, c64(c, nfc), ""), MOE_FC);
   LLVMValueRef f1 = smin(c, addc(c, f0, MOE_FC), c64(c, F));
+  LLVMValueRef na = active_tokens(c, gp, g->dtype, E, e, t0, t1, list);
   bm_cg_loop lf;
   bm_cg_loop_begin(f, &lf, f0, f1, c64(c, 1));
   LLVMValueRef wrow = mulc(c, add(c, mulc(c, e, F), lf.iv), D); /* (e, f, 0) */
-  bm_cg_loop lk;
-  bm_cg_loop_begin(f, &lk, t0, t1, c64(c, 1));
-  LLVMValueRef gi = add(c, mulc(c, lk.iv, E), e);
-  LLVMValueRef gv = bm_cg_load(f, gp, g->dtype, gi, 1);
-  bm_cg_if on;
-  bm_cg_if_begin(f, &on, LLVMBuildFCmp(c->b, LLVMRealUNE, gv, bm_cg_f32(c->cg, 0.f), ""));
-  LLVMValueRef xrow = mulc(c, lk.iv, D);
-  LLVMValueRef a = dot(c, wgp, wg->dtype, wrow, xp, x->dtype, xrow, D);
-  LLVMValueRef u = dot(c, wup, wu->dtype, wrow, xp, x->dtype, xrow, D);
-  LLVMValueRef hv = LLVMBuildFMul(c->b, bm_cg_unary(f, (bm_op)n->a.act, a), u, "");
-  bm_cg_store(f, hp, n->dtype, add(c, mulc(c, gi, F), lf.iv), hv, 1);
-  bm_cg_if_end(f, &on);
-  bm_cg_loop_end(f, &lk);
+  moe_tile mt1 = {.n = n, .list = list, .e = e, .wrow = wrow, .row = lf.iv};
+  moe_tiles(c, &mt1, na);
   bm_cg_loop_end(f, &lf);
   bm_cg_loop_end(f, &lt);
   return NULL;
 }
 
 /* out[t, d] = sum over e with gates[t, e] != 0 of gates[t, e] * (w_down[e, d] . h[t, e]).
- * Task = (token block, chunk of MOE_DC rows of D); partial sums in scratch. */
+ * Task = (token block, chunk of MOE_DC rows of D); per expert, the block's
+ * active tokens go through register tiles; partial sums (over e, in
+ * ascending order) in scratch. */
 static bm_status emit_moe_down(llm_ctx *c, bm_node *n) {
   bm_cg_fn *f = c->f;
   bm_cg *cg = c->cg;
@@ -363,9 +437,12 @@ static bm_status emit_moe_down(llm_ctx *c, bm_node *n) {
   int64_t ndc = (D + MOE_DC - 1) / MOE_DC;
   moe_tokens mt;
   BM_RETURN_IF_ERROR(moe_tokens_init(c, n, h, nl, ndc, &mt));
-  n->scratch = (uint64_t)MOE_TB * MOE_DC * 4;
-  LLVMValueRef hp = bm_cg_buf(f, 0), gp = bm_cg_buf(f, 1), wp = bm_cg_buf(f, 2), op = bm_cg_buf(f, 3);
-  LLVMValueRef acc = f->scratch; /* (MOE_TB, MOE_DC) f32 */
+  int64_t acc_bytes = (int64_t)MOE_TB * MOE_DC * 4;
+  n->scratch = (uint64_t)acc_bytes + (uint64_t)MOE_TB * 8; /* (MOE_TB, MOE_DC) f32, then the token list */
+  LLVMValueRef gp = bm_cg_buf(f, 1), op = bm_cg_buf(f, 3);
+  LLVMValueRef acc = f->scratch;
+  LLVMValueRef off = c64(c, acc_bytes);
+  LLVMValueRef list = LLVMBuildGEP2(c->b, cg->t_i8, f->scratch, &off, 1, "");
   bm_cg_loop lt;
   bm_cg_loop_begin(f, &lt, f->begin, f->end, c64(c, 1));
   LLVMValueRef t0, t1, rest;
@@ -375,21 +452,13 @@ static bm_status emit_moe_down(llm_ctx *c, bm_node *n) {
   bm_cg_loop le;
   bm_cg_loop_begin(f, &le, c64(c, 0), c64(c, E), c64(c, 1));
   {
+    LLVMValueRef na = active_tokens(c, gp, g->dtype, E, le.iv, t0, t1, list);
     bm_cg_loop ld_;
     bm_cg_loop_begin(f, &ld_, d0, d1, c64(c, 1));
     LLVMValueRef wrow = mulc(c, add(c, mulc(c, le.iv, D), ld_.iv), F); /* (e, d, 0) */
-    bm_cg_loop lk;
-    bm_cg_loop_begin(f, &lk, t0, t1, c64(c, 1));
-    LLVMValueRef gi = add(c, mulc(c, lk.iv, E), le.iv);
-    LLVMValueRef gv = bm_cg_load(f, gp, g->dtype, gi, 1);
-    bm_cg_if on;
-    bm_cg_if_begin(f, &on, LLVMBuildFCmp(c->b, LLVMRealUNE, gv, bm_cg_f32(cg, 0.f), ""));
-    LLVMValueRef s = dot(c, wp, wd->dtype, wrow, hp, h->dtype, mulc(c, gi, F), F);
-    LLVMValueRef ai = add(c, mulc(c, sub(c, lk.iv, t0), MOE_DC), sub(c, ld_.iv, d0));
-    LLVMValueRef old = bm_cg_load(f, acc, BM_DTYPE_F32, ai, 1);
-    bm_cg_store(f, acc, BM_DTYPE_F32, ai, bm_cg_fma(f, gv, s, old), 1);
-    bm_cg_if_end(f, &on);
-    bm_cg_loop_end(f, &lk);
+    moe_tile mt1 = {.n = n, .list = list, .e = le.iv, .wrow = wrow, .row = sub(c, ld_.iv, d0), .t0 = t0,
+                    .acc = acc};
+    moe_tiles(c, &mt1, na);
     bm_cg_loop_end(f, &ld_);
   }
   bm_cg_loop_end(f, &le);
