@@ -591,6 +591,69 @@ done:
 }
 
 /* A package whose tokenizer does not fit the model, and one that is not an LLM. */
+/* A package from before prefill's `last` input: a toy bigram "model" whose
+ * prefill returns logits for every position (batch, seq, V). The driver
+ * must take each row's last real position from them; the next token after
+ * t is (7 t + 3) % V, so any other position gives other tokens. */
+enum { TOY_V = 16 };
+static float toy_table[TOY_V * TOY_V];
+static int32_t toy_next(int32_t t) { return (7 * t + 3) % TOY_V; }
+
+static bm_graph *toy_fn(bm_module *m, const char *name, bool decode) {
+  bm_graph *g = bm_graph_create(m, name);
+  int64_t B = BM_SYM(bm_sym_declare(g, "batch", 2));
+  int64_t S = decode ? 1 : BM_SYM(bm_sym_declare(g, "seq", 4));
+  int64_t bs[2] = {B, S}, b1[1] = {B}, ts[2] = {TOY_V, TOY_V};
+  bm_node *ids = bm_input(g, "input_ids", BM_DTYPE_I32, 2, bs);
+  bm_input(g, "positions", BM_DTYPE_I32, 2, bs);
+  bm_input(g, "start", BM_DTYPE_I32, 1, b1);
+  bm_input(g, "kv_len", BM_DTYPE_I32, 1, b1);
+  bm_node *w = bm_weight(g, "table", BM_DTYPE_F32, 2, ts, toy_table, sizeof toy_table);
+  bm_output_add(g, "logits", bm_gather(g, w, ids)); /* (B, S, V): every position */
+  return g;
+}
+
+static void test_prefill_without_last(void) {
+  for (int t = 0; t < TOY_V; t++)
+    for (int j = 0; j < TOY_V; j++) toy_table[t * TOY_V + j] = j == toy_next(t) ? 1.0f : (float)j / 100.0f;
+  bm_module *m = bm_module_create("toy");
+  toy_fn(m, "prefill", false);
+  toy_fn(m, "decode", true);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/toy_old_prefill.bmpk", bm_test_tmpdir());
+  bm_compile_options co;
+  bm_compile_options_init(&co);
+  co.target.opt_level = 0;
+  co.extra_json = "{\"kind\": \"causal_lm\", \"arch\": \"toy\", \"vocab_size\": 16, \"max_ctx\": 32, "
+                  "\"bos_token_id\": [0], \"eos_token_id\": []}";
+  CHECK_OK(bm_compile_module(m, &co, path));
+  bm_module_destroy(m);
+  bm_package *pkg = NULL;
+  bm_gen *g = NULL;
+  CHECK_OK(bm_package_open(path, NULL, &pkg));
+  bm_gen_options go = {.threads = 2};
+  if (pkg) CHECK_OK(bm_gen_open(pkg, &go, &g));
+  if (g) {
+    /* rows of 6 and 3 tokens: chunks of 4 and 2 positions, the short row padded */
+    int32_t p0[6] = {1, 2, 5, 9, 4, 11}, p1[3] = {6, 13, 2};
+    const int32_t *prompts[2] = {p0, p1};
+    size_t lens[2] = {6, 3};
+    int32_t out[2][64];
+    bm_gen_result res;
+    CHECK_OK(greedy(g, 2, prompts, lens, 5, false, out, &res));
+    CHECK(res.prefill_runs == 2);
+    for (int r = 0; r < 2; r++) {
+      int32_t want = prompts[r][lens[r] - 1];
+      for (int i = 0; i < 5; i++) {
+        want = toy_next(want);
+        CHECK_MSG(out[r][i] == want, "row %d token %d: %d, expected %d", r, i, out[r][i], want);
+      }
+    }
+  }
+  bm_gen_close(g);
+  bm_package_close(pkg);
+}
+
 static void test_open_errors(void) {
   char dir[1024], pkg_path[1024];
   snprintf(dir, sizeof dir, "%s", bm_test_shared("golden/hf/qwen2"));
@@ -709,5 +772,6 @@ int main(void) {
   RUN(test_deepseek_v2);
   RUN(test_chunks_stops_errors);
   RUN(test_open_errors);
+  RUN(test_prefill_without_last);
   return bm_test_finish();
 }
