@@ -213,5 +213,64 @@ for k, t in enumerate(sorted(texts)[:40]):
     put("fuzz_tokenize", bytes([k % 9, 7]) + t.encode("utf8", "surrogatepass"))
 for k in range(9):
     put("fuzz_tokenize", bytes([0x80 | k, 1]) + struct.pack("<8I", 0, 1, 2, 3, 100, 1000, 128000, 128009))
+# ---------------------------------------------------------------- png (bm_image_read_png_memory)
+import zlib
+def png(w, h, color, depth, rows, interlace=0, extra=b""):
+    """A PNG from raw scanlines (each row gets filter byte 0); extra: chunks
+    placed before IDAT (PLTE, tRNS, tEXt)."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    raw = b"".join(b"\x00" + r for r in rows)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, interlace)) +
+            extra + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+def text_chunk(k, v):
+    d = k + b"\x00" + v
+    return struct.pack(">I", len(d)) + b"tEXt" + d + struct.pack(">I", zlib.crc32(b"tEXt" + d) & 0xffffffff)
+def plte(n):
+    d = bytes(c for i in range(n) for c in (i * 40 % 256, i * 90 % 256, 255 - i))
+    return struct.pack(">I", len(d)) + b"PLTE" + d + struct.pack(">I", zlib.crc32(b"PLTE" + d) & 0xffffffff)
+def trns(d):
+    return struct.pack(">I", len(d)) + b"tRNS" + d + struct.pack(">I", zlib.crc32(b"tRNS" + d) & 0xffffffff)
+params = text_chunk(b"parameters", b"a photo of a cat\nNegative prompt: blurry\nSteps: 20, Seed: 42, Size: 4x3")
+seeds_png = {
+    "rgb_4x3": png(4, 3, 2, 8, [bytes(range(y * 12, y * 12 + 12)) for y in range(3)], extra=params),
+    "rgba_3x2": png(3, 2, 6, 8, [bytes(range(y * 12, y * 12 + 12)) for y in range(2)]),
+    "gray_5x2": png(5, 2, 0, 8, [bytes([1, 2, 3, 4, 5]), bytes([9, 8, 7, 6, 5])]),
+    "gray1_9x2": png(9, 2, 0, 1, [b"\xa5\x80", b"\x5a\x00"]),
+    "gray_alpha_2x2": png(2, 2, 4, 8, [b"\x10\xff\x20\x80", b"\x30\x00\x40\x01"]),
+    "rgb16_2x1": png(2, 1, 2, 16, [bytes(range(12))]),
+    "palette_3x2_trns": png(3, 2, 3, 8, [b"\x00\x01\x02", b"\x02\x01\x00"], extra=plte(3) + trns(b"\x00\x80")),
+    "palette4_5x1": png(5, 1, 3, 4, [b"\x01\x23\x40"], extra=plte(5)),
+    "rgb_interlaced_5x5": png(5, 5, 2, 8, [bytes((x * 7 + y * 3) % 256 for x in range(15)) for y in range(5)], interlace=1),
+}
+for name, data in seeds_png.items():
+    put("fuzz_png", data, name)
+    for cut in (8, 33, len(data) // 2, len(data) - 12, len(data) - 1):  # truncations
+        put("fuzz_png", data[:cut], "%s_cut%d" % (name, cut))
+
+# ---------------------------------------------------------------- model_index (byte 0: 0 model_index.json,
+# 1 unet, 2 vae, 3 text encoder config.json; see fuzz_model_index.c)
+put("fuzz_model_index", b"\x00" + json.dumps({
+    "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.21.0",
+    "feature_extractor": ["transformers", "CLIPImageProcessor"], "safety_checker": [None, None],
+    "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"], "requires_safety_checker": False}).encode(), "model_index_sd15")
+put("fuzz_model_index", b"\x00" + b'{"_class_name": "StableDiffusionXLPipeline"}', "model_index_sdxl")
+for p in glob.glob(f"{shared}/golden/diffusers/*/config.json"):
+    kind = 1 if "unet" in p else 2 if "vae" in p else 3
+    put("fuzz_model_index", bytes([kind]) + read(p))
+put("fuzz_model_index", b"\x01" + json.dumps({
+    "block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "attention_head_dim": [2, 4], "cross_attention_dim": 32,
+    "layers_per_block": 1, "norm_num_groups": 8, "in_channels": 9, "use_linear_projection": True}).encode(), "unet_tiny")
+put("fuzz_model_index", b"\x02" + json.dumps({
+    "block_out_channels": [32, 64], "layers_per_block": 1, "norm_num_groups": 8, "latent_channels": 4,
+    "scaling_factor": 0.18215}).encode(), "vae_tiny")
+put("fuzz_model_index", b"\x03" + json.dumps({
+    "architectures": ["CLIPTextModelWithProjection"], "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64,
+    "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 77, "hidden_act": "gelu",
+    "projection_dim": 32, "eos_token_id": 2}).encode(), "clip_tiny")
+
 print("corpora in", out, ":", ", ".join("%s %d" % (d, len(os.listdir(os.path.join(out, d))))
                                       for d in sorted(os.listdir(out))))

@@ -2,7 +2,9 @@
 # make_corpora.sh - builds the fuzz seed corpora into fuzz/corpus/<target>/
 # (git-ignored): packages compiled by the suite (test_corruption with
 # BM_SEED_OUT), their ELF code, IR text dumped by bmc, and small files made
-# from ../shared/golden and ../shared/tokenizers (make_corpora.py).
+# from ../shared/golden and ../shared/tokenizers, hand-made PNGs (every color
+# type, bit depth, interlacing, text chunk) with truncations, and diffusers
+# model_index.json / component configs (make_corpora.py).
 # usage: fuzz/make_corpora.sh [BUILD_DIR]   (a normal build with bmc and
 #        test_corruption; default build-test). Needs python3.
 set -euo pipefail

@@ -2,6 +2,7 @@
  * quick_gelu) and OpenCLIP ViT-H (SD 2.x, gelu; in diffusers format a
  * CLIPTextModel of 23 layers), one builder parametrized by the
  * transformers CLIPTextConfig, with clip skip and the pooled output. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,9 +10,12 @@
 
 #include "sd.h"
 
+/* A number field; values outside (-2^31, 2^31) (and inf) give -1, which the
+ * range checks refuse: converting them to the int fields would be undefined. */
 static double num(const cJSON *o, const char *k, double def) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-  return cJSON_IsNumber(v) ? v->valuedouble : def;
+  if (!cJSON_IsNumber(v)) return def;
+  return fabs(v->valuedouble) < 2147483648.0 ? v->valuedouble : -1;
 }
 
 bm_status bm_sd_clip_config_parse(const char *json, const char *where, bm_sd_clip_config *c) {

@@ -730,6 +730,26 @@ static bm_status sd_build(bm_module *m, bm_weight_source *src, const bm_model_op
   return s;
 }
 
+bm_status bm_sd_model_index_parse(const char *json, const char *where, char *class_name, size_t size) {
+  if (size) class_name[0] = 0;
+  cJSON *j = json ? cJSON_Parse(json) : NULL;
+  if (!cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    return bm_status_make(BM_ERR_CORRUPT, "%s: not a JSON object", where);
+  }
+  const cJSON *cn = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
+  bm_status s = NULL;
+  if (!cJSON_IsString(cn) || !cn->valuestring)
+    s = bm_status_make(BM_ERR_CORRUPT, "%s: no \"_class_name\" string", where);
+  else if (strlen(cn->valuestring) >= size)
+    s = bm_status_make(BM_ERR_UNSUPPORTED, "%s: \"_class_name\" is %zu bytes long (at most %zu)", where,
+                       strlen(cn->valuestring), size ? size - 1 : 0);
+  else
+    memcpy(class_name, cn->valuestring, strlen(cn->valuestring) + 1);
+  cJSON_Delete(j);
+  return s;
+}
+
 /* A diffusers pipeline folder of StableDiffusion(Inpaint)Pipeline, or a
  * single-file checkpoint with model.diffusion_model.* keys. */
 static int sd_detect(const char *path) {
@@ -742,13 +762,14 @@ static int sd_detect(const char *path) {
       bm_status_free(s);
       return 0;
     }
-    cJSON *j = cJSON_Parse(t);
+    char cn[256];
+    s = bm_sd_model_index_parse(t, file, cn, sizeof cn);
     free(t);
-    const cJSON *cn = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
-    int ok = cJSON_IsString(cn) && !strncmp(cn->valuestring, "StableDiffusion", 15) &&
-             !strstr(cn->valuestring, "XL") && !strstr(cn->valuestring, "3");
-    cJSON_Delete(j);
-    return ok;
+    if (s) {
+      bm_status_free(s);
+      return 0;
+    }
+    return !strncmp(cn, "StableDiffusion", 15) && !strstr(cn, "XL") && !strstr(cn, "3");
   }
   size_t n = strlen(path);
   if (n < 12 || strcmp(path + n - 12, ".safetensors")) return 0;

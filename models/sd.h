@@ -81,6 +81,15 @@ typedef struct bm_sd_clip_config {
   int64_t proj_dim;   /* > 0: CLIPTextModelWithProjection (text_projection) */
 } bm_sd_clip_config;
 
+/* ------------------------------------------------------------------ model_index.json (sd.c) */
+
+/* Reads a diffusers pipeline's model_index.json text (`where` names it in
+ * errors): it must be a JSON object with a string "_class_name" shorter
+ * than `size` bytes, which is copied to class_name (NUL-terminated).
+ * Errors: BM_ERR_CORRUPT (not an object, no _class_name), BM_ERR_UNSUPPORTED
+ * (name too long). */
+bm_status bm_sd_model_index_parse(const char *json, const char *where, char *class_name, size_t size);
+
 /* Reads a transformers CLIPTextConfig (config.json text; `where` names it in errors). */
 bm_status bm_sd_clip_config_parse(const char *json, const char *where, bm_sd_clip_config *c);
 

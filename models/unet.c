@@ -14,9 +14,12 @@
 
 /* ------------------------------------------------------------------ config */
 
+/* A number field; values outside (-2^31, 2^31) (and inf) give -1, which the
+ * range checks refuse: converting them to the int fields would be undefined. */
 static double num(const cJSON *o, const char *k, double def) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-  return cJSON_IsNumber(v) ? v->valuedouble : def;
+  if (!cJSON_IsNumber(v)) return def;
+  return fabs(v->valuedouble) < 2147483648.0 ? v->valuedouble : -1;
 }
 
 static bool flag(const cJSON *o, const char *k, bool def) {
@@ -32,13 +35,14 @@ static bool int_or_list(const cJSON *o, const char *k, int n, int64_t def, int64
     return true;
   }
   if (cJSON_IsNumber(v)) {
-    for (int i = 0; i < n; i++) out[i] = (int64_t)v->valuedouble;
+    double d = fabs(v->valuedouble) < 2147483648.0 ? v->valuedouble : -1; /* -1: refused later */
+    for (int i = 0; i < n; i++) out[i] = (int64_t)d;
     return true;
   }
   if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n) return false;
   for (int i = 0; i < n; i++) {
     const cJSON *e = cJSON_GetArrayItem(v, i);
-    if (!cJSON_IsNumber(e)) return false;
+    if (!cJSON_IsNumber(e) || !(fabs(e->valuedouble) < 2147483648.0)) return false;
     out[i] = (int64_t)e->valuedouble;
   }
   return true;
@@ -62,7 +66,7 @@ bm_status bm_sd_unet_config_parse(const char *json, const char *where, bm_sd_une
   for (int i = 0; i < c->nblocks; i++) {
     const cJSON *b = cJSON_GetArrayItem(bo, i);
     const cJSON *d = cJSON_GetArrayItem(db, i), *u = cJSON_GetArrayItem(ub, i);
-    c->block_out[i] = cJSON_IsNumber(b) ? (int64_t)b->valuedouble : 0;
+    c->block_out[i] = cJSON_IsNumber(b) && fabs(b->valuedouble) < 2147483648.0 ? (int64_t)b->valuedouble : 0;
     const char *dn = cJSON_IsString(d) ? d->valuestring : "", *un = cJSON_IsString(u) ? u->valuestring : "";
     if (!strcmp(dn, "CrossAttnDownBlock2D")) c->down_attn[i] = true;
     else if (strcmp(dn, "DownBlock2D")) FAIL(BM_ERR_UNSUPPORTED, "%s: down block type '%s' (supported: CrossAttnDownBlock2D, DownBlock2D)", where, dn);

@@ -3,6 +3,7 @@
  * each with its mid-block self-attention and the optional
  * quant_conv/post_quant_conv. The scaling factor is applied by the
  * pipeline, not here. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,9 +13,12 @@
 
 #define VAE_EPS 1e-6f
 
+/* A number field; values outside (-2^31, 2^31) (and inf) give -1, which the
+ * range checks refuse: converting them to the int fields would be undefined. */
 static double num(const cJSON *o, const char *k, double def) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-  return cJSON_IsNumber(v) ? v->valuedouble : def;
+  if (!cJSON_IsNumber(v)) return def;
+  return fabs(v->valuedouble) < 2147483648.0 ? v->valuedouble : -1;
 }
 
 static bool flag(const cJSON *o, const char *k, bool def) {
@@ -38,7 +42,7 @@ bm_status bm_sd_vae_config_parse(const char *json, const char *where, bm_sd_vae_
   }
   for (int i = 0; !s && i < c->nblocks; i++) {
     const cJSON *b = cJSON_GetArrayItem(bo, i);
-    c->block_out[i] = cJSON_IsNumber(b) ? (int64_t)b->valuedouble : 0;
+    c->block_out[i] = cJSON_IsNumber(b) && fabs(b->valuedouble) < 2147483648.0 ? (int64_t)b->valuedouble : 0;
     if (c->block_out[i] <= 0)
       s = bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s: bad block_out_channels[%d]", where, i);
   }

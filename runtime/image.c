@@ -74,6 +74,11 @@ static bm_status read_png(png_structp png, png_infop info, png_infop end, png_ct
   png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
   if (w < 1 || h < 1 || w > BM_IMAGE_MAX_SIDE || h > BM_IMAGE_MAX_SIDE)
     png_error(png, "image size out of range");
+  /* deflate expands at most 1032:1, so a file of `size` bytes holds at most
+   * ~1032 x size bytes of scanlines: refuse a header claiming more before
+   * allocating the pixels (a 60-byte file could claim 16384x16384 RGBA) */
+  if ((uint64_t)h * png_get_rowbytes(png, info) > (uint64_t)1100 * c->size + 4096)
+    png_error(png, "the header's size is larger than the compressed data can hold (truncated)");
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (png_get_valid(png, info, PNG_INFO_tRNS) && color != PNG_COLOR_TYPE_GRAY) png_set_tRNS_to_alpha(png);

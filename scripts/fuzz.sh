@@ -12,7 +12,7 @@
 #   --seed N     libFuzzer's random seed (default: random; fixed for CI smoke runs)
 #   --corpus     (re)build the seed corpora first (fuzz/make_corpora.sh; needs
 #                a normal build, BM_BUILD or build-test)
-#   TARGET       fuzz_package, fuzz_npy, ... (default: all)
+#   TARGET       fuzz_package, fuzz_npy, fuzz_png, fuzz_model_index, ... (default: all)
 # New inputs go to fuzz/corpus/<target>/, findings to fuzz/out/<target>/ and
 # logs to fuzz/out/<target>.log. Exit status: 0 nothing found, 1 a target
 # found something, 2 build or usage error, 3 clang or libFuzzer missing.
@@ -55,6 +55,7 @@ max_len() {
   case "$1" in
     fuzz_package|fuzz_elf) echo 131072 ;;
     fuzz_tok_*|fuzz_safetensors) echo 65536 ;;
+    fuzz_png|fuzz_model_index) echo 16384 ;;
     *) echo 16384 ;;
   esac
 }

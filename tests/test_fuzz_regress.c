@@ -16,7 +16,9 @@
 #include "../runtime/npy.h"
 #include "../runtime/safetensors.h"
 #include "../runtime/tokenizer.h"
+#include "../runtime/image.h"
 #include "../models/hf_config.h"
+#include "../models/sd.h"
 
 static void clean(bm_status s, const char *file) {
   if (!s) return;
@@ -74,6 +76,25 @@ static void replay(const char *target, const uint8_t *p, size_t n, const char *f
     bm_hf_config *cfg = malloc(sizeof *cfg);
     clean(bm_hf_config_parse(text, file, cfg), file);
     free(cfg);
+    free(text);
+  } else if (!strcmp(target, "png")) {
+    bm_image img;
+    clean(bm_image_read_png_memory(p, n, file, &img), file);
+    bm_image_free(&img);
+  } else if (!strcmp(target, "model_index") && n > 0) { /* byte 0 as in fuzz_model_index.c */
+    char *text = malloc(n);
+    memcpy(text, p + 1, n - 1);
+    text[n - 1] = 0;
+    char cn[64];
+    bm_sd_unet_config unet;
+    bm_sd_vae_config vae;
+    bm_sd_clip_config clip;
+    switch (p[0] % 4) {
+    case 0: clean(bm_sd_model_index_parse(text, file, cn, sizeof cn), file); break;
+    case 1: clean(bm_sd_unet_config_parse(text, file, &unet), file); break;
+    case 2: clean(bm_sd_vae_config_parse(text, file, &vae), file); break;
+    default: clean(bm_sd_clip_config_parse(text, file, &clip), file); break;
+    }
     free(text);
   } else if (!strcmp(target, "package") && n > 0) {
     bm_package *pkg = NULL;
