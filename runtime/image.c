@@ -76,7 +76,7 @@ static bm_status read_png(png_structp png, png_infop info, png_infop end, png_ct
     png_error(png, "image size out of range");
   /* deflate expands at most 1032:1, so a file of `size` bytes holds at most
    * ~1032 x size bytes of scanlines: refuse a header claiming more before
-   * allocating the pixels (a 60-byte file could claim 16384x16384 RGBA) */
+   * allocating the pixels (a 69-byte file could claim 16384x16384 RGBA) */
   if ((uint64_t)h * png_get_rowbytes(png, info) > (uint64_t)1100 * c->size + 4096)
     png_error(png, "the header's size is larger than the compressed data can hold (truncated)");
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -112,6 +112,18 @@ bm_status bm_image_read_png_memory(const void *data, size_t size, const char *na
   if (!data && size) return bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s: NULL data", c.name);
   if (size < 8 || png_sig_cmp((png_const_bytep)data, 0, 8))
     return bm_status_make(BM_ERR_CORRUPT, "%s: not a PNG file (bad signature)", c.name);
+  /* libpng allocates a chunk's declared length before reading its data: refuse
+   * a length past the end of the data first (a 100-byte file may declare a
+   * 1 GiB text chunk) */
+  const uint8_t *p = data;
+  for (size_t at = 8; size - at >= 8;) {
+    size_t len = (size_t)p[at] << 24 | (size_t)p[at + 1] << 16 | (size_t)p[at + 2] << 8 | p[at + 3];
+    if (len > size - at - 8 || size - at - 8 - len < 4)
+      return bm_status_make(BM_ERR_CORRUPT, "%s: the chunk at offset %zu declares %zu bytes, past the end of "
+                            "the data (%zu bytes; truncated)", c.name, at, len, size);
+    if (!memcmp(p + at + 4, "IEND", 4)) break;
+    at += 12 + len;
+  }
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, on_error, on_warning);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   png_infop end = info ? png_create_info_struct(png) : NULL;
