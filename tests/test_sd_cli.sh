@@ -100,7 +100,7 @@ expect 2 "unknown option" "unknown option" -- "$R" "$P" txt2img -p x --bogus 1
 
 # ---- runtime errors: exit 1
 head -c 100 "$T/a.png" > "$T/bad.png"
-expect 1 "bad.png.*not a valid PNG" "a corrupt PNG" -- "$R" "$P" img2img -p x --init-img "$T/bad.png"
+expect 1 "bad.png.*(not a valid PNG|truncated)" "a corrupt PNG" -- "$R" "$P" img2img -p x --init-img "$T/bad.png"
 echo "not a png" > "$T/junk.png"
 expect 1 "junk.png.*not a PNG" "not a PNG at all" -- "$R" "$P" inpaint -p x --init-img "$T/a.png" --mask "$T/junk.png"
 base64 -d > "$T/small.png" <<<'iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR4nGM4kWKEFTEMLQkAVkZXgTy9n4kAAAAASUVORK5CYII='
