@@ -469,7 +469,7 @@ static bm_status ref_source(bm_ictx *cx, const bm_node *n, const bm_tensor *cons
   const char *name = n->name ? n->name : "?";
   cx->borrowed = true;
   if (n->op == BM_OP_STATE) {
-    bm_tensor *t;
+    bm_tensor *t = NULL;
     BM_RETURN_IF_ERROR(state_get(cx->states, n, out, &t));
     out->data = t->data;
     return NULL;

@@ -123,7 +123,7 @@ static bm_status parse_rope(const cJSON *root, const char *what, bm_hf_config *c
   if (rp && !cJSON_IsObject(rp)) rp = NULL; /* per-layer-type dicts are not used by these archs */
   const cJSON *rs = rp ? rp : get(root, "rope_scaling");
   if (rs && !cJSON_IsObject(rs)) rs = NULL;
-  double theta_top;
+  double theta_top = 0;
   TRY(get_num(root, "rope_theta", 10000.0, what, &theta_top));
   TRY(get_num(rp ? rp : root, "rope_theta", theta_top, what, &c->rope_theta));
   get_str(rs, "rope_type", "default", c->rope_type, sizeof c->rope_type);
@@ -131,7 +131,7 @@ static bm_status parse_rope(const cJSON *root, const char *what, bm_hf_config *c
   TRY(get_num(rs, "factor", 1.0, what, &c->rope_factor));
   TRY(get_num(rs, "low_freq_factor", 1.0, what, &c->rope_low_freq_factor));
   TRY(get_num(rs, "high_freq_factor", 4.0, what, &c->rope_high_freq_factor));
-  int64_t omp_top;
+  int64_t omp_top = 0;
   TRY(get_int(root, "original_max_position_embeddings", c->max_pos, what, &omp_top));
   TRY(get_int(rs, "original_max_position_embeddings", omp_top, what, &c->rope_orig_max_pos));
   TRY(get_num(rs, "beta_fast", 32.0, what, &c->rope_beta_fast));

@@ -189,7 +189,7 @@ static bm_node *attn(unet_ctx *u, const char *p, bm_node *x, bm_node *ctx, int64
 /* BasicTransformerBlock. x (batch, S, C) */
 static bm_node *transformer_block(unet_ctx *u, const char *p, bm_node *x, int64_t C, int64_t heads) {
   bm_graph *g = u->g;
-  char n[200];
+  char n[256]; /* p is at most 200 bytes (callers), plus a suffix */
   snprintf(n, sizeof n, "%s.norm1", p);
   bm_node *h = bm_sd_layer_norm(g, u->w, x, n, C, 1e-5f);
   snprintf(n, sizeof n, "%s.attn1", p);

@@ -181,7 +181,7 @@ static bm_status gen_open(bm_gen *g, const bm_gen_options *o) {
   const cJSON *arch = jget(g->extra, "arch");
   in->arch = cJSON_IsString(arch) ? arch->valuestring : "?";
 
-  int64_t pb, ps, pv, db, ds, dv, ctx, ev;
+  int64_t pb = 0, ps = 0, pv = 0, db = 0, ds = 0, dv = 0, ctx = 0, ev = 0;
   BM_RETURN_IF_ERROR(find_fn(g, "prefill", true, &g->prefill, &pb, &ps, &pv));
   BM_RETURN_IF_ERROR(find_fn(g, "decode", false, &g->decode, &db, &ds, &dv));
   BM_RETURN_IF_ERROR(extra_int(g->extra, "max_ctx", 1, 1 << 24, &ctx));

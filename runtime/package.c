@@ -72,7 +72,7 @@ static bm_status get_array(const cJSON *obj, const char *key, int max, const cJS
 }
 
 static bm_status get_hash(const cJSON *obj, const char *key, uint64_t *out, const char *path) {
-  const char *s;
+  const char *s = NULL;
   BM_RETURN_IF_ERROR(get_str(obj, key, &s, path));
   uint64_t v = 0;
   int i = 0;
@@ -88,7 +88,7 @@ static bm_status get_hash(const cJSON *obj, const char *key, uint64_t *out, cons
 }
 
 static bm_status get_dtype(const cJSON *obj, const char *key, bm_dtype *out, const char *path) {
-  const char *s;
+  const char *s = NULL;
   BM_RETURN_IF_ERROR(get_str(obj, key, &s, path));
   if (bm_dtype_from_name(s, out) != 0) return CORRUPT("manifest: %s.%s: unknown dtype '%s'", path, key, s);
   return NULL;
@@ -105,8 +105,8 @@ static int64_t mul_lim(int64_t a, int64_t b, int64_t lim) {
  * *max_elems gets the element count at the symbols' upper bounds. */
 static bm_status get_shape(const cJSON *obj, const char *key, const bm_rt_sym *syms, int nsyms,
                            int *ndim, bm_rt_dim *dims, int64_t *max_elems, const char *path) {
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   char p[256];
   BM_RETURN_IF_ERROR(get_array(obj, key, BM_MAX_DIMS, &arr, &n, path));
   int64_t elems = 1;
@@ -177,8 +177,8 @@ static bm_status get_storage(const bm_package *pkg, const cJSON *obj, uint64_t a
 /* ------------------------------------------------------------------ manifest sections */
 
 static bm_status parse_weights(bm_package *pkg, const cJSON *root) {
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(root, "weights", 1 << 24, &arr, &n, "manifest"));
   pkg->weights = calloc((size_t)n + 1, sizeof *pkg->weights);
   if (!pkg->weights) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%d weights", n);
@@ -191,7 +191,7 @@ static bm_status parse_weights(bm_package *pkg, const cJSON *root) {
     if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", p);
     bm_rt_dim dims[BM_MAX_DIMS];
     int64_t elems;
-    const char *comp;
+    const char *comp = NULL;
     BM_RETURN_IF_ERROR(get_str(o, "name", &w->name, p));
     BM_RETURN_IF_ERROR(get_dtype(o, "dtype", &w->dtype, p));
     BM_RETURN_IF_ERROR(get_shape(o, "shape", NULL, 0, &w->ndim, dims, &elems, p));
@@ -226,8 +226,8 @@ static bm_status parse_weights(bm_package *pkg, const cJSON *root) {
 /* "states": [{name, dtype, shape, nbytes}] (optional: absent = none). */
 static bm_status parse_states(bm_package *pkg, const cJSON *root) {
   if (!field(root, "states")) return NULL;
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(root, "states", BM_PKG_MAX_STATES, &arr, &n, "manifest"));
   pkg->states = calloc((size_t)n + 1, sizeof *pkg->states);
   if (!pkg->states) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%d states", n);
@@ -263,8 +263,8 @@ static bm_status parse_states(bm_package *pkg, const cJSON *root) {
  * (optional: absent = none): embedded files such as the tokenizer. */
 static bm_status parse_blobs(bm_package *pkg, const cJSON *root) {
   if (!field(root, "blobs")) return NULL;
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(root, "blobs", BM_PKG_MAX_BLOBS, &arr, &n, "manifest"));
   pkg->blobs = calloc((size_t)n + 1, sizeof *pkg->blobs);
   if (!pkg->blobs) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%d blobs", n);
@@ -275,7 +275,7 @@ static bm_status parse_blobs(bm_package *pkg, const cJSON *root) {
     bm_rt_blob *b = &pkg->blobs[i];
     snprintf(p, sizeof p, "blobs[%d]", i);
     if (!cJSON_IsObject(o)) return CORRUPT("manifest: %s: expected an object", p);
-    const char *comp;
+    const char *comp = NULL;
     BM_RETURN_IF_ERROR(get_str(o, "name", &b->name, p));
     if (!b->name[0]) return CORRUPT("manifest: %s.name: empty", p);
     for (int j = 0; j < i; j++)
@@ -302,8 +302,8 @@ static bm_status parse_blobs(bm_package *pkg, const cJSON *root) {
 }
 
 static bm_status parse_syms(const cJSON *fo, bm_rt_function *fn, const char *p) {
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(fo, "syms", BM_RT_MAX_SYMS, &arr, &n, p));
   char q[160];
   for (int i = 0; i < n; i++) {
@@ -318,8 +318,8 @@ static bm_status parse_syms(const cJSON *fo, bm_rt_function *fn, const char *p) 
 
 static bm_status parse_tensors(bm_package *pkg, const cJSON *fo, const char *key, bool is_input,
                                bm_rt_function *fn, const char *p) {
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(fo, key, 4096, &arr, &n, p));
   bm_rt_tensor *ts = calloc((size_t)n + 1, sizeof *ts);
   if (!ts) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest tensors");
@@ -373,8 +373,8 @@ static int64_t task_count_checked(const bm_task_expr *e, int64_t v) {
 }
 
 static bm_status parse_kernels(bm_package *pkg, const cJSON *fo, bm_rt_function *fn, const char *p) {
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(fo, "kernels", 1 << 20, &arr, &n, p));
   fn->kernels = calloc((size_t)n + 1, sizeof *fn->kernels);
   if (!fn->kernels) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "manifest kernels");
@@ -402,8 +402,8 @@ static bm_status parse_kernels(bm_package *pkg, const cJSON *fo, bm_rt_function 
     int64_t hi = sym >= 0 ? fn->syms[sym].max : 0;
     if (task_count_checked(&k->tasks, 0) < 0 || task_count_checked(&k->tasks, hi) < 0)
       return CORRUPT("manifest: %s: task count overflows", r);
-    const cJSON *args;
-    int na;
+    const cJSON *args = NULL;
+    int na = 0;
     BM_RETURN_IF_ERROR(get_array(o, "args", 64, &args, &na, q));
     if (na < 1) return CORRUPT("manifest: %s.args: a kernel needs at least one argument", q);
     k->args = calloc((size_t)na, sizeof *k->args);
@@ -418,8 +418,8 @@ static bm_status parse_kernels(bm_package *pkg, const cJSON *fo, bm_rt_function 
 }
 
 static bm_status parse_functions(bm_package *pkg, const cJSON *root) {
-  const cJSON *arr;
-  int n;
+  const cJSON *arr = NULL;
+  int n = 0;
   BM_RETURN_IF_ERROR(get_array(root, "functions", 4096, &arr, &n, "manifest"));
   if (n == 0) return CORRUPT("manifest: the package has no functions");
   pkg->functions = calloc((size_t)n, sizeof *pkg->functions);
@@ -448,7 +448,7 @@ static bm_status parse_functions(bm_package *pkg, const cJSON *root) {
 static bm_status check_target(const cJSON *root, const char **code_format) {
   const cJSON *t = field(root, "target");
   if (!cJSON_IsObject(t)) return CORRUPT("manifest: target: expected an object");
-  const char *backend, *triple, *required;
+  const char *backend = NULL, *triple = NULL, *required = NULL;
   BM_RETURN_IF_ERROR(get_str(t, "backend", &backend, "target"));
   BM_RETURN_IF_ERROR(get_str(t, "triple", &triple, "target"));
   BM_RETURN_IF_ERROR(get_str(t, "required", &required, "target"));

@@ -174,7 +174,7 @@ static void pndm_prev(dctx *c, const float *sample, int t, int tp, const float *
 }
 
 static bm_status sched_pndm(dctx *c) {
-  int N = c->run->steps, base[MAXS], ts[MAXS], nts = 0, nprk = 0;
+  int N = c->run->steps, base[MAXS] = {0}, ts[MAXS], nts = 0, nprk = 0;
   int ratio = c->T / N;
   for (int i = 0; i < N; i++) base[i] = i * ratio + c->cfg->steps_offset; /* ascending */
   if (c->cfg->skip_prk_steps) {

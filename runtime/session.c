@@ -200,7 +200,7 @@ static bm_status check_fn(bm_session *s, int f, const bm_rt_function **fn) {
 bm_status bm_session_set_input(bm_session *s, int f, int i, const void *data, bm_dtype dtype, int ndim,
                                const int64_t *shape) {
   if (!s || (!shape && ndim > 0)) return INVALID("bm_session_set_input: NULL argument");
-  const bm_rt_function *fn;
+  const bm_rt_function *fn = NULL;
   BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
   if (i < 0 || i >= fn->ninputs)
     return INVALID("input index %d out of range: function '%s' has %d inputs", i, fn->name, fn->ninputs);
@@ -261,7 +261,7 @@ static double now_seconds(void) {
 
 bm_status bm_session_run(bm_session *s, int f) {
   if (!s) return INVALID("bm_session_run: NULL session");
-  const bm_rt_function *fn;
+  const bm_rt_function *fn = NULL;
   BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
   fn_state *st = &s->fns[f];
   for (int i = 0; i < fn->ninputs; i++)
@@ -317,7 +317,7 @@ bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data, 
   if (data) *data = NULL;
   if (info) memset(info, 0, sizeof *info);
   if (!s || !data) return INVALID("bm_session_get_output: NULL argument");
-  const bm_rt_function *fn;
+  const bm_rt_function *fn = NULL;
   BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
   if (i < 0 || i >= fn->noutputs)
     return INVALID("output index %d out of range: function '%s' has %d outputs", i, fn->name, fn->noutputs);
@@ -339,7 +339,7 @@ bm_status bm_session_profile(bm_session *s, int f, const bm_kernel_profile **out
   if (out) *out = NULL;
   if (n) *n = 0;
   if (!s || !out || !n) return INVALID("bm_session_profile: NULL argument");
-  const bm_rt_function *fn;
+  const bm_rt_function *fn = NULL;
   BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
   if (!s->profile) return INVALID("the session was created without profile = 1");
   *out = s->fns[f].profile;

@@ -4,7 +4,8 @@
 #   scripts/cuda_device.sh pack   # here (a build machine with NVRTC, no GPU needed):
 #                                 # builds test_ops_cuda and bm_cuda_check, exports every
 #                                 # case (package + inputs + interpreter outputs) and the
-#                                 # runtime-only checker with its libraries to .cuda_carry/
+#                                 # runtime-only checker with its libraries to .cuda_carry/,
+#                                 # and the 9 LLM golden families compiled for CUDA
 #   scripts/cuda_device.sh run    # on the GPU machine (carry .cuda_carry): runs every case
 #                                 # from its cubin (and the bundle case from PTX too) and
 #                                 # prints "N passed, N failed, N skipped"; logs to $OUT
@@ -34,6 +35,20 @@ case "$mode" in
     cmake --build "$build" -j"${JOBS:-2}" --target bmc bmrun
     "$build/bmc" compile --model tiny --cpu x86-64-v3 -o "$carry/tiny_cpu.bmpk"
     "$build/bmc" compile --model tiny --target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" -o "$carry/tiny_cuda.bmpk"
+    # the LLM golden suite (../shared/golden/hf): each family compiled for CUDA with
+    # test_llm_golden's bounds, plus transformers' goldens (bm_cuda_check --llm)
+    golden="${BM_GOLDEN:-$root/../shared/golden/hf}"
+    mkdir -p "$carry/llm" && : >"$carry/llm/list.txt"
+    for m in ${BM_LLM_CASES:-llama2 llama3 mistral qwen2 qwen3 gemma2 phi3 mixtral deepseek_v2}; do
+      if [ -f "$golden/$m/golden.safetensors" ] &&
+        "$build/bmc" compile --model "$golden/$m" --target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" \
+          --max-ctx 64 --max-batch 2 --max-seq 48 --no-tokenizer -o "$carry/llm/$m.bmpk"; then
+        cp "$golden/$m/golden.safetensors" "$carry/llm/$m.golden.safetensors"
+        echo "$m" >>"$carry/llm/list.txt"
+      else
+        echo "cuda_device.sh: $m: not compiled for cuda (see above)" >&2
+      fi
+    done
     cp "$build/bm_cuda_check" "$build/bmrun" "$carry/bin/"
     # their shared libraries beyond glibc (cjson, zstd, xxhash, png, z)
     ldd "$build/bm_cuda_check" "$build/bmrun" | awk '$3 ~ /^\// {print $3}' | sort -u |
@@ -47,6 +62,10 @@ case "$mode" in
     LD_LIBRARY_PATH="$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       "$carry/bin/bm_cuda_check" "$carry/cases" 2>&1 | tee "$out/test_ops_cuda.txt"
     rc=${PIPESTATUS[0]}
+    if [ -f "$carry/llm/list.txt" ]; then # the LLM golden suite vs transformers
+      LD_LIBRARY_PATH="$carry/lib" "$carry/bin/bm_cuda_check" --llm "$carry/llm" 2>&1 | tee "$out/llm_golden.txt"
+      [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    fi
     if [ -f "$carry/tiny_cuda.bmpk" ]; then # the built-in model: CUDA against the CPU
       for t in cpu cuda; do
         LD_LIBRARY_PATH="$carry/lib" "$carry/bin/bmrun" "$carry/tiny_$t.bmpk" --random-inputs 42 \

@@ -6,6 +6,9 @@
  *
  *   bm_cuda_check DIR      prints one line per case and "N passed, N failed, N skipped"
  *   bm_cuda_check --bench REPS PKG...   times each package (see bench())
+ *   bm_cuda_check --llm DIR   the LLM golden suite (see llm_case()): DIR/list.txt
+ *                             names cases, each DIR/<name>.bmpk (compiled for CUDA)
+ *                             and DIR/<name>.golden.safetensors (transformers')
  *
  * DIR/list.txt names the case folders; each has meta.txt:
  *   tol <max relative error>
@@ -19,6 +22,7 @@
 #include <time.h>
 
 #include "../runtime/bm_runtime.h"
+#include "../runtime/safetensors.h"
 
 typedef struct tens {
   bm_dtype dt;
@@ -232,7 +236,206 @@ static int bench(int reps, int npkg, char **pkgs) {
   return bad;
 }
 
+
+/* ------------------------------------------------------------------ the LLM golden suite */
+
+/* Runs function `fn` on i32 inputs (ins[i] of rank nd[i], shape sh[i]) and
+ * returns its first output converted to f32 in *out (malloc'd). */
+static bm_status llm_run(bm_package *pkg, bm_session *s, const char *fn, int nin, int32_t *const *ins,
+                         const int *nd, const int64_t (*sh)[2], float **out, int64_t *n_out) {
+  int f;
+  *out = NULL;
+  BM_RETURN_IF_ERROR(bm_package_find_function(pkg, fn, &f));
+  for (int i = 0; i < nin; i++) BM_RETURN_IF_ERROR(bm_session_set_input(s, f, i, ins[i], BM_DTYPE_I32, nd[i], sh[i]));
+  BM_RETURN_IF_ERROR(bm_session_run(s, f));
+  const void *data;
+  bm_tensor_info info;
+  BM_RETURN_IF_ERROR(bm_session_get_output(s, f, 0, &data, &info));
+  tens o = {.dt = info.dtype, .ndim = info.ndim, .data = (void *)data};
+  memcpy(o.shape, info.shape, sizeof(int64_t) * (size_t)info.ndim);
+  *n_out = numel(&o);
+  *out = malloc(sizeof(float) * (size_t)*n_out);
+  if (!*out) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s: logits", fn);
+  for (int64_t i = 0; i < *n_out; i++) (*out)[i] = elem(&o, i);
+  return NULL;
+}
+
+/* max |a - b| / max |b| over n values (NaN anywhere: NaN) */
+static double rel_err(const float *a, const float *b, int64_t n) {
+  double md = 0, mb = 1e-30;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    if (isnan(d)) return NAN;
+    if (d > md) md = d;
+    if (fabs((double)b[i]) > mb) mb = fabs((double)b[i]);
+  }
+  return md / mb;
+}
+
+static int64_t argmax_f(const float *p, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (p[i] > p[best]) best = i;
+  return best;
+}
+
+static int32_t *ids_of(const bm_st_tensor *t) {
+  int32_t *p = malloc(sizeof(int32_t) * (size_t)(t->numel ? t->numel : 1));
+  for (int64_t i = 0; p && i < t->numel; i++) {
+    int64_t v = 0;
+    if (t->elem_bytes == 8) memcpy(&v, (const char *)t->data + 8 * i, 8);
+    else { int32_t w; memcpy(&w, (const char *)t->data + 4 * i, 4); v = w; }
+    p[i] = (int32_t)v;
+  }
+  return p;
+}
+
+/* One LLM case, as tests/test_llm_golden.c does on the CPU: forward of the
+ * prompt and of the two-row batch against transformers' logits, then
+ * prefill + greedy decoding through the KV cache (token ids exact, logits of
+ * every step). Prints one line per check; returns the number failed. */
+static int llm_case(const char *dir, const char *name, double tol) {
+  char path[4096];
+  int bad = 0;
+  bm_st_file *st = NULL;
+  bm_package *pkg = NULL;
+  bm_session *s = NULL;
+  const bm_st_tensor *ids, *lg, *gr, *dl, *bi, *bl;
+  int32_t *pid = NULL, *greedy = NULL, *bid = NULL, *pos = NULL;
+  float *out = NULL, *glog = NULL, *gdec = NULL, *gbat = NULL;
+  snprintf(path, sizeof path, "%s/%s.golden.safetensors", dir, name);
+  bm_status e = bm_st_open(path, &st);
+  if (!e) e = bm_st_get(st, "input_ids", &ids);
+  if (!e) e = bm_st_get(st, "logits", &lg);
+  if (!e) e = bm_st_get(st, "greedy_ids", &gr);
+  if (!e) e = bm_st_get(st, "decode_logits", &dl);
+  if (!e) e = bm_st_get(st, "batch_input_ids", &bi);
+  if (!e) e = bm_st_get(st, "batch_logits", &bl);
+  snprintf(path, sizeof path, "%s/%s.bmpk", dir, name);
+  if (!e) e = bm_package_open(path, NULL, &pkg);
+  if (!e) e = bm_session_create(pkg, NULL, &s);
+  if (e) {
+    printf("FAIL %-14s %s\n", name, bm_status_message(e));
+    bm_status_free(e);
+    bm_session_destroy(s);
+    bm_package_close(pkg);
+    bm_st_close(st);
+    return 1;
+  }
+  int64_t P = ids->shape[1], N = gr->shape[1], BP = bi->shape[1], V = lg->shape[2], n;
+  pid = ids_of(ids), greedy = ids_of(gr), bid = ids_of(bi);
+  /* the golden logits may be unaligned in the mapping: copy them */
+  glog = malloc(lg->nbytes), gdec = malloc(dl->nbytes), gbat = malloc(bl->nbytes);
+  memcpy(glog, lg->data, lg->nbytes);
+  memcpy(gdec, dl->data, dl->nbytes);
+  memcpy(gbat, bl->data, bl->nbytes);
+  pos = malloc(sizeof(int32_t) * (size_t)(2 * (BP > P ? BP : P) + 2));
+  double err;
+  /* 1. forward of the prompt (1, P), positions 0..P-1 */
+  for (int64_t i = 0; i < P; i++) pos[i] = (int32_t)i;
+  {
+    int32_t *in[2] = {pid, pos};
+    int nd[2] = {2, 2};
+    int64_t sh[2][2] = {{1, P}, {1, P}};
+    e = llm_run(pkg, s, "forward", 2, in, nd, (const int64_t(*)[2])sh, &out, &n);
+    err = e ? NAN : n == P * V ? rel_err(out, glog, P * V) : INFINITY;
+    bad += !(err < tol);
+    printf("%s %-14s forward        rel err %-10.3g %s\n", err < tol ? "ok  " : "FAIL", name, err,
+           e ? bm_status_message(e) : "");
+    bm_status_free(e);
+    free(out);
+  }
+  /* 2. forward of the batch (2, BP) */
+  for (int64_t i = 0; i < 2 * BP; i++) pos[i] = (int32_t)(i % BP);
+  {
+    int32_t *in[2] = {bid, pos};
+    int nd[2] = {2, 2};
+    int64_t sh[2][2] = {{2, BP}, {2, BP}};
+    e = llm_run(pkg, s, "forward", 2, in, nd, (const int64_t(*)[2])sh, &out, &n);
+    err = e ? NAN : n == 2 * BP * V ? rel_err(out, gbat, 2 * BP * V) : INFINITY;
+    bad += !(err < tol);
+    printf("%s %-14s batch forward  rel err %-10.3g %s\n", err < tol ? "ok  " : "FAIL", name, err,
+           e ? bm_status_message(e) : "");
+    bm_status_free(e);
+    free(out);
+  }
+  /* 3. prefill (logits of the last position), then greedy decoding */
+  for (int64_t i = 0; i < P; i++) pos[i] = (int32_t)i;
+  int32_t start[1] = {0}, len[1] = {(int32_t)P}, last[1] = {(int32_t)P - 1};
+  {
+    int32_t *in[5] = {pid, pos, start, len, last};
+    int nd[5] = {2, 2, 1, 1, 1};
+    int64_t sh[5][2] = {{1, P}, {1, P}, {1, 0}, {1, 0}, {1, 0}};
+    e = llm_run(pkg, s, "prefill", 5, in, nd, (const int64_t(*)[2])sh, &out, &n);
+  }
+  err = e ? NAN : n == V ? rel_err(out, glog + (P - 1) * V, V) : INFINITY;
+  int32_t tok = e || n != V ? -1 : (int32_t)argmax_f(out, V);
+  double worst = err;
+  int tok_ok = tok == greedy[0], steps = 0;
+  if (e) printf("FAIL %-14s prefill        %s\n", name, bm_status_message(e));
+  bm_status_free(e);
+  e = NULL;
+  free(out);
+  out = NULL;
+  for (int64_t i = 0; i + 1 < N && tok >= 0 && !e; i++) {
+    int32_t t[1] = {greedy[i]}, p[1] = {(int32_t)(P + i)}, l[1] = {(int32_t)(P + i + 1)};
+    int32_t *in[4] = {t, p, p, l};
+    int nd[4] = {2, 2, 1, 1};
+    int64_t sh[4][2] = {{1, 1}, {1, 1}, {1, 0}, {1, 0}};
+    e = llm_run(pkg, s, "decode", 4, in, nd, (const int64_t(*)[2])sh, &out, &n);
+    if (e) {
+      printf("FAIL %-14s decode step %lld: %s\n", name, (long long)i, bm_status_message(e));
+      bm_status_free(e);
+      worst = NAN;
+      break;
+    }
+    err = n == V ? rel_err(out, gdec + i * V, V) : INFINITY;
+    if (!isnan(worst) && !(err <= worst)) worst = err;
+    tok = (int32_t)argmax_f(out, V);
+    tok_ok &= tok == greedy[i + 1];
+    steps++;
+    free(out);
+    out = NULL;
+  }
+  int ok = worst < tol && tok_ok;
+  bad += !ok;
+  printf("%s %-14s prefill+decode rel err %-10.3g %d steps, greedy ids %s\n", ok ? "ok  " : "FAIL", name, worst,
+         steps, tok_ok ? "exact" : "DIFFER");
+  free(pid);
+  free(greedy);
+  free(bid);
+  free(pos);
+  free(glog);
+  free(gdec);
+  free(gbat);
+  bm_session_destroy(s);
+  bm_package_close(pkg);
+  bm_st_close(st);
+  return bad;
+}
+
+static int llm_suite(const char *dir) {
+  char path[4096], name[256];
+  snprintf(path, sizeof path, "%s/list.txt", dir);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "bm_cuda_check: cannot read %s\n", path);
+    return 1;
+  }
+  int passed = 0, failed = 0;
+  while (fscanf(f, "%255s", name) == 1) {
+    int b = llm_case(dir, name, 1e-4);
+    failed += b;
+    passed += 3 - b;
+    fflush(stdout);
+  }
+  fclose(f);
+  printf("llm golden on cuda: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "--llm")) return llm_suite(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "--bench")) {
     int reps = atoi(argv[2]);
     return bench(reps > 0 ? reps : 20, argc - 3, argv + 3);
