@@ -13,7 +13,10 @@ pass=0 fail=0
 ok()  { pass=$((pass+1)); echo "ok   $1"; }
 bad() { fail=$((fail+1)); echo "FAIL $1"; }
 
-if ldd "$B/bmc" 2>/dev/null | grep -q libasan; then
+# (ldd's output is captured first: with pipefail, `ldd | grep -q` fails at
+# random when grep exits early and ldd gets SIGPIPE)
+LDD_OUT=$(ldd "$B/bmc" 2>/dev/null || true)
+if grep -q libasan <<<"$LDD_OUT"; then
   MODE=lsan
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=97:${ASAN_OPTIONS:-}"
   CHECKER=()
