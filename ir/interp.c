@@ -248,24 +248,14 @@ float bm_prog_eval(const bm_prog *prog, float *regs) {
 
 /* Checks that p is a well-formed program with `nin` input registers. */
 static bm_status check_prog(const bm_node *n, const bm_prog *p, int nin) {
-  if (p->nin != nin || nin < 1 || nin > BM_MAX_IN)
+  if (p->nin != nin)
     return node_err(n, BM_ERR_INVALID_ARGUMENT, "program has %d input registers, expected %d",
                     p->nin, nin);
-  if (p->n > BM_MAX_PROG)
-    return node_err(n, BM_ERR_INVALID_ARGUMENT, "program has %d instructions (max %d)", p->n,
-                    BM_MAX_PROG);
-  for (int j = 0; j < p->n; j++) {
-    const bm_prog_ins *ins = &p->ins[j];
-    unsigned fl = ins->op < BM_OP_COUNT ? bm_op_table[ins->op].flags : 0;
-    if (!(fl & BM_OPF_EW) || !(fl & (BM_OPF_UNARY | BM_OPF_BINARY)) || ins->op == BM_OP_CAST)
-      return node_err(n, BM_ERR_INVALID_ARGUMENT, "program instruction %d: op %d is not an "
-                      "elementwise unary/binary op", j, ins->op);
-    bool bad_b = (fl & BM_OPF_BINARY) && !(ins->flags & BM_PROG_IMM_B) && ins->b >= nin + j;
-    if (ins->a >= nin + j || bad_b)
-      return node_err(n, BM_ERR_INVALID_ARGUMENT,
-                      "program instruction %d reads a register not yet written", j);
-  }
-  return NULL;
+  bm_status s = bm_prog_check(p, nin, "program");
+  if (!s) return NULL;
+  bm_status r = node_err(n, BM_ERR_INVALID_ARGUMENT, "%s", bm_status_message(s));
+  bm_status_free(s);
+  return r;
 }
 
 /* Applies n's epilogue (if any) to the f32 results res (one per element of

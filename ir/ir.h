@@ -140,6 +140,13 @@ typedef struct bm_prog {
   bm_prog_ins ins[BM_MAX_PROG];
 } bm_prog;
 
+/* Checks that p is a well-formed program with nin input registers: every
+ * instruction an elementwise unary or binary op (not CAST or FUSED) reading
+ * registers already written, unused operand fields zero. `what` names it in
+ * the message ("program", "epilogue"). The one check used by shape
+ * inference, the interpreter and the backends. */
+bm_status bm_prog_check(const bm_prog *p, int nin, const char *what);
+
 /* ------------------------------------------------------------------ attributes */
 
 /* Named attributes; each op reads the ones its BM_ATTR_* mask names and

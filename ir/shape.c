@@ -125,35 +125,43 @@ static bm_status norm_axis(const bm_graph *g, const bm_node *n, int32_t *axis, i
   return NULL;
 }
 
-/* Checks a straight-line program reading nin input registers. */
-static bm_status check_prog(const bm_graph *g, const bm_node *n, const bm_prog *p, int nin,
-                            const char *what) {
-  if (p->n > BM_MAX_PROG)
-    return fail(g, n, "%s has %d instructions (max %d)", what, p->n, BM_MAX_PROG);
-  if (nin < 1 || nin > BM_MAX_IN) return fail(g, n, "%s reads %d inputs (1..%d)", what, nin, BM_MAX_IN);
+bm_status bm_prog_check(const bm_prog *p, int nin, const char *what) {
+#define PFAIL(...) bm_status_make(BM_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+  if (p->n > BM_MAX_PROG) return PFAIL("%s has %d instructions (max %d)", what, p->n, BM_MAX_PROG);
+  if (nin < 1 || nin > BM_MAX_IN) return PFAIL("%s reads %d inputs (1..%d)", what, nin, BM_MAX_IN);
   for (int j = 0; j < p->n; j++) {
     const bm_prog_ins *in = &p->ins[j];
-    if (in->op >= BM_OP_COUNT) return fail(g, n, "%s instruction %d: bad op %d", what, j, in->op);
+    if (in->op >= BM_OP_COUNT) return PFAIL("%s instruction %d: bad op %d", what, j, in->op);
     unsigned fl = bm_op_table[in->op].flags;
     bool unary = (fl & BM_OPF_UNARY) != 0, binary = (fl & BM_OPF_BINARY) != 0;
     if (!(fl & BM_OPF_EW) || !(unary || binary) || in->op == BM_OP_CAST)
-      return fail(g, n, "%s instruction %d: '%s' is not an elementwise unary or binary op", what,
-                  j, bm_op_name(in->op));
-    if (in->flags & ~BM_PROG_IMM_B)
-      return fail(g, n, "%s instruction %d: bad flags 0x%x", what, j, in->flags);
+      return PFAIL("%s instruction %d: '%s' is not an elementwise unary or binary op", what, j,
+                   bm_op_name(in->op));
+    if (in->flags & ~BM_PROG_IMM_B) return PFAIL("%s instruction %d: bad flags 0x%x", what, j, in->flags);
     bool imm = (in->flags & BM_PROG_IMM_B) != 0;
     float zero = 0.0f;
     if ((unary && (imm || in->b != 0 || memcmp(&in->imm, &zero, sizeof zero) != 0)) ||
         (binary && !imm && memcmp(&in->imm, &zero, sizeof zero) != 0) || (binary && imm && in->b != 0))
-      return fail(g, n, "%s instruction %d: unused operand fields of '%s' must be zero", what, j,
-                  bm_op_name(in->op));
+      return PFAIL("%s instruction %d: unused operand fields of '%s' must be zero", what, j,
+                   bm_op_name(in->op));
     int nreg = nin + j;
     if (in->a >= nreg)
-      return fail(g, n, "%s instruction %d reads r%d, only r0..r%d exist", what, j, in->a, nreg - 1);
-    if (binary && !(in->flags & BM_PROG_IMM_B) && in->b >= nreg)
-      return fail(g, n, "%s instruction %d reads r%d, only r0..r%d exist", what, j, in->b, nreg - 1);
+      return PFAIL("%s instruction %d reads r%d, only r0..r%d exist", what, j, in->a, nreg - 1);
+    if (binary && !imm && in->b >= nreg)
+      return PFAIL("%s instruction %d reads r%d, only r0..r%d exist", what, j, in->b, nreg - 1);
   }
   return NULL;
+#undef PFAIL
+}
+
+/* bm_prog_check with the node named in the message. */
+static bm_status check_prog(const bm_graph *g, const bm_node *n, const bm_prog *p, int nin,
+                            const char *what) {
+  bm_status s = bm_prog_check(p, nin, what);
+  if (!s) return NULL;
+  bm_status r = fail(g, n, "%s", bm_status_message(s));
+  bm_status_free(s);
+  return r;
 }
 
 /* ------------------------------------------------------------------ sources */

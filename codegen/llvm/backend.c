@@ -83,17 +83,11 @@ _Static_assert(BM_OP_COUNT == 57, "a new op needs a row in the cpu backend's emi
 
 /* Is every instruction of prog an elementwise op the math helpers implement? */
 static bool prog_ok(const bm_prog *p, int nin_expected) {
-  if (p->n > BM_MAX_PROG || p->nin < 1 || p->nin > BM_MAX_IN) return false;
   if (nin_expected >= 0 && p->nin != nin_expected) return false;
-  for (int j = 0; j < p->n; j++) {
-    const bm_prog_ins *in = &p->ins[j];
-    if (in->op >= BM_OP_COUNT || in->op == BM_OP_CAST || in->op == BM_OP_FUSED) return false;
-    unsigned fl = bm_op_table[in->op].flags;
-    if (!(fl & BM_OPF_EW) || !(fl & (BM_OPF_UNARY | BM_OPF_BINARY))) return false;
-    if (in->a >= p->nin + j) return false;
-    if ((fl & BM_OPF_BINARY) && !(in->flags & BM_PROG_IMM_B) && in->b >= p->nin + j) return false;
-  }
-  return true;
+  bm_status s = bm_prog_check(p, p->nin, "program");
+  bool ok = s == NULL;
+  bm_status_free(s);
+  return ok;
 }
 
 static bool is_movement(bm_op op) {
