@@ -6,20 +6,7 @@
 # usage: test_allow_hash.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 B=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok()  { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
-# expect CODE PATTERN DESC -- CMD...
-expect() {
-  local code=$1 pat=$2 desc=$3; shift 4
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$desc (exit $rc, want $code): $out"; return; fi
-  if [ -n "$pat" ] && ! grep -qiE -- "$pat" <<<"$out"; then bad "$desc (no '$pat' in: $out)"; return; fi
-  ok "$desc"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # $T, ok, bad, expect
 
 "$B/bmc" compile --model tiny -O 0 -o "$T/a.bmpk" >/dev/null 2>&1 || { echo "FAIL cannot compile tiny"; exit 1; }
 h=$("$B/bmc" inspect "$T/a.bmpk" | grep -oE 'xxh3 [0-9a-f]{16}' | head -1 | cut -d' ' -f2)

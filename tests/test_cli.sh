@@ -5,21 +5,7 @@
 # usage: test_cli.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 B=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-
-ok()   { pass=$((pass+1)); echo "ok   $1"; }
-bad()  { fail=$((fail+1)); echo "FAIL $1"; }
-# expect CODE PATTERN DESC -- CMD...: exit status CODE and PATTERN in stdout+stderr
-expect() {
-  local code=$1 pat=$2 desc=$3; shift 4
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$desc (exit $rc, want $code): $out"; return; fi
-  if [ -n "$pat" ] && ! grep -qiE -- "$pat" <<<"$out"; then bad "$desc (no '$pat' in: $out)"; return; fi
-  ok "$desc"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # $T, ok, bad, expect
 
 expect 0 "usage: bmc" "bmc --help" -- "$B/bmc" --help
 expect 0 "usage" "bmrun --help" -- "$B/bmrun" --help

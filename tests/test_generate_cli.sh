@@ -10,21 +10,8 @@ set -uo pipefail
 B=$1
 S=$2
 SHARED=$(cd "$S/../shared" && pwd)
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # $T, ok, bad, expect
 
-ok()   { pass=$((pass+1)); echo "ok   $1"; }
-bad()  { fail=$((fail+1)); echo "FAIL $1"; }
-# expect CODE PATTERN DESC -- CMD...: exit status CODE and PATTERN in stdout+stderr
-expect() {
-  local code=$1 pat=$2 desc=$3; shift 4
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$desc (exit $rc, want $code): $(head -c 2000 <<<"$out")"; return; fi
-  if [ -n "$pat" ] && ! grep -qiE -- "$pat" <<<"$out"; then bad "$desc (no '$pat' in: $(head -c 2000 <<<"$out"))"; return; fi
-  ok "$desc"
-}
 utf8() { iconv -f UTF-8 -t UTF-8 "$1" >/dev/null 2>&1; }
 
 # ---- a Hugging Face style folder: tiny Llama, vocab 32000, Llama 2 tokenizer

@@ -7,11 +7,7 @@
 # usage: test_leaks.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 B=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok()  { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # $T, ok, bad, expect
 
 # (ldd's output is captured first: with pipefail, `ldd | grep -q` fails at
 # random when grep exits early and ldd gets SIGPIPE)

@@ -8,19 +8,7 @@ set -uo pipefail
 B=$1
 S=$2
 M="$S/../shared/golden/hf/llama2"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok()  { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
-expect() { # CODE PATTERN DESC -- CMD...
-  local code=$1 pat=$2 desc=$3; shift 4
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$desc (exit $rc, want $code): $out"; return; fi
-  if [ -n "$pat" ] && ! grep -qiE -- "$pat" <<<"$out"; then bad "$desc (no '$pat' in: $out)"; return; fi
-  ok "$desc"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # $T, ok, bad, expect
 # the manifest without whitespace, for patterns over its JSON
 manifest() { "$B/bmc" inspect --json "$1" | tr -d ' \t\n'; }
 # bytes of the weights line of `bmc inspect` ("weights   N tensors, X KiB ...")
