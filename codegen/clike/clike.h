@@ -56,7 +56,8 @@ extern const char bm_clike_lib[];          /* codegen/clike/lib.c */
 typedef struct bm_clike_kernel {
   char *symbol;     /* malloc'd */
   int threads;      /* threads per block */
-  int smem;         /* dynamic shared memory bytes (0 now: all shared memory is static) */
+  int smem;         /* dynamic shared memory bytes (0: static shared memory only); the
+                     * kernel declares it as `extern __shared__` (CUDA) */
 } bm_clike_kernel;
 
 typedef struct bm_clike_out {

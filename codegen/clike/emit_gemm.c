@@ -1,0 +1,362 @@
+/* emit_gemm.c - the GEMM family of the C-like emitter: MATMUL, QMATMUL
+ * (weight-only int8/int4) and CONV2D (implicit GEMM) share one tile loop. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "emit_internal.h"
+
+/* ------------------------------------------------------------------ GEMM family */
+
+/* A tiled GEMM: for each batch, C (M, N) = A (M, K) @ B (K, N), 64x64 tiles
+ * of 256 threads (4x4 outputs each, strided by 16), K in steps of 16 through
+ * shared memory, f32 accumulation. The caller emits the declarations of
+ * M, N, K, nb and the code below through the callbacks. */
+typedef struct gemm {
+  /* statements computing a_off/b_off/c_off... for batch `bi` (may be "") */
+  str batch_setup;
+  /* load expressions / statements: writes float `val` for A(gm, gk), B(gk, gn) */
+  void (*load_a)(ck *k, struct gemm *g);
+  void (*load_b)(ck *k, struct gemm *g);
+  bool a_k_fast, b_k_fast; /* which index is contiguous in memory (coalescing) */
+  /* final store of float `v` at (gm, gn) of batch bi */
+  void (*store_c)(ck *k, struct gemm *g);
+  const bm_node *aux; /* op-specific */
+} gemm;
+
+static void emit_gemm(ck *k, gemm *g) {
+  k->threads = 256;
+  P("  BM_SHARED float As[16][68];\n");
+  P("  BM_SHARED float Bs[16][68];\n");
+  P("  const %s tm = (M + 63) / 64, tn = (N + 63) / 64;\n", k->I);
+  P("  const int tx = tid & 15, ty = tid >> 4;\n");
+  ck_loop_open(k, "nb * tm * tn");
+  P("    const %s bi = t / (tm * tn), rem = t %% (tm * tn);\n", k->I);
+  P("    const %s m0 = (rem / tn) * 64, n0 = (rem %% tn) * 64;\n", k->I);
+  P("%s", g->batch_setup.s);
+  P("    float acc[4][4];\n");
+  P("    for (int a = 0; a < 4; a++) for (int b = 0; b < 4; b++) acc[a][b] = 0.0f;\n");
+  P("    for (%s k0 = 0; k0 < K; k0 += 16) {\n", k->I);
+  /* A tile: 64 (m) x 16 (k) */
+  P("      for (int e = tid; e < 1024; e += 256) {\n");
+  if (g->a_k_fast)
+    P("        const int mm = e >> 4, kk = e & 15;\n");
+  else
+    P("        const int mm = e & 63, kk = e >> 6;\n");
+  P("        const %s gm = m0 + mm, gk = k0 + kk;\n", k->I);
+  P("        float val = 0.0f;\n");
+  P("        if (gm < M && gk < K) {\n");
+  g->load_a(k, g);
+  P("        }\n");
+  P("        As[kk][mm] = val;\n");
+  P("      }\n");
+  /* B tile: 16 (k) x 64 (n) */
+  P("      for (int e = tid; e < 1024; e += 256) {\n");
+  if (g->b_k_fast)
+    P("        const int nn = e >> 4, kk = e & 15;\n");
+  else
+    P("        const int nn = e & 63, kk = e >> 6;\n");
+  P("        const %s gn = n0 + nn, gk = k0 + kk;\n", k->I);
+  P("        float val = 0.0f;\n");
+  P("        if (gn < N && gk < K) {\n");
+  g->load_b(k, g);
+  P("        }\n");
+  P("        Bs[kk][nn] = val;\n");
+  P("      }\n");
+  P("      BM_SYNC();\n");
+  P("      for (int kk = 0; kk < 16; kk++) {\n");
+  P("        float a[4], b[4];\n");
+  P("        for (int u = 0; u < 4; u++) { a[u] = As[kk][ty + 16 * u]; b[u] = Bs[kk][tx + 16 * u]; }\n");
+  P("        for (int u = 0; u < 4; u++) for (int w = 0; w < 4; w++) acc[u][w] += a[u] * b[w];\n");
+  P("      }\n");
+  P("      BM_SYNC();\n");
+  P("    }\n");
+  P("    for (int u = 0; u < 4; u++) for (int w = 0; w < 4; w++) {\n");
+  P("      const %s gm = m0 + ty + 16 * u, gn = n0 + tx + 16 * w;\n", k->I);
+  P("      if (gm < M && gn < N) {\n");
+  P("      float v = acc[u][w];\n");
+  g->store_c(k, g);
+  P("      }\n");
+  P("    }\n");
+  ck_loop_close(k);
+}
+
+/* The tensor-core GEMM (languages with tensor_cores, f16/bf16 A and B of one
+ * dtype): C (M, N) = A (M, K) @ B (K, N) per batch, 128x128 tiles of 256
+ * threads (8 warps of 64x32, 2 along M x 4 along N), K in steps of 32
+ * through a 3-stage cp.async pipeline (3 x 16 KiB of static shared memory),
+ * ldmatrix fragments (.trans for an operand whose M/N index is contiguous),
+ * mma.sync m16n8k16 with f32 accumulation; the store applies the epilogue per
+ * element. Shared rows are XOR-swizzled by 16-byte chunk so ldmatrix is free
+ * of bank conflicts. Needs each operand's contiguous dim static and a
+ * multiple of 8 (16-byte chunks never straddle the edge; out-of-range chunks
+ * are zero-filled); tc_gemm_ok says when. */
+static bool tc_gemm_ok(const bm_clike_lang *L, const bm_node *n) {
+  if (!L || !L->tensor_cores || n->op != BM_OP_MATMUL) return false;
+  const bm_node *a = n->in[0], *b = n->in[1];
+  if (a->dtype != b->dtype || (a->dtype != BM_DTYPE_F16 && a->dtype != BM_DTYPE_BF16)) return false;
+  if (a->ndim < 2 || b->ndim < 2) return false;
+  bm_dim ac = a->shape[a->ndim - 1], bc = b->shape[b->ndim - 1];
+  return bm_dim_is_static(ac) && ac.add % 8 == 0 && ac.add > 0 && bm_dim_is_static(bc) && bc.add % 8 == 0 &&
+         bc.add > 0;
+}
+
+/* Loads one 128 x 32 operand tile (rows r0.. of R, k0.. of K) into shared
+ * memory at byte address `sbase`: k_major = the K index is contiguous. */
+static void tc_load(ck *k, int buf, bool k_major, const char *R, const char *r0, const char *off, const char *sbase) {
+  const char *I = k->I;
+  P("      for (int e = tid; e < 512; e += 256) {\n");
+  if (k_major) {
+    P("        const int row = e >> 2, c = e & 3;\n");
+    P("        const %s gr = %s + row, gk = k0 + c * 8;\n", I, r0);
+    P("        const bool ok = gr < %s && gk < K;\n", R);
+    P("        const unsigned char *src = bm_buf(%d) + (ok ? (bm_i64)(%s + gr * K + gk) * 2 : 0);\n", buf, off);
+    P("        bm_cp_async16(%s + row * 64 + ((c ^ ((row >> 1) & 3)) << 4), src, ok ? 16 : 0);\n", sbase);
+  } else {
+    P("        const int kr = e >> 4, c = e & 15;\n");
+    P("        const %s gk = k0 + kr, gr = %s + c * 8;\n", I, r0);
+    P("        const bool ok = gr < %s && gk < K;\n", R);
+    P("        const unsigned char *src = bm_buf(%d) + (ok ? (bm_i64)(%s + gk * %s + gr) * 2 : 0);\n", buf, off, R);
+    P("        bm_cp_async16(%s + kr * 256 + ((c ^ (kr & 7)) << 4), src, ok ? 16 : 0);\n", sbase);
+  }
+  P("      }\n");
+}
+
+static void emit_gemm_tc(ck *k, gemm *g) {
+  const bm_node *n = k->n;
+  const char *I = k->I, *mma = n->in[0]->dtype == BM_DTYPE_BF16 ? "bm_mma_bf16" : "bm_mma_f16";
+  bool a_km = !n->a.trans_a, b_km = n->a.trans_b;
+  k->threads = 256;
+  /* one block per multiprocessor: 2 (registers capped at 128) measured the
+   * same on an H100 (docs/cuda.md) */
+  k->min_blocks = 1;
+  P("  __shared__ __align__(128) unsigned char bm_sm[3 * 16384];\n");
+  P("  const unsigned int sm0 = bm_smem_addr(bm_sm);\n");
+  P("  const int lane = tid & 31, wm = (tid >> 5) >> 2, wn = (tid >> 5) & 3;\n");
+  P("  const %s tm = (M + 127) / 128, tn = (N + 127) / 128, ktiles = (K + 31) / 32;\n", I);
+  ck_loop_open(k, "nb * tm * tn");
+  P("    const %s bi = t / (tm * tn), rem = t %% (tm * tn);\n", I);
+  P("    /* groups of 8 M-tiles walk N together (L2 reuse of A and B) */\n");
+  P("    const %s grp = rem / (8 * tn), first = grp * 8, gsz = tm - first < 8 ? tm - first : 8;\n", I);
+  P("    const %s m0 = (first + (rem %% (8 * tn)) %% gsz) * 128, n0 = ((rem %% (8 * tn)) / gsz) * 128;\n", I);
+  P("%s", g->batch_setup.s);
+  P("    float acc[4][4][4];\n");
+  P("#pragma unroll\n    for (int i = 0; i < 4; i++)\n#pragma unroll\n    for (int j = 0; j < 4; j++)\n"
+    "#pragma unroll\n    for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;\n");
+  /* the stage loader: stage st <- K tile kt */
+  bm_sb *saved = k->b;
+  bm_sb ld = {0};
+  k->b = &ld;
+  P("    %s k0 = kt * 32;\n", I);
+  P("    const unsigned int sa = sm0 + st * 16384, sb = sa + 8192;\n");
+  tc_load(k, 0, a_km, "M", "m0", "a_off", "sa");
+  tc_load(k, 1, b_km, "N", "n0", "b_off", "sb");
+  k->b = saved;
+  P("    for (int s = 0; s < 2; s++) {\n");
+  P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n  %s      }\n", I, ld.s ? ld.s : "");
+  P("      bm_cp_commit();\n    }\n");
+  P("    for (%s kt0 = 0; kt0 < ktiles; kt0++) {\n", I);
+  P("      bm_cp_wait<1>();\n      BM_SYNC();\n");
+  P("      if (kt0 + 2 < ktiles) {\n      const %s kt = kt0 + 2; const int st = (int)(kt %% 3);\n  %s      }\n", I,
+    ld.s ? ld.s : "");
+  bm_sb_free(&ld);
+  P("      bm_cp_commit();\n");
+  P("      const unsigned int sa = sm0 + (int)(kt0 %% 3) * 16384, sb = sa + 8192;\n");
+  P("#pragma unroll\n      for (int kk = 0; kk < 32; kk += 16) {\n");
+  P("        unsigned int af[4][4], bf[4][2];\n");
+  P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++) {\n");
+  if (a_km) {
+    P("          const int row = wm * 64 + mi * 16 + (lane & 15), c = (kk >> 3) + (lane >> 4);\n");
+    P("          bm_ldsm_x4(af[mi], sa + row * 64 + ((c ^ ((row >> 1) & 3)) << 4));\n");
+  } else {
+    P("          const int kr = kk + (lane & 7) + ((lane >> 4) << 3), c = ((wm * 64 + mi * 16) >> 3) + ((lane >> 3) & 1);\n");
+    P("          bm_ldsm_x4_t(af[mi], sa + kr * 256 + ((c ^ (kr & 7)) << 4));\n");
+  }
+  P("        }\n");
+  P("#pragma unroll\n        for (int p = 0; p < 2; p++) {\n");
+  P("          unsigned int r[4];\n");
+  if (b_km) {
+    P("          const int nr = wn * 32 + p * 16 + (lane & 7) + ((lane >> 4) << 3), c = (kk >> 3) + ((lane >> 3) & 1);\n");
+    P("          bm_ldsm_x4(r, sb + nr * 64 + ((c ^ ((nr >> 1) & 3)) << 4));\n");
+  } else {
+    P("          const int kr = kk + (lane & 7) + (((lane >> 3) & 1) << 3), c = ((wn * 32 + p * 16) >> 3) + (lane >> 4);\n");
+    P("          bm_ldsm_x4_t(r, sb + kr * 256 + ((c ^ (kr & 7)) << 4));\n");
+  }
+  P("          bf[2 * p][0] = r[0]; bf[2 * p][1] = r[1]; bf[2 * p + 1][0] = r[2]; bf[2 * p + 1][1] = r[3];\n");
+  P("        }\n");
+  P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n        for (int nj = 0; nj < 4; nj++) "
+    "%s(acc[mi][nj], af[mi], bf[nj]);\n", mma);
+  P("      }\n");
+  P("    }\n");
+  P("    bm_cp_wait<0>();\n    BM_SYNC(); /* the next tile reuses the stages */\n");
+  P("#pragma unroll\n    for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n    for (int nj = 0; nj < 4; nj++)\n");
+  P("#pragma unroll\n    for (int q = 0; q < 4; q++) {\n");
+  P("      const %s gm = m0 + wm * 64 + mi * 16 + (lane >> 2) + (q >> 1) * 8;\n", I);
+  P("      const %s gn = n0 + wn * 32 + nj * 8 + (lane & 3) * 2 + (q & 1);\n", I);
+  P("      if (gm < M && gn < N) {\n");
+  P("      float v = acc[mi][nj][q];\n");
+  g->store_c(k, g);
+  P("      }\n");
+  P("    }\n");
+  ck_loop_close(k);
+}
+
+static void mm_load_a(ck *k, gemm *g) {
+  const bm_node *a = k->n->in[0];
+  str off = k->n->a.trans_a ? ck_strf("a_off + gk * M + gm") : ck_strf("a_off + gm * K + gk");
+  P("          val = %s;\n", ck_ld(k, 0, a->dtype, off).s);
+}
+static void mm_load_b(ck *k, gemm *g) {
+  const bm_node *b = k->n->in[1];
+  str off = k->n->a.trans_b ? ck_strf("b_off + gn * K + gk") : ck_strf("b_off + gk * N + gn");
+  P("          val = %s;\n", ck_ld(k, 1, b->dtype, off).s);
+}
+static void mm_store(ck *k, gemm *g) {
+  P("      const %s oi = (bi * M + gm) * N + gn;\n", k->I);
+  ck_emit_epilogue(k, "v", "oi");
+  ck_store(k, "oi", "v");
+}
+
+/* Batch offset (in elements of the batch) of operand x of rank rx, whose
+ * leading rx-2 dims broadcast to the output's nb dims, for coordinates bc*. */
+static str batch_off(ck *k, const bm_node *x, int nbd) {
+  bm_node tmp = *x;
+  tmp.ndim = x->ndim - 2;
+  return ck_bcast_off(k, &tmp, nbd, "bc");
+}
+
+bm_status emit_matmul(ck *k) {
+  const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
+  int ro = n->ndim, nbd = ro - 2;
+  str M = ck_dimx(k, n->shape[ro - 2]), N = ck_dimx(k, n->shape[ro - 1]);
+  str K = ck_dimx(k, n->a.trans_a ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1]);
+  str nb = ck_prodx(k, n->shape, 0, nbd);
+  P("  const %s M = %s, N = %s, K = %s, nb = %s;\n", k->I, M.s, N.s, K.s, nb.s);
+  bool tc = tc_gemm_ok(k->L, n);
+  bm_dim dims[BM_MAX_DIMS + 2];
+  int64_t divs[BM_MAX_DIMS + 2];
+  for (int d = 0; d < nbd; d++) {
+    dims[d] = n->shape[d];
+    divs[d] = 1;
+  }
+  dims[nbd] = n->shape[ro - 2];
+  divs[nbd] = tc ? 128 : 64;
+  dims[nbd + 1] = n->shape[ro - 1];
+  divs[nbd + 1] = tc ? 128 : 64;
+  k->tasks = ck_task_grid(k->g, nbd + 2, dims, divs);
+  bm_sb tmp = {0};
+  bm_sb *saved = k->b;
+  k->b = &tmp;
+  ck_unravel(k, "bi", nbd, n->shape, "bc");
+  str ao = batch_off(k, a, nbd), bo = batch_off(k, b, nbd);
+  P("      const %s a_off = %s * M * K, b_off = %s * K * N;\n", k->I, ao.s, bo.s);
+  k->b = saved;
+  gemm g = {0};
+  snprintf(g.batch_setup.s, sizeof g.batch_setup.s, "%s", tmp.s ? tmp.s : "");
+  bm_sb_free(&tmp);
+  g.load_a = mm_load_a;
+  g.load_b = mm_load_b;
+  g.a_k_fast = !n->a.trans_a;
+  g.b_k_fast = n->a.trans_b;
+  g.store_c = mm_store;
+  if (tc)
+    emit_gemm_tc(k, &g);
+  else
+    emit_gemm(k, &g);
+  return NULL;
+}
+
+static void qmm_load_a(ck *k, gemm *g) {
+  P("          val = %s;\n", ck_ld(k, 0, k->n->in[0]->dtype, ck_strf("gm * K + gk")).s);
+}
+static void qmm_load_b(ck *k, gemm *g) {
+  const bm_node *q = k->n->in[1], *sc = k->n->in[2];
+  str G = ck_dimx(k, sc->shape[1]);
+  str lq = ck_ld(k, 1, q->dtype, ck_strf("gn * K + gk"));
+  str ls = ck_ld(k, 2, sc->dtype, ck_strf("gn * %s + gk / (K / %s)", G.s, G.s));
+  P("          val = %s * %s;\n", lq.s, ls.s);
+}
+
+bm_status emit_qmatmul(ck *k) {
+  const bm_node *n = k->n, *q = n->in[1];
+  int ro = n->ndim;
+  str N = ck_dimx(k, q->shape[0]), K = ck_dimx(k, q->shape[1]), M = ck_prodx(k, n->shape, 0, ro - 1);
+  P("  const %s M = %s, N = %s, K = %s, nb = 1;\n", k->I, M.s, N.s, K.s);
+  bm_dim dims[2];
+  int64_t divs[2] = {64, 64};
+  /* rows: the product of the leading dims */
+  bm_task_expr rows = ck_task_linear(k->g, ro - 1, n->shape, 64);
+  dims[0] = n->shape[ro - 1];
+  (void)dims;
+  (void)divs;
+  int64_t tn = (q->shape[0].add + 63) / 64;
+  rows.factor *= tn;
+  k->tasks = rows;
+  gemm g = {0};
+  g.load_a = qmm_load_a;
+  g.load_b = qmm_load_b;
+  g.a_k_fast = true;
+  g.b_k_fast = true;
+  g.store_c = mm_store;
+  emit_gemm(k, &g);
+  return NULL;
+}
+
+static void conv_load_a(ck *k, gemm *g) {
+  P("          val = %s;\n", ck_ld(k, 1, k->n->in[1]->dtype, ck_strf("(grp * M + gm) * K + gk")).s);
+}
+static void conv_load_b(ck *k, gemm *g) {
+  const bm_node *n = k->n, *x = n->in[0], *w = n->in[1];
+  int64_t KH = w->shape[2].add, KW = w->shape[3].add;
+  P("          const %s c = gk / %lld, kh = (gk / %lld) %% %lld, kw = gk %% %lld;\n", k->I,
+    (long long)(KH * KW), (long long)KW, (long long)KH, (long long)KW);
+  P("          const %s ih = (gn / OW) * %d - %d + kh * %d, iw = (gn %% OW) * %d - %d + kw * %d;\n", k->I,
+    n->a.stride[0], n->a.pad[0], n->a.dilation[0], n->a.stride[1], n->a.pad[1], n->a.dilation[1]);
+  str l = ck_ld(k, 0, x->dtype, ck_strf("((img * Cin + grp * Cg + c) * H + ih) * W + iw"));
+  P("          if (ih >= 0 && ih < H && iw >= 0 && iw < W) val = %s;\n", l.s);
+}
+static void conv_store(ck *k, gemm *g) {
+  const bm_node *n = k->n;
+  P("      const %s oi = ((img * O + grp * M + gm) * OH * OW) + gn;\n", k->I);
+  if (bm_node_base_nin(n) >= 3) P("      v += %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("grp * M + gm")).s);
+  ck_emit_epilogue(k, "v", "oi");
+  ck_store(k, "oi", "v");
+}
+
+bm_status emit_conv2d(ck *k) {
+  const bm_node *n = k->n, *x = n->in[0], *w = n->in[1];
+  int64_t G = n->a.groups > 0 ? n->a.groups : 1;
+  str Nimg = ck_dimx(k, x->shape[0]), Cin = ck_dimx(k, x->shape[1]), H = ck_dimx(k, x->shape[2]), W = ck_dimx(k, x->shape[3]);
+  str O = ck_dimx(k, w->shape[0]), Cg = ck_dimx(k, w->shape[1]), OH = ck_dimx(k, n->shape[2]), OW = ck_dimx(k, n->shape[3]);
+  int64_t KHW = w->shape[2].add * w->shape[3].add;
+  P("  const %s Cin = %s, H = %s, W = %s, O = %s, Cg = %s, OH = %s, OW = %s;\n", k->I, Cin.s, H.s, W.s, O.s,
+    Cg.s, OH.s, OW.s);
+  P("  const %s M = O / %lld, N = OH * OW, K = Cg * %lld, nb = %s * %lld;\n", k->I, (long long)G,
+    (long long)KHW, Nimg.s, (long long)G);
+  /* tasks: images x groups x ceil(M/64) x ceil(OH*OW/64) */
+  bm_dim dims[4] = {x->shape[0], bm_dim_c(G), bm_dim_c(w->shape[0].add / G), bm_dim_c(0)};
+  /* OH*OW: one symbolic dim at most (stride 1 for symbolic spatial dims) */
+  bm_dim oh = n->shape[2], ow = n->shape[3];
+  if (bm_dim_is_static(oh) && bm_dim_is_static(ow))
+    dims[3] = bm_dim_c(oh.add * ow.add);
+  else if (bm_dim_is_static(ow))
+    dims[3] = (bm_dim){oh.add * ow.add, oh.sym, (int32_t)(oh.mul * ow.add)};
+  else if (bm_dim_is_static(oh))
+    dims[3] = (bm_dim){oh.add * ow.add, ow.sym, (int32_t)(ow.mul * oh.add)};
+  else
+    dims[3] = bm_dim_c(ck_dim_max(k->g, oh) * ck_dim_max(k->g, ow));
+  int64_t divs[4] = {1, 1, 64, 64};
+  if (!bm_dim_is_static(x->shape[0]) && !bm_dim_is_static(dims[3])) dims[0] = bm_dim_c(ck_dim_max(k->g, x->shape[0]));
+  k->tasks = ck_task_grid(k->g, 4, dims, divs);
+  gemm g = {0};
+  snprintf(g.batch_setup.s, sizeof g.batch_setup.s,
+           "    const %s img = bi / %lld, grp = bi %% %lld;\n", k->I, (long long)G, (long long)G);
+  g.load_a = conv_load_a;
+  g.load_b = conv_load_b;
+  g.a_k_fast = true;
+  g.b_k_fast = false;
+  g.store_c = conv_store;
+  emit_gemm(k, &g);
+  return NULL;
+}
+

@@ -1,0 +1,87 @@
+/* emit_internal.h - what the files of the C-like emitter share: the kernel
+ * context (ck), the small-string helpers and the index/shape/epilogue helpers
+ * of emit.c, and the emitters that live in their own files (emit_gemm.c,
+ * emit_attention.c). Not a public header: only codegen/clike includes it. */
+#ifndef BM_CLIKE_EMIT_INTERNAL_H
+#define BM_CLIKE_EMIT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "clike.h"
+
+/* The kernel being emitted: one node of one graph. Emitters write the body
+ * with P(...) and set threads, min_blocks, smem and tasks. */
+typedef struct ck {
+  bm_sb *b;            /* the kernel body */
+  const bm_graph *g;
+  const bm_node *n;
+  const bm_clike_lang *L;
+  const char *I;       /* index type: "int" or "bm_i64" */
+  int threads;
+  int min_blocks;      /* blocks per multiprocessor for __launch_bounds__ (0: 1) */
+  int smem;            /* dynamic shared memory bytes (0: static shared memory only) */
+  bm_task_expr tasks;
+} ck;
+
+#define P(...) bm_sb_printf(k->b, __VA_ARGS__)
+
+/* A small string (dims, offsets, expressions). */
+typedef struct str {
+  char s[1024];
+} str;
+
+/* printf into a str */
+str ck_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The largest value of dim d (symbols at their max). */
+int64_t ck_dim_max(const bm_graph *g, bm_dim d);
+/* The value of a dim in the kernel's index type. */
+str ck_dimx(const ck *k, bm_dim d);
+/* Product of dims [lo, hi) ("1" if empty). */
+str ck_prodx(const ck *k, const bm_dim *dims, int lo, int hi);
+/* Same shape? All dims one? */
+bool ck_same_dims(const bm_node *a, const bm_node *b);
+bool ck_is_single(const bm_node *a);
+/* Offset into input `in` broadcast (right-aligned) to a shape of rank r,
+ * given coordinate variables <c>0..<c>{r-1}. */
+str ck_bcast_off(const ck *k, const bm_node *in, int r, const char *c);
+/* Declares <c>0..<c>{r-1} and unravels linear index `idx` over dims. */
+void ck_unravel(ck *k, const char *idx, int r, const bm_dim *dims, const char *c);
+/* Load expressions: element `off` of buffer `buf` as float / as an exact integer. */
+str ck_ld(const ck *k, int buf, bm_dtype t, str off);
+str ck_ldi(const ck *k, int buf, bm_dtype t, str off);
+/* A float literal (inf/nan spelled as the prelude names). */
+str ck_flt(float v);
+bool ck_is_int_dtype(bm_dtype t);
+/* The f32 expression of unary op `op` on x / binary op on a, b. */
+str ck_unary_expr(bm_op op, const char *x);
+str ck_binary_expr(bm_op op, const char *a, const char *b);
+/* Emits a program over registers <r>0..<r>{nin-1} (declared by the caller);
+ * returns the name of the result register. */
+str ck_emit_prog(ck *k, const bm_prog *p, const char *r, const char *indent);
+/* Applies the node's epilogue (if any) to the f32 variable v, for output
+ * element `idx` (linear). */
+void ck_emit_epilogue(ck *k, const char *v, const char *idx);
+void ck_store(ck *k, const char *idx, const char *v);
+/* tasks = prod_i ceil(dims[i] / divs[i]) as a bm_task_expr: exact when at
+ * most one dim is symbolic, else an upper bound (kernels loop over their own
+ * exact count, so extra blocks do nothing). */
+bm_task_expr ck_task_grid(const bm_graph *g, int n, const bm_dim *dims, const int64_t *divs);
+/* tasks = ceil(prod(dims) / div). */
+bm_task_expr ck_task_linear(const bm_graph *g, int n, const bm_dim *dims, int64_t div);
+/* for (t over [0, count)) { ... } : the grid-stride loop over tasks */
+void ck_loop_open(ck *k, const char *count);
+void ck_loop_close(ck *k);
+/* Copies element `off` of input buffer `buf` (dtype src) to output element
+ * `i` (declared by the caller), converting to the node's dtype. */
+void ck_copy_elem(ck *k, int buf, bm_dtype src, str off, const char *indent);
+
+/* ---- emitters in their own files */
+bm_status emit_matmul(ck *k);  /* emit_gemm.c */
+bm_status emit_qmatmul(ck *k); /* emit_gemm.c */
+bm_status emit_conv2d(ck *k);  /* emit_gemm.c */
+bm_status emit_attention(ck *k); /* emit_attention.c */
+/* Can emit_attention lower this ATTENTION node (head dims, shared memory)? */
+bool ck_attention_ok(const bm_node *n);
+
+#endif
