@@ -11,6 +11,7 @@
 #                                 # prints "N passed, N failed, N skipped"; logs to $OUT
 #   scripts/cuda_device.sh bench  # on the GPU machine, after pack: bench/cuda_bench.py (bm's GEMM
 #                                 # and attention vs torch.matmul / SDPA); BM_BENCH_REPS (20)
+# BM_CARRY=DIR picks the carry folder (default .cuda_carry; .carry-* is git-ignored too).
 #   scripts/cuda_device.sh all    # both, on a machine that can build and has a GPU:
 #                                 # runs test_ops_cuda in-process (compile + run + compare)
 #
@@ -20,7 +21,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BM_BUILD:-$root/build-cuda}"
-carry="$root/.cuda_carry"
+carry="${BM_CARRY:-$root/.cuda_carry}"
 mode="${1:-run}"
 
 case "$mode" in
