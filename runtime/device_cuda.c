@@ -8,7 +8,8 @@
  * Environment: BM_CUDA_DEVICE (ordinal, default 0); BM_CUDA_FORCE_PTX=1
  * loads the PTX even when a cubin fits (tests the driver JIT path);
  * BM_CUDA_SYNC=1 synchronizes after every kernel, so an asynchronous fault
- * names the kernel that caused it. */
+ * names the kernel that caused it; BM_CUDA_GRAPHS=0 launches every kernel
+ * instead of replaying CUDA graphs (see "CUDA graphs" below). */
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
 #include <inttypes.h>
@@ -113,9 +114,12 @@ typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
 typedef unsigned long long CUdeviceptr;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUgraphExec_st *CUgraphExec;
 
 enum { CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76 };
 enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
+enum { CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1 };
 
 static struct {
   void *lib;
@@ -144,6 +148,14 @@ static struct {
   CUresult (*stream_sync)(CUstream);
   CUresult (*error_string)(CUresult, const char **);
   CUresult (*error_name)(CUresult, const char **);
+  /* CUDA graphs (optional: NULL when the driver lacks them, then no graphs) */
+  CUresult (*capture_begin)(CUstream, int);
+  CUresult (*capture_end)(CUstream, CUgraph *);
+  CUresult (*graph_instantiate)(CUgraphExec *, CUgraph, unsigned long long);
+  CUresult (*graph_launch)(CUgraphExec, CUstream);
+  CUresult (*graph_exec_destroy)(CUgraphExec);
+  CUresult (*graph_destroy)(CUgraph);
+  bool graphs; /* all six found */
 } cu;
 
 static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
@@ -188,6 +200,19 @@ static void cu_load_once(void) {
       return;
     }
   }
+  struct { void **p; const char *name; } graph_syms[] = {
+      {(void **)&cu.capture_begin, "cuStreamBeginCapture_v2"},
+      {(void **)&cu.capture_end, "cuStreamEndCapture"},
+      {(void **)&cu.graph_instantiate, "cuGraphInstantiateWithFlags"},
+      {(void **)&cu.graph_launch, "cuGraphLaunch"},
+      {(void **)&cu.graph_exec_destroy, "cuGraphExecDestroy"},
+      {(void **)&cu.graph_destroy, "cuGraphDestroy"},
+  };
+  cu.graphs = true;
+  for (size_t i = 0; i < sizeof graph_syms / sizeof *graph_syms; i++) {
+    *graph_syms[i].p = dlsym(cu.lib, graph_syms[i].name);
+    if (!*graph_syms[i].p) cu.graphs = false;
+  }
   CUresult r = cu.init(0);
   if (r) {
     const char *es = "?";
@@ -224,11 +249,31 @@ static const char *cu_err(CUresult r, char *buf, size_t cap) {
 
 /* ------------------------------------------------------------------ sessions */
 
+/* CUDA graphs. A function's kernels are captured into a graph the second
+ * time it runs with a given symbol vector (a shape seen once, e.g. one
+ * prefill length, is not worth an instantiation) and the graph is replayed
+ * on every later run with the same symbols. Replay is exact: the argument
+ * blocks' device pointers are fixed for the session (inputs are copied to
+ * fixed arena offsets before a run), and everything that varies between
+ * runs (the symbols, hence each kernel's task count and grid and which
+ * kernels run at all) is the cache key. Each function keeps the
+ * BM_CUDA_GRAPH_CACHE most recently used symbol vectors. Profiling,
+ * BM_CUDA_SYNC=1 and BM_CUDA_GRAPHS=0 launch kernels one by one. */
+#define BM_CUDA_GRAPH_CACHE 8
+
+typedef struct gpu_graph {
+  int64_t syms[BM_GPU_MAX_SYMS]; /* the key (the function's nsyms values) */
+  uint64_t last_use;             /* 0 = empty slot */
+  int runs;                      /* runs with this key so far */
+  CUgraphExec exec;              /* NULL until captured */
+} gpu_graph;
+
 typedef struct gpu_fn {
   CUfunction *fns;      /* per kernel */
   bm_gpu_args *args;    /* per kernel */
   void **out_host;      /* per output: host copy */
   size_t *out_cap;
+  gpu_graph graphs[BM_CUDA_GRAPH_CACHE];
 } gpu_fn;
 
 struct bm_cuda_session {
@@ -244,6 +289,9 @@ struct bm_cuda_session {
   size_t *state_off, *weight_off;
   void *state_host;     /* bm_cuda_state snapshots */
   gpu_fn *fns;
+  bool graphs;          /* CUDA graphs on: the driver has them and BM_CUDA_GRAPHS is not 0 */
+  bool sync_each;       /* BM_CUDA_SYNC=1 */
+  uint64_t tick;        /* LRU clock of the graph caches */
   char device_name[128];
 };
 
@@ -255,6 +303,8 @@ void bm_cuda_session_destroy(bm_cuda_session *c) {
   if (c->fns)
     for (int f = 0; f < c->pkg->nfunctions; f++) {
       gpu_fn *g = &c->fns[f];
+      for (int i = 0; i < BM_CUDA_GRAPH_CACHE; i++)
+        if (g->graphs[i].exec) cu.graph_exec_destroy(g->graphs[i].exec);
       free(g->fns);
       free(g->args);
       if (g->out_host)
@@ -307,6 +357,9 @@ static bm_status setup(bm_cuda_session *c) {
   c->ctx_held = 1;
   CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
   CU_CHECK(cu.stream_create(&c->stream, 0), "cuStreamCreate");
+  const char *ge = getenv("BM_CUDA_GRAPHS");
+  c->graphs = cu.graphs && !(ge && *ge && atoi(ge) <= 0); /* BM_CUDA_GRAPHS=0: off */
+  c->sync_each = getenv("BM_CUDA_SYNC") && atoi(getenv("BM_CUDA_SYNC")) > 0;
 
   bool any_kernel = false;
   for (int f = 0; f < pkg->nfunctions; f++) any_kernel |= pkg->functions[f].nkernels > 0;
@@ -423,11 +476,12 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_profile *prof) {
+/* Launches function f's kernels on the stream (or records them, while the
+ * stream captures); sync_each synchronizes after each one (and times it
+ * into prof). */
+static bm_status launch_all(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_profile *prof, bool sync_each) {
   const bm_rt_function *fn = &c->pkg->functions[f];
   gpu_fn *g = &c->fns[f];
-  bool sync_each = prof || (getenv("BM_CUDA_SYNC") && atoi(getenv("BM_CUDA_SYNC")) > 0);
-  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
   char eb[256];
   for (int k = 0; k < fn->nkernels; k++) {
     const bm_rt_kernel *kr = &fn->kernels[k];
@@ -453,11 +507,81 @@ bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_
       if (prof) prof[k].seconds = now_seconds() - t0;
     }
   }
+  return NULL;
+}
+
+/* The graph cache entry of syms in g: the matching one, else the least
+ * recently used slot, emptied (its graph destroyed). */
+static gpu_graph *graph_slot(bm_cuda_session *c, gpu_fn *g, int nsyms, const int64_t *syms) {
+  gpu_graph *lru = &g->graphs[0];
+  size_t key = sizeof(int64_t) * (size_t)(nsyms < BM_GPU_MAX_SYMS ? nsyms : BM_GPU_MAX_SYMS);
+  for (int i = 0; i < BM_CUDA_GRAPH_CACHE; i++) {
+    gpu_graph *e = &g->graphs[i];
+    if (e->last_use && memcmp(e->syms, syms, key) == 0) {
+      e->last_use = ++c->tick;
+      return e;
+    }
+    if (e->last_use < lru->last_use) lru = e;
+  }
+  if (lru->exec) cu.graph_exec_destroy(lru->exec);
+  memset(lru, 0, sizeof *lru);
+  memcpy(lru->syms, syms, key);
+  lru->last_use = ++c->tick;
+  return lru;
+}
+
+/* Records function f's kernels into a graph and instantiates it in *exec. */
+static bm_status graph_capture(bm_cuda_session *c, int f, const int64_t *syms, CUgraphExec *exec) {
+  const bm_rt_function *fn = &c->pkg->functions[f];
+  char eb[256];
+  CUgraph graph = NULL;
+  CUresult r = cu.capture_begin(c->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+  if (r)
+    return bm_status_make(BM_ERR_INTERNAL, "cuda: starting the CUDA graph capture of function '%s': %s "
+                          "(BM_CUDA_GRAPHS=0 turns graphs off)", fn->name, cu_err(r, eb, sizeof eb));
+  bm_status s = launch_all(c, f, syms, NULL, false);
+  r = cu.capture_end(c->stream, &graph); /* always: it takes the stream out of capture mode */
+  if (s) {
+    if (graph) cu.graph_destroy(graph);
+    return s;
+  }
+  if (r)
+    return bm_status_make(BM_ERR_INTERNAL, "cuda: capturing function '%s' (%d kernels) into a CUDA graph: %s "
+                          "(BM_CUDA_GRAPHS=0 turns graphs off)", fn->name, fn->nkernels, cu_err(r, eb, sizeof eb));
+  r = cu.graph_instantiate(exec, graph, 0);
+  cu.graph_destroy(graph); /* the executable graph is independent of it */
+  if (r) {
+    *exec = NULL;
+    return bm_status_make(BM_ERR_INTERNAL, "cuda: instantiating the CUDA graph of function '%s' (%d kernels): %s "
+                          "(BM_CUDA_GRAPHS=0 turns graphs off)", fn->name, fn->nkernels, cu_err(r, eb, sizeof eb));
+  }
+  return NULL;
+}
+
+bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_profile *prof) {
+  const bm_rt_function *fn = &c->pkg->functions[f];
+  gpu_fn *g = &c->fns[f];
+  bool sync_each = prof || c->sync_each;
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  char eb[256];
+  gpu_graph *e = NULL;
+  if (c->graphs && !sync_each && fn->nkernels > 0) {
+    e = graph_slot(c, g, fn->nsyms, syms);
+    if (!e->exec && ++e->runs >= 2) BM_RETURN_IF_ERROR(graph_capture(c, f, syms, &e->exec));
+  }
+  if (e && e->exec) {
+    CUresult r = cu.graph_launch(e->exec, c->stream);
+    if (r)
+      return bm_status_make(BM_ERR_INTERNAL, "cuda: launching the CUDA graph of function '%s' (%d kernels): %s",
+                            fn->name, fn->nkernels, cu_err(r, eb, sizeof eb));
+  } else {
+    BM_RETURN_IF_ERROR(launch_all(c, f, syms, prof, sync_each));
+  }
   CUresult r = cu.stream_sync(c->stream);
   if (r)
     return bm_status_make(BM_ERR_INTERNAL,
-                          "cuda: running function '%s' (%d kernels) failed: %s (set BM_CUDA_SYNC=1 to find the kernel)",
-                          fn->name, fn->nkernels, cu_err(r, eb, sizeof eb));
+                          "cuda: running function '%s' (%d kernels%s) failed: %s (set BM_CUDA_SYNC=1 to find the kernel)",
+                          fn->name, fn->nkernels, e && e->exec ? ", CUDA graph" : "", cu_err(r, eb, sizeof eb));
   return NULL;
 }
 

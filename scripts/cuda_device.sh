@@ -5,13 +5,30 @@
 #                                 # builds test_ops_cuda and bm_cuda_check, exports every
 #                                 # case (package + inputs + interpreter outputs) and the
 #                                 # runtime-only checker with its libraries to .cuda_carry/,
-#                                 # and the 9 LLM golden families compiled for CUDA
+#                                 # and the 9 LLM golden families compiled for CUDA, and the SD
+#                                 # goldens as 3 pipeline packages in $BM_CARRY/sd (BM_SD_CASES=none
+#                                 # skips them) with a diffusers wheel for sd-bench
 #   scripts/cuda_device.sh run    # on the GPU machine (carry .cuda_carry): runs every case
 #                                 # from its cubin (and the bundle case from PTX too) and
 #                                 # prints "N passed, N failed, N skipped"; logs to $OUT
 #   scripts/cuda_device.sh bench  # on the GPU machine, after pack: bench/cuda_bench.py (bm's GEMM
 #                                 # and attention vs torch.matmul / SDPA); BM_BENCH_REPS (20)
 # BM_CARRY=DIR picks the carry folder (default .cuda_carry; .carry-* is git-ignored too).
+#   scripts/cuda_device.sh pack-bmc  # here, after pack or alone: a bmc built without LLVM
+#                                 # (-DBM_WITH_LLVM=OFF, its own build dir BM_BUILD_NOLLVM,
+#                                 # default $BM_BUILD-nollvm) with its libraries in
+#                                 # $BM_CARRY/bmc, so `bmc compile --target cuda` runs on the
+#                                 # GPU machine (it needs NVRTC there; BM_PACK_NVRTC=1 also
+#                                 # carries this machine's libnvrtc, gzip'd, about 45 MB);
+#                                 # plus bm_cuda_check and bmrun in $BM_CARRY/bin
+#   scripts/cuda_device.sh llm-bench  # on the GPU machine, after pack-bmc: bench/cuda_llm_bench.py
+#                                 # (LLaMA-3-8B shape: bm vs transformers vs the HBM bound;
+#                                 # BM_BENCH_LAYERS=2 for a smoke run; see the script)
+#   scripts/cuda_device.sh sd     # on the GPU machine, after pack: only the Stable Diffusion
+#                                 # goldens (bm_cuda_check --sd; `run` includes them)
+#   scripts/cuda_device.sh sd-bench  # on the GPU machine, after pack and pack-bmc: SD 1.5 UNet
+#                                 # step, 512x512 batch 2, bm vs diffusers fp16 (bench/cuda_sd_bench.py;
+#                                 # BM_BENCH_REPS (20); diffusers from $BM_CARRY/sd/wheels if absent)
 #   scripts/cuda_device.sh all    # both, on a machine that can build and has a GPU:
 #                                 # runs test_ops_cuda in-process (compile + run + compare)
 #
@@ -50,11 +67,82 @@ case "$mode" in
         echo "cuda_device.sh: $m: not compiled for cuda (see above)" >&2
       fi
     done
+    # the Stable Diffusion goldens (../shared/golden/diffusers, hf/clip_text*): test_sd_golden's
+    # checks as three pipeline folders compiled for CUDA (bm_cuda_check --sd; see sd_checks there)
+    if [ "${BM_SD_CASES:-all}" != none ]; then
+      gd="$(cd "${BM_GOLDEN:-$root/../shared/golden/hf}/.." && pwd)"
+      sdw="$(mktemp -d)" && mkdir -p "$carry/sd"
+      for p in sd1:sd1_unet:clip_text sd2:sd2_unet:clip_text_proj; do
+        IFS=: read -r name unet te <<<"$p"
+        mkdir -p "$sdw/$name/scheduler"
+        echo '{"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0"}' >"$sdw/$name/model_index.json"
+        echo '{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon", "skip_prk_steps": true}' \
+          >"$sdw/$name/scheduler/scheduler_config.json"
+        ln -s "$gd/diffusers/$unet" "$sdw/$name/unet"
+        ln -s "$gd/diffusers/vae_kl" "$sdw/$name/vae"
+        ln -s "$gd/hf/$te" "$sdw/$name/text_encoder"
+      done
+      sdc=(--target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" --max-batch 2 --no-tokenizer)
+      for p in "sd1 sd1 32 1" "sd2 sd2 32 1" "sd1_64 sd1 64 2"; do # package, folder, size, clip skip
+        read -r pkg name size skip <<<"$p"
+        "$build/bmc" compile --model "$sdw/$name" "${sdc[@]}" --width "$size" --height "$size" --clip-skip "$skip" \
+          -o "$carry/sd/$pkg.bmpk" || echo "cuda_device.sh: sd golden $pkg: not compiled for cuda (see above)" >&2
+      done
+      for c in hf/clip_text hf/clip_text_proj diffusers/sd1_unet diffusers/sd2_unet diffusers/vae_kl; do
+        cp "$gd/$c/golden.safetensors" "$carry/sd/$(basename "$c").golden.safetensors"
+      done
+      cp "$gd/hf/clip_text/model.safetensors" "$carry/sd/clip_text.model.safetensors" # final_layer_norm
+      rm -rf "$sdw"
+      # diffusers for sd-bench, if the GPU machine lacks it (a pure-python wheel, 5.6 MB;
+      # BM_SD_WHEELS=DIR holds one, else pip downloads it here; BM_SD_WHEELS=none: none)
+      mkdir -p "$carry/sd/wheels"
+      if [ "${BM_SD_WHEELS:-}" = none ]; then
+        :
+      elif ls "${BM_SD_WHEELS:-/nonexistent}"/diffusers-*.whl >/dev/null 2>&1; then
+        cp "${BM_SD_WHEELS}"/diffusers-*.whl "$carry/sd/wheels/"
+      else
+        timeout 120 python3 -m pip download --no-deps -q -d "$carry/sd/wheels" diffusers==0.39.0 ||
+          echo "cuda_device.sh: no diffusers wheel (sd-bench needs diffusers on the GPU machine)" >&2
+      fi
+    fi
     cp "$build/bm_cuda_check" "$build/bmrun" "$carry/bin/"
     # their shared libraries beyond glibc (cjson, zstd, xxhash, png, z)
     ldd "$build/bm_cuda_check" "$build/bmrun" | awk '$3 ~ /^\// {print $3}' | sort -u |
       grep -vE '/lib(c|m|pthread|dl|rt)\.so' | while read -r lib; do cp -L "$lib" "$carry/lib/"; done
     du -sh "$carry"
+    ;;
+  pack-bmc)
+    nb="${BM_BUILD_NOLLVM:-$build-nollvm}"
+    cmake -S "$root" -B "$nb" -DCMAKE_BUILD_TYPE=Release -DBM_WITH_LLVM=OFF >/dev/null
+    cmake --build "$nb" -j"${JOBS:-2}" --target bmc bmrun bm_cuda_check
+    if ldd "$nb/bmc" | grep -qi llvm; then
+      echo "cuda_device.sh: $nb/bmc links LLVM (is BM_WITH_LLVM=OFF?)" >&2
+      exit 1
+    fi
+    rm -rf "$carry/bmc" && mkdir -p "$carry/bmc/bin" "$carry/bmc/lib" "$carry/bin" "$carry/lib"
+    cp "$nb/bmc" "$carry/bmc/bin/"
+    cp "$nb/bm_cuda_check" "$nb/bmrun" "$carry/bin/"
+    ldd "$nb/bmc" | awk '$3 ~ /^\// {print $3}' | sort -u | grep -vE '/lib(c|m|pthread|dl|rt)\.so' |
+      while read -r lib; do cp -L "$lib" "$carry/bmc/lib/"; done
+    ldd "$nb/bm_cuda_check" "$nb/bmrun" | awk '$3 ~ /^\// {print $3}' | sort -u |
+      grep -vE '/lib(c|m|pthread|dl|rt)\.so' | while read -r lib; do cp -L "$lib" "$carry/lib/"; done
+    if [ "${BM_PACK_NVRTC:-0}" = 1 ]; then # NVRTC for a GPU machine without one
+      mkdir -p "$carry/bmc/nvrtc"
+      dir="$(dirname "$(readlink -f "${BM_NVRTC:-/usr/local/cuda/lib64/libnvrtc.so}")")"
+      for f in "$dir"/libnvrtc.so.[0-9]* "$dir"/libnvrtc-builtins.so.[0-9]*; do
+        case "$f" in *alt*) continue ;; esac
+        [ -f "$f" ] && [ ! -L "$f" ] && gzip -6 -c "$f" >"$carry/bmc/nvrtc/$(basename "$f").gz"
+      done
+    fi
+    echo "pack-bmc: $(ldd "$carry/bmc/bin/bmc" | grep -ci llvm) LLVM libraries needed by bmc; libs: $(ls "$carry/bmc/lib" | tr '\n' ' ')"
+    du -sh "$carry"
+    ;;
+  llm-bench)
+    out="${OUT:-$carry/out}"
+    mkdir -p "$out"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$out/gpu.txt" || true
+    PYTHONUNBUFFERED=1 python3 "$root/bench/cuda_llm_bench.py" "$carry" "$out" 2>&1 | tee "$out/llm_bench.txt"
+    exit "${PIPESTATUS[0]}"
     ;;
   run)
     out="${OUT:-$carry/out}"
@@ -65,6 +153,10 @@ case "$mode" in
     rc=${PIPESTATUS[0]}
     if [ -f "$carry/llm/list.txt" ]; then # the LLM golden suite vs transformers
       LD_LIBRARY_PATH="$carry/lib" "$carry/bin/bm_cuda_check" --llm "$carry/llm" 2>&1 | tee "$out/llm_golden.txt"
+      [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    fi
+    if [ -f "$carry/sd/sd1_unet.golden.safetensors" ]; then # the Stable Diffusion goldens vs diffusers/transformers
+      LD_LIBRARY_PATH="$carry/lib" "$carry/bin/bm_cuda_check" --sd "$carry/sd" 2>&1 | tee "$out/sd_golden.txt"
       [ "${PIPESTATUS[0]}" = 0 ] || rc=1
     fi
     if [ -f "$carry/tiny_cuda.bmpk" ]; then # the built-in model: CUDA against the CPU
@@ -93,13 +185,26 @@ PY
     PYTHONUNBUFFERED=1 python3 "$root/bench/cuda_bench.py" "$carry" "${BM_BENCH_REPS:-20}" 2>&1 | tee "$out/bench.txt"
     exit "${PIPESTATUS[0]}"
     ;;
+  sd)
+    out="${OUT:-$carry/out}"
+    mkdir -p "$out"
+    LD_LIBRARY_PATH="$carry/lib" "$carry/bin/bm_cuda_check" --sd "$carry/sd" 2>&1 | tee "$out/sd_golden.txt"
+    exit "${PIPESTATUS[0]}"
+    ;;
+  sd-bench)
+    out="${OUT:-$carry/out}"
+    mkdir -p "$out"
+    PYTHONUNBUFFERED=1 python3 "$root/bench/cuda_sd_bench.py" "$carry" "$out" "${BM_BENCH_REPS:-20}" 2>&1 |
+      tee "$out/sd_bench.txt"
+    exit "${PIPESTATUS[0]}"
+    ;;
   all)
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
     cmake --build "$build" -j"${JOBS:-8}" --target test_ops_cuda
     "$build/test_ops_cuda"
     ;;
   *)
-    echo "usage: $0 pack|run|bench|all" >&2
+    echo "usage: $0 pack|pack-bmc|run|bench|llm-bench|sd|sd-bench|all" >&2
     exit 2
     ;;
 esac

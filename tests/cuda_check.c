@@ -9,6 +9,12 @@
  *   bm_cuda_check --llm DIR   the LLM golden suite (see llm_case()): DIR/list.txt
  *                             names cases, each DIR/<name>.bmpk (compiled for CUDA)
  *                             and DIR/<name>.golden.safetensors (transformers')
+ *   bm_cuda_check --sd DIR    the Stable Diffusion golden suite (see sd_checks): the
+ *                             packages DIR/sd1.bmpk, sd2.bmpk, sd1_64.bmpk (compiled by
+ *                             scripts/cuda_device.sh pack) against diffusers' and
+ *                             transformers' outputs DIR/<case>.golden.safetensors
+ *   bm_cuda_check --llm-bench PKG PREFILL NEW REPS   prefill and greedy decode
+ *                             speed of a causal LM package (see llm_bench())
  *
  * DIR/list.txt names the case folders; each has meta.txt:
  *   tol <max relative error>
@@ -139,7 +145,7 @@ static int run_case(const char *dir, const char *name, int force_ptx) {
     if (isnan(e) || e > worst) worst = isnan(worst) ? worst : e;
   }
   int bad;
-  char label[160];
+  char label[300];
   snprintf(label, sizeof label, "%s%s", name, force_ptx ? " (ptx)" : "");
   if (st) {
     printf("FAIL %-36s %s\n", label, bm_status_message(st));
@@ -434,7 +440,331 @@ static int llm_suite(const char *dir) {
   return failed ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------ LLM speed */
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
+}
+
+/* One run of prefill (n_ids tokens at positions start..start+n-1, logits of
+ * the last) or decode (one token) at batch 1; *logits borrows the output. */
+static bm_status lm_step(bm_session *s, int f, int is_prefill, const int32_t *ids, int64_t n, int32_t start,
+                         int32_t *pos_buf, const float **logits) {
+  for (int64_t i = 0; i < n; i++) pos_buf[i] = start + (int32_t)i;
+  int32_t st[1] = {start}, len[1] = {start + (int32_t)n}, last[1] = {(int32_t)n - 1};
+  int64_t sh2[2] = {1, n}, sh1[1] = {1};
+  BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 0, ids, BM_DTYPE_I32, 2, sh2));
+  BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 1, pos_buf, BM_DTYPE_I32, 2, sh2));
+  BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 2, st, BM_DTYPE_I32, 1, sh1));
+  BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 3, len, BM_DTYPE_I32, 1, sh1));
+  if (is_prefill) BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 4, last, BM_DTYPE_I32, 1, sh1));
+  BM_RETURN_IF_ERROR(bm_session_run(s, f));
+  bm_tensor_info info;
+  const void *d;
+  BM_RETURN_IF_ERROR(bm_session_get_output(s, f, 0, &d, &info));
+  if (info.dtype != BM_DTYPE_F32) return bm_status_make(BM_ERR_UNSUPPORTED, "logits are %s, not f32", bm_dtype_name(info.dtype));
+  *logits = d;
+  return NULL;
+}
+
+/* Checks that function f's inputs are input_ids, positions, start, kv_len
+ * [, last] in that order (the order lm_step sets them). */
+static bm_status lm_check_inputs(const bm_package *pkg, int f, int is_prefill) {
+  static const char *const names[] = {"input_ids", "positions", "start", "kv_len", "last"};
+  int n = is_prefill ? 5 : 4;
+  if (bm_function_input_count(pkg, f) != n)
+    return bm_status_make(BM_ERR_INCOMPATIBLE, "%s has %d inputs, expected %d", is_prefill ? "prefill" : "decode",
+                          bm_function_input_count(pkg, f), n);
+  for (int i = 0; i < n; i++) {
+    int at;
+    BM_RETURN_IF_ERROR(bm_function_find_input(pkg, f, names[i], &at));
+    if (at != i) return bm_status_make(BM_ERR_INCOMPATIBLE, "input '%s' is #%d, expected #%d", names[i], at, i);
+  }
+  return NULL;
+}
+
+/* --llm-bench PKG PREFILL NEW REPS: a causal LM package at batch 1.
+ * Prefill: REPS runs of PREFILL tokens from position 0 (1 warm-up first),
+ * best and mean ms. Decode: an 8-token prompt, then NEW greedy steps, each
+ * a decode run, the logits copied to the host and an argmax (as a generator
+ * does); a warm-up pass of 4 steps first. Prints
+ *   llm-bench open <session create ms>
+ *   llm-bench prefill <tokens> best_ms <ms> mean_ms <ms>
+ *   llm-bench decode <tokens> total_ms <ms> tok_s <tokens/s>
+ *   llm-bench digest <hex> ids <first 16 greedy ids>
+ * The digest (FNV-1a over every decode step's logits bits) is identical
+ * between two runs that compute the same thing (BM_CUDA_GRAPHS=0 vs 1). */
+static int llm_bench(const char *path, int64_t P, int64_t N, int reps) {
+  bm_package *pkg = NULL;
+  bm_session *s = NULL;
+  int fp = -1, fd = -1;
+  int32_t *ids = NULL, *pos = NULL;
+  bm_tensor_info oi;
+  const float *lg = NULL;
+  double t0 = now_ms();
+  bm_open_options oo = {.flags = BM_OPEN_SKIP_CHECKSUMS};
+  bm_status e = bm_package_open(path, &oo, &pkg);
+  if (!e) e = bm_package_find_function(pkg, "prefill", &fp);
+  if (!e) e = bm_package_find_function(pkg, "decode", &fd);
+  if (!e) e = lm_check_inputs(pkg, fp, 1);
+  if (!e) e = lm_check_inputs(pkg, fd, 0);
+  if (!e) e = bm_function_output_info(pkg, fd, 0, &oi);
+  if (!e) e = bm_session_create(pkg, NULL, &s);
+  if (e) goto done;
+  printf("llm-bench open %.1f\n", now_ms() - t0);
+  int64_t V = oi.shape[oi.ndim - 1];
+  ids = malloc(sizeof *ids * (size_t)(P + N + 16));
+  pos = malloc(sizeof *pos * (size_t)(P + N + 16));
+  if (!ids || !pos) {
+    e = bm_status_make(BM_ERR_OUT_OF_MEMORY, "llm-bench: %lld ids", (long long)P);
+    goto done;
+  }
+  for (int64_t i = 0; i < P + N + 16; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+  /* prefill */
+  double best = 1e30, sum = 0;
+  for (int r = -1; r < reps && !e; r++) {
+    double a = now_ms();
+    e = lm_step(s, fp, 1, ids, P, 0, pos, &lg);
+    double ms = now_ms() - a;
+    if (r < 0) continue;
+    sum += ms;
+    if (ms < best) best = ms;
+  }
+  if (e) goto done;
+  printf("llm-bench prefill %lld best_ms %.3f mean_ms %.3f\n", (long long)P, best, sum / reps);
+  fflush(stdout);
+  /* decode: 8-token prompt, then greedy steps (warm-up pass of 4, then N) */
+  uint64_t h = 1469598103934665603ull;
+  int32_t toks[16];
+  double total = 0;
+  for (int pass = 0; pass < 2 && !e; pass++) {
+    int64_t steps = pass ? N : 4;
+    e = lm_step(s, fp, 1, ids, 8, 0, pos, &lg);
+    double a = now_ms();
+    for (int64_t i = 0; i < steps && !e; i++) {
+      int32_t t = (int32_t)argmax_f(lg, V);
+      if (pass && i < 16) toks[i] = t;
+      e = lm_step(s, fd, 0, &t, 1, (int32_t)(8 + i), pos, &lg);
+      if (!e && pass) {
+        const unsigned char *b = (const unsigned char *)lg;
+        for (int64_t j = 0; j < 4 * V; j++) h = (h ^ b[j]) * 1099511628211ull;
+      }
+    }
+    if (pass) total = now_ms() - a;
+  }
+  if (e) goto done;
+  printf("llm-bench decode %lld total_ms %.3f tok_s %.2f\n", (long long)N, total, 1e3 * (double)N / total);
+  printf("llm-bench digest %016llx ids", (unsigned long long)h);
+  for (int64_t i = 0; i < N && i < 16; i++) printf(" %d", toks[i]);
+  printf("\n");
+done:;
+  int rc = e ? 1 : 0;
+  if (e) printf("llm-bench FAIL %s: %s\n", path, bm_status_message(e));
+  bm_status_free(e);
+  free(ids);
+  free(pos);
+  bm_session_destroy(s);
+  bm_package_close(pkg);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ the Stable Diffusion golden suite */
+
+/* One function of an SD package run on a golden's inputs, its outputs
+ * compared with the golden's (tests/test_sd_golden.c's checks, tolerance 1e-4
+ * max abs error / max abs golden). Packages (scripts/cuda_device.sh pack):
+ *   sd1     pipeline folder unet=sd1_unet, vae=vae_kl, text_encoder=clip_text,
+ *           32x32 (16x16 latents), clip skip 1
+ *   sd2     unet=sd2_unet, vae=vae_kl, text_encoder=clip_text_proj, 32x32
+ *   sd1_64  as sd1 at 64x64 with clip skip 2 (vae_encoder takes the golden's
+ *           64x64 image; the text encoder's hidden_states = final_layer_norm of
+ *           hidden_states[-2])
+ * A golden name "ln:T" is final_layer_norm(T) computed here with
+ * DIR/clip_text.model.safetensors' [text_model.]final_layer_norm (eps 1e-5), as
+ * test_sd_golden's clip skip 2 check does. */
+typedef struct sd_check {
+  const char *pkg, *fn, *golden, *what;
+  const char *in[3][2];  /* {function input, golden tensor}; converted to the declared dtype */
+  const char *out[4][2]; /* {function output, golden tensor} */
+} sd_check;
+
+static const sd_check sd_checks[] = {
+    {"sd1", "text_encoder", "clip_text", "clip_text (clip skip 1)", {{"input_ids", "input_ids"}},
+     {{"hidden_states", "last_hidden_state"}, {"pooled", "pooler_output"}, {"penultimate", "penultimate_hidden_state"}}},
+    {"sd1", "unet", "sd1_unet", "sd1_unet",
+     {{"sample", "sample"}, {"timestep", "timestep"}, {"encoder_hidden_states", "encoder_hidden_states"}},
+     {{"model_output", "out_sample"}}},
+    {"sd1", "vae_decoder", "vae_kl", "vae_kl decode", {{"latent", "latent"}}, {{"image", "out_decoded"}}},
+    {"sd2", "text_encoder", "clip_text_proj", "clip_text_proj", {{"input_ids", "input_ids"}},
+     {{"hidden_states", "last_hidden_state"}, {"penultimate", "penultimate_hidden_state"}, {"text_embeds", "text_embeds"}}},
+    {"sd2", "unet", "sd2_unet", "sd2_unet",
+     {{"sample", "sample"}, {"timestep", "timestep"}, {"encoder_hidden_states", "encoder_hidden_states"}},
+     {{"model_output", "out_sample"}}},
+    {"sd1_64", "vae_encoder", "vae_kl", "vae_kl encode", {{"image", "image"}},
+     {{"mean", "out_latent_mean"}, {"logvar", "out_latent_logvar"}, {"std", "out_latent_std"}}},
+    {"sd1_64", "text_encoder", "clip_text", "clip_text (clip skip 2)", {{"input_ids", "input_ids"}},
+     {{"penultimate", "penultimate_hidden_state"}, {"hidden_states", "ln:penultimate_hidden_state"}}},
+};
+
+/* t as f32 (malloc'd), or NULL; i64/i32 converted. */
+static float *st_f32(const bm_st_tensor *t) {
+  float *o = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+  tens v = {.dt = t->dtype, .data = (void *)t->data};
+  for (int64_t i = 0; o && i < t->numel; i++) o[i] = elem(&v, i);
+  return o;
+}
+
+/* final_layer_norm of the rows of x (C = w's length), in double. */
+static float *sd_layer_norm(const bm_st_tensor *x, const bm_st_tensor *w, const bm_st_tensor *b, double eps) {
+  int64_t C = w->numel, rows = C ? x->numel / C : 0;
+  float *xs = st_f32(x), *ws = st_f32(w), *bs = st_f32(b), *o = malloc(sizeof(float) * (size_t)(x->numel + 1));
+  for (int64_t r = 0; xs && ws && bs && o && r < rows; r++) {
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < C; i++) mean += xs[r * C + i];
+    mean /= (double)C;
+    for (int64_t i = 0; i < C; i++) var += (xs[r * C + i] - mean) * (xs[r * C + i] - mean);
+    var /= (double)C;
+    for (int64_t i = 0; i < C; i++) o[r * C + i] = (float)((xs[r * C + i] - mean) / sqrt(var + eps) * ws[i] + bs[i]);
+  }
+  free(xs);
+  free(ws);
+  free(bs);
+  return o;
+}
+
+/* Runs one check; prints a line per output; returns the number failed. */
+static int sd_case(const char *dir, const sd_check *c, double tol) {
+  char path[4096];
+  bm_st_file *gold = NULL, *clip = NULL;
+  bm_package *pkg = NULL;
+  bm_session *s = NULL;
+  void *bufs[3] = {0};
+  int f = 0, bad = 0, nout = 0;
+  while (nout < 4 && c->out[nout][0]) nout++;
+  snprintf(path, sizeof path, "%s/%s.golden.safetensors", dir, c->golden);
+  bm_status e = bm_st_open(path, &gold);
+  snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->pkg);
+  if (!e) e = bm_package_open(path, NULL, &pkg);
+  if (!e) e = bm_session_create(pkg, NULL, &s);
+  if (!e) e = bm_package_find_function(pkg, c->fn, &f);
+  for (int i = 0; !e && i < 3 && c->in[i][0]; i++) {
+    const bm_st_tensor *t;
+    bm_tensor_info info;
+    int idx;
+    e = bm_st_get(gold, c->in[i][1], &t);
+    if (!e) e = bm_function_find_input(pkg, f, c->in[i][0], &idx);
+    if (!e) e = bm_function_input_info(pkg, f, idx, &info);
+    if (e) break;
+    float *v = st_f32(t);
+    if (!v) {
+      e = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s: input %s", c->what, c->in[i][0]);
+      break;
+    }
+    if (info.dtype == BM_DTYPE_I32) { /* token ids */
+      int32_t *ids = malloc(sizeof(int32_t) * (size_t)(t->numel ? t->numel : 1));
+      for (int64_t j = 0; ids && j < t->numel; j++) ids[j] = (int32_t)v[j];
+      free(v);
+      bufs[i] = ids;
+    } else if (info.dtype == BM_DTYPE_F32) {
+      bufs[i] = v;
+    } else {
+      free(v);
+      e = bm_status_make(BM_ERR_UNSUPPORTED, "%s: input %s is %s (f32 or i32 expected)", c->what, c->in[i][0],
+                         bm_dtype_name(info.dtype));
+      break;
+    }
+    if (!bufs[i]) e = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s: input %s", c->what, c->in[i][0]);
+    if (!e) e = bm_session_set_input(s, f, idx, bufs[i], info.dtype, t->ndim, t->shape);
+  }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  if (!e) e = bm_session_run(s, f);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double ms = 1e3 * ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+  if (e) {
+    printf("FAIL %-28s %s.%s: %s\n", c->what, c->pkg, c->fn, bm_status_message(e));
+    bm_status_free(e);
+    bad = nout;
+    goto done;
+  }
+  for (int k = 0; k < nout; k++) {
+    const char *gname = c->out[k][1];
+    int ln = !strncmp(gname, "ln:", 3);
+    const bm_st_tensor *g = NULL, *w = NULL, *b = NULL;
+    float *ref = NULL, *got = NULL;
+    int64_t n = 0;
+    e = bm_st_get(gold, ln ? gname + 3 : gname, &g);
+    if (!e && ln && !clip) {
+      snprintf(path, sizeof path, "%s/clip_text.model.safetensors", dir);
+      e = bm_st_open(path, &clip);
+    }
+    if (!e && ln) { /* transformers saves CLIPTextModel with or without the text_model. prefix */
+      const char *tm = bm_st_find(clip, "text_model.final_layer_norm.weight") ? "text_model." : "";
+      char wn[64], bn[64];
+      snprintf(wn, sizeof wn, "%sfinal_layer_norm.weight", tm);
+      snprintf(bn, sizeof bn, "%sfinal_layer_norm.bias", tm);
+      e = bm_st_get(clip, wn, &w);
+      if (!e) e = bm_st_get(clip, bn, &b);
+    }
+    if (!e) ref = ln ? sd_layer_norm(g, w, b, 1e-5) : st_f32(g);
+    for (int i = 0; !e && i < bm_function_output_count(pkg, f); i++) {
+      const void *data;
+      bm_tensor_info info;
+      e = bm_session_get_output(s, f, i, &data, &info);
+      if (e || strcmp(info.name, c->out[k][0])) continue;
+      tens o = {.dt = info.dtype, .ndim = info.ndim, .data = (void *)data};
+      memcpy(o.shape, info.shape, sizeof(int64_t) * (size_t)info.ndim);
+      n = numel(&o);
+      got = malloc(sizeof(float) * (size_t)(n ? n : 1));
+      for (int64_t j = 0; got && j < n; j++) got[j] = elem(&o, j);
+    }
+    double err = NAN;
+    if (!e && !got) e = bm_status_make(BM_ERR_NOT_FOUND, "%s.%s has no output '%s'", c->pkg, c->fn, c->out[k][0]);
+    else if (!e && n != g->numel)
+      e = bm_status_make(BM_ERR_INVALID_ARGUMENT, "%s: %lld values, golden %s has %lld", c->out[k][0],
+                         (long long)n, gname, (long long)g->numel);
+    else if (!e && ref) err = rel_err(got, ref, n);
+    int ok = !e && err < tol;
+    bad += !ok;
+    char label[96];
+    snprintf(label, sizeof label, "%s %s", c->what, c->out[k][0]);
+    printf("%s %-40s rel err %-10.3g tol %-8.3g %s.%s first run %.3f ms %s\n", ok ? "ok  " : "FAIL", label, err,
+           tol, c->pkg, c->fn, ms, e ? bm_status_message(e) : "");
+    bm_status_free(e);
+    e = NULL;
+    free(ref);
+    free(got);
+  }
+done:
+  for (int i = 0; i < 3; i++) free(bufs[i]);
+  bm_session_destroy(s);
+  bm_package_close(pkg);
+  bm_st_close(gold);
+  bm_st_close(clip);
+  return bad;
+}
+
+static int sd_suite(const char *dir) {
+  int passed = 0, failed = 0;
+  for (size_t i = 0; i < sizeof sd_checks / sizeof sd_checks[0]; i++) {
+    int nout = 0;
+    while (nout < 4 && sd_checks[i].out[nout][0]) nout++;
+    int b = sd_case(dir, &sd_checks[i], 1e-4);
+    failed += b;
+    passed += nout - b;
+    fflush(stdout);
+  }
+  printf("sd golden: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "--sd")) return sd_suite(argv[2]);
+  if (argc == 6 && !strcmp(argv[1], "--llm-bench"))
+    return llm_bench(argv[2], atoll(argv[3]) > 0 ? atoll(argv[3]) : 1, atoll(argv[4]) > 0 ? atoll(argv[4]) : 1,
+                     atoi(argv[5]) > 0 ? atoi(argv[5]) : 1);
   if (argc == 3 && !strcmp(argv[1], "--llm")) return llm_suite(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "--bench")) {
     int reps = atoi(argv[2]);

@@ -1,0 +1,319 @@
+# cuda_sd_bench.py - one SD 1.5 UNet step on the GPU, 512x512 (latents 2x4x64x64,
+# encoder states 2x77x768, batch 2 = classifier-free guidance): bm vs diffusers'
+# UNet2DConditionModel in fp16 (scripts/cuda_device.sh sd-bench; docs/cuda.md).
+#
+#   python3 bench/cuda_sd_bench.py CARRY OUTDIR [REPS]
+#
+# Runs on the GPU machine, in one go:
+# 1. bm: writes a diffusers pipeline folder of configs only (UNet = SD 1.5's
+#    unet/config.json; a tiny VAE and text encoder, which the step does not use:
+#    SD 1.5's VAE mid-block attention, 1 head of 512 channels, is beyond the CUDA
+#    attention kernel's 256), compiles it with the LLVM-less bmc carried in
+#    CARRY/bmc (scripts/cuda_device.sh pack-bmc) with --random-weights
+#    --weight-dtype f16 (and --dtype f16 when that bmc has it), then times the
+#    `unet` function with bmrun (REPS runs after a warm-up) and prints its per-op
+#    profile (a second run with a synchronization after every kernel).
+# 2. torch: diffusers' UNet2DConditionModel with the same config, random fp16
+#    weights on the GPU, eager with the default attention processor (SDPA), and
+#    with the classic AttnProcessor (no SDPA) for reference. diffusers is imported
+#    as installed, else from CARRY/sd/wheels/diffusers-*.whl (pip install --no-deps
+#    --no-index into a scratch folder; missing optional imports such as PIL are
+#    stubbed: the UNet does not use them).
+# Prints bm ms/step, torch ms/step and the ratio; writes OUTDIR/sd_bench.json.
+#
+# Environment: BM_SD_BENCH_WORK (scratch folder, default /tmp/bm_sd_bench).
+import glob
+import importlib.machinery
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+
+import torch
+
+WORK = os.environ.get("BM_SD_BENCH_WORK", "/tmp/bm_sd_bench")
+
+# SD 1.5's unet/config.json (runwayml/stable-diffusion-v1-5), as bench/bench_sd.c
+UNET = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
+    "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+    "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+# not timed: the smallest VAE with SD's 8x factor, and a 2-layer CLIP
+VAE = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 32, 32, 32],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32,
+    "out_channels": 3, "sample_size": 512, "scaling_factor": 0.18215,
+}
+CLIP = {
+    "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": "quick_gelu",
+    "hidden_size": 64, "intermediate_size": 128, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+    "num_attention_heads": 2, "num_hidden_layers": 2, "vocab_size": 1000, "bos_token_id": 998,
+    "eos_token_id": 999, "pad_token_id": 1, "projection_dim": 64,
+}
+SCHEDULER = {
+    "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon", "skip_prk_steps": True,
+}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def find_nvrtc(carry):
+    """a libnvrtc for bmc: BM_NVRTC, this machine's (CUDA toolkit, pip's
+    nvidia-cuda-nvrtc), else the one pack-bmc carried (gzip'd)"""
+    if os.environ.get("BM_NVRTC"):
+        return os.environ["BM_NVRTC"]
+    pats = ["/usr/local/cuda*/lib64/libnvrtc.so.1[0-9]*", "/usr/lib/x86_64-linux-gnu/libnvrtc.so.1[0-9]*"]
+    for p in sys.path:
+        pats.append(os.path.join(p, "nvidia/cuda_nvrtc/lib/libnvrtc.so.1[0-9]*"))
+        pats.append(os.path.join(p, "nvidia/cu1[0-9]/lib/libnvrtc.so.1[0-9]*"))
+    for pat in pats:
+        hits = sorted(h for h in glob.glob(pat) if "alt" not in h and "builtins" not in h)
+        if hits:
+            return hits[-1]
+    gz = sorted(glob.glob(os.path.join(carry, "bmc/nvrtc/*.gz")))
+    if gz:
+        d = os.path.join(WORK, "nvrtc")
+        os.makedirs(d, exist_ok=True)
+        for f in gz:
+            subprocess.run(f"gzip -dc '{f}' > '{d}/{os.path.basename(f)[:-3]}'", shell=True, check=True)
+        hits = sorted(glob.glob(os.path.join(d, "libnvrtc.so.*")))
+        if hits:
+            return hits[-1]
+    return None
+
+
+def write_folder(d):
+    for sub, cfg, name in (("unet", UNET, "config.json"), ("vae", VAE, "config.json"),
+                           ("text_encoder", CLIP, "config.json"), ("scheduler", SCHEDULER, "scheduler_config.json")):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(os.path.join(d, sub, name), "w") as f:
+            json.dump(cfg, f, indent=1)
+    with open(os.path.join(d, "model_index.json"), "w") as f:
+        json.dump({"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0"}, f)
+
+
+def bm_part(carry, res, reps, arch):
+    folder = os.path.join(WORK, "sd15")
+    write_folder(folder)
+    nvrtc = find_nvrtc(carry)
+    log(f"NVRTC: {nvrtc}")
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "bmc/lib"))
+    if nvrtc:
+        env["BM_NVRTC"] = nvrtc
+        env["LD_LIBRARY_PATH"] += ":" + os.path.dirname(nvrtc)  # its libnvrtc-builtins
+    bmc = os.path.join(carry, "bmc/bin/bmc")
+    helptext = subprocess.run([bmc, "compile", "--help"], env=env, capture_output=True, text=True)
+    has_dtype = "--dtype" in (helptext.stdout + helptext.stderr)
+    pkg = os.path.join(WORK, "sd15.bmpk")
+    for act in (["f16", "f32"] if has_dtype else ["f32"]):
+        cmd = [bmc, "compile", "--model", folder, "--random-weights", "--target", "cuda", "--cpu", arch,
+               "--weight-dtype", "f16", "--max-batch", "2", "--no-tokenizer", "-o", pkg]
+        if act == "f16":
+            cmd[-2:-2] = ["--dtype", "f16"]
+        res["bm_activations"] = act
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        res["bmc_seconds"] = time.perf_counter() - t0
+        log(f"bmc {' '.join(cmd[2:])}\n  {(p.stdout + p.stderr).strip()}\n  ({res['bmc_seconds']:.1f} s)")
+        if p.returncode == 0:
+            break
+        if act == "f16":  # f16 activations refused: keep why, then f16 weights only
+            res["bm_dtype_f16_error"] = (p.stdout + p.stderr).strip()[-1000:]
+    if p.returncode:
+        res["bm_error"] = (p.stdout + p.stderr).strip()[-2000:]
+        return
+    renv = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
+    bmrun = os.path.join(carry, "bin/bmrun")
+    p = subprocess.run([bmrun, pkg, "--function", "unet", "--random-inputs", "1", "--repeat", str(reps + 1)],
+                       env=renv, capture_output=True, text=True)
+    out = (p.stdout + p.stderr).strip()
+    log(f"bmrun (timing):\n{out}")
+    m = re.search(r"mean of the other \d+: ([0-9.]+) ms \(best ([0-9.]+) ms\)", out)
+    if p.returncode or not m:
+        res["bm_error"] = out[-2000:]
+        return
+    res["bm_ms"], res["bm_best_ms"] = float(m.group(1)), float(m.group(2))
+    m = re.search(r"run 1: ([0-9.]+) ms", out)
+    res["bm_first_ms"] = float(m.group(1)) if m else None
+    # the per-op breakdown (a synchronization after every kernel)
+    p = subprocess.run([bmrun, pkg, "--function", "unet", "--random-inputs", "1", "--repeat", "2", "--profile"],
+                       env=renv, capture_output=True, text=True)
+    prof = (p.stdout + p.stderr).strip()
+    ops = [l for l in prof.splitlines() if re.match(r"^  [a-z_0-9]+ +\d+ +[0-9.]+ +[0-9.]+%", l) or "profile of" in l
+           or "op / kernel" in l]
+    log("bm per-op profile of one step:\n" + "\n".join(ops))
+    res["bm_profile"] = ops
+    try:
+        os.remove(pkg)
+    except OSError:
+        pass
+
+
+class _Any:
+    """a stand-in for anything a missing optional module would provide"""
+
+    def __init__(self, *a, **k):
+        pass
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Any()
+
+    def __call__(self, *a, **k):
+        return _Any()
+
+    def __getitem__(self, k):
+        return _Any()
+
+    def __iter__(self):
+        return iter(())
+
+    def __mro_entries__(self, bases):
+        return (object,)
+
+
+class _Stub(types.ModuleType):
+    __version__ = "10.0.0"
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Any()
+
+
+def import_unet(carry, res):
+    """diffusers' UNet2DConditionModel: installed, else the carried wheel"""
+    try:
+        from diffusers import UNet2DConditionModel
+        res["diffusers"] = "installed"
+        return UNet2DConditionModel
+    except ImportError as e:
+        log(f"diffusers not importable ({e}); trying the carried wheel")
+    wheels = sorted(glob.glob(os.path.join(carry, "sd/wheels/diffusers-*.whl")))
+    if not wheels:
+        raise RuntimeError("no diffusers and no CARRY/sd/wheels/diffusers-*.whl")
+    target = os.path.join(WORK, "py")
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", target,
+                        wheels[-1]], capture_output=True, text=True)
+    log(f"pip install {os.path.basename(wheels[-1])}: exit {p.returncode} {p.stderr.strip()[-300:]}")
+    sys.path.insert(0, target if p.returncode == 0 else wheels[-1])  # a pure-python wheel imports as a zip
+    stubbed = []
+    for _ in range(40):
+        try:
+            from diffusers import UNet2DConditionModel
+            res["diffusers"] = f"wheel {os.path.basename(wheels[-1])}" + (f", stubbed {stubbed}" if stubbed else "")
+            return UNet2DConditionModel
+        except ModuleNotFoundError as e:
+            name = e.name or ""
+            if not name or name.split(".")[0] in ("torch", "diffusers", "numpy") or name in stubbed:
+                raise
+            stubbed.append(name)
+            log(f"stubbing missing module {name}")
+            for k in [k for k in sys.modules if k == "diffusers" or k.startswith("diffusers.")]:
+                del sys.modules[k]
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):
+                sub = ".".join(parts[:i])
+                if sub in sys.modules and i < len(parts):
+                    continue  # a real parent package, or a stub already
+                mod = _Stub(sub)
+                mod.__path__ = []
+                mod.__spec__ = importlib.machinery.ModuleSpec(sub, None, is_package=True)
+                sys.modules[sub] = mod
+                if i > 1:
+                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], mod)
+    raise RuntimeError(f"diffusers still not importable after stubbing {stubbed}")
+
+
+def torch_ms(fn, reps):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(reps):
+        fn()
+    e.record()
+    torch.cuda.synchronize()
+    return s.elapsed_time(e) / reps
+
+
+def torch_part(carry, res, reps):
+    UNet = import_unet(carry, res)
+    cfg = {k: v for k, v in UNET.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    unet = UNet(**cfg).to("cuda", torch.float16).eval()
+    res["torch_params_M"] = sum(p.numel() for p in unet.parameters()) / 1e6
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(2, 4, 64, 64, device="cuda", dtype=torch.float16, generator=g)
+    ctx = torch.randn(2, 77, 768, device="cuda", dtype=torch.float16, generator=g)
+    t = torch.tensor([500, 500], device="cuda")
+    with torch.inference_mode():
+        out = unet(x, t, encoder_hidden_states=ctx).sample
+        res["torch_out_finite"] = bool(torch.isfinite(out).all())
+        res["torch_sdpa_ms"] = torch_ms(lambda: unet(x, t, encoder_hidden_states=ctx), reps)
+        log(f"torch eager fp16, SDPA (default processor): {res['torch_sdpa_ms']:.2f} ms/step")
+        try:
+            from diffusers.models.attention_processor import AttnProcessor
+            unet.set_attn_processor(AttnProcessor())
+            res["torch_classic_ms"] = torch_ms(lambda: unet(x, t, encoder_hidden_states=ctx), reps)
+            log(f"torch eager fp16, classic AttnProcessor: {res['torch_classic_ms']:.2f} ms/step")
+        except Exception as e:  # the reference number is optional
+            log(f"classic AttnProcessor: skipped ({e})")
+
+
+def main():
+    if len(sys.argv) < 3:
+        print("usage: cuda_sd_bench.py CARRY OUTDIR [REPS] (see the comment at the top)", file=sys.stderr)
+        return 2
+    carry, outdir = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    reps = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    os.makedirs(outdir, exist_ok=True)
+    os.makedirs(WORK, exist_ok=True)
+    major, minor = torch.cuda.get_device_capability(0)
+    res = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "reps": reps,
+           "shape": "latents 2x4x64x64, encoder states 2x77x768 (SD 1.5, 512x512, batch 2)"}
+    log(f"GPU: {res['gpu']} (sm_{major}{minor}), torch {torch.__version__}; SD 1.5 UNet step, {reps} reps")
+    try:
+        bm_part(carry, res, reps, f"sm_{major}{minor}")
+    except Exception as e:
+        res["bm_error"] = repr(e)
+    try:
+        torch_part(carry, res, reps)
+    except Exception as e:
+        res["torch_error"] = repr(e)
+        log(f"torch: {e!r}")
+    b, t = res.get("bm_ms"), res.get("torch_sdpa_ms")
+    log("")
+    log(f"SD 1.5 UNet step, 512x512, batch 2, on {res['gpu']}:")
+    log(f"  bm (f16 weights, {res.get('bm_activations', '?')} activations): "
+        + (f"{b:.2f} ms/step (best {res['bm_best_ms']:.2f}, first run {res['bm_first_ms']:.1f})" if b
+           else f"FAIL {res.get('bm_error', '')[-400:]}"))
+    log(f"  torch fp16 eager (SDPA):        " + (f"{t:.2f} ms/step" if t else f"FAIL {res.get('torch_error', '')}"))
+    if res.get("torch_classic_ms"):
+        log(f"  torch fp16 eager (classic attn): {res['torch_classic_ms']:.2f} ms/step")
+    if b and t:
+        res["bm_over_torch"] = b / t
+        log(f"  bm time / torch time = {b / t:.2f} (torch is {b / t:.2f}x faster)" if b > t
+            else f"  bm time / torch time = {b / t:.2f} (bm is {t / b:.2f}x faster)")
+    with open(os.path.join(outdir, "sd_bench.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    return 0 if b and t else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
