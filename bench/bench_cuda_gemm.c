@@ -7,7 +7,9 @@
  *                                   (ARCHS default sm_90)
  *
  * list.txt: one line per case: "gemm NAME DTYPE M N K TB" (TB 1: B is (N, K),
- * as nn.Linear) or "attn NAME DTYPE B H S D CAUSAL". */
+ * as nn.Linear), "gemv NAME WDTYPE M N K REPS WBYTES" (REPS GEMVs per run,
+ * WBYTES weight bytes each), "conv NAME DTYPE N C H W O KH KW STRIDE PAD" or
+ * "attn NAME DTYPE B H S D CAUSAL". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,59 @@ static const gcase gemms[] = {
     {"unet_ff_1024x640x2560", BM_DTYPE_F16, 1024, 640, 2560, 1},
 };
 
+/* decode GEMV (LLaMA-3-8B, one token; M = 4..16: a batch of tokens): y (M, N) = x (M, K) f32 @ W (N, K)^T
+ * with W bf16 / i8 per channel / i4 in groups of 32. Each package chains
+ * `reps` independent GEMVs over distinct weights (about 1 GiB per run, so
+ * bm_session_run's launch + synchronization is amortized and L2 holds none
+ * of them); the weights are states (zero on the device: the bytes cost the
+ * same), so neither the package nor the carry holds them. */
+typedef struct vcase {
+  const char *name;
+  bm_dtype wt;
+  int64_t m, n, k, group; /* group: i4 group size (0: per channel) */
+} vcase;
+
+static const vcase gemvs[] = {
+    {"gemv_qkvo_4096x4096_bf16", BM_DTYPE_BF16, 1, 4096, 4096, 0},
+    {"gemv_up_14336x4096_bf16", BM_DTYPE_BF16, 1, 14336, 4096, 0},
+    {"gemv_down_4096x14336_bf16", BM_DTYPE_BF16, 1, 4096, 14336, 0},
+    {"gemv_lmhead_128256x4096_bf16", BM_DTYPE_BF16, 1, 128256, 4096, 0},
+    {"gemv_m4_up_14336x4096_bf16", BM_DTYPE_BF16, 4, 14336, 4096, 0},
+    {"gemv_m8_up_14336x4096_bf16", BM_DTYPE_BF16, 8, 14336, 4096, 0},
+    {"gemv_m16_up_14336x4096_bf16", BM_DTYPE_BF16, 16, 14336, 4096, 0},
+    {"gemv_qkvo_4096x4096_i8", BM_DTYPE_I8, 1, 4096, 4096, 0},
+    {"gemv_up_14336x4096_i8", BM_DTYPE_I8, 1, 14336, 4096, 0},
+    {"gemv_down_4096x14336_i8", BM_DTYPE_I8, 1, 4096, 14336, 0},
+    {"gemv_qkvo_4096x4096_i4g32", BM_DTYPE_I4, 1, 4096, 4096, 32},
+    {"gemv_up_14336x4096_i4g32", BM_DTYPE_I4, 1, 14336, 4096, 32},
+    {"gemv_down_4096x14336_i4g32", BM_DTYPE_I4, 1, 4096, 14336, 32},
+    {"gemv_lmhead_128256x4096_i4g32", BM_DTYPE_I4, 1, 128256, 4096, 32},
+    {"gemv_m4_up_14336x4096_i4g32", BM_DTYPE_I4, 4, 14336, 4096, 32},
+    {"gemv_m16_up_14336x4096_i4g32", BM_DTYPE_I4, 16, 14336, 4096, 32},
+};
+
+/* SD 1.5 UNet 3x3 convolutions (pad 1, batch 2), f16 */
+typedef struct ccase {
+  const char *name;
+  int64_t n, c, h, w, o, kh, kw, stride, pad;
+} ccase;
+
+static const ccase convs[] = {
+    {"conv_320c_64x64", 2, 320, 64, 64, 320, 3, 3, 1, 1},
+    {"conv_640c_32x32", 2, 640, 32, 32, 640, 3, 3, 1, 1},
+    {"conv_1280c_16x16", 2, 1280, 16, 16, 1280, 3, 3, 1, 1},
+    {"conv_320c_64x64_s2", 2, 320, 64, 64, 320, 3, 3, 2, 1},
+    {"conv_1x1_640c_32x32", 2, 640, 32, 32, 640, 1, 1, 1, 0},
+};
+
+/* quantized bytes of one GEMV's weights (with its f32 scales) */
+static int64_t gemv_weight_bytes(const vcase *c) {
+  int64_t nk = c->n * c->k;
+  if (c->wt == BM_DTYPE_BF16) return 2 * nk;
+  int64_t groups = c->group ? c->k / c->group : 1;
+  return (c->wt == BM_DTYPE_I8 ? nk : nk / 2) + 4 * c->n * groups;
+}
+
 typedef struct acase {
   const char *name;
   bm_dtype dt;
@@ -44,11 +99,21 @@ typedef struct acase {
   int causal;
 } acase;
 
+/* batch * heads chosen so each case runs a few ms; S = 1 is the decode step
+ * (one query row over S keys: bm's split-key kernel vs SDPA with q of length 1) */
 static const acase attns[] = {
-    {"attn_s1024_d64", BM_DTYPE_F16, 1, 16, 1024, 64, 0},
-    {"attn_s1024_d128", BM_DTYPE_F16, 1, 16, 1024, 128, 0},
-    {"attn_s4096_d64", BM_DTYPE_F16, 1, 16, 4096, 64, 0},
-    {"attn_s4096_d128_causal", BM_DTYPE_F16, 1, 16, 4096, 128, 1},
+    {"attn_s1024_d64", BM_DTYPE_F16, 32, 16, 1024, 64, 0},
+    {"attn_s1024_d128", BM_DTYPE_F16, 32, 16, 1024, 128, 0},
+    {"attn_s1024_d128_causal_bf16", BM_DTYPE_BF16, 32, 16, 1024, 128, 1},
+    {"attn_s4096_d64", BM_DTYPE_F16, 4, 16, 4096, 64, 0},
+    {"attn_s4096_d64_causal_bf16", BM_DTYPE_BF16, 4, 16, 4096, 64, 1},
+    {"attn_s4096_d128", BM_DTYPE_BF16, 4, 16, 4096, 128, 0},
+    {"attn_s4096_d128_causal", BM_DTYPE_F16, 4, 16, 4096, 128, 1},
+    {"attn_s16384_d64_causal", BM_DTYPE_F16, 1, 8, 16384, 64, 1},
+    {"attn_s16384_d128", BM_DTYPE_BF16, 1, 4, 16384, 128, 0},
+    {"attn_s16384_d128_causal", BM_DTYPE_F16, 1, 8, 16384, 128, 1},
+    {"attn_dec_s4096_d128", BM_DTYPE_F16, 8, 32, -4096, 128, 0},
+    {"attn_dec_s16384_d128_bf16", BM_DTYPE_BF16, 4, 32, -16384, 128, 0},
 };
 
 static bm_status compile_to(bm_module *m, bm_graph *g, const char *archs, const char *path) {
@@ -88,12 +153,54 @@ int main(int argc, char **argv) {
     fprintf(list, "gemm %s %s %lld %lld %lld %d\n", c->name, bm_dtype_name(c->dt), (long long)c->m, (long long)c->n,
             (long long)c->k, c->tb);
   }
+  for (size_t i = 0; !st && i < sizeof gemvs / sizeof *gemvs; i++) {
+    const vcase *c = &gemvs[i];
+    int64_t wb = gemv_weight_bytes(c), reps = ((int64_t)1 << 30) / wb;
+    if (reps < 1) reps = 1;
+    bm_module *m = bm_module_create("gemv");
+    bm_graph *g = bm_graph_create(m, "main");
+    bm_node *x = bm_input(g, "x", BM_DTYPE_F32, 2, (int64_t[]){c->m, c->k});
+    for (int64_t r = 0; r < reps; r++) {
+      char nm[64];
+      snprintf(nm, sizeof nm, "w%lld", (long long)r);
+      bm_node *w = bm_state(g, nm, c->wt, 2, (int64_t[]){c->n, c->k}), *y;
+      if (c->wt == BM_DTYPE_BF16) {
+        y = bm_matmul(g, x, w, false, true);
+      } else {
+        snprintf(nm, sizeof nm, "s%lld", (long long)r);
+        int64_t groups = c->group ? c->k / c->group : 1;
+        y = bm_qmatmul(g, x, w, bm_state(g, nm, BM_DTYPE_F32, 2, (int64_t[]){c->n, groups}));
+      }
+      snprintf(nm, sizeof nm, "y%lld", (long long)r);
+      bm_output_add(g, nm, y);
+    }
+    snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
+    st = compile_to(m, g, archs, path);
+    bm_module_destroy(m);
+    fprintf(list, "gemv %s %s %lld %lld %lld %lld %lld\n", c->name, bm_dtype_name(c->wt), (long long)c->m,
+            (long long)c->n, (long long)c->k, (long long)reps, (long long)wb);
+  }
+  for (size_t i = 0; !st && i < sizeof convs / sizeof *convs; i++) {
+    const ccase *c = &convs[i];
+    bm_module *m = bm_module_create("conv");
+    bm_graph *g = bm_graph_create(m, "main");
+    bm_node *x = bm_input(g, "x", BM_DTYPE_F16, 4, (int64_t[]){c->n, c->c, c->h, c->w}); // (batch, C, H, W)
+    bm_node *w = bm_input(g, "w", BM_DTYPE_F16, 4, (int64_t[]){c->o, c->c, c->kh, c->kw});
+    bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, (int)c->stride, (int)c->stride, (int)c->pad, (int)c->pad, 1, 1, 1));
+    snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
+    st = compile_to(m, g, archs, path);
+    bm_module_destroy(m);
+    fprintf(list, "conv %s f16 %lld %lld %lld %lld %lld %lld %lld %lld %lld\n", c->name, (long long)c->n,
+            (long long)c->c, (long long)c->h, (long long)c->w, (long long)c->o, (long long)c->kh, (long long)c->kw,
+            (long long)c->stride, (long long)c->pad);
+  }
   for (size_t i = 0; !st && i < sizeof attns / sizeof *attns; i++) {
     const acase *c = &attns[i];
     bm_module *m = bm_module_create("attn");
     bm_graph *g = bm_graph_create(m, "main");
-    int64_t sh[4] = {c->b, c->h, c->s, c->d}; // (batch, heads, seq, head_dim)
-    bm_node *q = bm_input(g, "q", c->dt, 4, sh), *k = bm_input(g, "k", c->dt, 4, sh);
+    int64_t sk = c->s < 0 ? -c->s : c->s;
+    int64_t sh[4] = {c->b, c->h, sk, c->d}, shq[4] = {c->b, c->h, c->s < 0 ? 1 : sk, c->d}; // (batch, heads, seq, head_dim)
+    bm_node *q = bm_input(g, "q", c->dt, 4, shq), *k = bm_input(g, "k", c->dt, 4, sh);
     bm_node *v = bm_input(g, "v", c->dt, 4, sh);
     bm_output_add(g, "o", bm_attention(g, q, k, v, NULL, 0.0f, c->causal, 0, 0.0f));
     snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
@@ -108,7 +215,8 @@ int main(int argc, char **argv) {
     bm_status_free(st);
     return 1;
   }
-  printf("bench_cuda_gemm: packed %zu GEMM and %zu attention cases for %s into %s\n",
-         sizeof gemms / sizeof *gemms, sizeof attns / sizeof *attns, archs, dir);
+  printf("bench_cuda_gemm: packed %zu GEMM, %zu GEMV, %zu conv and %zu attention cases for %s into %s\n",
+         sizeof gemms / sizeof *gemms, sizeof gemvs / sizeof *gemvs, sizeof convs / sizeof *convs,
+         sizeof attns / sizeof *attns, archs, dir);
   return 0;
 }

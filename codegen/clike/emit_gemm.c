@@ -1,5 +1,6 @@
 /* emit_gemm.c - the GEMM family of the C-like emitter: MATMUL, QMATMUL
- * (weight-only int8/int4) and CONV2D (implicit GEMM) share one tile loop. */
+ * (weight-only int8/int4) and CONV2D (implicit GEMM) on a scalar tile or the
+ * tensor-core tile; a few rows go to the skinny GEMM (emit_gemv.c). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,20 +82,30 @@ static void emit_gemm(ck *k, gemm *g) {
   ck_loop_close(k);
 }
 
-/* The tensor-core GEMM (languages with tensor_cores, f16/bf16 A and B of one
- * dtype): C (M, N) = A (M, K) @ B (K, N) per batch, 128x128 tiles of 256
- * threads (8 warps of 64x32, 2 along M x 4 along N), K in steps of 32
- * through a 3-stage cp.async pipeline (3 x 16 KiB of static shared memory),
- * ldmatrix fragments (.trans for an operand whose M/N index is contiguous),
- * mma.sync m16n8k16 with f32 accumulation; the store applies the epilogue per
- * element. Shared rows are XOR-swizzled by 16-byte chunk so ldmatrix is free
- * of bank conflicts. Needs each operand's contiguous dim static and a
- * multiple of 8 (16-byte chunks never straddle the edge; out-of-range chunks
- * are zero-filled); tc_gemm_ok says when. */
+/* The tensor-core GEMM (languages with tensor_cores; f16/bf16 A and B of
+ * one dtype, or f32 A with bf16 B): C (M, N) = A (M, K) @ B (K, N) per
+ * batch, 128x128 tiles of 256 threads (8 warps of 64x32, 2 along M x 4 along
+ * N), K in steps of 32 through a 3-stage pipeline, ldmatrix fragments
+ * (.trans for an operand whose M/N index is contiguous), mma.sync m16n8k16
+ * with f32 accumulation; the store applies the epilogue per element. Shared
+ * rows are XOR-swizzled by 16-byte chunk so ldmatrix is free of bank
+ * conflicts. 16-bit operands arrive by cp.async (3 x 16 KiB of static
+ * shared memory). An f32 A ("split": f32 activations, bf16 weights) is
+ * loaded to registers one stage ahead, split into bf16 hi + lo (x = hi + lo
+ * to 2^-17) and stored as two tiles; each product is then two MMAs, so the
+ * result keeps f32 accuracy (3 x 24 KiB of dynamic shared memory). Needs each
+ * operand's contiguous dim static and a multiple of 8 (16-byte chunks never
+ * straddle the edge; out-of-range chunks are zero-filled); tc_gemm_ok says
+ * when. */
+static bool tc_split(const bm_node *n) {
+  return n->in[0]->dtype == BM_DTYPE_F32 && n->in[1]->dtype == BM_DTYPE_BF16;
+}
+
 static bool tc_gemm_ok(const bm_clike_lang *L, const bm_node *n) {
   if (!L || !L->tensor_cores || n->op != BM_OP_MATMUL) return false;
   const bm_node *a = n->in[0], *b = n->in[1];
-  if (a->dtype != b->dtype || (a->dtype != BM_DTYPE_F16 && a->dtype != BM_DTYPE_BF16)) return false;
+  bool same = a->dtype == b->dtype && (a->dtype == BM_DTYPE_F16 || a->dtype == BM_DTYPE_BF16);
+  if (!same && !tc_split(n)) return false;
   if (a->ndim < 2 || b->ndim < 2) return false;
   bm_dim ac = a->shape[a->ndim - 1], bc = b->shape[b->ndim - 1];
   return bm_dim_is_static(ac) && ac.add % 8 == 0 && ac.add > 0 && bm_dim_is_static(bc) && bc.add % 8 == 0 &&
@@ -122,55 +133,180 @@ static void tc_load(ck *k, int buf, bool k_major, const char *R, const char *r0,
   P("      }\n");
 }
 
+/* split A, first half: the thread's two 8-element f32 chunks of the A tile
+ * of K step k0 into registers xa (zero out of range) */
+static void tc_fetch_a32(ck *k, bool k_major) {
+  const char *I = k->I;
+  P("      for (int i = 0; i < 2; i++) {\n");
+  P("        const int e = tid + 256 * i;\n");
+  if (k_major) {
+    P("        const int row = e >> 2, c = e & 3;\n");
+    P("        const %s gr = m0 + row, gk = k0 + c * 8;\n", I);
+    P("        const %s src = a_off + gr * K + gk;\n", I);
+  } else {
+    P("        const int kr = e >> 4, c = e & 15;\n");
+    P("        const %s gk = k0 + kr, gr = m0 + c * 8;\n", I);
+    P("        const %s src = a_off + gk * M + gr;\n", I);
+  }
+  P("        if (gr < M && gk < K) {\n");
+  P("          xa[i][0] = bm_ld16(bm_buf(0) + (bm_i64)src * 4); xa[i][1] = bm_ld16(bm_buf(0) + (bm_i64)src * 4 + 16);\n");
+  P("        } else {\n");
+  P("#pragma unroll\n          for (int q = 0; q < 4; q++) xa[i][0].w[q] = xa[i][1].w[q] = 0u;\n");
+  P("        }\n");
+  P("      }\n");
+}
+
+/* split A, second half: xa -> bf16 hi tile at sa, lo tile at sa + 8192 */
+static void tc_put_a32(ck *k, bool k_major) {
+  P("      for (int i = 0; i < 2; i++) {\n");
+  P("        const int e = tid + 256 * i;\n");
+  if (k_major) {
+    P("        const int row = e >> 2, c = e & 3;\n");
+    P("        const unsigned int dst = sa + row * 64 + ((c ^ ((row >> 1) & 3)) << 4);\n");
+  } else {
+    P("        const int kr = e >> 4, c = e & 15;\n");
+    P("        const unsigned int dst = sa + kr * 256 + ((c ^ (kr & 7)) << 4);\n");
+  }
+  P("        bm_u4 hi, lo;\n");
+  P("#pragma unroll\n        for (int q = 0; q < 4; q++)\n");
+  P("          bm_split_bf16x2(xa[i][q >> 1].w[(2 * q) & 3], xa[i][q >> 1].w[(2 * q + 1) & 3], hi.w[q], lo.w[q]);\n");
+  P("        bm_st_shared16(dst, hi);\n        bm_st_shared16(dst + 8192, lo);\n");
+  P("      }\n");
+}
+
+/* CONV2D as an implicit GEMM on the tensor cores: f16/bf16 x and w of one
+ * dtype, C (O/G, OH*OW) = W (O/G, Cg*KH*KW) @ im2col(x) per image and group.
+ * W tiles arrive by cp.async (K = Cg*KH*KW static, a multiple of 8); the
+ * im2col tile is gathered element by element into registers one stage ahead
+ * (zero padding and tails there) and stored as 16-byte chunks of 8 output
+ * positions. */
+static bool tc_conv_ok(const bm_clike_lang *L, const bm_node *n) {
+  if (!L || !L->tensor_cores || n->op != BM_OP_CONV2D) return false;
+  const bm_node *x = n->in[0], *w = n->in[1];
+  if (x->dtype != w->dtype || (x->dtype != BM_DTYPE_F16 && x->dtype != BM_DTYPE_BF16)) return false;
+  for (int d = 1; d < 4; d++)
+    if (!bm_dim_is_static(w->shape[d])) return false;
+  int64_t K = w->shape[1].add * w->shape[2].add * w->shape[3].add;
+  return K > 0 && K % 8 == 0;
+}
+
+/* conv, first half: the thread's two 8-position chunks of the im2col tile
+ * of K step k0 (rows kr of K, columns n0 + 8c..) into registers xb */
+static void tc_fetch_conv(ck *k) {
+  const bm_node *n = k->n, *w = n->in[1];
+  const char *I = k->I;
+  int64_t KH = w->shape[2].add, KW = w->shape[3].add;
+  P("      for (int i = 0; i < 2; i++) {\n");
+  P("        const int e = tid + 256 * i, kr = e >> 4, c = e & 15;\n");
+  P("        const %s gk = k0 + kr, gn = n0 + c * 8;\n", I);
+  P("        const %s ci = gk / %lld, kh = (gk / %lld) %% %lld, kw = gk %% %lld;\n", I, (long long)(KH * KW),
+    (long long)KW, (long long)KH, (long long)KW);
+  P("        const unsigned short *xs = (const unsigned short *)bm_buf(0) + (bm_i64)(img * Cin + grp * Cg + ci) * H * W;\n");
+  P("        %s oh = gn / OW, ow = gn %% OW;\n", I);
+  P("#pragma unroll\n        for (int j = 0; j < 8; j++) {\n");
+  P("          const %s ih = oh * %d - %d + kh * %d, iw = ow * %d - %d + kw * %d;\n", I, n->a.stride[0], n->a.pad[0],
+    n->a.dilation[0], n->a.stride[1], n->a.pad[1], n->a.dilation[1]);
+  P("          const unsigned int v = gk < K && gn + j < N && ih >= 0 && ih < H && iw >= 0 && iw < W ? xs[ih * W + iw] : 0u;\n");
+  P("          if (j & 1) xb[i].w[j >> 1] |= v << 16; else xb[i].w[j >> 1] = v;\n");
+  P("          if (++ow == OW) { ow = 0; oh++; }\n");
+  P("        }\n");
+  P("      }\n");
+}
+
+/* conv, second half: xb -> the im2col tile at sb (N contiguous, swizzled) */
+static void tc_put_conv(ck *k) {
+  P("      for (int i = 0; i < 2; i++) {\n");
+  P("        const int e = tid + 256 * i, kr = e >> 4, c = e & 15;\n");
+  P("        bm_st_shared16(sb + kr * 256 + ((c ^ (kr & 7)) << 4), xb[i]);\n");
+  P("      }\n");
+}
+
 static void emit_gemm_tc(ck *k, gemm *g) {
   const bm_node *n = k->n;
-  const char *I = k->I, *mma = n->in[0]->dtype == BM_DTYPE_BF16 ? "bm_mma_bf16" : "bm_mma_f16";
-  bool a_km = !n->a.trans_a, b_km = n->a.trans_b;
+  const bool conv = n->op == BM_OP_CONV2D, split = !conv && tc_split(n);
+  const char *I = k->I, *mma = n->in[1]->dtype == BM_DTYPE_BF16 ? "bm_mma_bf16" : "bm_mma_f16";
+  /* conv: A = the weights (K contiguous), B = im2col(x) (N contiguous) */
+  bool a_km = conv || !n->a.trans_a, b_km = !conv && n->a.trans_b;
+  /* a stage: A (hi, lo when split), then B, 8 KiB each */
+  const int stage = split ? 24576 : 16384, boff = split ? 16384 : 8192;
   k->threads = 256;
   /* one block per multiprocessor: 2 (registers capped at 128) measured the
    * same on an H100 (docs/cuda.md) */
   k->min_blocks = 1;
-  P("  __shared__ __align__(128) unsigned char bm_sm[3 * 16384];\n");
-  P("  const unsigned int sm0 = bm_smem_addr(bm_sm);\n");
+  if (split) {
+    k->smem = 3 * stage;
+    P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
+    P("  const unsigned int sm0 = bm_smem_addr(bm_dsm);\n");
+  } else {
+    P("  __shared__ __align__(128) unsigned char bm_sm[3 * 16384];\n");
+    P("  const unsigned int sm0 = bm_smem_addr(bm_sm);\n");
+  }
   P("  const int lane = tid & 31, wm = (tid >> 5) >> 2, wn = (tid >> 5) & 3;\n");
   P("  const %s tm = (M + 127) / 128, tn = (N + 127) / 128, ktiles = (K + 31) / 32;\n", I);
   ck_loop_open(k, "nb * tm * tn");
   P("    const %s bi = t / (tm * tn), rem = t %% (tm * tn);\n", I);
   P("    /* groups of 8 M-tiles walk N together (L2 reuse of A and B) */\n");
-  P("    const %s grp = rem / (8 * tn), first = grp * 8, gsz = tm - first < 8 ? tm - first : 8;\n", I);
+  P("    const %s tgrp = rem / (8 * tn), first = tgrp * 8, gsz = tm - first < 8 ? tm - first : 8;\n", I);
   P("    const %s m0 = (first + (rem %% (8 * tn)) %% gsz) * 128, n0 = ((rem %% (8 * tn)) / gsz) * 128;\n", I);
   P("%s", g->batch_setup.s);
   P("    float acc[4][4][4];\n");
   P("#pragma unroll\n    for (int i = 0; i < 4; i++)\n#pragma unroll\n    for (int j = 0; j < 4; j++)\n"
     "#pragma unroll\n    for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;\n");
-  /* the stage loader: stage st <- K tile kt */
+  /* the stage loaders: stage st <- K tile kt (B, and A unless split: by
+   * cp.async; split A: fetch to registers, then put into the stage) */
   bm_sb *saved = k->b;
-  bm_sb ld = {0};
+  bm_sb ld = {0}, fetch = {0}, put = {0};
   k->b = &ld;
   P("    %s k0 = kt * 32;\n", I);
-  P("    const unsigned int sa = sm0 + st * 16384, sb = sa + 8192;\n");
-  tc_load(k, 0, a_km, "M", "m0", "a_off", "sa");
-  tc_load(k, 1, b_km, "N", "n0", "b_off", "sb");
+  P("    const unsigned int sa = sm0 + st * %d, sb = sa + %d;\n", stage, boff);
+  /* conv: the weights are input 1, x input 0 */
+  if (!split) tc_load(k, conv ? 1 : 0, a_km, "M", "m0", "a_off", "sa");
+  if (!conv) tc_load(k, 1, b_km, "N", "n0", "b_off", "sb");
+  const bool staged = split || conv; /* an operand goes through registers */
+  if (staged) {
+    k->b = &fetch;
+    if (split)
+      tc_fetch_a32(k, a_km);
+    else
+      tc_fetch_conv(k);
+    k->b = &put;
+    P("    const unsigned int sa = sm0 + st * %d, sb = sa + %d;\n", stage, boff);
+    if (split)
+      tc_put_a32(k, a_km);
+    else
+      tc_put_conv(k);
+  }
   k->b = saved;
+  const char *lds = ld.s ? ld.s : "", *fs = fetch.s ? fetch.s : "", *ps = put.s ? put.s : "";
+  if (split) P("    bm_u4 xa[2][2];\n");
+  if (conv) P("    bm_u4 xb[2];\n");
   P("    for (int s = 0; s < 2; s++) {\n");
-  P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n  %s      }\n", I, ld.s ? ld.s : "");
+  P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n  %s", I, lds);
+  if (staged) P("      {\n%s%s      }\n", fs, ps);
+  P("      }\n");
   P("      bm_cp_commit();\n    }\n");
   P("    for (%s kt0 = 0; kt0 < ktiles; kt0++) {\n", I);
   P("      bm_cp_wait<1>();\n      BM_SYNC();\n");
-  P("      if (kt0 + 2 < ktiles) {\n      const %s kt = kt0 + 2; const int st = (int)(kt %% 3);\n  %s      }\n", I,
-    ld.s ? ld.s : "");
-  bm_sb_free(&ld);
+  P("      if (kt0 + 2 < ktiles) {\n      const %s kt = kt0 + 2; const int st = (int)(kt %% 3);\n  %s", I, lds);
+  if (staged) P("      {\n%s      }\n", fs);
+  P("      }\n");
   P("      bm_cp_commit();\n");
-  P("      const unsigned int sa = sm0 + (int)(kt0 %% 3) * 16384, sb = sa + 8192;\n");
+  P("      {\n");
+  P("      const unsigned int sa = sm0 + (int)(kt0 %% 3) * %d, sb = sa + %d;\n", stage, boff);
   P("#pragma unroll\n      for (int kk = 0; kk < 32; kk += 16) {\n");
   P("        unsigned int af[4][4], bf[4][2];\n");
+  if (split) P("        unsigned int al[4][4];\n");
   P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++) {\n");
   if (a_km) {
     P("          const int row = wm * 64 + mi * 16 + (lane & 15), c = (kk >> 3) + (lane >> 4);\n");
-    P("          bm_ldsm_x4(af[mi], sa + row * 64 + ((c ^ ((row >> 1) & 3)) << 4));\n");
+    P("          const unsigned int ad = sa + row * 64 + ((c ^ ((row >> 1) & 3)) << 4);\n");
+    P("          bm_ldsm_x4(af[mi], ad);\n");
+    if (split) P("          bm_ldsm_x4(al[mi], ad + 8192);\n");
   } else {
     P("          const int kr = kk + (lane & 7) + ((lane >> 4) << 3), c = ((wm * 64 + mi * 16) >> 3) + ((lane >> 3) & 1);\n");
-    P("          bm_ldsm_x4_t(af[mi], sa + kr * 256 + ((c ^ (kr & 7)) << 4));\n");
+    P("          const unsigned int ad = sa + kr * 256 + ((c ^ (kr & 7)) << 4);\n");
+    P("          bm_ldsm_x4_t(af[mi], ad);\n");
+    if (split) P("          bm_ldsm_x4_t(al[mi], ad + 8192);\n");
   }
   P("        }\n");
   P("#pragma unroll\n        for (int p = 0; p < 2; p++) {\n");
@@ -184,9 +320,17 @@ static void emit_gemm_tc(ck *k, gemm *g) {
   }
   P("          bf[2 * p][0] = r[0]; bf[2 * p][1] = r[1]; bf[2 * p + 1][0] = r[2]; bf[2 * p + 1][1] = r[3];\n");
   P("        }\n");
-  P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n        for (int nj = 0; nj < 4; nj++) "
-    "%s(acc[mi][nj], af[mi], bf[nj]);\n", mma);
+  P("#pragma unroll\n        for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n        for (int nj = 0; nj < 4; nj++) {\n");
+  P("          %s(acc[mi][nj], af[mi], bf[nj]);\n", mma);
+  if (split) P("          %s(acc[mi][nj], al[mi], bf[nj]);\n", mma);
+  P("        }\n");
   P("      }\n");
+  P("      }\n");
+  if (staged) /* stage (kt0 + 2) % 3 was last read in iteration kt0 - 1, before this iteration's barrier */
+    P("      if (kt0 + 2 < ktiles) {\n      const %s kt = kt0 + 2; const int st = (int)(kt %% 3);\n%s      }\n", I, ps);
+  bm_sb_free(&ld);
+  bm_sb_free(&fetch);
+  bm_sb_free(&put);
   P("    }\n");
   P("    bm_cp_wait<0>();\n    BM_SYNC(); /* the next tile reuses the stages */\n");
   P("#pragma unroll\n    for (int mi = 0; mi < 4; mi++)\n#pragma unroll\n    for (int nj = 0; nj < 4; nj++)\n");
@@ -227,6 +371,11 @@ static str batch_off(ck *k, const bm_node *x, int nbd) {
 
 bm_status emit_matmul(ck *k) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
+  /* decode: a few rows stream the weights; from 5 rows on, the CUDA-core
+   * GEMV is bound by its activation reads (16 rows: 0.2x cuBLAS on an H100)
+   * and the tensor-core tile is faster where it applies */
+  int64_t rows;
+  if (ck_gemv_ok(k->g, k->L, n, &rows) && (rows <= 4 || !tc_gemm_ok(k->L, n))) return emit_gemv(k);
   int ro = n->ndim, nbd = ro - 2;
   str M = ck_dimx(k, n->shape[ro - 2]), N = ck_dimx(k, n->shape[ro - 1]);
   str K = ck_dimx(k, n->a.trans_a ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1]);
@@ -279,6 +428,8 @@ static void qmm_load_b(ck *k, gemm *g) {
 
 bm_status emit_qmatmul(ck *k) {
   const bm_node *n = k->n, *q = n->in[1];
+  int64_t nrows;
+  if (ck_gemv_ok(k->g, k->L, n, &nrows)) return emit_gemv(k);
   int ro = n->ndim;
   str N = ck_dimx(k, q->shape[0]), K = ck_dimx(k, q->shape[1]), M = ck_prodx(k, n->shape, 0, ro - 1);
   P("  const %s M = %s, N = %s, K = %s, nb = 1;\n", k->I, M.s, N.s, K.s);
@@ -345,18 +496,22 @@ bm_status emit_conv2d(ck *k) {
     dims[3] = (bm_dim){oh.add * ow.add, ow.sym, (int32_t)(ow.mul * oh.add)};
   else
     dims[3] = bm_dim_c(ck_dim_max(k->g, oh) * ck_dim_max(k->g, ow));
-  int64_t divs[4] = {1, 1, 64, 64};
+  const bool tc = tc_conv_ok(k->L, n);
+  int64_t divs[4] = {1, 1, tc ? 128 : 64, tc ? 128 : 64};
   if (!bm_dim_is_static(x->shape[0]) && !bm_dim_is_static(dims[3])) dims[0] = bm_dim_c(ck_dim_max(k->g, x->shape[0]));
   k->tasks = ck_task_grid(k->g, 4, dims, divs);
   gemm g = {0};
   snprintf(g.batch_setup.s, sizeof g.batch_setup.s,
-           "    const %s img = bi / %lld, grp = bi %% %lld;\n", k->I, (long long)G, (long long)G);
+           "    const %s img = bi / %lld, grp = bi %% %lld, a_off = grp * M * K;\n", k->I, (long long)G, (long long)G);
   g.load_a = conv_load_a;
   g.load_b = conv_load_b;
   g.a_k_fast = true;
   g.b_k_fast = false;
   g.store_c = conv_store;
-  emit_gemm(k, &g);
+  if (tc)
+    emit_gemm_tc(k, &g);
+  else
+    emit_gemm(k, &g);
   return NULL;
 }
 

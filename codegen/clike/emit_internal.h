@@ -81,6 +81,11 @@ bm_status emit_matmul(ck *k);  /* emit_gemm.c */
 bm_status emit_qmatmul(ck *k); /* emit_gemm.c */
 bm_status emit_conv2d(ck *k);  /* emit_gemm.c */
 bm_status emit_attention(ck *k); /* emit_attention.c */
+/* The skinny GEMM (emit_gemv.c): MATMUL with B (N, K) shared by every row
+ * and QMATMUL, at most 16 rows (batch dims folded, symbols at their max;
+ * the bound in *rows), in a language with the CUDA prelude's 16-byte loads. */
+bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int64_t *rows);
+bm_status emit_gemv(ck *k);
 /* Can emit_attention lower this ATTENTION node (head dims, shared memory)? */
 bool ck_attention_ok(const bm_node *n);
 
