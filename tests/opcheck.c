@@ -20,8 +20,14 @@ bm_status bm_opcheck_random_inputs(const bm_graph *g, const int64_t *syms, uint6
     int64_t cnt = bm_tensor_numel(&inputs[i]);
     uint64_t st = seed * 7919 + (uint64_t)i;
     for (int64_t j = 0; j < cnt; j++) {
-      if (n->dtype == BM_DTYPE_I32 || n->dtype == BM_DTYPE_I64 || n->dtype == BM_DTYPE_I8)
+      /* i32/i64 inputs are indices (gather, positions, lengths): small; i8/i4
+       * inputs are quantized weights: their full range */
+      if (n->dtype == BM_DTYPE_I32 || n->dtype == BM_DTYPE_I64)
         bm_store_f32(inputs[i].data, n->dtype, j, (float)(bm_test_rand_u64(&st) % 4));
+      else if (n->dtype == BM_DTYPE_I8)
+        bm_store_f32(inputs[i].data, n->dtype, j, (float)((int)(bm_test_rand_u64(&st) % 256) - 128));
+      else if (n->dtype == BM_DTYPE_I4)
+        bm_store_f32(inputs[i].data, n->dtype, j, (float)((int)(bm_test_rand_u64(&st) % 16) - 8));
       else
         bm_store_f32(inputs[i].data, n->dtype, j, bm_test_rand_uniform(&st, -1.f, 1.f));
     }
