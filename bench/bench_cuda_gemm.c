@@ -4,12 +4,14 @@
  * by bench/cuda_bench.py. Runs here (needs NVRTC, no GPU); see bench/README.md.
  *
  *   bench_cuda_gemm DIR [ARCHS]     writes DIR/<case>.bmpk and DIR/list.txt
- *                                   (ARCHS default sm_90)
+ *                                   (ARCHS default sm_90); BM_BENCH_KINDS=gemm,conv
+ *                                   packs only those kinds (gemm, gemv, conv, attn)
  *
  * list.txt: one line per case: "gemm NAME DTYPE M N K TB" (TB 1: B is (N, K),
  * as nn.Linear), "gemv NAME WDTYPE M N K REPS WBYTES" (REPS GEMVs per run,
  * WBYTES weight bytes each), "conv NAME DTYPE N C H W O KH KW STRIDE PAD" or
  * "attn NAME DTYPE B H S D CAUSAL". */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +118,16 @@ static const acase attns[] = {
     {"attn_dec_s16384_d128_bf16", BM_DTYPE_BF16, 4, 32, -16384, 128, 0},
 };
 
+/* BM_BENCH_KINDS (comma-separated kinds; unset: all) includes `kind`? */
+static bool kind_on(const char *kind) {
+  const char *env = getenv("BM_BENCH_KINDS");
+  if (!env || !*env) return true;
+  size_t n = strlen(kind);
+  for (const char *p = strstr(env, kind); p; p = strstr(p + 1, kind))
+    if ((p == env || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return true;
+  return false;
+}
+
 static bm_status compile_to(bm_module *m, bm_graph *g, const char *archs, const char *path) {
   bm_status gs = bm_graph_status(g);
   if (gs) return bm_status_make(BM_ERR_INTERNAL, "%s: %s", path, bm_status_message(gs));
@@ -140,7 +152,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   bm_status st = NULL;
-  for (size_t i = 0; !st && i < sizeof gemms / sizeof *gemms; i++) {
+  for (size_t i = 0; !st && kind_on("gemm") && i < sizeof gemms / sizeof *gemms; i++) {
     const gcase *c = &gemms[i];
     bm_module *m = bm_module_create("gemm");
     bm_graph *g = bm_graph_create(m, "main");
@@ -153,7 +165,7 @@ int main(int argc, char **argv) {
     fprintf(list, "gemm %s %s %lld %lld %lld %d\n", c->name, bm_dtype_name(c->dt), (long long)c->m, (long long)c->n,
             (long long)c->k, c->tb);
   }
-  for (size_t i = 0; !st && i < sizeof gemvs / sizeof *gemvs; i++) {
+  for (size_t i = 0; !st && kind_on("gemv") && i < sizeof gemvs / sizeof *gemvs; i++) {
     const vcase *c = &gemvs[i];
     int64_t wb = gemv_weight_bytes(c), reps = ((int64_t)1 << 30) / wb;
     if (reps < 1) reps = 1;
@@ -180,7 +192,7 @@ int main(int argc, char **argv) {
     fprintf(list, "gemv %s %s %lld %lld %lld %lld %lld\n", c->name, bm_dtype_name(c->wt), (long long)c->m,
             (long long)c->n, (long long)c->k, (long long)reps, (long long)wb);
   }
-  for (size_t i = 0; !st && i < sizeof convs / sizeof *convs; i++) {
+  for (size_t i = 0; !st && kind_on("conv") && i < sizeof convs / sizeof *convs; i++) {
     const ccase *c = &convs[i];
     bm_module *m = bm_module_create("conv");
     bm_graph *g = bm_graph_create(m, "main");
@@ -194,7 +206,7 @@ int main(int argc, char **argv) {
             (long long)c->c, (long long)c->h, (long long)c->w, (long long)c->o, (long long)c->kh, (long long)c->kw,
             (long long)c->stride, (long long)c->pad);
   }
-  for (size_t i = 0; !st && i < sizeof attns / sizeof *attns; i++) {
+  for (size_t i = 0; !st && kind_on("attn") && i < sizeof attns / sizeof *attns; i++) {
     const acase *c = &attns[i];
     bm_module *m = bm_module_create("attn");
     bm_graph *g = bm_graph_create(m, "main");
@@ -216,7 +228,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("bench_cuda_gemm: packed %zu GEMM, %zu GEMV, %zu conv and %zu attention cases for %s into %s\n",
-         sizeof gemms / sizeof *gemms, sizeof gemvs / sizeof *gemvs, sizeof convs / sizeof *convs,
-         sizeof attns / sizeof *attns, archs, dir);
+         kind_on("gemm") ? sizeof gemms / sizeof *gemms : 0, kind_on("gemv") ? sizeof gemvs / sizeof *gemvs : 0,
+         kind_on("conv") ? sizeof convs / sizeof *convs : 0, kind_on("attn") ? sizeof attns / sizeof *attns : 0, archs,
+         dir);
   return 0;
 }

@@ -350,6 +350,36 @@ static void b_tcs_tt_batch(bm_graph *g) { /* (2, 1, 40, 136)^T @ (3, 24, 40)^T -
   bm_output_add(g, "y", bm_matmul(g, a, b, true, true));
 }
 
+/* The Hopper GEMM (wgmma; the sm_90 cubin, built as sm_90a): A (M, K) and B
+ * (N, K) both K-major, f16/bf16. M from 1 to 1000 (symbolic, and static
+ * non-multiples of 128), N and K with tails of 8 past the 128-wide tile and
+ * the 64-deep K step, several K steps (the 3-stage ring wraps), epilogues,
+ * batch dims with broadcast, f32 output. Tolerances as the mma.sync cases of
+ * the same dtype (both round the f32 result once to the output dtype). */
+static void b_wg_bf16_sym_epi(bm_graph *g) { /* (m, 520) @ (392, 520)^T + bias, GELU, + residual */
+  int s = bm_sym_declare(g, "m", 1000);
+  bm_node *a = IN("a", BF16, BM_SYM(s), 520), *b = IN("b", BF16, 392, 520);
+  bm_node *bias = IN("bias", BF16, 392), *res = IN("res", BF16, BM_SYM(s), 392);
+  bm_output_add(g, "y", bm_add(g, bm_gelu(g, bm_add(g, bm_matmul(g, a, b, false, true), bias)), res));
+}
+static void b_wg_f16_m13(bm_graph *g) { /* (13, 64) @ (136, 64)^T: one K step, rows past M and N */
+  bm_node *a = IN("a", F16, 13, 64), *b = IN("b", F16, 136, 64);
+  bm_output_add(g, "y", bm_matmul(g, a, b, false, true));
+}
+static void b_wg_f16_m1000(bm_graph *g) { /* (1000, 1000) @ (264, 1000)^T + bias, SiLU: 16 K steps */
+  bm_node *a = IN("a", F16, 1000, 1000), *b = IN("b", F16, 264, 1000), *bias = IN("bias", F16, 264);
+  bm_output_add(g, "y", bm_silu(g, bm_add(g, bm_matmul(g, a, b, false, true), bias)));
+}
+static void b_wg_bf16_batch(bm_graph *g) { /* (2, 3, 200, 136) @ (3, 40, 136)^T -> (2, 3, 200, 40), f32 out */
+  bm_node *a = IN("a", BF16, 2, 3, 200, 136), *b = IN("b", BF16, 3, 40, 136);
+  bm_output_add(g, "y", bm_cast(g, bm_matmul(g, a, b, false, true), F32));
+}
+static void b_wg_f16_sym(bm_graph *g) { /* (m, 256) @ (512, 256)^T: exact tiles at m = 256 */
+  int s = bm_sym_declare(g, "m", 1000);
+  bm_node *a = IN("a", F16, BM_SYM(s), 256), *b = IN("b", F16, 512, 256);
+  bm_output_add(g, "y", bm_matmul(g, a, b, false, true));
+}
+
 static void b_mm_batch(bm_graph *g) {
   bm_node *a = IN("a", F32, 3, 2, 17, 40), *b = IN("b", F32, 2, 40, 19);
   bm_output_add(g, "y", bm_matmul(g, a, b, false, false));
@@ -628,6 +658,13 @@ static const tcase cases[] = {
     {"matmul_tc_bf16_nn_epi", b_tc_bf16_nn, 1.5e-2, {131}, false},
     {"matmul_tc_f16_tt", b_tc_f16_tt, 3e-3, {0}, false},
     {"matmul_tc_bf16_tn_batch", b_tc_bf16_tn_batch, 1.5e-2, {0}, true},
+    {"matmul_wg_bf16_sym777_epi", b_wg_bf16_sym_epi, 1.5e-2, {777}, true},
+    {"matmul_wg_bf16_sym1_epi", b_wg_bf16_sym_epi, 1.5e-2, {1}, false},
+    {"matmul_wg_f16_m13", b_wg_f16_m13, 3e-3, {0}, false},
+    {"matmul_wg_f16_m1000_epi", b_wg_f16_m1000, 3e-3, {0}, false},
+    {"matmul_wg_bf16_batch_f32", b_wg_bf16_batch, 1.5e-2, {0}, true},
+    {"matmul_wg_f16_sym256", b_wg_f16_sym, 3e-3, {256}, false},
+    {"matmul_wg_f16_sym129", b_wg_f16_sym, 3e-3, {129}, false},
     {"qmatmul", b_qmatmul, 2e-5, {0}, false},
     {"gemv_f32xbf16_m1_epi", b_gv_f32xbf16_m1, 2e-5, {0}, true},
     {"gemv_bf16_m2", b_gv_bf16_m2, 1.5e-2, {0}, false},
@@ -746,6 +783,42 @@ static void test_bundle_and_ptx(void) {
   bm_module_destroy(m);
 }
 
+/* The wgmma body goes only into K-major f16/bf16 matmuls, under the sm_90a
+ * feature macro with the mma.sync body in #else; the default bundle (cubins
+ * for sm_80..sm_90 and the compute_80 PTX) compiles with it. */
+static void test_wgmma_source(void) {
+  if (export_dir) return;
+  build_fn fns[3] = {b_wg_bf16_sym_epi, b_tc_bf16_nn, b_tcs_tb};
+  for (int i = 0; i < 3; i++) {
+    bm_module *m = bm_module_create("wg");
+    bm_graph *g = bm_graph_create(m, "main");
+    fns[i](g);
+    bm_pass_options po = {0};
+    po.supports = bm_clike_supports;
+    CHECK_OK(bm_pipeline_run(g, &po));
+    bm_clike_out out;
+    CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
+    if (out.src.s) {
+      bool wg = strstr(out.src.s, "(acc, da + 2 * kk") != NULL; /* a wgmma call (the prelude defines them always) */
+      CHECK_MSG(wg == (i == 0), "case %d: wgmma body %s", i, wg ? "present" : "missing");
+      if (i == 0) CHECK(strstr(out.src.s, "#else\n") != NULL && strstr(out.src.s, "bm_mma_bf16(acc") != NULL);
+    }
+    bm_clike_out_free(&out);
+    bm_module_destroy(m);
+  }
+  bm_module *m = bm_module_create("wgbundle");
+  bm_graph *g = bm_graph_create(m, "main");
+  b_wg_f16_m13(g);
+  bm_compile_options co;
+  bm_compile_options_init(&co);
+  co.target.backend = "cuda";
+  co.target.cpu = "sm_80,sm_86,sm_89,sm_90,compute_80";
+  char path[512];
+  snprintf(path, sizeof path, "%s/wgbundle.bmpk", bm_test_tmpdir());
+  CHECK_OK(bm_compile_module(m, &co, path));
+  bm_module_destroy(m);
+}
+
 /* A CUDA package on a machine without a GPU opens, and a session says why it cannot run. */
 static void test_no_gpu_message(void) {
   if (have_gpu || export_dir) return;
@@ -820,6 +893,7 @@ int main(void) {
   }
   RUN(test_cases);
   RUN(test_bundle_and_ptx);
+  RUN(test_wgmma_source);
   RUN(test_no_gpu_message);
   printf("cuda ops: %d runs compared on the GPU, %d compiled only (no GPU), %d exported, %d cases skipped\n", ran,
          compiled_only, exported, skipped);

@@ -44,7 +44,10 @@ typedef struct bm_clike_lang {
   /* 1: the prelude defines the tensor-core helpers (bm_cp_async16,
    * bm_cp_commit, bm_cp_wait, bm_ldsm_x4[_t], bm_mma_f16/bf16: CUDA sm_80+
    * mma.sync m16n8k16 with f32 accumulation), so f16/bf16 MATMUL uses the
-   * tensor-core tile (emit.c, emit_gemm_tc); 0: scalar tiles only. */
+   * tensor-core tile (emit.c, emit_gemm_tc); 2: also the Hopper helpers
+ * (bm_wgmma_*, defined only under __CUDA_ARCH_FEAT_SM90_ALL), so MATMUL with
+ * K-major f16/bf16 operands gets a wgmma body for sm_90a beside the mma.sync
+ * one (emit_gemm.c); 0: scalar tiles only. */
   int tensor_cores;
 } bm_clike_lang;
 

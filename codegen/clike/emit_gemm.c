@@ -3,6 +3,7 @@
  * tensor-core tile; a few rows go to the skinny GEMM (emit_gemv.c). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "emit_internal.h"
@@ -233,8 +234,8 @@ static void emit_gemm_tc(ck *k, gemm *g) {
   /* one block per multiprocessor: 2 (registers capped at 128) measured the
    * same on an H100 (docs/cuda.md) */
   k->min_blocks = 1;
-  if (split) {
-    k->smem = 3 * stage;
+  if (split || k->smem > 0) { /* smem > 0: the wgmma kernel's, which this body shares (emit_matmul) */
+    if (k->smem < 3 * stage) k->smem = 3 * stage;
     P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
     P("  const unsigned int sm0 = bm_smem_addr(bm_dsm);\n");
   } else {
@@ -345,6 +346,127 @@ static void emit_gemm_tc(ck *k, gemm *g) {
   ck_loop_close(k);
 }
 
+/* The Hopper tensor-core GEMM (wgmma, sm_90a): f16/bf16 A (M, K) and B (N, K)
+ * of one dtype, both K-major (B as nn.Linear weights), C (M, N) = A @ B^T per
+ * batch with f32 accumulation. Tiles of 128 x BN (BN = 128 or 256) for 256
+ * threads = two warpgroups, each 64 rows x BN: one wgmma.m64nBNk16 per 16 of
+ * K, BN / 2 f32 accumulators per thread. K goes in steps of BK (32 or 64)
+ * through S stages of cp.async (A then B) in dynamic shared memory: at most
+ * 97 KiB with the 1024-byte alignment, so the mma.sync body that sm_80/86/89
+ * and the PTX run instead fits the same launch (and with BN = 128 two blocks
+ * share a multiprocessor). An operand row of BK elements is 2 BK bytes; its
+ * 16-byte chunk c sits at c ^ (row & 7) (BK 64: wgmma's 128-byte swizzle,
+ * 8-row groups of 1024 bytes) or c ^ ((row >> 1) & 3) (BK 32: the 64-byte
+ * swizzle, groups of 512 bytes), described by bm_wgmma_desc; the start
+ * advances by 32 bytes per 16 of K. Each step: wait for stage kt, make it
+ * visible to the tensor cores (fence.proxy.async) and to every thread
+ * (barrier), start the loads of K tile kt + S - lag into the stage that
+ * wgmma batch kt - lag read (done: each warpgroup waited for it before the
+ * barrier), issue the wgmmas on stage kt, then wait until lag - 1 batches
+ * are in flight (lag 2: batch kt runs while the next step loads and issues).
+ * The store applies the epilogue per element (the accumulator layout of
+ * mma.sync's m16n8 C fragment: row 16 * warp + lane / 4 (+8), column
+ * 8 j + 2 (lane % 4) + (0, 1)). */
+typedef struct wg_cfg {
+  const char *name; /* BM_CUDA_WGMMA=name picks it (compile time, for comparisons; 0: off) */
+  int bn, bk, stages, lag;
+} wg_cfg;
+
+/* the first is the default; on an H100 (bench/RESULTS.md) n128k64s3 ran
+ * 451-511 TFLOP/s on the square and LLM shapes, n256k32s4 374-508 and
+ * n128k32s6 379-440: the per-step barrier and loads cost more than the
+ * wait for the last wgmma batch, which the second block on the
+ * multiprocessor covers */
+static const wg_cfg wg_cfgs[] = {
+    {"n128k64s3", 128, 64, 3, 1},
+    {"n256k32s4", 256, 32, 4, 2},
+    {"n128k32s6", 128, 32, 6, 2},
+};
+
+static int wg_stage_bytes(const wg_cfg *c) { return (128 + c->bn) * 2 * c->bk; }
+static int wg_smem(const wg_cfg *c) { return c->stages * wg_stage_bytes(c) + 1024; }
+
+static const wg_cfg *wgmma_cfg(const bm_clike_lang *L, const bm_node *n) {
+  if (!L || L->tensor_cores < 2 || !tc_gemm_ok(L, n) || tc_split(n) || n->a.trans_a || !n->a.trans_b) return NULL;
+  const char *env = getenv("BM_CUDA_WGMMA");
+  if (!env || !*env) return &wg_cfgs[0];
+  for (size_t i = 0; i < sizeof wg_cfgs / sizeof *wg_cfgs; i++)
+    if (strcmp(env, wg_cfgs[i].name) == 0) return &wg_cfgs[i];
+  return NULL; /* "0" or an unknown name: mma.sync */
+}
+
+static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
+  const char *I = k->I, *dt = k->n->in[1]->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  const int BN = c->bn, BK = c->bk, S = c->stages, lag = c->lag;
+  const int rowb = 2 * BK, cpr = BK / 8, step = 256 / cpr; /* row bytes, chunks per row, rows per pass */
+  const int stage = wg_stage_bytes(c), boff = 128 * rowb;
+  P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
+  P("  const unsigned int sm0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u; /* whole swizzle groups */\n");
+  P("  const int wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31;\n");
+  P("  /* loads: the thread's chunk lc of rows lrow + %d i of A and of B */\n", step);
+  P("  const int lrow = tid / %d, lc = tid %% %d;\n", cpr, cpr);
+  if (BK == 64)
+    P("  const unsigned int ldst = lrow * 128 + ((lc ^ (lrow & 7)) << 4);\n");
+  else
+    P("  const unsigned int ldst = lrow * 64 + ((lc ^ ((lrow >> 1) & 3)) << 4);\n");
+  P("  const %s tm = (M + 127) / 128, tn = (N + %d) / %d, ktiles = (K + %d) / %d;\n", I, BN - 1, BN, BK - 1, BK);
+  ck_loop_open(k, "nb * tm * tn");
+  P("    const %s bi = t / (tm * tn), rem = t %% (tm * tn);\n", I);
+  P("    const %s tgrp = rem / (8 * tn), first = tgrp * 8, gsz = tm - first < 8 ? tm - first : 8;\n", I);
+  P("    const %s m0 = (first + (rem %% (8 * tn)) %% gsz) * 128, n0 = ((rem %% (8 * tn)) / gsz) * %d;\n", I, BN);
+  P("%s", g->batch_setup.s);
+  P("    float acc[%d];\n", BN / 2);
+  P("#pragma unroll\n    for (int i = 0; i < %d; i++) acc[i] = 0.0f;\n", BN / 2);
+  bm_sb *saved = k->b;
+  bm_sb ld = {0};
+  k->b = &ld;
+  P("      {\n");
+  P("      const %s gk = kt * %d + lc * 8;\n", I, BK);
+  P("      const unsigned int sa = sm0 + st * %d + ldst;\n", stage);
+  P("#pragma unroll\n      for (int i = 0; i < %d; i++) {\n", 128 / step);
+  P("        const %s ra = m0 + lrow + %d * i;\n", I, step);
+  P("        const bool ok = ra < M && gk < K;\n");
+  P("        bm_cp_async16(sa + %d * i, bm_buf(0) + (ok ? (bm_i64)(a_off + ra * K + gk) * 2 : 0), ok ? 16 : 0);\n",
+    step * rowb);
+  P("      }\n");
+  P("#pragma unroll\n      for (int i = 0; i < %d; i++) {\n", BN / step);
+  P("        const %s rb = n0 + lrow + %d * i;\n", I, step);
+  P("        const bool ok = rb < N && gk < K;\n");
+  P("        bm_cp_async16(sa + %d + %d * i, bm_buf(1) + (ok ? (bm_i64)(b_off + rb * K + gk) * 2 : 0), ok ? 16 : 0);\n",
+    boff, step * rowb);
+  P("      }\n");
+  P("      }\n");
+  k->b = saved;
+  const char *lds = ld.s ? ld.s : "";
+  P("    for (int s = 0; s < %d; s++) {\n", S - lag);
+  P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n%s      }\n", I, lds);
+  P("      bm_cp_commit();\n    }\n");
+  P("    for (%s kt0 = 0; kt0 < ktiles; kt0++) {\n", I);
+  P("      bm_cp_wait<%d>();\n      bm_fence_proxy_async();\n      BM_SYNC();\n", S - lag - 1);
+  P("      if (kt0 + %d < ktiles) {\n      const %s kt = kt0 + %d; const int st = (int)(kt %% %d);\n%s      }\n", S - lag,
+    I, S - lag, S, lds);
+  bm_sb_free(&ld);
+  P("      bm_cp_commit();\n");
+  P("      const unsigned int sa = sm0 + (int)(kt0 %% %d) * %d;\n", S, stage);
+  P("      const unsigned long long da = bm_wgmma_desc(sa + wg * %d, %s), db = bm_wgmma_desc(sa + %d, %s);\n", 64 * rowb,
+    BK == 64 ? "true" : "false", boff, BK == 64 ? "true" : "false");
+  P("      bm_wgmma_fence_n%d(acc);\n", BN);
+  P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) bm_wgmma_%s_n%d(acc, da + 2 * kk, db + 2 * kk);\n", BK / 16, dt, BN);
+  P("      bm_wgmma_commit();\n      bm_wgmma_wait_n%d<%d>(acc);\n", BN, lag - 1);
+  P("    }\n");
+  if (lag > 1) P("    bm_wgmma_wait_n%d<0>(acc);\n", BN);
+  P("    bm_cp_wait<0>();\n    BM_SYNC(); /* the next tile reuses the stages */\n");
+  P("#pragma unroll\n    for (int j = 0; j < %d; j++)\n#pragma unroll\n    for (int q = 0; q < 4; q++) {\n", BN / 8);
+  P("      const %s gm = m0 + wg * 64 + wq * 16 + (lane >> 2) + (q >> 1) * 8;\n", I);
+  P("      const %s gn = n0 + j * 8 + (lane & 3) * 2 + (q & 1);\n", I);
+  P("      if (gm < M && gn < N) {\n");
+  P("      float v = acc[j * 4 + q];\n");
+  g->store_c(k, g);
+  P("      }\n");
+  P("    }\n");
+  ck_loop_close(k);
+}
+
 static void mm_load_a(ck *k, gemm *g) {
   const bm_node *a = k->n->in[0];
   str off = k->n->a.trans_a ? ck_strf("a_off + gk * M + gm") : ck_strf("a_off + gm * K + gk");
@@ -408,10 +530,20 @@ bm_status emit_matmul(ck *k) {
   g.a_k_fast = !n->a.trans_a;
   g.b_k_fast = n->a.trans_b;
   g.store_c = mm_store;
-  if (tc)
+  const wg_cfg *wc = wgmma_cfg(k->L, n);
+  if (wc) { /* sm_90a: wgmma; other archs and the PTX: mma.sync, same launch (128x128 tasks) */
+    k->smem = wg_smem(wc);
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    emit_gemm_wgmma(k, &g, wc);
+    P("#else\n");
     emit_gemm_tc(k, &g);
-  else
+    P("#endif\n");
+    k->min_blocks = wc->bn == 128 ? 2 : 1;
+  } else if (tc) {
+    emit_gemm_tc(k, &g);
+  } else {
     emit_gemm(k, &g);
+  }
   return NULL;
 }
 

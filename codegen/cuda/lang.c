@@ -89,7 +89,47 @@ static const char cuda_prelude[] =
     "  const float r1 = (h1 & 0x7f80u) == 0x7f80u ? 0.0f : __uint_as_float(x1) - __uint_as_float(h1 << 16);\n"
     "  hi = h0 | (h1 << 16); lo = (unsigned int)bm_f2bf(r0) | ((unsigned int)bm_f2bf(r1) << 16); }\n"
     "BM_DEV void bm_st_shared16(unsigned int a, const bm_u4 &v) {\n"
-    "  asm volatile(\"st.shared.v4.u32 [%0], {%1,%2,%3,%4};\" :: \"r\"(a), \"r\"(v.w[0]), \"r\"(v.w[1]), \"r\"(v.w[2]), \"r\"(v.w[3]) : \"memory\"); }\n";
+    "  asm volatile(\"st.shared.v4.u32 [%0], {%1,%2,%3,%4};\" :: \"r\"(a), \"r\"(v.w[0]), \"r\"(v.w[1]), \"r\"(v.w[2]), \"r\"(v.w[3]) : \"memory\"); }\n"
+    "/* Hopper (sm_90a only: NVRTC compiles the sm_90 cubin as sm_90a, codegen/cuda/nvrtc.c):\n"
+    " * wgmma.mma_async m64nNk16 (N = 128: d[64], N = 256: d[128]), f32 += f16/bf16, both\n"
+    " * operands from shared memory through matrix descriptors (bm_wgmma_desc: K-major rows\n"
+    " * of 128 bytes in the 128-byte swizzle, 8-row groups 1024 bytes apart, or rows of 64\n"
+    " * bytes in the 64-byte swizzle, groups 512 bytes apart); the accumulators stay in\n"
+    " * registers, tied to the fence and the waits so the compiler touches them only outside */\n"
+    "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
+    "#define BM_WG_D8(i) \"+f\"(d[i]), \"+f\"(d[i + 1]), \"+f\"(d[i + 2]), \"+f\"(d[i + 3]), \"+f\"(d[i + 4]), \"+f\"(d[i + 5]), \"+f\"(d[i + 6]), \"+f\"(d[i + 7])\n"
+    "#define BM_WG_D64(o) BM_WG_D8(o), BM_WG_D8(o + 8), BM_WG_D8(o + 16), BM_WG_D8(o + 24), BM_WG_D8(o + 32), BM_WG_D8(o + 40), BM_WG_D8(o + 48), BM_WG_D8(o + 56)\n"
+    "#define BM_WG_D128 BM_WG_D64(0), BM_WG_D64(64)\n"
+    "#define BM_WG_R64 \"{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}\"\n"
+    "#define BM_WG_R128 \"{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}\"\n"
+    "BM_DEV unsigned long long bm_wgmma_desc(unsigned int addr, bool sw128) {\n"
+    "  return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) |\n"
+    "         (sw128 ? (64ull << 32) | (1ull << 62) : (32ull << 32) | (2ull << 62)); }\n"
+    "BM_DEV void bm_fence_proxy_async(void) { asm volatile(\"fence.proxy.async.shared::cta;\" ::: \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_commit(void) { asm volatile(\"wgmma.commit_group.sync.aligned;\" ::: \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_fence_n128(float *d) { asm volatile(\"wgmma.fence.sync.aligned;\" : BM_WG_D64(0) :: \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_fence_n256(float *d) { asm volatile(\"wgmma.fence.sync.aligned;\" : BM_WG_D128 :: \"memory\"); }\n"
+    "template <int W> BM_DEV void bm_wgmma_wait_n128(float *d) {\n"
+    "  asm volatile(\"wgmma.wait_group.sync.aligned %64;\" : BM_WG_D64(0) : \"n\"(W) : \"memory\"); }\n"
+    "template <int W> BM_DEV void bm_wgmma_wait_n256(float *d) {\n"
+    "  asm volatile(\"wgmma.wait_group.sync.aligned %128;\" : BM_WG_D128 : \"n\"(W) : \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_bf16_n128(float *d, unsigned long long da, unsigned long long db) {\n"
+    "  asm volatile(\"{ .reg .pred p; setp.ne.b32 p, %66, 0;\\n\"\n"
+    "    \"wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 \" BM_WG_R64 \", %64, %65, p, 1, 1, 0, 0; }\"\n"
+    "    : BM_WG_D64(0) : \"l\"(da), \"l\"(db), \"r\"(1) : \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_f16_n128(float *d, unsigned long long da, unsigned long long db) {\n"
+    "  asm volatile(\"{ .reg .pred p; setp.ne.b32 p, %66, 0;\\n\"\n"
+    "    \"wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 \" BM_WG_R64 \", %64, %65, p, 1, 1, 0, 0; }\"\n"
+    "    : BM_WG_D64(0) : \"l\"(da), \"l\"(db), \"r\"(1) : \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_bf16_n256(float *d, unsigned long long da, unsigned long long db) {\n"
+    "  asm volatile(\"{ .reg .pred p; setp.ne.b32 p, %130, 0;\\n\"\n"
+    "    \"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 \" BM_WG_R128 \", %128, %129, p, 1, 1, 0, 0; }\"\n"
+    "    : BM_WG_D128 : \"l\"(da), \"l\"(db), \"r\"(1) : \"memory\"); }\n"
+    "BM_DEV void bm_wgmma_f16_n256(float *d, unsigned long long da, unsigned long long db) {\n"
+    "  asm volatile(\"{ .reg .pred p; setp.ne.b32 p, %130, 0;\\n\"\n"
+    "    \"wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 \" BM_WG_R128 \", %128, %129, p, 1, 1, 0, 0; }\"\n"
+    "    : BM_WG_D128 : \"l\"(da), \"l\"(db), \"r\"(1) : \"memory\"); }\n"
+    "#endif\n";
 
 const bm_clike_lang bm_clike_cuda = {
     .name = "cuda",
@@ -102,5 +142,5 @@ const bm_clike_lang bm_clike_cuda = {
         "  const bm_i64 S4 = bm_a.syms[4], S5 = bm_a.syms[5], S6 = bm_a.syms[6], S7 = bm_a.syms[7];\n"
         "  (void)S0; (void)S1; (void)S2; (void)S3; (void)S4; (void)S5; (void)S6; (void)S7; (void)nblk;\n",
     .kernel_close = "}\n",
-    .tensor_cores = 1,
+    .tensor_cores = 2,
 };

@@ -91,8 +91,11 @@ bm_status bm_nvrtc_compile(const char *src, const char *arch, void **out, size_t
   if (!ptx && strncmp(arch, "sm_", 3) != 0)
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "cuda: unknown GPU architecture '%s' (expected sm_XY or compute_XY)",
                           arch);
+  /* the sm_90 cubin is built as sm_90a (runs on sm_90 parts only, as any
+   * sm_90 cubin does): the kernels then get wgmma (__CUDA_ARCH_FEAT_SM90_ALL);
+   * the bundle still records it as arch 90 (backend.c) */
   char opt_arch[64];
-  snprintf(opt_arch, sizeof opt_arch, "--gpu-architecture=%s", arch);
+  snprintf(opt_arch, sizeof opt_arch, "--gpu-architecture=%s", strcmp(arch, "sm_90") == 0 ? "sm_90a" : arch);
   const char *opts[] = {opt_arch, "--std=c++17", "-w"};
   nvrtc_program prog = NULL;
   nvrtc_result r = nv.create(&prog, src, "bm_kernels.cu", 0, NULL, NULL);
