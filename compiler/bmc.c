@@ -27,7 +27,11 @@ static const char *usage =
     "  --max-batch N       upper bound of the symbolic batch dimension\n"
     "  --max-ctx N         LLMs: KV cache length (default min(max_position_embeddings, 4096))\n"
     "  --max-seq N         LLMs: longest forward/prefill chunk (default min(max-ctx, 512))\n"
-    "  --weight-dtype T    matmul/conv weights f32 (default), f16 or bf16\n"
+    "  --dtype T           compute dtype f32 (default), f16 or bf16 (LLMs, Stable\n"
+    "                      Diffusion): activations and the KV cache are stored in T,\n"
+    "                      kernels accumulate in f32; inputs/outputs keep their dtypes;\n"
+    "                      weights default to T too\n"
+    "  --weight-dtype T    matmul/conv weights f32, f16 or bf16 (default: --dtype)\n"
     "  --width N           Stable Diffusion: image width in pixels (multiple of 8;\n"
     "                      default 512); fixed in the package\n"
     "  --height N          Stable Diffusion: image height in pixels (default 512)\n"
@@ -172,7 +176,8 @@ static int cmd_compile(int argc, char **argv) {
              *features = NULL, *print_after = NULL;
   long seed = 0, max_batch = 0, opt = 3, max_ctx = 0, max_seq = 0, width = 0, height = 0, clip_skip = 0;
   const char *sd_config = NULL;
-  bm_dtype weight_dtype = BM_DTYPE_F32;
+  bm_dtype weight_dtype = BM_DTYPE_F32, dtype = BM_DTYPE_F32;
+  bool weight_dtype_set = false;
   bool compress = false, no_fuse = false, print_final = false, no_tokenizer = false, random_weights = false;
   const char *tokenizer = NULL, *chat_template = NULL;
   bm_quant_mode quant = BM_QUANT_NONE;
@@ -226,6 +231,12 @@ static int cmd_compile(int argc, char **argv) {
       if (bm_dtype_from_name(v, &weight_dtype) ||
           (weight_dtype != BM_DTYPE_F32 && weight_dtype != BM_DTYPE_F16 && weight_dtype != BM_DTYPE_BF16))
         USAGE_ERROR("--weight-dtype: '%s' is not f32, f16 or bf16", v);
+      weight_dtype_set = true;
+    } else if (!strcmp(a, "--dtype")) {
+      NEED_VALUE();
+      if (bm_dtype_from_name(v, &dtype) ||
+          (dtype != BM_DTYPE_F32 && dtype != BM_DTYPE_F16 && dtype != BM_DTYPE_BF16))
+        USAGE_ERROR("--dtype: '%s' is not f32, f16 or bf16", v);
     } else if (!strcmp(a, "--quant")) {
       NEED_VALUE();
       if (!strcmp(v, "none")) quant = BM_QUANT_NONE;
@@ -255,6 +266,7 @@ static int cmd_compile(int argc, char **argv) {
   if (group && quant != BM_QUANT_INT4) USAGE_ERROR("--group applies to --quant int4 only");
   if (quant_keep && quant == BM_QUANT_NONE) USAGE_ERROR("--quant-keep needs --quant int8 or int4");
   if (quant == BM_QUANT_INT4 && !group) group = 32;
+  if (!weight_dtype_set) weight_dtype = dtype; /* weights follow the compute dtype by default */
   if (print_after && strcmp(print_after, "all") != 0) {
     bool known = false;
     for (int i = 0; i < bm_pipeline_len; i++) known |= !strcmp(bm_pipeline[i].name, print_after);
@@ -264,7 +276,7 @@ static int cmd_compile(int argc, char **argv) {
   char *extra = NULL;
   bm_model_options mo = {.weights = weights, .seed = (uint64_t)seed, .max_batch = (int)max_batch,
                          .max_ctx = (int)max_ctx, .max_seq = (int)max_seq,
-                         .weight_dtype = weight_dtype, .extra_json = &extra, .width = (int)width,
+                         .weight_dtype = weight_dtype, .dtype = dtype, .extra_json = &extra, .width = (int)width,
                          .height = (int)height, .clip_skip = (int)clip_skip, .sd_config = sd_config,
                          .random_weights = random_weights};
   bm_module *m = NULL;
@@ -337,6 +349,7 @@ static int cmd_compile(int argc, char **argv) {
   if (clip_skip) cJSON_AddNumberToObject(oj, "clip_skip", (double)clip_skip);
   if (sd_config) cJSON_AddStringToObject(oj, "sd_config", base_name(sd_config));
   if (weight_dtype != BM_DTYPE_F32) cJSON_AddStringToObject(oj, "weight_dtype", bm_dtype_name(weight_dtype));
+  if (dtype != BM_DTYPE_F32) cJSON_AddStringToObject(oj, "dtype", bm_dtype_name(dtype));
   if (random_weights) cJSON_AddBoolToObject(oj, "random_weights", true);
   if (tokenizer) cJSON_AddStringToObject(oj, "tokenizer", base_name(tokenizer));
   if (no_tokenizer) cJSON_AddBoolToObject(oj, "tokenizer", false);

@@ -81,6 +81,11 @@ static bm_node *layer(bm_graph *g, const bm_sd_src *w, const bm_sd_clip_config *
   return bm_add(g, x, bm_sd_linear(g, w, h, p, c->intermediate, C, true));
 }
 
+/* x widened to f32 (an output of a graph built in f16/bf16), or x itself. */
+static bm_node *to_f32(bm_graph *g, bm_node *x) {
+  return x && x->dtype != BM_DTYPE_F32 ? bm_cast(g, x, BM_DTYPE_F32) : x;
+}
+
 /* The final-normed state at the eos token of each row: one-hot row
  * selection with exact small-integer arithmetic, then a matmul.
  * ids (batch, S) i32, last (batch, S, C) -> (batch, C) */
@@ -130,8 +135,9 @@ void bm_sd_clip_build(bm_graph *g, const bm_sd_src *w, const bm_sd_clip_config *
   int64_t is[2] = {BM_SYM(batch_sym), S};
   bm_node *ids = bm_input(g, "input_ids", BM_DTYPE_I32, 2, is); /* (batch, S) */
   int64_t es[2] = {c->vocab, C}, ps[2] = {S, C};
-  bm_node *tok = bm_sd_weight(g, w, BM_DTYPE_F32, 2, es, "%sembeddings.token_embedding.weight", tm);
-  bm_node *pos = bm_sd_weight(g, w, BM_DTYPE_F32, 2, ps, "%sembeddings.position_embedding.weight", tm);
+  /* the embedding tables in the compute dtype: the hidden states start in it */
+  bm_node *tok = bm_sd_weight(g, w, w->act, 2, es, "%sembeddings.token_embedding.weight", tm);
+  bm_node *pos = bm_sd_weight(g, w, w->act, 2, ps, "%sembeddings.position_embedding.weight", tm);
   bm_node *x = bm_add(g, bm_gather(g, tok, ids), pos); /* (batch, S, C) */
   bm_node *hs_skip = NULL, *penultimate = NULL;
   for (int i = 0; i < c->layers; i++) {
@@ -144,10 +150,10 @@ void bm_sd_clip_build(bm_graph *g, const bm_sd_src *w, const bm_sd_clip_config *
   snprintf(p, sizeof p, "%sfinal_layer_norm", tm);
   bm_node *last = bm_sd_layer_norm(g, w, x, p, C, c->eps);
   bm_node *hidden = clip_skip == 1 ? last : bm_sd_layer_norm(g, w, hs_skip, p, C, c->eps);
-  bm_node *pooled = pool(g, c, batch_sym, ids, last);
-  bm_output_add(g, "hidden_states", hidden);
+  bm_node *pooled = pool(g, c, batch_sym, ids, last); /* f32: a one-hot f32 row selection */
+  bm_output_add(g, "hidden_states", to_f32(g, hidden));
   bm_output_add(g, "pooled", pooled);
-  bm_output_add(g, "penultimate", penultimate);
+  bm_output_add(g, "penultimate", to_f32(g, penultimate));
   if (c->proj_dim > 0) {
     int64_t js[2] = {c->proj_dim, C};
     bm_node *pw = bm_sd_weight(g, w, w->dtype, 2, js, "text_projection.weight");

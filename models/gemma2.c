@@ -18,10 +18,10 @@ static bm_node *gemma2_layer(bm_llm *L, bm_node *x, int l) {
   a.wv = bm_llm_w(L, 2, (int64_t[]){KV * hd, D}, P "self_attn.v_proj.weight", l);
   a.wo = bm_llm_w(L, 2, (int64_t[]){D, H * hd}, P "self_attn.o_proj.weight", l);
   if (c->attention_bias) {
-    a.bq = bm_llm_w32(L, 1, (int64_t[]){H * hd}, P "self_attn.q_proj.bias", l);
-    a.bk = bm_llm_w32(L, 1, (int64_t[]){KV * hd}, P "self_attn.k_proj.bias", l);
-    a.bv = bm_llm_w32(L, 1, (int64_t[]){KV * hd}, P "self_attn.v_proj.bias", l);
-    a.bo = bm_llm_w32(L, 1, (int64_t[]){D}, P "self_attn.o_proj.bias", l);
+    a.bq = bm_llm_wa(L, 1, (int64_t[]){H * hd}, P "self_attn.q_proj.bias", l);
+    a.bk = bm_llm_wa(L, 1, (int64_t[]){KV * hd}, P "self_attn.k_proj.bias", l);
+    a.bv = bm_llm_wa(L, 1, (int64_t[]){KV * hd}, P "self_attn.v_proj.bias", l);
+    a.bo = bm_llm_wa(L, 1, (int64_t[]){D}, P "self_attn.o_proj.bias", l);
   }
   double qpas = c->query_pre_attn_scalar > 0 ? c->query_pre_attn_scalar : (double)hd;
   a.scale = (float)(1.0 / sqrt(qpas));

@@ -31,11 +31,11 @@ static bm_node *llama_layer(bm_llm *L, bm_node *x, int l) {
   a.wv = bm_llm_w(L, 2, (int64_t[]){KV * hd, D}, P "self_attn.v_proj.weight", l);
   a.wo = bm_llm_w(L, 2, (int64_t[]){D, H * hd}, P "self_attn.o_proj.weight", l);
   if (qkv_bias) {
-    a.bq = bm_llm_w32(L, 1, (int64_t[]){H * hd}, P "self_attn.q_proj.bias", l);
-    a.bk = bm_llm_w32(L, 1, (int64_t[]){KV * hd}, P "self_attn.k_proj.bias", l);
-    a.bv = bm_llm_w32(L, 1, (int64_t[]){KV * hd}, P "self_attn.v_proj.bias", l);
+    a.bq = bm_llm_wa(L, 1, (int64_t[]){H * hd}, P "self_attn.q_proj.bias", l);
+    a.bk = bm_llm_wa(L, 1, (int64_t[]){KV * hd}, P "self_attn.k_proj.bias", l);
+    a.bv = bm_llm_wa(L, 1, (int64_t[]){KV * hd}, P "self_attn.v_proj.bias", l);
   }
-  if (o_bias) a.bo = bm_llm_w32(L, 1, (int64_t[]){D}, P "self_attn.o_proj.bias", l);
+  if (o_bias) a.bo = bm_llm_wa(L, 1, (int64_t[]){D}, P "self_attn.o_proj.bias", l);
   if (qwen3) {
     a.q_norm = bm_llm_w32(L, 1, (int64_t[]){hd}, P "self_attn.q_norm.weight", l);
     a.k_norm = bm_llm_w32(L, 1, (int64_t[]){hd}, P "self_attn.k_norm.weight", l);

@@ -73,6 +73,15 @@ bm_node *bm_llm_w32(bm_llm *L, int ndim, const int64_t *shape, const char *fmt, 
   return weight_t(L, name, BM_DTYPE_F32, ndim, shape);
 }
 
+bm_node *bm_llm_wa(bm_llm *L, int ndim, const int64_t *shape, const char *fmt, ...) {
+  char name[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(name, sizeof name, fmt, ap);
+  va_end(ap);
+  return weight_t(L, name, L->adt, ndim, shape);
+}
+
 /* A weight computed at build time: `name` is its (derived) name, fill()
  * writes numel f32 values from the source tensors. */
 typedef void (*derive_fn)(float *out, int64_t numel, const float *const *srcs, const void *arg);
@@ -303,13 +312,13 @@ static bm_node *attend(bm_llm *L, int l, const char *kind_k, const char *kind_v,
   char name[64];
   int64_t s[4];
   snprintf(name, sizeof name, "cache.%d.%s", l, kind_k);
-  bm_node *kc = bm_state(g, name, BM_DTYPE_F32, 4,
+  bm_node *kc = bm_state(g, name, L->adt, 4,
                          dims4(s, L->max_batch, k->shape[1].add, L->max_ctx, k->shape[3].add));
   kc = bm_kv_write(g, kc, k, L->start);
   bm_node *vc = kc;
   if (kind_v) {
     snprintf(name, sizeof name, "cache.%d.%s", l, kind_v);
-    vc = bm_state(g, name, BM_DTYPE_F32, 4,
+    vc = bm_state(g, name, L->adt, 4,
                   dims4(s, L->max_batch, v->shape[1].add, L->max_ctx, v->shape[3].add));
     vc = bm_kv_write(g, vc, v, L->start);
   }
@@ -433,7 +442,10 @@ bm_node *bm_llm_moe_block(bm_llm *L, bm_node *x, const bm_llm_moe *m) {
   bm_graph *g = L->g;
   /* the MOE op takes the (batch, seq) tokens as they are and runs only the
    * experts each token selected (the gates of the others are 0) */
-  bm_node *gates = moe_gates(L, bm_linear(g, x, m->router, NULL), m); /* (B, S, E) */
+  bm_node *logits = bm_linear(g, x, m->router, NULL); /* (B, S, E) */
+  /* routing in f32, as transformers does (softmax(..., dtype=float)) */
+  if (logits && logits->dtype != BM_DTYPE_F32) logits = bm_cast(g, logits, BM_DTYPE_F32);
+  bm_node *gates = moe_gates(L, logits, m);                            /* (B, S, E) f32 */
   return bm_moe(g, x, gates, m->w_gate, m->w_up, m->w_down, m->act);   /* (B, S, D) */
 }
 
@@ -506,12 +518,12 @@ static bm_status rope_freqs(const bm_hf_config *c, int64_t dim, float *out, floa
 /* ------------------------------------------------------------------ graphs */
 
 static bm_status build_graph(bm_module *m, bm_weight_source *src, const bm_hf_config *c,
-                             const bm_llm_arch *arch, bm_llm_fn fn, bm_dtype wdt, int64_t max_batch,
+                             const bm_llm_arch *arch, bm_llm_fn fn, bm_dtype wdt, bm_dtype adt, int64_t max_batch,
                              int64_t max_ctx, int64_t max_seq, bm_llm_cache *cache) {
   static const char *const names[] = {"forward", "prefill", "decode"};
   bm_graph *g = bm_graph_create(m, names[fn]);
   if (!g) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "graph '%s'", names[fn]);
-  bm_llm L = {.g = g, .src = src, .c = c, .arch = arch, .fn = fn, .wdt = wdt,
+  bm_llm L = {.g = g, .src = src, .c = c, .arch = arch, .fn = fn, .wdt = wdt, .adt = adt,
               .max_batch = max_batch, .max_ctx = max_ctx, .max_seq = max_seq, .cache = cache};
   BM_RETURN_IF_ERROR(bm_llm_act(c, &L.act));
   int sb = bm_sym_declare(g, "batch", max_batch);
@@ -545,13 +557,16 @@ static bm_status build_graph(bm_module *m, bm_weight_source *src, const bm_hf_co
   int64_t es[2] = {c->vocab, c->hidden};
   bm_node *table = bm_llm_w(&L, 2, es, "model.embed_tokens.weight");
   bm_node *x = bm_gather(g, table, ids); /* (B, S, hidden) */
-  if (x && x->dtype != BM_DTYPE_F32) x = bm_cast(g, x, BM_DTYPE_F32);
+  if (x && x->dtype != adt) x = bm_cast(g, x, adt); /* from here on: the compute dtype */
   if (arch->gemma) x = bm_mul(g, x, bm_scalar(g, (float)sqrt((double)c->hidden)));
 
   for (int l = 0; l < c->layers && !bm_graph_status(g); l++) x = arch->layer(&L, x, l);
 
   if (last) x = bm_take_row(g, x, last); /* (B, 1, hidden) */
   x = bm_llm_norm(&L, x, c->hidden, "model.norm.weight");
+  /* the logits are f32 whatever the compute dtype: the lm_head reads the
+   * normed state widened to f32 (exact), so they are not rounded to f16/bf16 */
+  if (x && x->dtype != BM_DTYPE_F32) x = bm_cast(g, x, BM_DTYPE_F32);
   bm_node *head = c->tie_word_embeddings ? table : bm_llm_w(&L, 2, es, "lm_head.weight");
   bm_node *logits = bm_linear(g, x, head, NULL); /* (B, S, vocab); prefill (B, 1, vocab) */
   if (c->final_softcap > 0) {
@@ -562,7 +577,7 @@ static bm_status build_graph(bm_module *m, bm_weight_source *src, const bm_hf_co
   return NULL;
 }
 
-static char *extra_json(const bm_hf_config *c, const bm_llm_arch *arch, bm_dtype wdt,
+static char *extra_json(const bm_hf_config *c, const bm_llm_arch *arch, bm_dtype wdt, bm_dtype adt,
                         int64_t max_batch, int64_t max_ctx, int64_t max_seq) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "kind", "causal_lm");
@@ -583,6 +598,7 @@ static char *extra_json(const bm_hf_config *c, const bm_llm_arch *arch, bm_dtype
   cJSON_AddNumberToObject(o, "max_batch", (double)max_batch);
   cJSON_AddNumberToObject(o, "max_seq", (double)max_seq);
   cJSON_AddStringToObject(o, "weight_dtype", bm_dtype_name(wdt));
+  cJSON_AddStringToObject(o, "dtype", bm_dtype_name(adt));
   cJSON *fns = cJSON_AddObjectToObject(o, "functions");
   static const char *const fnames[] = {"forward", "prefill", "decode"};
   for (int f = 0; f < 3; f++) {
@@ -618,6 +634,10 @@ bm_status bm_llm_build(bm_module *m, bm_weight_source *src, const bm_model_optio
   if (wdt != BM_DTYPE_F32 && wdt != BM_DTYPE_F16 && wdt != BM_DTYPE_BF16)
     return bm_status_make(BM_ERR_UNSUPPORTED, "weight dtype %s (supported: f32, f16, bf16)",
                           bm_dtype_name(wdt));
+  bm_dtype adt = o->dtype;
+  if (adt != BM_DTYPE_F32 && adt != BM_DTYPE_F16 && adt != BM_DTYPE_BF16)
+    return bm_status_make(BM_ERR_UNSUPPORTED, "compute dtype %s (supported: f32, f16, bf16)",
+                          (unsigned)adt < BM_DTYPE_COUNT ? bm_dtype_name(adt) : "?");
   int64_t max_batch = o->max_batch > 0 ? o->max_batch : 4;
   int64_t max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
   int64_t max_seq = o->max_seq > 0 ? o->max_seq : (max_ctx < 512 ? max_ctx : 512);
@@ -627,11 +647,11 @@ bm_status bm_llm_build(bm_module *m, bm_weight_source *src, const bm_model_optio
   if (nm) m->name = nm;
   bm_llm_cache cache = {.arena = m->arena};
   for (int f = BM_LLM_FORWARD; f <= BM_LLM_DECODE; f++) {
-    BM_RETURN_IF_ERROR(build_graph(m, src, c, arch, (bm_llm_fn)f, wdt, max_batch, max_ctx, max_seq, &cache));
+    BM_RETURN_IF_ERROR(build_graph(m, src, c, arch, (bm_llm_fn)f, wdt, adt, max_batch, max_ctx, max_seq, &cache));
     if (bm_graph_status(m->graphs[m->ngraphs - 1])) return NULL; /* reported by the caller */
   }
   if (o->extra_json) {
-    *o->extra_json = extra_json(c, arch, wdt, max_batch, max_ctx, max_seq);
+    *o->extra_json = extra_json(c, arch, wdt, adt, max_batch, max_ctx, max_seq);
     if (!*o->extra_json) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "extra json");
   }
   return NULL;

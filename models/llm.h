@@ -12,7 +12,8 @@
  *            kv_len (batch)) -> logits (batch, seq, vocab)  writes the cache
  *   decode  (the same with seq = 1) -> logits (batch, 1, vocab)
  * The KV cache is one STATE per layer and kind: "cache.L.k" / "cache.L.v"
- * (max_batch, kv_heads, max_ctx, head_dim) f32, or for MLA "cache.L.kv"
+ * (max_batch, kv_heads, max_ctx, head_dim) in the compute dtype (f32
+ * unless bm_model_options.dtype says f16/bf16), or for MLA "cache.L.kv"
  * (max_batch, 1, max_ctx, kv_lora_rank + rope_dim): the normalized latent
  * followed by the rotated rope key, with attention run in the latent space.
  */
@@ -52,6 +53,7 @@ struct bm_llm {
   const bm_llm_arch *arch;
   bm_llm_fn fn;
   bm_dtype wdt;              /* matmul weights */
+  bm_dtype adt;              /* activations and KV cache (compute dtype, bm_model_options.dtype) */
   int64_t B, S;              /* dims as builder int64s: BM_SYM(k) or static */
   int64_t max_batch, max_ctx, max_seq;
   bm_node *positions;        /* (batch, seq) i32 */
@@ -68,6 +70,9 @@ struct bm_llm {
 bm_node *bm_llm_w(bm_llm *L, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 bm_node *bm_llm_w32(bm_llm *L, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A weight added to activations (a bias) in L->adt. */
+bm_node *bm_llm_wa(bm_llm *L, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Rows [begin, begin + count) of the 2-D checkpoint tensor `name`
  * (rows, cols), as a weight of its own (fused qkv / gate_up split at build

@@ -53,6 +53,14 @@ typedef struct bm_model_options {
   int max_ctx;           /* KV cache length; default min(max_position_embeddings, 4096) */
   int max_seq;           /* longest forward/prefill chunk; default min(max_ctx, 512) */
   bm_dtype weight_dtype; /* dtype of matmul weights: f32 (default), f16 or bf16 */
+  /* Compute dtype: f32 (default), f16 or bf16. The activations between
+   * kernels (hidden states, attention q/k/v, MLP intermediates, feature
+   * maps) and the KV cache are stored in it; kernels still compute in f32.
+   * The functions' inputs and outputs keep their f32/i32 dtypes (cast at
+   * the start and end of each graph), so runtimes and apps are unchanged.
+   * Small numerically sensitive pieces stay f32 (rope tables, timestep
+   * sinusoids, the logits). Independent of weight_dtype (bmc sets both). */
+  bm_dtype dtype;
   /* Out (may be NULL): receives a malloc'd JSON object for the package
    * manifest's "extra" (what a generation driver needs), or NULL. */
   char **extra_json;

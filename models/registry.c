@@ -81,6 +81,9 @@ bm_status bm_model_build(const char *name, const bm_model_options *o, bm_module 
                           "unknown model '%s' (known models: %s; or give the path of a model folder)",
                           name ? name : "(null)", known);
   }
+  if (opts.dtype != BM_DTYPE_F32 && opts.dtype != BM_DTYPE_F16 && opts.dtype != BM_DTYPE_BF16)
+    return bm_status_make(BM_ERR_INVALID_ARGUMENT, "model '%s': compute dtype %s (supported: f32, f16, bf16)",
+                          name, (unsigned)opts.dtype < BM_DTYPE_COUNT ? bm_dtype_name(opts.dtype) : "?");
   if (opts.random_weights && opts.weights)
     return bm_status_make(BM_ERR_INVALID_ARGUMENT,
                           "model '%s': generated weights and the checkpoint '%s' exclude each other", name,

@@ -281,7 +281,7 @@ bm_node *bm_sd_linear(bm_graph *g, const bm_sd_src *w, bm_node *x, const char *p
                       int64_t out, bool bias) {
   int64_t ws[2] = {out, in}, bs[1] = {out};
   bm_node *wt = bm_sd_weight(g, w, w->dtype, 2, ws, "%s.weight", p);
-  bm_node *b = bias ? bm_sd_weight(g, w, BM_DTYPE_F32, 1, bs, "%s.bias", p) : NULL;
+  bm_node *b = bias ? bm_sd_weight(g, w, w->act, 1, bs, "%s.bias", p) : NULL;
   if (bias && !b) return NULL;
   return bm_linear(g, x, wt, b);
 }
@@ -606,6 +606,7 @@ static char *make_extra(const sd_parts *p, const bm_model_options *o, int64_t W,
   cJSON_AddNumberToObject(e, "scaling_factor", p->vae.scaling_factor);
   cJSON_AddNumberToObject(e, "shift_factor", p->vae.shift_factor);
   cJSON_AddNumberToObject(e, "clip_skip", clip_skip);
+  cJSON_AddStringToObject(e, "dtype", bm_dtype_name(o->dtype)); /* compute dtype (inputs/outputs stay f32) */
   cJSON_AddNumberToObject(e, "text_max_length", (double)p->clip.max_pos);
   cJSON_AddNumberToObject(e, "text_hidden_size", (double)p->clip.hidden);
   cJSON_AddNumberToObject(e, "text_vocab_size", (double)p->clip.vocab); /* token ids the pipeline may pass */
@@ -697,8 +698,8 @@ static bm_status sd_build(bm_module *m, bm_weight_source *src, const bm_model_op
     return bm_status_make(BM_ERR_INVALID_ARGUMENT, "sd: weight dtype %s (f32, f16 or bf16)", bm_dtype_name(dt));
   }
   const bm_sd_keys *k = single ? &keys : NULL;
-  bm_sd_src ws_te = {src, "text_encoder/", k, dt}, ws_unet = {src, "unet/", k, dt},
-            ws_vae = {src, "vae/", k, dt};
+  bm_sd_src ws_te = {src, "text_encoder/", k, dt, o->dtype}, ws_unet = {src, "unet/", k, dt, o->dtype},
+            ws_vae = {src, "vae/", k, dt, o->dtype};
 
   bm_graph *g = bm_graph_create(m, "text_encoder");
   if (g) bm_sd_clip_build(g, &ws_te, &p.clip, bm_sym_declare(g, "batch", max_batch), clip_skip);

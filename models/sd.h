@@ -41,7 +41,12 @@ typedef struct bm_sd_src {
   bm_weight_source *src;
   const char *prefix;       /* prepended to every name: "unet/", "vae/", "text_encoder/" or "" */
   const bm_sd_keys *keys;   /* non-NULL: a single-file checkpoint, names go through bm_sd_map_key */
-  bm_dtype dtype;           /* dtype of matmul and conv weights (f32, f16, bf16); the rest stay f32 */
+  bm_dtype dtype;           /* dtype of matmul and conv weights (f32, f16, bf16); norm weights and
+                             * conv biases stay f32 */
+  /* Compute dtype (f32 when zero-initialized, f16, bf16): the activations
+   * between kernels, linear biases and the CLIP embedding tables are in it.
+   * Graph inputs and outputs stay f32: the builders cast at both ends. */
+  bm_dtype act;
 } bm_sd_src;
 
 /* Declares weight prefix+name (printf-style) with the given dtype and
@@ -53,7 +58,7 @@ bm_node *bm_sd_weight(bm_graph *g, const bm_sd_src *w, bm_dtype t, int ndim, con
 bool bm_sd_has(const bm_sd_src *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* x (..., in) -> (..., out) with weight "<p>.weight" (out, in) in w->dtype and,
- * if bias, "<p>.bias" (out) in f32. */
+ * if bias, "<p>.bias" (out) in w->act (added to the activations). */
 bm_node *bm_sd_linear(bm_graph *g, const bm_sd_src *w, bm_node *x, const char *p, int64_t in,
                       int64_t out, bool bias);
 /* conv2d with weight "<p>.weight" (out, in, k, k) and bias "<p>.bias". */

@@ -82,6 +82,9 @@ static bm_node *attention_block(bm_graph *g, bm_weight_source *src, bm_node *x, 
 }
 
 static bm_status tiny_build(bm_module *m, bm_weight_source *src, const bm_model_options *o) {
+  if (o->dtype != BM_DTYPE_F32)
+    return bm_status_make(BM_ERR_UNSUPPORTED, "tiny: compute dtype %s (the built-in model runs in f32 only; "
+                          "--dtype applies to LLM and Stable Diffusion models)", bm_dtype_name(o->dtype));
   bm_graph *g = bm_graph_create(m, "main");
   if (!g) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "tiny: graph");
   int batch = bm_sym_declare(g, "batch", o->max_batch > 0 ? o->max_batch : 4);

@@ -289,9 +289,16 @@ void bm_sd_unet_build(bm_graph *g, const bm_sd_src *w, const bm_sd_unet_config *
   bm_node *t = bm_input(g, "timestep", BM_DTYPE_F32, 1, ts);
   u.ctx = bm_input(g, "encoder_hidden_states", BM_DTYPE_F32, 3, cs);
   if (c->center_input) x = bm_sub(g, bm_mul(g, x, bm_scalar(g, 2.0f)), bm_scalar(g, 1.0f));
+  /* the compute dtype from here on (f32 inputs cast once) */
+  if (w->act != BM_DTYPE_F32) {
+    x = bm_cast(g, x, w->act);
+    u.ctx = bm_cast(g, u.ctx, w->act);
+  }
 
-  /* time embedding: sinusoid -> linear_1 -> silu -> linear_2; resnets use silu(temb) */
+  /* time embedding: sinusoid (f32, as diffusers) -> linear_1 -> silu -> linear_2;
+   * resnets use silu(temb) */
   bm_node *temb = timestep_embedding(&u, t, C0);
+  if (temb && w->act != BM_DTYPE_F32) temb = bm_cast(g, temb, w->act);
   temb = bm_silu(g, bm_sd_linear(g, w, temb, "time_embedding.linear_1", C0, u.temb_dim, true));
   temb = bm_sd_linear(g, w, temb, "time_embedding.linear_2", u.temb_dim, u.temb_dim, true);
   u.temb_act = bm_silu(g, temb);
@@ -361,5 +368,6 @@ void bm_sd_unet_build(bm_graph *g, const bm_sd_src *w, const bm_sd_unet_config *
   }
   x = bm_sd_group_norm(g, w, x, "conv_norm_out", ch, c->groups, c->eps, true);
   x = bm_sd_conv(g, w, x, "conv_out", ch, c->out_channels, 3, 1, 1);
+  if (x && x->dtype != BM_DTYPE_F32) x = bm_cast(g, x, BM_DTYPE_F32);
   bm_output_add(g, "model_output", x);
 }

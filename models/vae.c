@@ -131,6 +131,7 @@ void bm_sd_vae_encoder_build(bm_graph *g, const bm_sd_src *w, const bm_sd_vae_co
   if (!check_size(g, c, H, W, (int64_t)1 << (nb - 1), "image")) return;
   int64_t is[4] = {1, c->in_channels, H, W};
   bm_node *x = bm_input(g, "image", BM_DTYPE_F32, 4, is);
+  if (w->act != BM_DTYPE_F32) x = bm_cast(g, x, w->act); /* the compute dtype from here on */
   x = bm_sd_conv(g, w, x, "encoder.conv_in", c->in_channels, c->block_out[0], 3, 1, 1);
   int64_t ch = c->block_out[0], h = H, wd = W;
   char p[128];
@@ -155,6 +156,8 @@ void bm_sd_vae_encoder_build(bm_graph *g, const bm_sd_src *w, const bm_sd_vae_co
   const int64_t L = c->latent_channels;
   x = bm_sd_conv(g, w, x, "encoder.conv_out", ch, 2 * L, 3, 1, 1); /* (1, 2L, h, w) */
   if (c->quant_conv) x = bm_sd_conv(g, w, x, "quant_conv", 2 * L, 2 * L, 1, 1, 0);
+  /* the latent distribution in f32 (outputs) */
+  if (x && x->dtype != BM_DTYPE_F32) x = bm_cast(g, x, BM_DTYPE_F32);
   bm_node *mean = bm_slice(g, x, 1, 0, L, 1);
   bm_node *logvar = bm_slice(g, x, 1, L, 2 * L, 1);
   logvar = bm_binary(g, BM_OP_MIN, bm_binary(g, BM_OP_MAX, logvar, bm_scalar(g, -30.0f)),
@@ -172,6 +175,7 @@ void bm_sd_vae_decoder_build(bm_graph *g, const bm_sd_src *w, const bm_sd_vae_co
   const int64_t L = c->latent_channels;
   int64_t ls[4] = {1, L, h, wd};
   bm_node *x = bm_input(g, "latent", BM_DTYPE_F32, 4, ls);
+  if (w->act != BM_DTYPE_F32) x = bm_cast(g, x, w->act); /* the compute dtype from here on */
   if (c->post_quant_conv) x = bm_sd_conv(g, w, x, "post_quant_conv", L, L, 1, 1, 0);
   int64_t ch = c->block_out[nb - 1];
   x = bm_sd_conv(g, w, x, "decoder.conv_in", L, ch, 3, 1, 1);
@@ -192,5 +196,6 @@ void bm_sd_vae_decoder_build(bm_graph *g, const bm_sd_src *w, const bm_sd_vae_co
   }
   x = bm_sd_group_norm(g, w, x, "decoder.conv_norm_out", ch, c->groups, VAE_EPS, true);
   x = bm_sd_conv(g, w, x, "decoder.conv_out", ch, c->out_channels, 3, 1, 1);
+  if (x && x->dtype != BM_DTYPE_F32) x = bm_cast(g, x, BM_DTYPE_F32);
   bm_output_add(g, "image", x);
 }

@@ -4,6 +4,10 @@
  * Roots are visited last-to-first; from each root the tree grows through
  * operands that are elementwise (not CAST), used once and of a float dtype.
  * Everything else becomes a leaf input (scalar CONSTs become immediates).
+ * A float-to-float CAST (root or operand) is transparent: registers are
+ * f32, loads widen every float dtype exactly and the FUSED node stores in
+ * its own dtype, so absorbing a cast only drops an intermediate rounding,
+ * as fusing any f16/bf16 chain does (the graph's compute dtype, bmc --dtype).
  * The FUSED node replaces the root in place; absorbed nodes die. */
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +24,9 @@ typedef struct fuse_state {
   int nleaves;
   bm_prog_ins ins[BM_MAX_PROG]; /* a, b: leaf index, or REF_INS | instruction index */
   int nins;
-  bm_node *absorbed[BM_MAX_PROG];
+  bm_node *absorbed[2 * BM_MAX_PROG]; /* instructions' nodes and transparent casts */
   int nabsorbed;
+  int ncasts;                         /* transparent casts absorbed (the root included) */
   const int *uses;
 } fuse_state;
 
@@ -33,6 +38,10 @@ static bool is_fusible_ew(const bm_node *n) {
 
 static bool is_float(bm_dtype t) {
   return t == BM_DTYPE_F32 || t == BM_DTYPE_F16 || t == BM_DTYPE_BF16;
+}
+
+static bool is_float_cast(const bm_node *n) {
+  return n->op == BM_OP_CAST && n->nin == 1 && is_float(n->dtype) && is_float(n->in[0]->dtype);
 }
 
 static bool scalar_const(const bm_node *c, float *v) {
@@ -60,9 +69,22 @@ static int leaf(fuse_state *st, bm_node *x, int reserve) {
  * instruction slots and `leaf_reserve` leaf slots free for the ancestors
  * and siblings still pending; otherwise it becomes a leaf. */
 static int build(fuse_state *st, bm_node *x, bool root, int ins_reserve, int leaf_reserve) {
+  if (is_float_cast(x) && (root || st->uses[x->id] == 1) &&
+      st->nabsorbed < (int)(sizeof st->absorbed / sizeof st->absorbed[0])) {
+    /* transparent: x's value is its operand's (widened or rounded at the store) */
+    int nabs0 = st->nabsorbed;
+    if (!root) st->absorbed[st->nabsorbed++] = x;
+    int r = build(st, x->in[0], false, ins_reserve, leaf_reserve);
+    if (r >= 0) {
+      st->ncasts++;
+      return r;
+    }
+    st->nabsorbed = nabs0;
+    return root ? -1 : leaf(st, x, leaf_reserve);
+  }
   if (!root && !(is_fusible_ew(x) && st->uses[x->id] == 1 && is_float(x->dtype)))
     return leaf(st, x, leaf_reserve);
-  int nleaves0 = st->nleaves, nins0 = st->nins, nabs0 = st->nabsorbed;
+  int nleaves0 = st->nleaves, nins0 = st->nins, nabs0 = st->nabsorbed, ncasts0 = st->ncasts;
   bm_prog_ins ins = {.op = (uint8_t)x->op};
   bool ok = st->nins + 1 + ins_reserve <= BM_MAX_PROG;
   if (ok && x->nin == 1) {
@@ -100,6 +122,7 @@ static int build(fuse_state *st, bm_node *x, bool root, int ins_reserve, int lea
   st->nleaves = nleaves0;
   st->nins = nins0;
   st->nabsorbed = nabs0;
+  st->ncasts = ncasts0;
   return root ? -1 : leaf(st, x, leaf_reserve);
 }
 
@@ -127,9 +150,10 @@ bm_status bm_pass_fuse_elementwise(bm_graph *g, const bm_pass_options *o) {
   int fused = 0;
   for (int i = g->nnodes - 1; i >= 0; i--) {
     bm_node *root = g->nodes[i];
-    if (done[i] || !is_fusible_ew(root)) continue;
+    if (done[i] || !(is_fusible_ew(root) || is_float_cast(root))) continue;
     fuse_state st = {.uses = uses};
-    if (build(&st, root, true, 0, 0) < 0 || st.nins < 2 || st.nleaves < 1) continue;
+    /* worth it when two kernels or more become one */
+    if (build(&st, root, true, 0, 0) < 0 || st.nins < 1 || st.nins + st.ncasts < 2 || st.nleaves < 1) continue;
 
     bm_node saved = *root;
     memset(root->in, 0, sizeof root->in);

@@ -123,5 +123,18 @@ expect 1 "no tokenizer" "chat without a tokenizer" -- bash -c "echo hi | '$B/bmr
 expect 0 "^ [0-9]+ [0-9]+ [0-9]+ [0-9]+$" "generate --ids prints ids" -- \
   bash -c "'$B/bmrun' '$T/nt.bmpk' generate --ids 1,450,4996 -n 4 --temp 0 2>/dev/null"
 
+# ---- compute dtype: the same folder with bf16 activations, cache and weights
+# generates through the unchanged runtime (logits stay f32)
+PB=$T/bf16.bmpk
+expect 0 "wrote" "bmc compile --dtype bf16" -- \
+  "$B/bmc" compile --model "$M" --random-weights --seed 3 -O 0 --max-ctx 96 --max-batch 2 --max-seq 32 --dtype bf16 -o "$PB"
+expect 0 '"dtype":"bf16"' "the manifest records the compute dtype" -- "$B/bmc" inspect --json "$PB"
+expect 0 '"weight_dtype":"bf16"' "weights follow --dtype" -- "$B/bmc" inspect --json "$PB"
+expect 0 "out logits +f32" "bf16 package keeps f32 logits" -- "$B/bmc" inspect "$PB"
+expect 0 "decode 7 tokens" "generate with a bf16 package" -- "$B/bmrun" "$PB" generate -p "Once upon a time" -n 8 --temp 0
+expect 2 "--dtype: 'f8' is not f32, f16 or bf16" "bmc --dtype f8" -- \
+  "$B/bmc" compile --model "$M" --random-weights --dtype f8 -o "$T/x.bmpk"
+expect 1 "runs in f32 only" "bmc --dtype on the built-in model" -- "$B/bmc" compile --dtype f16 -o "$T/x.bmpk"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -95,5 +95,13 @@ expect 1 "--init-img is 8x8 but the model was compiled for 16x16" "a wrong image
 expect 1 "--mask is 8x8" "a wrong mask size" -- "$R" "$P" inpaint -p x --init-img "$T/a.png" --mask "$T/small.png"
 "$B/bmc" compile --model tiny -O 1 -o "$T/tiny.bmpk" >/dev/null 2>&1
 expect 1 "not a Stable Diffusion" "a package that is not SD" -- "$R" "$T/tiny.bmpk" txt2img -p x
+
+# ---- compute dtype: the same folder in f16 runs through the unchanged pipeline
+P16=$T/sd16.bmpk
+expect 0 "wrote" "bmc compiles the SD folder with --dtype f16" -- \
+  "$B/bmc" compile --model "$M" --random-weights --width 16 --height 16 -O 1 --dtype f16 -o "$P16"
+expect 0 '"dtype":[[:space:]]*"f16"' "the SD extra records the compute dtype" -- "$B/bmc" inspect --json "$P16"
+expect 0 "wrote $T/f16.png" "txt2img with an f16 package" -- \
+  "$R" "$P16" txt2img -p "a photo of a cat" --steps 3 --sampler euler --seed 42 -o "$T/f16.png"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
