@@ -19,6 +19,8 @@
 # transformers weights through save_pretrained), BM_BENCH_WORK (scratch
 # folder for the model and the package, default /tmp/bm_llm_bench),
 # BM_BENCH_GRAPHS_CHECK (1: also run bm with BM_CUDA_GRAPHS=0, default 1).
+# BM_BENCH_DTYPE (bf16: bmc --dtype, the activations and KV cache; f32 for the
+# f32-activation path).
 import gc
 import glob
 import json
@@ -41,6 +43,7 @@ NEW = env_int("BM_BENCH_NEW", 128)
 PREFILL = env_int("BM_BENCH_PREFILL", 2048)
 REPS = env_int("BM_BENCH_REPS", 3)
 WEIGHTS = os.environ.get("BM_BENCH_WEIGHTS", "random")
+DTYPE = os.environ.get("BM_BENCH_DTYPE", "bf16")  # bmc --dtype: activations and KV cache (f32, f16, bf16)
 WORK = os.environ.get("BM_BENCH_WORK", "/tmp/bm_llm_bench")
 GRAPHS_CHECK = env_int("BM_BENCH_GRAPHS_CHECK", 1)
 
@@ -229,7 +232,7 @@ def main():
         env["LD_LIBRARY_PATH"] += ":" + os.path.dirname(nvrtc)  # its libnvrtc-builtins
     pkg = os.path.join(WORK, "llama3_8b.bmpk")
     cmd = [os.path.join(carry, "bmc/bin/bmc"), "compile", "--model", model_dir, "--target", "cuda",
-           "--cpu", f"sm_{major}{minor}", "--weight-dtype", "bf16", "--max-ctx", "4096",
+           "--cpu", f"sm_{major}{minor}", "--weight-dtype", "bf16", "--dtype", DTYPE, "--max-ctx", "4096",
            "--max-seq", str(max(PREFILL, 16)), "--max-batch", "1", "--no-tokenizer", "-o", pkg]
     if WEIGHTS != "hf":
         cmd.append("--random-weights")
@@ -256,7 +259,7 @@ def main():
     ng = res.get("bm_no_graphs", {})
     hf_tok = res["hf_decode_tok_s"]
     log("")
-    log(f"LLaMA-3-8B shape ({LAYERS} layers, bf16, batch 1) on {gpu}")
+    log(f"LLaMA-3-8B shape ({LAYERS} layers, bf16 weights, bm activations {DTYPE}, batch 1) on {gpu}")
     log(f"  HBM copy bandwidth {res['copy_gb_s']:.0f} GB/s; {res['decode_bytes'] / 1e9:.2f} GB of weights per decode "
         f"token -> bound {res['bound_tok_s']:.1f} tokens/s")
     log(f"  {'':28s} {'decode tok/s':>12s} {'% of bound':>10s} {'prefill ' + str(PREFILL) + ' ms':>16s}")
