@@ -520,6 +520,29 @@ static void b_conv_tc_sym(bm_graph *g) {
   bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, 1, 1, 1, 1, 1, 1, 1));
 }
 
+/* CONV2D on the wgmma body (sm_90a; the mma.sync tile elsewhere): SD-like
+ * channel counts on small images, spatial tails past the 128-wide N tile,
+ * M tails past 128, K tails past the 64-deep step (K = 360), batch 2,
+ * stride 2, 1x1, bias + SiLU + residual, f16 and bf16. */
+static void b_conv_wg_f16_320(bm_graph *g) { /* 3x3 pad 1, 320 -> 320, 10x9, bias, SiLU, + residual */
+  bm_node *x = IN("x", F16, 2, 320, 10, 9), *w = IN("w", F16, 320, 320, 3, 3), *b = IN("b", F16, 320);
+  bm_node *r = IN("r", F16, 2, 320, 10, 9);
+  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_conv2d(g, x, w, b, 1, 1, 1, 1, 1, 1, 1)), r));
+}
+static void b_conv_wg_bf16_s2(bm_graph *g) { /* 3x3 stride 2 pad 1, 64 -> 136, 17x15 -> 9x8 */
+  bm_node *x = IN("x", BF16, 2, 64, 17, 15), *w = IN("w", BF16, 136, 64, 3, 3), *b = IN("b", BF16, 136);
+  bm_output_add(g, "y", bm_conv2d(g, x, w, b, 2, 2, 1, 1, 1, 1, 1));
+}
+static void b_conv_wg_f16_1x1(bm_graph *g) { /* 1x1, 640 -> 200, 12x13 (two N tiles) */
+  bm_node *x = IN("x", F16, 2, 640, 12, 13), *w = IN("w", F16, 200, 640, 1, 1);
+  bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, 1, 1, 0, 0, 1, 1, 1));
+}
+static void b_conv_wg_bf16_k360(bm_graph *g) { /* 3x3, 40 -> 72, 23x11 (N 253), K 360, bias, SiLU, + residual */
+  bm_node *x = IN("x", BF16, 2, 40, 23, 11), *w = IN("w", BF16, 72, 40, 3, 3), *b = IN("b", BF16, 72);
+  bm_node *r = IN("r", BF16, 2, 72, 23, 11);
+  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_conv2d(g, x, w, b, 1, 1, 1, 1, 1, 1, 1)), r));
+}
+
 typedef struct at_cfg {
   int D, Dv, hq, hkv, sq, sk;
   bool causal, mask;
@@ -687,6 +710,14 @@ static const tcase cases[] = {
     {"conv2d_tc_f16_big_res", b_conv_tc_big, 3e-3, {0}, false},
     {"conv2d_tc_bf16_s2", b_conv_tc_bf16_s2, 1.5e-2, {0}, false},
     {"conv2d_tc_f16_sym", b_conv_tc_sym, 3e-3, {7}, false},
+    {"conv2d_wg_f16_320_res", b_conv_wg_f16_320, 3e-3, {0}, true},
+    {"conv2d_wg_bf16_s2", b_conv_wg_bf16_s2, 1.5e-2, {0}, false},
+    {"conv2d_wg_f16_1x1", b_conv_wg_f16_1x1, 3e-3, {0}, false},
+    {"conv2d_wg_bf16_k360_res", b_conv_wg_bf16_k360, 1.5e-2, {0}, true},
+    /* the same with 128-wide N tiles (the default is 64: wgmma_conv_ok) */
+    {"conv2d_wg_f16_320_res_wgn128", b_conv_wg_f16_320, 3e-3, {0}, false},
+    {"conv2d_wg_bf16_s2_wgn128", b_conv_wg_bf16_s2, 1.5e-2, {0}, false},
+    {"conv2d_wg_bf16_k360_res_wgn128", b_conv_wg_bf16_k360, 1.5e-2, {0}, false},
     {"attn_plain", b_at_plain, 2e-5, {0}, false},
     {"attn_causal_gqa_f16", b_at_causal_gqa, TOL_TC_F16(0.9) /* 0.99 */, {0}, false},
     {"attn_window_cap_mask", b_at_window_cap, TOL_TC_BF16(0.6) /* 0.61 */, {0}, false},
@@ -718,8 +749,12 @@ static void test_cases(void) {
       skipped++;
       continue;
     }
+    /* "_wgn128": compiled with the wgmma conv's 128-wide N tiles forced */
+    bool n128 = strstr(cases[i].name, "_wgn128") != NULL;
+    if (n128) setenv("BM_CUDA_WGMMA", "n128k64s3", 1);
     run_one(&cases[i], true);
     if (cases[i].unfused) run_one(&cases[i], false);
+    if (n128) unsetenv("BM_CUDA_WGMMA");
   }
 }
 
@@ -819,6 +854,45 @@ static void test_wgmma_source(void) {
   bm_module_destroy(m);
 }
 
+/* CONV2D gets the wgmma body (the im2col gather, under the sm_90a macro
+ * with mma.sync in #else) when Cg*KH*KW is a multiple of 8, with 64-wide N
+ * tiles, or 128-wide under BM_CUDA_WGMMA=n128k64s3; the 4-channel
+ * input conv (K = 36) keeps the scalar tile, and BM_CUDA_WGMMA=0 turns the
+ * wgmma body off. */
+static void test_wgmma_conv_source(void) {
+  if (export_dir) return;
+  for (int i = 0; i < 4; i++) {
+    bm_module *m = bm_module_create("wgconv");
+    bm_graph *g = bm_graph_create(m, "main");
+    if (i == 1) {
+      bm_node *x = IN("x", F16, 1, 4, 8, 8), *w = IN("w", F16, 32, 4, 3, 3);
+      bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, 1, 1, 1, 1, 1, 1, 1));
+    } else if (i == 3) {
+      bm_node *x = IN("x", F16, 2, 320, 64, 64), *w = IN("w", F16, 320, 320, 3, 3);
+      bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, 1, 1, 1, 1, 1, 1, 1));
+    } else {
+      b_conv_wg_bf16_s2(g);
+    }
+    if (i >= 2) setenv("BM_CUDA_WGMMA", i == 2 ? "0" : "n128k64s3", 1);
+    bm_pass_options po = {0};
+    po.supports = bm_clike_supports;
+    CHECK_OK(bm_pipeline_run(g, &po));
+    bm_clike_out out;
+    CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
+    if (i >= 2) unsetenv("BM_CUDA_WGMMA");
+    if (out.src.s) {
+      bool wg = strstr(out.src.s, "(acc, da + 2 * kk") != NULL && strstr(out.src.s, "xv[j] = ok ?") != NULL;
+      CHECK_MSG(wg == (i == 0 || i == 3), "case %d: wgmma conv body %s", i, wg ? "present" : "missing");
+      if (i == 0) CHECK(strstr(out.src.s, "#else\n") != NULL && strstr(out.src.s, "bm_mma_bf16(acc") != NULL);
+      if (i == 0) CHECK(strstr(out.src.s, "bm_wgmma_bf16_n64(acc") != NULL);
+      if (i == 3) CHECK(strstr(out.src.s, "bm_wgmma_f16_n128(acc") != NULL);
+      if (i == 1) CHECK(strstr(out.src.s, "bm_mma_") == NULL || strstr(out.src.s, "bm_mma_f16(acc") == NULL);
+    }
+    bm_clike_out_free(&out);
+    bm_module_destroy(m);
+  }
+}
+
 /* A CUDA package on a machine without a GPU opens, and a session says why it cannot run. */
 static void test_no_gpu_message(void) {
   if (have_gpu || export_dir) return;
@@ -894,6 +968,7 @@ int main(void) {
   RUN(test_cases);
   RUN(test_bundle_and_ptx);
   RUN(test_wgmma_source);
+  RUN(test_wgmma_conv_source);
   RUN(test_no_gpu_message);
   printf("cuda ops: %d runs compared on the GPU, %d compiled only (no GPU), %d exported, %d cases skipped\n", ran,
          compiled_only, exported, skipped);

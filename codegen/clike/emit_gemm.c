@@ -1,6 +1,7 @@
 /* emit_gemm.c - the GEMM family of the C-like emitter: MATMUL, QMATMUL
  * (weight-only int8/int4) and CONV2D (implicit GEMM) on a scalar tile or the
  * tensor-core tile; a few rows go to the skinny GEMM (emit_gemv.c). */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,6 +382,7 @@ static const wg_cfg wg_cfgs[] = {
     {"n128k64s3", 128, 64, 3, 1},
     {"n256k32s4", 256, 32, 4, 2},
     {"n128k32s6", 128, 32, 6, 2},
+    {"n64k64s3", 64, 64, 3, 1}, /* conv2d's default (wgmma_conv_ok) */
 };
 
 static int wg_stage_bytes(const wg_cfg *c) { return (128 + c->bn) * 2 * c->bk; }
@@ -395,11 +397,86 @@ static const wg_cfg *wgmma_cfg(const bm_clike_lang *L, const bm_node *n) {
   return NULL; /* "0" or an unknown name: mma.sync */
 }
 
+/* CONV2D on the wgmma body (wgmma_conv_ok): C (O/G, OH*OW) per image and
+ * group; A = the weights (O/G, K = Cg*KH*KW) by cp.async as a matmul's A;
+ * B = im2col(x) as (OH*OW, K) K-major, so the tile, layout and descriptors
+ * are the matmul's and the accumulators store NCHW rows. x is NCHW
+ * (contiguous along W, not K), and a run of 8 output positions starts at
+ * any element (kw - pad shifts it), so cp.async cannot fetch B: the thread
+ * owns output position n0 + tid % BN and gathers 64 / (256 / BN) of the
+ * step's 64 K elements (k = (ci, kh, kw), decoded once per step, then
+ * stepped) into registers (zero outside the image, past K and past
+ * OH*OW; the load itself is unconditional, of element 0 when masked).
+ * Step kt0 issues the wgmmas of stage kt0, then packs the registers
+ * gathered in step kt0 - 1 into 16-byte chunks of the B half of stage
+ * kt0 + 1 (read by wgmma batch kt0 - 2, done before the last barrier; made
+ * visible to the tensor cores by the next step's fence.proxy.async), then
+ * starts the gather of K tile kt0 + 2 (its loads land during the wgmma wait
+ * and the next barrier). Configurations with BK 64, 3 stages and lag 1:
+ * n64k64s3 (the default: more blocks, 98 registers) or n128k64s3 (128
+ * registers with a few spilled; slower on the SD shapes, bench/RESULTS.md).
+ * K = Cg*KH*KW static and a multiple of 8 (tc_conv_ok). */
+static bool wg_conv_cfg(const wg_cfg *c) { return c->bk == 64 && c->stages == 3 && c->lag == 1; }
+
+static bool wgmma_conv_ok(const bm_clike_lang *L, const bm_node *n, const wg_cfg **cfg) {
+  if (!L || L->tensor_cores < 2 || !tc_conv_ok(L, n)) return false;
+  const char *env = getenv("BM_CUDA_WGMMA");
+  if (env && *env) { /* a name forces a configuration (BK 64, 3 stages); "0" or another: mma.sync */
+    for (size_t i = 0; i < sizeof wg_cfgs / sizeof *wg_cfgs; i++)
+      if (strcmp(env, wg_cfgs[i].name) == 0 && wg_conv_cfg(&wg_cfgs[i])) {
+        *cfg = &wg_cfgs[i];
+        return true;
+      }
+    return false;
+  }
+  *cfg = &wg_cfgs[3]; /* n64k64s3: the faster on every SD shape measured (bench/RESULTS.md) */
+  return true;
+}
+
+/* conv B gather of K tile kt (BK 64) into xv: the thread's position (ih0,
+ * iw0, nok of the tile setup: row tid % BN of the tile) and its 64 / (256 /
+ * BN) K elements from kt * 64 + (tid / BN) times that */
+static void wg_conv_gather(ck *k, int BN) {
+  const bm_node *n = k->n, *w = n->in[1];
+  const char *I = k->I;
+  int64_t KH = w->shape[2].add, KW = w->shape[3].add;
+  const int ept = 64 / (256 / BN);
+  P("      {\n");
+  P("      const %s gk0 = kt * 64 + (tid / %d) * %d;\n", I, BN, ept);
+  P("      %s ci = gk0 / %lld; int kh = (int)((gk0 / %lld) %% %lld), kw = (int)(gk0 %% %lld);\n", I,
+    (long long)(KH * KW), (long long)KW, (long long)KH, (long long)KW);
+  P("#pragma unroll\n      for (int j = 0; j < %d; j++) {\n", ept);
+  P("        const %s ih = ih0 + kh * %d, iw = iw0 + kw * %d;\n", I, n->a.dilation[0], n->a.dilation[1]);
+  P("        const bool ok = nok && gk0 + j < K && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;\n");
+  P("        const unsigned short v = xs[ok ? (ci * H + ih) * W + iw : 0]; /* no branch: element 0 is in bounds */\n");
+  P("        xv[j] = ok ? v : (unsigned short)0;\n");
+  P("        if (++kw == %lld) { kw = 0; if (++kh == %lld) { kh = 0; ci++; } }\n", (long long)KW, (long long)KH);
+  P("      }\n");
+  P("      }\n");
+}
+
+/* conv B put: xv -> the B half of stage st (row tid % BN, the thread's chunks) */
+static void wg_conv_put(ck *k, const wg_cfg *c) {
+  const int BN = c->bn, ept = 64 / (256 / BN);
+  P("      {\n");
+  P("      const int r = tid %% %d, c0 = (tid / %d) * %d;\n", BN, BN, ept / 8);
+  P("      const unsigned int sbp = sm0 + st * %d + %d + r * 128;\n", wg_stage_bytes(c), 128 * 128);
+  P("#pragma unroll\n      for (int i = 0; i < %d; i++) {\n", ept / 8);
+  P("        bm_u4 v;\n");
+  P("#pragma unroll\n        for (int q = 0; q < 4; q++)\n");
+  P("          v.w[q] = (unsigned int)xv[8 * i + 2 * q] | ((unsigned int)xv[8 * i + 2 * q + 1] << 16);\n");
+  P("        bm_st_shared16(sbp + (((c0 + i) ^ (r & 7)) << 4), v);\n");
+  P("      }\n");
+  P("      }\n");
+}
+
 static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
+  const bool conv = k->n->op == BM_OP_CONV2D;
   const char *I = k->I, *dt = k->n->in[1]->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
   const int BN = c->bn, BK = c->bk, S = c->stages, lag = c->lag;
   const int rowb = 2 * BK, cpr = BK / 8, step = 256 / cpr; /* row bytes, chunks per row, rows per pass */
   const int stage = wg_stage_bytes(c), boff = 128 * rowb;
+  assert(!conv || wg_conv_cfg(c));
   P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
   P("  const unsigned int sm0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u; /* whole swizzle groups */\n");
   P("  const int wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31;\n");
@@ -415,10 +492,19 @@ static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
   P("    const %s tgrp = rem / (8 * tn), first = tgrp * 8, gsz = tm - first < 8 ? tm - first : 8;\n", I);
   P("    const %s m0 = (first + (rem %% (8 * tn)) %% gsz) * 128, n0 = ((rem %% (8 * tn)) / gsz) * %d;\n", I, BN);
   P("%s", g->batch_setup.s);
+  if (conv) { /* the thread's output position of the B gather */
+    const bm_node *n = k->n;
+    P("    const %s gnb = n0 + tid %% %d, ohb = gnb / OW, owb = gnb %% OW;\n", I, BN);
+    P("    const bool nok = gnb < N;\n");
+    P("    const %s ih0 = ohb * %d - %d, iw0 = owb * %d - %d;\n", I, n->a.stride[0], n->a.pad[0], n->a.stride[1],
+      n->a.pad[1]);
+    P("    const unsigned short *xs = (const unsigned short *)bm_buf(0) + (bm_i64)(img * Cin + grp * Cg) * H * W;\n");
+    P("    unsigned short xv[%d];\n", 64 / (256 / BN));
+  }
   P("    float acc[%d];\n", BN / 2);
   P("#pragma unroll\n    for (int i = 0; i < %d; i++) acc[i] = 0.0f;\n", BN / 2);
   bm_sb *saved = k->b;
-  bm_sb ld = {0};
+  bm_sb ld = {0}, gat = {0}, put = {0};
   k->b = &ld;
   P("      {\n");
   P("      const %s gk = kt * %d + lc * 8;\n", I, BK);
@@ -426,33 +512,55 @@ static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
   P("#pragma unroll\n      for (int i = 0; i < %d; i++) {\n", 128 / step);
   P("        const %s ra = m0 + lrow + %d * i;\n", I, step);
   P("        const bool ok = ra < M && gk < K;\n");
-  P("        bm_cp_async16(sa + %d * i, bm_buf(0) + (ok ? (bm_i64)(a_off + ra * K + gk) * 2 : 0), ok ? 16 : 0);\n",
-    step * rowb);
+  P("        bm_cp_async16(sa + %d * i, bm_buf(%d) + (ok ? (bm_i64)(a_off + ra * K + gk) * 2 : 0), ok ? 16 : 0);\n",
+    step * rowb, conv ? 1 : 0);
   P("      }\n");
-  P("#pragma unroll\n      for (int i = 0; i < %d; i++) {\n", BN / step);
-  P("        const %s rb = n0 + lrow + %d * i;\n", I, step);
-  P("        const bool ok = rb < N && gk < K;\n");
-  P("        bm_cp_async16(sa + %d + %d * i, bm_buf(1) + (ok ? (bm_i64)(b_off + rb * K + gk) * 2 : 0), ok ? 16 : 0);\n",
-    boff, step * rowb);
+  if (!conv) {
+    P("#pragma unroll\n      for (int i = 0; i < %d; i++) {\n", BN / step);
+    P("        const %s rb = n0 + lrow + %d * i;\n", I, step);
+    P("        const bool ok = rb < N && gk < K;\n");
+    P("        bm_cp_async16(sa + %d + %d * i, bm_buf(1) + (ok ? (bm_i64)(b_off + rb * K + gk) * 2 : 0), ok ? 16 : 0);\n",
+      boff, step * rowb);
+    P("      }\n");
+  }
   P("      }\n");
-  P("      }\n");
+  if (conv) {
+    k->b = &gat;
+    wg_conv_gather(k, BN);
+    k->b = &put;
+    wg_conv_put(k, c);
+  }
   k->b = saved;
-  const char *lds = ld.s ? ld.s : "";
+  const char *lds = ld.s ? ld.s : "", *gs = gat.s ? gat.s : "", *ps = put.s ? put.s : "";
   P("    for (int s = 0; s < %d; s++) {\n", S - lag);
-  P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n%s      }\n", I, lds);
+  if (conv) /* B of K tile 0 goes in now, that of tile 1 in step 0 */
+    P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n%s%s      if (s == 0) {\n%s      }\n      }\n",
+      I, lds, gs, ps);
+  else
+    P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n%s      }\n", I, lds);
   P("      bm_cp_commit();\n    }\n");
   P("    for (%s kt0 = 0; kt0 < ktiles; kt0++) {\n", I);
   P("      bm_cp_wait<%d>();\n      bm_fence_proxy_async();\n      BM_SYNC();\n", S - lag - 1);
-  P("      if (kt0 + %d < ktiles) {\n      const %s kt = kt0 + %d; const int st = (int)(kt %% %d);\n%s      }\n", S - lag,
-    I, S - lag, S, lds);
-  bm_sb_free(&ld);
+  P("      if (kt0 + %d < ktiles) {\n      const %s kt = kt0 + %d; const int st = (int)(kt %% %d);\n%s      }\n", S - lag, I,
+    S - lag, S, lds);
   P("      bm_cp_commit();\n");
+  P("      {\n");
   P("      const unsigned int sa = sm0 + (int)(kt0 %% %d) * %d;\n", S, stage);
   P("      const unsigned long long da = bm_wgmma_desc(sa + wg * %d, %s), db = bm_wgmma_desc(sa + %d, %s);\n", 64 * rowb,
     BK == 64 ? "true" : "false", boff, BK == 64 ? "true" : "false");
   P("      bm_wgmma_fence_n%d(acc);\n", BN);
   P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) bm_wgmma_%s_n%d(acc, da + 2 * kk, db + 2 * kk);\n", BK / 16, dt, BN);
-  P("      bm_wgmma_commit();\n      bm_wgmma_wait_n%d<%d>(acc);\n", BN, lag - 1);
+  P("      bm_wgmma_commit();\n");
+  P("      }\n");
+  if (conv) { /* while the wgmmas run: B of K tile kt0 + 1 (gathered in step kt0 - 1) into its stage, then the
+               * gather of tile kt0 + 2, whose loads land during the next barrier */
+    P("      if (kt0 + 1 < ktiles) {\n      const int st = (int)((kt0 + 1) %% %d);\n%s      }\n", S, ps);
+    P("      if (kt0 + 2 < ktiles) {\n      const %s kt = kt0 + 2;\n%s      }\n", I, gs);
+  }
+  P("      bm_wgmma_wait_n%d<%d>(acc);\n", BN, lag - 1);
+  bm_sb_free(&ld);
+  bm_sb_free(&gat);
+  bm_sb_free(&put);
   P("    }\n");
   if (lag > 1) P("    bm_wgmma_wait_n%d<0>(acc);\n", BN);
   P("    bm_cp_wait<0>();\n    BM_SYNC(); /* the next tile reuses the stages */\n");
@@ -538,7 +646,7 @@ bm_status emit_matmul(ck *k) {
     P("#else\n");
     emit_gemm_tc(k, &g);
     P("#endif\n");
-    k->min_blocks = wc->bn == 128 ? 2 : 1;
+    k->min_blocks = wc->bn <= 128 ? 2 : 1;
   } else if (tc) {
     emit_gemm_tc(k, &g);
   } else {
@@ -629,7 +737,9 @@ bm_status emit_conv2d(ck *k) {
   else
     dims[3] = bm_dim_c(ck_dim_max(k->g, oh) * ck_dim_max(k->g, ow));
   const bool tc = tc_conv_ok(k->L, n);
-  int64_t divs[4] = {1, 1, tc ? 128 : 64, tc ? 128 : 64};
+  const wg_cfg *wc = NULL;
+  const bool wgc = tc && wgmma_conv_ok(k->L, n, &wc);
+  int64_t divs[4] = {1, 1, tc ? 128 : 64, wgc ? wc->bn : tc ? 128 : 64};
   if (!bm_dim_is_static(x->shape[0]) && !bm_dim_is_static(dims[3])) dims[0] = bm_dim_c(ck_dim_max(k->g, x->shape[0]));
   k->tasks = ck_task_grid(k->g, 4, dims, divs);
   gemm g = {0};
@@ -640,10 +750,18 @@ bm_status emit_conv2d(ck *k) {
   g.a_k_fast = true;
   g.b_k_fast = false;
   g.store_c = conv_store;
-  if (tc)
+  if (wgc) { /* as emit_matmul: wgmma on sm_90a, mma.sync elsewhere */
+    k->smem = wg_smem(wc);
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    emit_gemm_wgmma(k, &g, wc);
+    P("#else\n");
     emit_gemm_tc(k, &g);
-  else
+    P("#endif\n");
+    k->min_blocks = 2;
+  } else if (tc) {
+    emit_gemm_tc(k, &g);
+  } else {
     emit_gemm(k, &g);
+  }
   return NULL;
 }
-
