@@ -5,14 +5,16 @@
 #   python3 bench/cuda_sd_bench.py CARRY OUTDIR [REPS]
 #
 # Runs on the GPU machine, in one go:
-# 1. bm: writes a diffusers pipeline folder of configs only (UNet = SD 1.5's
-#    unet/config.json; a tiny VAE and text encoder, which the step does not use:
-#    SD 1.5's VAE mid-block attention, 1 head of 512 channels, is beyond the CUDA
-#    attention kernel's 256), compiles it with the LLVM-less bmc carried in
+# 1. bm: writes a diffusers pipeline folder of configs only (SD 1.5's UNet and
+#    VAE configs, a CLIP ViT-L/14 text encoder config, and the 1000-token CLIP
+#    tokenizer of tests/data/sd_tiny_clip), compiles it with the LLVM-less bmc carried in
 #    CARRY/bmc (scripts/cuda_device.sh pack-bmc) with --random-weights
 #    --weight-dtype f16 (and --dtype f16 when that bmc has it), then times the
 #    `unet` function with bmrun (REPS runs after a warm-up) and prints its per-op
-#    profile (a second run with a synchronization after every kernel).
+#    profile (a second run with a synchronization after every kernel); then
+#    times a whole `bmrun txt2img` at 512x512 (20 euler steps, CFG: text
+#    encoder, 20 UNet steps at batch 2, VAE decode, PNG), minus the time of
+#    opening the package (`bmrun --list`).
 # 2. torch: diffusers' UNet2DConditionModel with the same config, random fp16
 #    weights on the GPU, eager with the default attention processor (SDPA), and
 #    with the classic AttnProcessor (no SDPA) for reference. diffusers is imported
@@ -47,18 +49,18 @@ UNET = {
     "out_channels": 4, "sample_size": 64,
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
-# not timed: the smallest VAE with SD's 8x factor, and a 2-layer CLIP
+# SD 1.5's vae/config.json (timed only in the txt2img run)
 VAE = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 32, 32, 32],
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
     "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32,
+    "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
     "out_channels": 3, "sample_size": 512, "scaling_factor": 0.18215,
 }
 CLIP = {
     "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": "quick_gelu",
-    "hidden_size": 64, "intermediate_size": 128, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
-    "num_attention_heads": 2, "num_hidden_layers": 2, "vocab_size": 1000, "bos_token_id": 998,
-    "eos_token_id": 999, "pad_token_id": 1, "projection_dim": 64,
+    "hidden_size": 768, "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+    "num_attention_heads": 12, "num_hidden_layers": 12, "vocab_size": 49408, "bos_token_id": 998,
+    "eos_token_id": 999, "pad_token_id": 1, "projection_dim": 768,
 }
 SCHEDULER = {
     "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -103,6 +105,11 @@ def write_folder(d):
             json.dump(cfg, f, indent=1)
     with open(os.path.join(d, "model_index.json"), "w") as f:
         json.dump({"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0"}, f)
+    tok = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "sd_tiny_clip")
+    os.makedirs(os.path.join(d, "tokenizer"), exist_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        with open(os.path.join(tok, name), "rb") as src, open(os.path.join(d, "tokenizer", name), "wb") as dst:
+            dst.write(src.read())
 
 
 def bm_part(carry, res, reps, arch):
@@ -120,7 +127,7 @@ def bm_part(carry, res, reps, arch):
     pkg = os.path.join(WORK, "sd15.bmpk")
     for act in (["f16", "f32"] if has_dtype else ["f32"]):
         cmd = [bmc, "compile", "--model", folder, "--random-weights", "--target", "cuda", "--cpu", arch,
-               "--weight-dtype", "f16", "--max-batch", "2", "--no-tokenizer", "-o", pkg]
+               "--weight-dtype", "f16", "--max-batch", "2", "-o", pkg]
         if act == "f16":
             cmd[-2:-2] = ["--dtype", "f16"]
         res["bm_activations"] = act
@@ -156,6 +163,24 @@ def bm_part(carry, res, reps, arch):
            or "op / kernel" in l]
     log("bm per-op profile of one step:\n" + "\n".join(ops))
     res["bm_profile"] = ops
+    # a whole txt2img, minus the package open (bmrun --list opens and verifies it)
+    t0 = time.perf_counter()
+    p = subprocess.run([bmrun, pkg, "--list"], env=renv, capture_output=True, text=True)
+    t_open = time.perf_counter() - t0
+    png = os.path.join(WORK, "cat.png")
+    cmd = [bmrun, pkg, "txt2img", "-p", "a photo of a cat", "-n", "blurry", "--steps", "20", "--sampler", "euler",
+           "--cfg", "7.5", "--seed", "1", "--quiet", "-o", png]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=renv, capture_output=True, text=True)
+    t_all = time.perf_counter() - t0
+    out = (p.stdout + p.stderr).strip()
+    if p.returncode or not os.path.exists(png):
+        log(f"bmrun txt2img FAILED:\n{out[-2000:]}")
+        res["txt2img_error"] = out[-2000:]
+    else:
+        res["txt2img_s"], res["open_s"] = t_all - t_open, t_open
+        log(f"bmrun txt2img 512x512, 20 euler steps, CFG 7.5 (batch 2 UNet): {t_all - t_open:.2f} s "
+            f"(+ {t_open:.2f} s to open the package); {out.splitlines()[-1] if out else ''}")
     try:
         os.remove(pkg)
     except OSError:

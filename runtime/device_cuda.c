@@ -156,6 +156,9 @@ static struct {
   CUresult (*graph_exec_destroy)(CUgraphExec);
   CUresult (*graph_destroy)(CUgraph);
   bool graphs; /* all six found */
+  /* page-locked host memory for output copies (optional: malloc without it) */
+  CUresult (*host_alloc)(void **, size_t);
+  CUresult (*host_free)(void *);
 } cu;
 
 static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
@@ -208,6 +211,9 @@ static void cu_load_once(void) {
       {(void **)&cu.graph_exec_destroy, "cuGraphExecDestroy"},
       {(void **)&cu.graph_destroy, "cuGraphDestroy"},
   };
+  cu.host_alloc = (CUresult(*)(void **, size_t))dlsym(cu.lib, "cuMemAllocHost_v2");
+  cu.host_free = (CUresult(*)(void *))dlsym(cu.lib, "cuMemFreeHost");
+  if (!cu.host_alloc || !cu.host_free) cu.host_alloc = NULL, cu.host_free = NULL;
   cu.graphs = true;
   for (size_t i = 0; i < sizeof graph_syms / sizeof *graph_syms; i++) {
     *graph_syms[i].p = dlsym(cu.lib, graph_syms[i].name);
@@ -271,7 +277,8 @@ typedef struct gpu_graph {
 typedef struct gpu_fn {
   CUfunction *fns;      /* per kernel */
   bm_gpu_args *args;    /* per kernel */
-  void **out_host;      /* per output: host copy */
+  void **out_host;      /* per output: host copy (page-locked where out_pinned) */
+  bool *out_pinned;
   size_t *out_cap;
   gpu_graph graphs[BM_CUDA_GRAPH_CACHE];
 } gpu_fn;
@@ -308,8 +315,14 @@ void bm_cuda_session_destroy(bm_cuda_session *c) {
       free(g->fns);
       free(g->args);
       if (g->out_host)
-        for (int i = 0; i < c->pkg->functions[f].noutputs; i++) free(g->out_host[i]);
+        for (int i = 0; i < c->pkg->functions[f].noutputs; i++) {
+          if (g->out_pinned && g->out_pinned[i])
+            cu.host_free(g->out_host[i]);
+          else
+            free(g->out_host[i]);
+        }
       free(g->out_host);
+      free(g->out_pinned);
       free(g->out_cap);
     }
   free(c->fns);
@@ -419,8 +432,9 @@ static bm_status setup(bm_cuda_session *c) {
     g->fns = calloc((size_t)fn->nkernels + 1, sizeof *g->fns);
     g->args = calloc((size_t)fn->nkernels + 1, sizeof *g->args);
     g->out_host = calloc((size_t)fn->noutputs + 1, sizeof *g->out_host);
+    g->out_pinned = calloc((size_t)fn->noutputs + 1, sizeof *g->out_pinned);
     g->out_cap = calloc((size_t)fn->noutputs + 1, sizeof *g->out_cap);
-    if (!g->fns || !g->args || !g->out_host || !g->out_cap) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
+    if (!g->fns || !g->args || !g->out_host || !g->out_pinned || !g->out_cap) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
     for (int k = 0; k < fn->nkernels; k++) {
       const bm_rt_kernel *kr = &fn->kernels[k];
       CU_CHECK(cu.module_fn(&g->fns[k], c->mod, kr->symbol), "kernel '%s' (function '%s') is not in the module",
@@ -441,7 +455,13 @@ static bm_status setup(bm_cuda_session *c) {
                    : t->state >= 0 ? pkg->states[t->state].nbytes
                                    : t->nbytes;
       g->out_cap[i] = cap;
-      g->out_host[i] = malloc(cap ? cap : 1);
+      /* page-locked (up to 64 MiB): the copy after every run (an LLM's
+       * logits each token) goes straight to it by DMA instead of through a
+       * staging buffer */
+      if (cu.host_alloc && cap <= ((size_t)64 << 20) && cu.host_alloc(&g->out_host[i], cap ? cap : 1) == 0)
+        g->out_pinned[i] = true;
+      else
+        g->out_host[i] = malloc(cap ? cap : 1);
       if (!g->out_host[i]) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session: %zu bytes for output '%s'", cap, t->name);
     }
   }
