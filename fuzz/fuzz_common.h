@@ -27,7 +27,8 @@ void bm_fuzz_file_init(bm_fuzz_file *f, const char *name);
 /* Replaces the file's content with data[0, size). */
 void bm_fuzz_file_set(bm_fuzz_file *f, const void *data, size_t size);
 
-/* A fresh scratch folder for this process (created once, removed at exit). */
+/* A fresh scratch folder for this process (created once, removed at exit),
+ * under $TMPDIR, else /dev/shm (tmpfs: no disk flushes), else /tmp. */
 const char *bm_fuzz_tmpdir(void);
 /* Writes data to path (aborts on I/O errors: a harness bug). */
 void bm_fuzz_write(const char *path, const void *data, size_t size);

@@ -36,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!k || !v || bm_st_metadata(st, k) == NULL) abort();
   }
   const bm_st_tensor *t;
+  (void)x;
   s = bm_st_get(st, "no such tensor \x01", &t);
   if (!s || bm_status_code(s) != BM_ERR_NOT_FOUND) abort();
   bm_status_free(s);

@@ -18,6 +18,7 @@ static bool masked(const char *name) {
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <pthread.h>
 
 /* XCR0 bits the OS must enable for the vector state a feature uses. */
 #define XCR0_AVX 0x6ull     /* SSE + AVX (ymm) */
@@ -57,16 +58,31 @@ static const x86_feature x86_features[] = {
     {"lzcnt", 0x80000001u, 0, 'c', 5, 0},
 };
 
+#define N_X86_FEATURES (sizeof x86_features / sizeof x86_features[0])
+
+/* CPUID and XGETBV are read once per process: in a virtual machine each
+ * CPUID traps to the hypervisor (tens of microseconds), and every package
+ * open checks all the features its code needs. */
+static bool g_x86_have[N_X86_FEATURES];
+static pthread_once_t g_x86_once = PTHREAD_ONCE_INIT;
+
+static void x86_detect(void) {
+  unsigned long long xcr0 = read_xcr0();
+  for (size_t i = 0; i < N_X86_FEATURES; i++) {
+    const x86_feature *f = &x86_features[i];
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(f->leaf, f->subleaf, &a, &b, &c, &d)) continue;
+    unsigned r = f->reg == 'a' ? a : f->reg == 'b' ? b : f->reg == 'c' ? c : d;
+    g_x86_have[i] = (r & (1u << f->bit)) && (!f->xcr0 || (xcr0 & f->xcr0) == f->xcr0);
+  }
+}
+
 int bm_cpu_has_feature(const char *name) {
   if (!name) return -1;
-  for (size_t i = 0; i < sizeof x86_features / sizeof x86_features[0]; i++) {
-    const x86_feature *f = &x86_features[i];
-    if (strcmp(f->name, name) != 0) continue;
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(f->leaf, f->subleaf, &a, &b, &c, &d)) return 0;
-    unsigned r = f->reg == 'a' ? a : f->reg == 'b' ? b : f->reg == 'c' ? c : d;
-    if (!(r & (1u << f->bit))) return 0;
-    if (f->xcr0 && (read_xcr0() & f->xcr0) != f->xcr0) return 0;
+  pthread_once(&g_x86_once, x86_detect);
+  for (size_t i = 0; i < N_X86_FEATURES; i++) {
+    if (strcmp(x86_features[i].name, name) != 0) continue;
+    if (!g_x86_have[i]) return 0;
     return masked(name) ? 0 : 1;
   }
   return -1;

@@ -1,4 +1,5 @@
 /* dtype.c - dtype names and sizes (shared by compiler and runtime). */
+#include <stdint.h>
 #include <string.h>
 
 #include "bm_runtime.h"
@@ -30,5 +31,9 @@ int bm_dtype_from_name(const char *s, bm_dtype *out) {
 
 size_t bm_dtype_nbytes(bm_dtype t, int64_t n) {
   if ((unsigned)t >= BM_DTYPE_COUNT || n < 0) return 0;
-  return (size_t)((n * dtypes[t].bits + 7) / 8);
+  /* a shape read from a file can make n * bits pass 2^63 (signed overflow
+   * before); saturate, so the size never matches a real buffer */
+  uint64_t bits = (uint64_t)dtypes[t].bits;
+  if ((uint64_t)n > (UINT64_MAX - 7) / bits) return SIZE_MAX;
+  return (size_t)(((uint64_t)n * bits + 7) / 8);
 }

@@ -581,10 +581,12 @@ static bm_status check_header(bm_package *pkg, uint64_t *mo, uint64_t *ms) {
 }
 
 /* Maps or decompresses one stored tensor or blob (kind "weight"/"blob")
- * and checks its XXH3. Sizes are checked before anything is allocated. */
+ * and checks its XXH3. Sizes are checked before anything is allocated.
+ * *dctx is the package's zstd context, created on first use: one per open,
+ * not one per tensor (creating a context runs CPUID, which traps in a VM). */
 static bm_status load_data(const char *kind, const char *name, const uint8_t *src, uint64_t offset,
                            uint64_t stored_size, uint64_t size, uint64_t xxh3, int zstd, bool verify,
-                           void **owned, const void **data) {
+                           ZSTD_DCtx **dctx, void **owned, const void **data) {
   if (zstd) {
     unsigned long long fs = ZSTD_getFrameContentSize(src, stored_size);
     if (fs != size)
@@ -594,7 +596,9 @@ static bm_status load_data(const char *kind, const char *name, const uint8_t *sr
                      stored_size, size);
     *owned = aligned_alloc(64, (size + 63) / 64 * 64 + 64); /* 64-aligned like mapped data */
     if (!*owned) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s '%s': %" PRIu64 " bytes", kind, name, size);
-    size_t r = ZSTD_decompress(*owned, size, src, stored_size);
+    if (!*dctx && !(*dctx = ZSTD_createDCtx()))
+      return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s '%s': zstd context", kind, name);
+    size_t r = ZSTD_decompressDCtx(*dctx, *owned, size, src, stored_size);
     if (ZSTD_isError(r) || r != size)
       return CORRUPT("%s '%s': zstd data is corrupt (%s)", kind, name, ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short");
     *data = *owned;
@@ -606,13 +610,13 @@ static bm_status load_data(const char *kind, const char *name, const uint8_t *sr
   return NULL;
 }
 
-static bm_status load_weights(bm_package *pkg, bool verify) {
+static bm_status load_weights(bm_package *pkg, bool verify, ZSTD_DCtx **dctx) {
   for (int i = 0; i < pkg->nweights; i++) {
     bm_rt_weight *w = &pkg->weights[i];
     void *owned = NULL;
     const void *data = NULL;
     bm_status s = load_data("weight", w->name, pkg->map + w->offset, w->offset, w->stored_size, w->size,
-                            w->xxh3, w->zstd, verify, &owned, &data);
+                            w->xxh3, w->zstd, verify, dctx, &owned, &data);
     w->owned = owned;
     w->data = data;
     if (s) return s;
@@ -620,13 +624,13 @@ static bm_status load_weights(bm_package *pkg, bool verify) {
   return NULL;
 }
 
-static bm_status load_blobs(bm_package *pkg, bool verify) {
+static bm_status load_blobs(bm_package *pkg, bool verify, ZSTD_DCtx **dctx) {
   for (int i = 0; i < pkg->nblobs; i++) {
     bm_rt_blob *b = &pkg->blobs[i];
     void *owned = NULL;
     const void *data = NULL;
     bm_status s = load_data("blob", b->name, pkg->map + b->offset, b->offset, b->stored_size, b->size,
-                            b->xxh3, b->zstd, verify, &owned, &data);
+                            b->xxh3, b->zstd, verify, dctx, &owned, &data);
     b->owned = owned;
     b->data = data;
     if (s) return s;
@@ -685,8 +689,11 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
   bool verify = !(o && (o->flags & BM_OPEN_SKIP_CHECKSUMS));
   if (verify && XXH3_64bits(pkg->map + code_off, code_size) != code_hash)
     return CORRUPT("code section checksum mismatch (offset %" PRIu64 ", %" PRIu64 " bytes)", code_off, code_size);
-  BM_RETURN_IF_ERROR(load_weights(pkg, verify));
-  BM_RETURN_IF_ERROR(load_blobs(pkg, verify));
+  ZSTD_DCtx *dctx = NULL;
+  bm_status ls = load_weights(pkg, verify, &dctx);
+  if (!ls) ls = load_blobs(pkg, verify, &dctx);
+  ZSTD_freeDCtx(dctx);
+  BM_RETURN_IF_ERROR(ls);
 
   if (strcmp(format, BM_CUDA_CODE_FORMAT) == 0) /* kernels run on the GPU (device_cuda.c) */
     return bm_cuda_bundle_parse(pkg, pkg->map + code_off, code_size);

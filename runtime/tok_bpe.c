@@ -339,6 +339,9 @@ bm_status bm_tok_load_hf_json(bm_tokenizer *t, const char *data, size_t size) {
     }
     if (id->valuedouble > maxid) maxid = id->valuedouble;
   }
+  if ((st = bm_tok_check_dense(t, (int64_t)maxid + 1, cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added),
+                               "model.vocab and added_tokens")))
+    goto done;
   if ((st = bm_tok_alloc_vocab(t, (int32_t)maxid + 1))) goto done;
   if (!bm_tok_table_init(&tt, t->n_vocab)) goto oom;
   for (int i = 0; i < 256; i++) t->byte_id[i] = t->byte_id_w[i] = -1;
@@ -497,6 +500,7 @@ bm_status bm_tok_load_tiktoken(bm_tokenizer *t, const char *data, size_t size) {
   t->pretok = BM_PRETOK_LLAMA3;
   t->rank_is_id = true;
   t->ignore_merges = true;
+  if ((st = bm_tok_check_dense(t, n_base, lines, "ranks"))) return st;
   if ((st = bm_tok_alloc_vocab(t, n_base + LLAMA3_N_SPECIAL))) return st;
   if (!bm_tok_table_init(&tt, t->n_vocab)) goto oom;
   long line = 0;

@@ -187,6 +187,7 @@ bm_status bm_tok_load_clip_vocab(bm_tokenizer *t, const char *vocab, size_t vsiz
     }
     if (e->valuedouble > maxid) maxid = e->valuedouble;
   }
+  if ((st = bm_tok_check_dense(t, (int64_t)maxid + 1, cJSON_GetArraySize(root), "vocab.json"))) goto done;
   if ((st = bm_tok_alloc_vocab(t, (int32_t)maxid + 1))) goto done;
   if (!bm_tok_table_init(&tt, t->n_vocab)) goto oom;
   cJSON_ArrayForEach(e, root) {

@@ -103,6 +103,11 @@ static inline const char *bm_tok_str(const bm_tokenizer *t, int32_t id) { return
 
 /* Allocates n_vocab token slots (texts empty, type NORMAL, score 0). */
 bm_status bm_tok_alloc_vocab(bm_tokenizer *t, int32_t n_vocab);
+/* Refuses a vocabulary whose largest id is far beyond its number of tokens
+ * (more than 2 x n_tokens + 1024 ids): every table is sized by the largest
+ * id, so a 14-byte file declaring id 16 M would allocate ~200 MB and take a
+ * second to load. Real vocabularies are contiguous up to a few gaps. */
+bm_status bm_tok_check_dense(const bm_tokenizer *t, int64_t n_ids, int64_t n_tokens, const char *what);
 /* Sets every token text from one packed buffer `text` with offsets (takes ownership of text). */
 void bm_tok_set_texts(bm_tokenizer *t, char *text, uint32_t *off);
 bm_status bm_tok_build_vocab_map(bm_tokenizer *t);

@@ -3,6 +3,7 @@
  * and loading, encode/decode entry points and the streaming detokenizer. */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,12 @@ bm_status bm_tok_alloc_vocab(bm_tokenizer *t, int32_t n_vocab) {
     return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s: vocabulary of %d tokens", t->name, n_vocab);
   memset(t->type, BM_TT_NORMAL, (size_t)n_vocab);
   return NULL;
+}
+
+bm_status bm_tok_check_dense(const bm_tokenizer *t, int64_t n_ids, int64_t n_tokens, const char *what) {
+  if (n_ids <= 2 * n_tokens + 1024) return NULL;
+  return bm_status_make(BM_ERR_CORRUPT, "%s: %s: ids go up to %" PRId64 " for %" PRId64
+                        " tokens (a vocabulary must be mostly contiguous)", t->name, what, n_ids - 1, n_tokens);
 }
 
 void bm_tok_set_texts(bm_tokenizer *t, char *text, uint32_t *off) {
@@ -337,21 +344,23 @@ oom:
 
 static bool byte_is_printable(int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255); }
 
+/* The 68 bytes that are not printable (0..32, 127..160, 173) map to the code
+ * points 256..323 in byte order; computed, not searched (both directions run
+ * for every character of every vocabulary entry while loading). */
 uint32_t bm_tok_byte_to_cp(uint8_t b) {
   if (byte_is_printable(b)) return b;
-  int n = 0;
-  for (int i = 0; i < b; i++)
-    if (!byte_is_printable(i)) n++;
-  return 256u + (uint32_t)n;
+  if (b <= 32) return 256u + b;
+  if (b <= 160) return 256u + 33 + (uint32_t)(b - 127);
+  return 256u + 67; /* 173 */
 }
 
 int bm_tok_cp_to_byte(uint32_t cp) {
   if (cp < 256) return byte_is_printable((int)cp) ? (int)cp : -1;
   if (cp >= 256 + 68) return -1;
-  int n = (int)(cp - 256);
-  for (int i = 0; i < 256; i++)
-    if (!byte_is_printable(i) && n-- == 0) return i;
-  return -1;
+  uint32_t n = cp - 256;
+  if (n < 33) return (int)n;
+  if (n < 67) return 127 + (int)(n - 33);
+  return 173;
 }
 
 bool bm_tok_unmap_bytes(const char *s, size_t n, bm_tok_buf *out) {

@@ -17,6 +17,7 @@
 #include "../runtime/safetensors.h"
 #include "../runtime/tokenizer.h"
 #include "../runtime/image.h"
+#include "../ir/ir.h"
 #include "../models/hf_config.h"
 #include "../models/sd.h"
 
@@ -95,6 +96,21 @@ static void replay(const char *target, const uint8_t *p, size_t n, const char *f
     case 2: clean(bm_sd_vae_config_parse(text, file, &vae), file); break;
     default: clean(bm_sd_clip_config_parse(text, file, &clip), file); break;
     }
+    free(text);
+  } else if (!strcmp(target, "ir_text")) { /* as fuzz_ir_text.c: a graph that parses must verify */
+    char *text = malloc(n + 1);
+    memcpy(text, p, n);
+    text[n] = 0;
+    bm_module *m = bm_module_create("regress");
+    bm_graph *g = NULL;
+    bm_status s = bm_graph_parse(m, text, &g);
+    if (!s) {
+      bm_status v = bm_graph_verify(g);
+      CHECK_MSG(!v, "%s: a parsed graph fails verification: %s", file, v ? bm_status_message(v) : "");
+      bm_status_free(v);
+    }
+    clean(s, file);
+    bm_module_destroy(m);
     free(text);
   } else if (!strcmp(target, "package") && n > 0) {
     bm_package *pkg = NULL;
