@@ -10,6 +10,8 @@ import sys
 
 import torch
 
+from cuda_common import torch_ms  # noqa: E402 (bench/ is on sys.path)
+
 carry = sys.argv[1]
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 bdir = os.path.join(carry, os.environ.get("BM_BENCH_SUBDIR", "bench"))  # packages and list.txt
@@ -29,19 +31,6 @@ if out.returncode:
     print(out.stderr)
 
 DT = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
-
-
-def torch_ms(fn):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(reps):
-        fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / reps
 
 
 print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, {reps} reps (mean)")
@@ -74,7 +63,7 @@ for c in cases:
         kk, v = (torch.rand(bsz, h, s, d, device="cuda", dtype=dt) - 0.5 for _ in range(2))
         fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=bool(causal))
         flop = 4.0 * bsz * h * sq * s * d * (0.5 if causal else 1.0)
-    t = torch_ms(fn)
+    t = torch_ms(fn, reps)
     b = bm_ms.get(name)
     bm_s = f"{b:9.3f} {flop / b / 1e9:8.1f}" if b else f"{'FAIL':>9s} {'':8s}"
     ratio = f"{t / b:8.3f}" if b else ""
@@ -91,7 +80,7 @@ for c in cases:
 if gemv_cases:
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    copy_ms = torch_ms(lambda: dst.copy_(src))
+    copy_ms = torch_ms(lambda: dst.copy_(src), reps)
     copy_gbs = 2 * (1 << 30) / copy_ms / 1e6
     del src, dst
     torch.cuda.empty_cache()
@@ -111,7 +100,7 @@ if gemv_cases:
             torch.matmul(a, ws[it[0] % copies].t())
             it[0] += 1
 
-        t = torch_ms(step)
+        t = torch_ms(step, reps)
         b = bm_ms.get(name)
         tgb = tb / t / 1e6
         if b:

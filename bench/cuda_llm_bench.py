@@ -22,7 +22,6 @@
 # BM_BENCH_DTYPE (bf16: bmc --dtype, the activations and KV cache; f32 for the
 # f32-activation path).
 import gc
-import glob
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ import sys
 import time
 
 import torch
+
+from cuda_common import find_nvrtc  # noqa: E402 (bench/ is on sys.path)
 
 
 def env_int(name, default):
@@ -155,31 +156,6 @@ def transformers_part(model_dir, res):
     torch.cuda.empty_cache()
 
 
-def find_nvrtc(carry):
-    """a libnvrtc for bmc: BM_NVRTC, this machine's (CUDA toolkit, pip's
-    nvidia-cuda-nvrtc), else the one pack-bmc carried (gzip'd)"""
-    if os.environ.get("BM_NVRTC"):
-        return os.environ["BM_NVRTC"]
-    pats = ["/usr/local/cuda*/lib64/libnvrtc.so.1[0-9]*", "/usr/lib/x86_64-linux-gnu/libnvrtc.so.1[0-9]*"]
-    for p in sys.path:
-        pats.append(os.path.join(p, "nvidia/cuda_nvrtc/lib/libnvrtc.so.1[0-9]*"))
-        pats.append(os.path.join(p, "nvidia/cu1[0-9]/lib/libnvrtc.so.1[0-9]*"))
-    for pat in pats:
-        hits = sorted(h for h in glob.glob(pat) if "alt" not in h and "builtins" not in h)
-        if hits:
-            return hits[-1]
-    gz = sorted(glob.glob(os.path.join(carry, "bmc/nvrtc/*.gz")))
-    if gz:
-        d = os.path.join(WORK, "nvrtc")
-        os.makedirs(d, exist_ok=True)
-        for f in gz:
-            subprocess.run(f"gzip -dc '{f}' > '{d}/{os.path.basename(f)[:-3]}'", shell=True, check=True)
-        hits = sorted(h for h in glob.glob(os.path.join(d, "libnvrtc.so.*")))
-        if hits:
-            return hits[-1]
-    return None
-
-
 def bm_run(carry, pkg, graphs):
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"), BM_CUDA_GRAPHS=str(graphs))
     cmd = [os.path.join(carry, "bin/bm_cuda_check"), "--llm-bench", pkg, str(PREFILL), str(NEW), str(REPS)]
@@ -224,7 +200,7 @@ def main():
     res["bound_tok_s"] = res["copy_gb_s"] * 1e9 / res["decode_bytes"]
 
     # bm: compile here with the LLVM-less bmc, then time
-    nvrtc = find_nvrtc(carry)
+    nvrtc = find_nvrtc(carry, WORK)
     log(f"NVRTC: {nvrtc}")
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "bmc/lib"))
     if nvrtc:

@@ -36,6 +36,8 @@ import types
 
 import torch
 
+from cuda_common import find_nvrtc, torch_ms  # noqa: E402 (bench/ is on sys.path)
+
 WORK = os.environ.get("BM_SD_BENCH_WORK", "/tmp/bm_sd_bench")
 
 # SD 1.5's unet/config.json (runwayml/stable-diffusion-v1-5), as bench/bench_sd.c
@@ -72,31 +74,6 @@ def log(msg):
     print(msg, flush=True)
 
 
-def find_nvrtc(carry):
-    """a libnvrtc for bmc: BM_NVRTC, this machine's (CUDA toolkit, pip's
-    nvidia-cuda-nvrtc), else the one pack-bmc carried (gzip'd)"""
-    if os.environ.get("BM_NVRTC"):
-        return os.environ["BM_NVRTC"]
-    pats = ["/usr/local/cuda*/lib64/libnvrtc.so.1[0-9]*", "/usr/lib/x86_64-linux-gnu/libnvrtc.so.1[0-9]*"]
-    for p in sys.path:
-        pats.append(os.path.join(p, "nvidia/cuda_nvrtc/lib/libnvrtc.so.1[0-9]*"))
-        pats.append(os.path.join(p, "nvidia/cu1[0-9]/lib/libnvrtc.so.1[0-9]*"))
-    for pat in pats:
-        hits = sorted(h for h in glob.glob(pat) if "alt" not in h and "builtins" not in h)
-        if hits:
-            return hits[-1]
-    gz = sorted(glob.glob(os.path.join(carry, "bmc/nvrtc/*.gz")))
-    if gz:
-        d = os.path.join(WORK, "nvrtc")
-        os.makedirs(d, exist_ok=True)
-        for f in gz:
-            subprocess.run(f"gzip -dc '{f}' > '{d}/{os.path.basename(f)[:-3]}'", shell=True, check=True)
-        hits = sorted(glob.glob(os.path.join(d, "libnvrtc.so.*")))
-        if hits:
-            return hits[-1]
-    return None
-
-
 def write_folder(d):
     for sub, cfg, name in (("unet", UNET, "config.json"), ("vae", VAE, "config.json"),
                            ("text_encoder", CLIP, "config.json"), ("scheduler", SCHEDULER, "scheduler_config.json")):
@@ -115,7 +92,7 @@ def write_folder(d):
 def bm_part(carry, res, reps, arch):
     folder = os.path.join(WORK, "sd15")
     write_folder(folder)
-    nvrtc = find_nvrtc(carry)
+    nvrtc = find_nvrtc(carry, WORK)
     log(f"NVRTC: {nvrtc}")
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "bmc/lib"))
     if nvrtc:
@@ -262,19 +239,6 @@ def import_unet(carry, res):
                 if i > 1:
                     setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], mod)
     raise RuntimeError(f"diffusers still not importable after stubbing {stubbed}")
-
-
-def torch_ms(fn, reps):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(reps):
-        fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / reps
 
 
 def torch_part(carry, res, reps):
