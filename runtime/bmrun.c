@@ -999,12 +999,19 @@ static int parse_int_range(const char *s, long lo, long hi, int *out) {
   return 1;
 }
 
-static int parse_float_range(const char *s, double lo, double hi, float *out) {
+static int parse_double(const char *s, double lo, double hi, double *out) {
   if (!s || !*s) return 0;
   char *end;
   errno = 0;
   double v = strtod(s, &end);
   if (errno || *end || !(v >= lo && v <= hi)) return 0;
+  *out = v;
+  return 1;
+}
+
+static int parse_float_range(const char *s, double lo, double hi, float *out) {
+  double v;
+  if (!parse_double(s, lo, hi, &v)) return 0;
   *out = (float)v;
   return 1;
 }
@@ -1527,16 +1534,6 @@ typedef struct sd_cli {
   int have_seed, have_strength, threads, no_verify, profile, quiet;
   char sched_buf[64];
 } sd_cli;
-
-static int parse_double(const char *s, double lo, double hi, double *out) {
-  if (!s || !*s) return 0;
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || *end || !(v >= lo && v <= hi)) return 0;
-  *out = v;
-  return 1;
-}
 
 /* Returns -1 to continue, or an exit code. */
 static int parse_sd_args(int argc, char **argv, sd_cli *o) {
