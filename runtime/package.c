@@ -672,7 +672,7 @@ static bm_status open_package(bm_package *pkg, const char *path, const bm_open_o
 
   /* code section */
   const cJSON *code = field(root, "code");
-  const char *format;
+  const char *format = NULL; /* set by get_str */
   uint64_t code_off, code_size, code_hash;
   if (!cJSON_IsObject(code)) return CORRUPT("manifest: code: expected an object");
   BM_RETURN_IF_ERROR(get_str(code, "format", &format, "code"));

@@ -59,15 +59,27 @@ case "$mode" in
     # test_llm_golden's bounds, plus transformers' goldens (bm_cuda_check --llm)
     golden="${BM_GOLDEN:-$root/../shared/golden/hf}"
     mkdir -p "$carry/llm" && : >"$carry/llm/list.txt"
-    for m in ${BM_LLM_CASES:-llama2 llama3 mistral qwen2 qwen3 gemma2 phi3 mixtral deepseek_v2}; do
-      if [ -f "$golden/$m/golden.safetensors" ] &&
-        "$build/bmc" compile --model "$golden/$m" --target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" \
-          --max-ctx 64 --max-batch 2 --max-seq 48 --no-tokenizer -o "$carry/llm/$m.bmpk"; then
-        cp "$golden/$m/golden.safetensors" "$carry/llm/$m.golden.safetensors"
-        echo "$m" >>"$carry/llm/list.txt"
-      else
-        echo "cuda_device.sh: $m: not compiled for cuda (see above)" >&2
+    # (each also with --dtype bf16, and llama2 and gemma2 with f16, as test_dtype does on
+    # the CPU; BM_LLM_DTYPES=none: f32 only; BM_LLM_CASES=none: no LLM goldens)
+    cases="${BM_LLM_CASES:-llama2 llama3 mistral qwen2 qwen3 gemma2 phi3 mixtral deepseek_v2}"
+    [ "$cases" = none ] && cases=""
+    for m in $cases; do
+      variants="f32"
+      if [ "${BM_LLM_DTYPES:-}" != none ]; then
+        variants="f32 bf16"
+        case "$m" in llama2|gemma2) variants="$variants f16" ;; esac
       fi
+      for v in $variants; do
+        if [ "$v" = f32 ]; then pkg="$m.bmpk" entry="$m" dt=(); else pkg="$m.$v.bmpk" entry="$m:$v" dt=(--dtype "$v"); fi
+        if [ -f "$golden/$m/golden.safetensors" ] &&
+          "$build/bmc" compile --model "$golden/$m" --target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" "${dt[@]}" \
+            --max-ctx 64 --max-batch 2 --max-seq 48 --no-tokenizer -o "$carry/llm/$pkg"; then
+          cp "$golden/$m/golden.safetensors" "$carry/llm/$m.golden.safetensors"
+          echo "$entry" >>"$carry/llm/list.txt"
+        else
+          echo "cuda_device.sh: $entry: not compiled for cuda (see above)" >&2
+        fi
+      done
     done
     # the Stable Diffusion goldens (../shared/golden/diffusers, hf/clip_text*): test_sd_golden's
     # checks as three pipeline folders compiled for CUDA (bm_cuda_check --sd; see sd_checks there)

@@ -6,19 +6,7 @@
  * UNet and VAE decoder goldens (../shared/golden/diffusers) in f16; the
  * graph's dtypes at its boundary; and the errors for a bad dtype.
  *
- * Tolerances. Rounding to a dtype with p significant bits has a relative
- * error of at most its unit roundoff u = 2^-p: bf16 (p = 8) 3.9e-3, f16
- * (p = 11) 4.9e-4. Every stored activation and every weight carries such
- * an error; the model amplifies them into the output by a factor A (norms
- * divide by small variances, softmax exponentiates, the residual stream
- * adds up the layers). The errors (bm_test_rel_err: max|out - ref| /
- * max|ref|) are bounded by AMP * u with AMP a couple of times the worst A
- * measured over the goldens (BM_DTYPE_VERBOSE=1 prints each in units of u):
- * logits vs transformers' f32 at most 6.8 u, compiled vs the interpreter at
- * most 4.8 u (the two round at different points: a fused kernel stores
- * once where the unfused graph rounds at every node; bit-equality is not
- * expected). A real bug (a value read in the wrong dtype, a missing cast)
- * gives errors of order 1 = hundreds of u.
+ * Tolerances: tests/dtype_tol.h (AMP * u, u the unit roundoff of the dtype).
  *
  * BM_DTYPE_VERBOSE=1 prints every error measured; BM_DTYPE_ALL=1 adds f16 on
  * every LLM family. */
@@ -29,18 +17,11 @@
 #include "../models/models.h"
 #include "../models/sd.h"
 #include "../runtime/safetensors.h"
+#include "dtype_tol.h"
 #include "opcheck.h"
 #include "testutil.h"
 
-/* unit roundoff: half the distance between 1 and the next value */
-#define U_BF16 (1.0 / 256.0) /* 8 significant bits: 2^-8 */
-#define U_F16 (1.0 / 2048.0) /* 11 significant bits: 2^-11 */
-
-/* amplification bounds (see the header comment; measured worst cases in docs/models.md) */
-#define AMP_GOLD 12.0   /* logits vs transformers' f32, in units of u (worst seen 6.8) */
-#define AMP_INTERP 10.0 /* compiled vs the interpreter on the same graph (worst seen 4.8) */
-
-static double unit_roundoff(bm_dtype t) { return t == BM_DTYPE_BF16 ? U_BF16 : U_F16; }
+static double unit_roundoff(bm_dtype t) { return t == BM_DTYPE_BF16 ? BM_U_BF16 : BM_U_F16; }
 
 static double noted(const char *name, bm_dtype t, const char *what, long long step, double e) {
   const char *v = getenv("BM_DTYPE_VERBOSE");
@@ -96,17 +77,6 @@ static int64_t argmax(const float *p, int64_t n) {
   for (int64_t i = 1; i < n; i++)
     if (p[i] > p[best]) best = i;
   return best;
-}
-
-/* top1 - top2 of p, relative to max|p| (the scale of bm_test_rel_err) */
-static double top2_margin(const float *p, int64_t n) {
-  float a = -INFINITY, b = -INFINITY, m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    if (p[i] > a) b = a, a = p[i];
-    else if (p[i] > b) b = p[i];
-    if (fabsf(p[i]) > m) m = fabsf(p[i]);
-  }
-  return m > 0 ? (double)(a - b) / m : 0;
 }
 
 /* Runs function fn of the session on i32 inputs; the f32 logits are
@@ -166,7 +136,7 @@ static void check_llm(const char *name, bm_dtype t) {
     golden_close(&G);
     return;
   }
-  const double u = unit_roundoff(t), tol_gold = AMP_GOLD * u, tol_interp = AMP_INTERP * u;
+  const double u = unit_roundoff(t), tol_gold = BM_AMP_GOLD * u, tol_interp = BM_AMP_INTERP * u;
   bm_model_options mo = {.max_ctx = 64, .max_batch = 1, .max_seq = 48, .weight_dtype = t, .dtype = t};
   bm_module *m = NULL;
   bm_weight_source *src = NULL;
@@ -274,10 +244,10 @@ static void check_llm(const char *name, bm_dtype t) {
                 tol_gold);
       /* the greedy token must agree where rounding cannot swap the top two:
        * the golden's margin exceeds twice the error bound */
-      if (top2_margin(gl, V) > 2 * tol_gold) {
+      if (bm_top2_margin(gl, V) > 2 * tol_gold) {
         int64_t tok = argmax(out, V);
         CHECK_MSG(tok == G.greedy[i], "%s %s: step %lld gave token %lld, expected %d (margin %.3g)", name,
-                  bm_dtype_name(t), (long long)i, (long long)tok, G.greedy[i], top2_margin(gl, V));
+                  bm_dtype_name(t), (long long)i, (long long)tok, G.greedy[i], bm_top2_margin(gl, V));
         greedy_checked++;
       }
       free(out);
@@ -397,13 +367,13 @@ static void check_sd(const char *rel, sd_build_fn build, int nin, const char *co
   CHECK(ref && out[0].data && bm_tensor_numel(&out[0]) == ref->numel && out[0].dtype == BM_DTYPE_F32);
   if (ref && out[0].data && bm_tensor_numel(&out[0]) == ref->numel) {
     double e = noted(rel, t, "interp vs golden", 0, bm_test_rel_err(out[0].data, ref->data, ref->numel));
-    CHECK_MSG(e < AMP_GOLD * u, "%s f16: interpreter vs diffusers rel err %g > %g", rel, e, AMP_GOLD * u);
+    CHECK_MSG(e < BM_AMP_GOLD * u, "%s f16: interpreter vs diffusers rel err %g > %g", rel, e, BM_AMP_GOLD * u);
   }
   double err = 1;
   bm_opcheck_options oo = {.fuse = true, .threads = 2};
   CHECK_OK(bm_opcheck(g, in, &oo, &err));
   noted(rel, t, "compiled vs interp", 0, err);
-  CHECK_MSG(err < AMP_INTERP * u, "%s f16: compiled vs interpreter rel err %g > %g", rel, err, AMP_INTERP * u);
+  CHECK_MSG(err < BM_AMP_INTERP * u, "%s f16: compiled vs interpreter rel err %g > %g", rel, err, BM_AMP_INTERP * u);
 done:
   for (int i = 0; i < 4; i++) bm_tensor_free(&in[i]);
   bm_tensor_free(&out[0]);
@@ -444,7 +414,7 @@ static void test_cast_fusion(void) {
   double err = 1;
   bm_opcheck_options oo = {.fuse = true, .threads = 1};
   CHECK_OK(bm_opcheck(g, in, &oo, &err));
-  CHECK_MSG(err < 3 * U_BF16, "fused casts vs interpreter rel err %g", err);
+  CHECK_MSG(err < 3 * BM_U_BF16, "fused casts vs interpreter rel err %g", err);
   int kernels = 0, casts = 0;
   for (int i = 0; i < g->nnodes; i++) {
     const bm_node *n = g->nodes[i];
