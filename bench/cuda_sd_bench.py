@@ -21,7 +21,9 @@
 #    as installed, else from CARRY/sd/wheels/diffusers-*.whl (pip install --no-deps
 #    --no-index into a scratch folder; missing optional imports such as PIL are
 #    stubbed: the UNet does not use them).
-# Prints bm ms/step, torch ms/step and the ratio; writes OUTDIR/sd_bench.json.
+# 3. the VAE decoder alone (one 64x64 latent to a 512x512 image): bm's vae_decoder
+#    function vs diffusers' AutoencoderKL.decode, fp16.
+# Prints bm ms/step, torch ms/step and the ratios; writes OUTDIR/sd_bench.json.
 #
 # Environment: BM_SD_BENCH_WORK (scratch folder, default /tmp/bm_sd_bench).
 import glob
@@ -51,7 +53,7 @@ UNET = {
     "out_channels": 4, "sample_size": 64,
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
-# SD 1.5's vae/config.json (timed only in the txt2img run)
+# SD 1.5's vae/config.json (its decoder timed alone against diffusers' AutoencoderKL, and in txt2img)
 VAE = {
     "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
     "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
@@ -140,6 +142,17 @@ def bm_part(carry, res, reps, arch):
            or "op / kernel" in l]
     log("bm per-op profile of one step:\n" + "\n".join(ops))
     res["bm_profile"] = ops
+    # the VAE decoder alone: one 64x64 latent -> a 512x512 image (what txt2img decodes)
+    p = subprocess.run([bmrun, pkg, "--function", "vae_decoder", "--random-inputs", "1", "--repeat", str(reps + 1)],
+                       env=renv, capture_output=True, text=True)
+    out = (p.stdout + p.stderr).strip()
+    m = re.search(r"mean of the other \d+: ([0-9.]+) ms \(best ([0-9.]+) ms\)", out)
+    if p.returncode or not m:
+        log(f"bmrun vae_decoder FAILED:\n{out[-2000:]}")
+        res["bm_vae_error"] = out[-2000:]
+    else:
+        res["bm_vae_ms"], res["bm_vae_best_ms"] = float(m.group(1)), float(m.group(2))
+        log(f"bmrun vae_decoder (1x4x64x64 -> 1x3x512x512): {res['bm_vae_ms']:.2f} ms (best {res['bm_vae_best_ms']:.2f})")
     # a whole txt2img, minus the package open (bmrun --list opens and verifies it)
     t0 = time.perf_counter()
     p = subprocess.run([bmrun, pkg, "--list"], env=renv, capture_output=True, text=True)
@@ -197,12 +210,12 @@ class _Stub(types.ModuleType):
         return _Any()
 
 
-def import_unet(carry, res):
-    """diffusers' UNet2DConditionModel: installed, else the carried wheel"""
+def import_diffusers(carry, res):
+    """diffusers (for UNet2DConditionModel and AutoencoderKL): installed, else the carried wheel"""
     try:
-        from diffusers import UNet2DConditionModel
+        import diffusers
         res["diffusers"] = "installed"
-        return UNet2DConditionModel
+        return diffusers
     except ImportError as e:
         log(f"diffusers not importable ({e}); trying the carried wheel")
     wheels = sorted(glob.glob(os.path.join(carry, "sd/wheels/diffusers-*.whl")))
@@ -216,9 +229,10 @@ def import_unet(carry, res):
     stubbed = []
     for _ in range(40):
         try:
-            from diffusers import UNet2DConditionModel
+            import diffusers
+            from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401 (import errors show here)
             res["diffusers"] = f"wheel {os.path.basename(wheels[-1])}" + (f", stubbed {stubbed}" if stubbed else "")
-            return UNet2DConditionModel
+            return diffusers
         except ModuleNotFoundError as e:
             name = e.name or ""
             if not name or name.split(".")[0] in ("torch", "diffusers", "numpy") or name in stubbed:
@@ -242,7 +256,8 @@ def import_unet(carry, res):
 
 
 def torch_part(carry, res, reps):
-    UNet = import_unet(carry, res)
+    diffusers = import_diffusers(carry, res)
+    UNet = diffusers.UNet2DConditionModel
     cfg = {k: v for k, v in UNET.items() if not k.startswith("_")}
     torch.manual_seed(0)
     unet = UNet(**cfg).to("cuda", torch.float16).eval()
@@ -263,6 +278,13 @@ def torch_part(carry, res, reps):
             log(f"torch eager fp16, classic AttnProcessor: {res['torch_classic_ms']:.2f} ms/step")
         except Exception as e:  # the reference number is optional
             log(f"classic AttnProcessor: skipped ({e})")
+    del unet
+    # the VAE decoder: one 64x64 latent -> 512x512 (post_quant_conv + decoder, as bm's vae_decoder)
+    vae = diffusers.AutoencoderKL(**{k: v for k, v in VAE.items() if not k.startswith("_")}).to("cuda", torch.float16).eval()
+    z = torch.randn(1, 4, 64, 64, device="cuda", dtype=torch.float16, generator=g)
+    with torch.inference_mode():
+        res["torch_vae_ms"] = torch_ms(lambda: vae.decode(z).sample, reps)
+    log(f"torch eager fp16 VAE decode (1x4x64x64 -> 1x3x512x512): {res['torch_vae_ms']:.2f} ms")
 
 
 def main():
@@ -295,6 +317,10 @@ def main():
     log(f"  torch fp16 eager (SDPA):        " + (f"{t:.2f} ms/step" if t else f"FAIL {res.get('torch_error', '')}"))
     if res.get("torch_classic_ms"):
         log(f"  torch fp16 eager (classic attn): {res['torch_classic_ms']:.2f} ms/step")
+    bv, tv = res.get("bm_vae_ms"), res.get("torch_vae_ms")
+    if bv and tv:
+        res["bm_vae_over_torch"] = bv / tv
+        log(f"  VAE decode 512x512: bm {bv:.2f} ms, torch {tv:.2f} ms, bm time / torch time = {bv / tv:.2f}")
     if b and t:
         res["bm_over_torch"] = b / t
         log(f"  bm time / torch time = {b / t:.2f} (torch is {b / t:.2f}x faster)" if b > t
