@@ -33,51 +33,7 @@ static double noted(const char *name, bm_dtype t, const char *what, long long st
 
 /* ------------------------------------------------------------------ LLM goldens */
 
-typedef struct golden {
-  bm_st_file *st;
-  int32_t *ids, *greedy;
-  int64_t P, N, V;
-  const float *logits, *decode_logits;
-} golden;
 
-static int32_t *ids_i32(const bm_st_tensor *t) {
-  int32_t *p = malloc(sizeof(int32_t) * (size_t)t->numel);
-  for (int64_t i = 0; p && i < t->numel; i++) p[i] = (int32_t)bm_load_i64(t->data, t->dtype, i);
-  return p;
-}
-
-static bm_status golden_open(const char *dir, golden *G) {
-  memset(G, 0, sizeof *G);
-  char path[1200];
-  snprintf(path, sizeof path, "%s/golden.safetensors", dir);
-  BM_RETURN_IF_ERROR(bm_st_open(path, &G->st));
-  const bm_st_tensor *ids, *lg, *gr, *dl;
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "input_ids", &ids));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "logits", &lg));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "greedy_ids", &gr));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "decode_logits", &dl));
-  G->P = ids->shape[1];
-  G->N = gr->shape[1];
-  G->V = lg->shape[2];
-  G->ids = ids_i32(ids);
-  G->greedy = ids_i32(gr);
-  G->logits = lg->data;
-  G->decode_logits = dl->data;
-  return NULL;
-}
-
-static void golden_close(golden *G) {
-  free(G->ids);
-  free(G->greedy);
-  bm_st_close(G->st);
-}
-
-static int64_t argmax(const float *p, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; i++)
-    if (p[i] > p[best]) best = i;
-  return best;
-}
 
 /* Runs function fn of the session on i32 inputs; the f32 logits are
  * copied to *out (malloc'd). */
@@ -129,11 +85,11 @@ static void check_graph_dtypes(const bm_graph *g, bm_dtype t, bm_dtype input_dt,
 static void check_llm(const char *name, bm_dtype t) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/%s", bm_test_shared("golden/hf"), name);
-  golden G;
-  bm_status s = golden_open(dir, &G);
+  bm_test_llm_golden G;
+  bm_status s = bm_test_llm_golden_open(dir, &G);
   if (s) {
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   const double u = unit_roundoff(t), tol_gold = BM_AMP_GOLD * u, tol_interp = BM_AMP_INTERP * u;
@@ -144,7 +100,7 @@ static void check_llm(const char *name, bm_dtype t) {
   if (s) {
     fprintf(stderr, "%s %s: build: %s\n", name, bm_dtype_name(t), bm_status_message(s));
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   for (int i = 0; i < m->ngraphs; i++) check_graph_dtypes(m->graphs[i], t, BM_DTYPE_I32, name);
@@ -245,7 +201,7 @@ static void check_llm(const char *name, bm_dtype t) {
       /* the greedy token must agree where rounding cannot swap the top two:
        * the golden's margin exceeds twice the error bound */
       if (bm_top2_margin(gl, V) > 2 * tol_gold) {
-        int64_t tok = argmax(out, V);
+        int64_t tok = bm_test_argmax(out, V);
         CHECK_MSG(tok == G.greedy[i], "%s %s: step %lld gave token %lld, expected %d (margin %.3g)", name,
                   bm_dtype_name(t), (long long)i, (long long)tok, G.greedy[i], bm_top2_margin(gl, V));
         greedy_checked++;
@@ -267,7 +223,7 @@ static void check_llm(const char *name, bm_dtype t) {
   bm_weight_source_close(src);
   free(ref);
   free(pos);
-  golden_close(&G);
+  bm_test_llm_golden_close(&G);
 }
 
 /* bf16 (PyTorch's LLM dtype) on every family; f16 on a dense model and the

@@ -249,48 +249,7 @@ static void test_sample_errors(void) {
 
 /* ------------------------------------------------------------------ generation on the goldens */
 
-typedef struct golden {
-  bm_st_file *st;
-  int32_t *ids, *greedy, *bids;
-  int64_t P, N, BP;
-} golden;
 
-static int32_t *ids_i32(const bm_st_tensor *t) {
-  int32_t *p = malloc(sizeof(int32_t) * (size_t)t->numel);
-  for (int64_t i = 0; p && i < t->numel; i++) {
-    int64_t v;
-    memcpy(&v, (const char *)t->data + 8 * i, 8);
-    p[i] = (int32_t)v;
-  }
-  return p;
-}
-
-static bm_status golden_open(const char *dir, golden *G) {
-  memset(G, 0, sizeof *G);
-  char path[1024];
-  snprintf(path, sizeof path, "%s/golden.safetensors", dir);
-  BM_RETURN_IF_ERROR(bm_st_open(path, &G->st));
-  const bm_st_tensor *ids, *gr, *bi;
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "input_ids", &ids));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "greedy_ids", &gr));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "batch_input_ids", &bi));
-  if (ids->dtype != BM_DTYPE_I64 || gr->dtype != BM_DTYPE_I64 || bi->dtype != BM_DTYPE_I64)
-    return bm_status_make(BM_ERR_CORRUPT, "%s: ids are not i64", path);
-  G->P = ids->shape[1];
-  G->N = gr->shape[1];
-  G->BP = bi->shape[1];
-  G->ids = ids_i32(ids);
-  G->greedy = ids_i32(gr);
-  G->bids = ids_i32(bi);
-  return NULL;
-}
-
-static void golden_close(golden *G) {
-  free(G->ids);
-  free(G->greedy);
-  free(G->bids);
-  bm_st_close(G->st);
-}
 
 /* Builds the model folder `dir` and compiles it (-O0: fast to build, same
  * tokens) to tmp/<name>.bmpk with the given bounds and embedded files. */
@@ -356,11 +315,11 @@ static bm_status greedy(bm_gen *g, int rows, const int32_t *const *prompts, cons
 static void check_golden(const char *name) {
   char dir[1024], pkg_path[1024];
   snprintf(dir, sizeof dir, "%s/%s", bm_test_shared("golden/hf"), name);
-  golden G;
-  bm_status s = golden_open(dir, &G);
+  bm_test_llm_golden G;
+  bm_status s = bm_test_llm_golden_open(dir, &G);
   if (s) {
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   bm_package *pkg = NULL;
@@ -438,7 +397,7 @@ static void check_golden(const char *name) {
 done:
   bm_gen_close(g);
   bm_package_close(pkg);
-  golden_close(&G);
+  bm_test_llm_golden_close(&G);
 }
 
 static void test_llama2(void) { check_golden("llama2"); }
@@ -456,11 +415,11 @@ static void test_deepseek_v2(void) { check_golden("deepseek_v2"); }
 static void test_chunks_stops_errors(void) {
   char dir[1024], pkg_path[1024];
   snprintf(dir, sizeof dir, "%s", bm_test_shared("golden/hf/llama2"));
-  golden G;
-  bm_status s = golden_open(dir, &G);
+  bm_test_llm_golden G;
+  bm_status s = bm_test_llm_golden_open(dir, &G);
   if (s) {
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   /* a tokenizer blob whose vocabulary (32000) exceeds the model's (512) */
@@ -587,7 +546,7 @@ done:
   bm_gen_close(g);
   bm_package_close(pkg);
   bm_tokenizer_files_free(&tf);
-  golden_close(&G);
+  bm_test_llm_golden_close(&G);
 }
 
 /* A package whose tokenizer does not fit the model, and one that is not an LLM. */

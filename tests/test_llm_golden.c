@@ -112,58 +112,7 @@ static bm_status cached(runner *r, const char *fn, const int32_t *ids, int64_t B
 
 /* ------------------------------------------------------------------ goldens */
 
-typedef struct golden {
-  bm_st_file *st;
-  int32_t *ids, *greedy, *bids;
-  int64_t P, N, BP; /* prompt length, new tokens, batch prompt length */
-  const float *logits, *decode_logits, *batch_logits;
-  int64_t V;
-} golden;
 
-static int32_t *ids_i32(const bm_st_tensor *t) {
-  int32_t *p = malloc(sizeof(int32_t) * (size_t)t->numel);
-  for (int64_t i = 0; i < t->numel; i++) p[i] = (int32_t)bm_load_i64(t->data, t->dtype, i);
-  return p;
-}
-
-static bm_status golden_open(const char *dir, golden *G) {
-  memset(G, 0, sizeof *G);
-  char path[1024];
-  snprintf(path, sizeof path, "%s/golden.safetensors", dir);
-  BM_RETURN_IF_ERROR(bm_st_open(path, &G->st));
-  const bm_st_tensor *ids, *lg, *gr, *dl, *bi, *bl;
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "input_ids", &ids));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "logits", &lg));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "greedy_ids", &gr));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "decode_logits", &dl));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "batch_input_ids", &bi));
-  BM_RETURN_IF_ERROR(bm_st_get(G->st, "batch_logits", &bl));
-  G->P = ids->shape[1];
-  G->N = gr->shape[1];
-  G->BP = bi->shape[1];
-  G->V = lg->shape[2];
-  G->ids = ids_i32(ids);
-  G->greedy = ids_i32(gr);
-  G->bids = ids_i32(bi);
-  G->logits = lg->data; /* f32, aligned by the writer */
-  G->decode_logits = dl->data;
-  G->batch_logits = bl->data;
-  return NULL;
-}
-
-static void golden_close(golden *G) {
-  free(G->ids);
-  free(G->greedy);
-  free(G->bids);
-  bm_st_close(G->st);
-}
-
-static int64_t argmax(const float *p, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; i++)
-    if (p[i] > p[best]) best = i;
-  return best;
-}
 
 /* ------------------------------------------------------------------ one case */
 
@@ -172,11 +121,11 @@ static void check_case(const char *name) {
   snprintf(dir, sizeof dir, "%s", bm_test_shared("golden/hf"));
   strncat(dir, "/", sizeof dir - strlen(dir) - 1);
   strncat(dir, name, sizeof dir - strlen(dir) - 1);
-  golden G;
-  bm_status s = golden_open(dir, &G);
+  bm_test_llm_golden G;
+  bm_status s = bm_test_llm_golden_open(dir, &G);
   if (s) {
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   char *extra = NULL;
@@ -187,7 +136,7 @@ static void check_case(const char *name) {
   if (s) {
     fprintf(stderr, "%s: build: %s\n", name, bm_status_message(s));
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   /* the manifest's "extra": what a generation driver needs */
@@ -247,7 +196,7 @@ static void check_case(const char *name) {
   if (!s) {
     double e = noted(name, "prefill", 0, bm_test_rel_err(out, G.logits + (P - 1) * V, V));
     CHECK_MSG(e < TOL, "%s: prefill logits rel err %g", name, e);
-    tok = (int32_t)argmax(out, V);
+    tok = (int32_t)bm_test_argmax(out, V);
     CHECK_MSG(tok == G.greedy[0], "%s: first token %d, expected %d", name, tok, G.greedy[0]);
   }
   free(out);
@@ -258,7 +207,7 @@ static void check_case(const char *name) {
     if (s) break;
     double e = noted(name, "decode", i, bm_test_rel_err(out, G.decode_logits + i * V, V));
     CHECK_MSG(e < TOL, "%s: decode step %lld logits rel err %g", name, (long long)i, e);
-    tok = (int32_t)argmax(out, V);
+    tok = (int32_t)bm_test_argmax(out, V);
     CHECK_MSG(tok == G.greedy[i + 1], "%s: decode step %lld gave token %d, expected %d", name,
               (long long)i, tok, G.greedy[i + 1]);
     free(out);
@@ -277,7 +226,7 @@ static void check_case(const char *name) {
       double e = noted(name, "batch prefill", b,
                        bm_test_rel_err(out + b * V, G.batch_logits + ((int64_t)b * BP + last2[b]) * V, V));
       CHECK_MSG(e < TOL, "%s: batch prefill row %d logits rel err %g", name, b, e);
-      next[b] = (int32_t)argmax(out + b * V, V);
+      next[b] = (int32_t)bm_test_argmax(out + b * V, V);
     }
   free(out);
   out = NULL;
@@ -308,7 +257,7 @@ done:
   bm_module_destroy(m);
   bm_weight_source_close(src);
   free(extra);
-  golden_close(&G);
+  bm_test_llm_golden_close(&G);
 }
 
 static void test_llama2(void) { check_case("llama2"); }
@@ -327,11 +276,11 @@ static void test_deepseek_v2(void) { check_case("deepseek_v2"); }
 static void test_llama2_f16_weights(void) {
   char dir[1024];
   snprintf(dir, sizeof dir, "%s", bm_test_shared("golden/hf/llama2"));
-  golden G;
-  bm_status s = golden_open(dir, &G);
+  bm_test_llm_golden G;
+  bm_status s = bm_test_llm_golden_open(dir, &G);
   if (s) {
     CHECK_OK(s);
-    golden_close(&G);
+    bm_test_llm_golden_close(&G);
     return;
   }
   bm_model_options mo = {.max_ctx = 32, .max_batch = 1, .max_seq = 32, .weight_dtype = BM_DTYPE_F16};
@@ -374,7 +323,7 @@ static void test_llama2_f16_weights(void) {
   }
   bm_module_destroy(m);
   bm_weight_source_close(src);
-  golden_close(&G);
+  bm_test_llm_golden_close(&G);
 }
 
 /* ------------------------------------------------------------------ errors */

@@ -1,6 +1,9 @@
 /* testutil.c - implementation of the test harness (see testutil.h). */
 #include "testutil.h"
 
+#include "../ir/interp.h"
+#include "../runtime/safetensors.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,4 +99,56 @@ const char *bm_test_tmpdir(void) {
     }
   }
   return dir;
+}
+
+/* ------------------------------------------------------------------ LLM goldens */
+
+static int32_t *golden_ids(const bm_st_tensor *t) {
+  int32_t *p = malloc(sizeof(int32_t) * (size_t)(t->numel ? t->numel : 1));
+  for (int64_t i = 0; p && i < t->numel; i++) p[i] = (int32_t)bm_load_i64(t->data, t->dtype, i);
+  return p;
+}
+
+bm_status bm_test_llm_golden_open(const char *dir, bm_test_llm_golden *G) {
+  memset(G, 0, sizeof *G);
+  char path[1200];
+  snprintf(path, sizeof path, "%s/golden.safetensors", dir);
+  BM_RETURN_IF_ERROR(bm_st_open(path, &G->st));
+  const bm_st_tensor *ids, *lg, *gr, *dl, *bi, *bl;
+  BM_RETURN_IF_ERROR(bm_st_get(G->st, "input_ids", &ids));
+  BM_RETURN_IF_ERROR(bm_st_get(G->st, "logits", &lg));
+  BM_RETURN_IF_ERROR(bm_st_get(G->st, "greedy_ids", &gr));
+  BM_RETURN_IF_ERROR(bm_st_get(G->st, "decode_logits", &dl));
+  BM_RETURN_IF_ERROR(bm_st_get(G->st, "batch_input_ids", &bi));
+  BM_RETURN_IF_ERROR(bm_st_get(G->st, "batch_logits", &bl));
+  if (ids->ndim != 2 || gr->ndim != 2 || bi->ndim != 2 || lg->ndim != 3 || lg->dtype != BM_DTYPE_F32 ||
+      dl->dtype != BM_DTYPE_F32 || bl->dtype != BM_DTYPE_F32)
+    return bm_status_make(BM_ERR_CORRUPT, "%s: unexpected ranks or dtypes (see ../shared/golden/README.md)", path);
+  G->P = ids->shape[1];
+  G->N = gr->shape[1];
+  G->BP = bi->shape[1];
+  G->V = lg->shape[2];
+  G->ids = golden_ids(ids);
+  G->greedy = golden_ids(gr);
+  G->bids = golden_ids(bi);
+  if (!G->ids || !G->greedy || !G->bids) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s: ids", path);
+  G->logits = lg->data;
+  G->decode_logits = dl->data;
+  G->batch_logits = bl->data;
+  return NULL;
+}
+
+void bm_test_llm_golden_close(bm_test_llm_golden *G) {
+  free(G->ids);
+  free(G->greedy);
+  free(G->bids);
+  bm_st_close(G->st);
+  memset(G, 0, sizeof *G);
+}
+
+int64_t bm_test_argmax(const float *p, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (p[i] > p[best]) best = i;
+  return best;
 }

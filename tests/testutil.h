@@ -65,6 +65,26 @@ double bm_test_rel_err(const float *a, const float *b, int64_t n);
 /* max over elements of |a-b| / (atol + rtol*|b|) > 1 -> number of violations */
 int64_t bm_test_count_mismatch(const float *a, const float *b, int64_t n, double atol, double rtol);
 
+/* An LLM golden of ../shared/golden/hf/<family>/golden.safetensors
+ * (transformers' f32 reference; its README): the prompt, its logits, the
+ * greedy continuation with the logits of each decode step, and a two-row
+ * batch. The ids are converted to i32 (malloc'd); the logits point into the
+ * mapped file (f32, aligned by the writer). */
+typedef struct bm_test_llm_golden {
+  struct bm_st_file *st;
+  int32_t *ids, *greedy, *bids;  /* (1, P), (1, N), (2, BP) */
+  int64_t P, N, BP, V;           /* prompt length, new tokens, batch prompt length, vocabulary */
+  const float *logits;           /* (1, P, V) */
+  const float *decode_logits;    /* (1, N - 1, V): after feeding greedy[0..N-2] */
+  const float *batch_logits;     /* (2, BP, V) */
+} bm_test_llm_golden;
+/* Opens DIR/golden.safetensors; on error G holds nothing to free but
+ * bm_test_llm_golden_close may still be called. */
+bm_status bm_test_llm_golden_open(const char *dir, bm_test_llm_golden *G);
+void bm_test_llm_golden_close(bm_test_llm_golden *G);
+/* the index of the largest of p[0..n) (the first of equals) */
+int64_t bm_test_argmax(const float *p, int64_t n);
+
 /* Path helpers: BM_SHARED_DIR / rel, into a static buffer (one at a time). */
 const char *bm_test_shared(const char *rel);
 /* A fresh temporary directory for this test process (created once). */
