@@ -4,9 +4,10 @@
 # ASan+UBSan+LSan build from here share one corpus folder; prints the summed
 # executions (docs/reliability.md: "campaigns on other machines").
 #
-#   scripts/fuzz_workers.sh pack DIR     # here, after scripts/fuzz.sh built build-fuzz:
-#                                        # the target, its libraries, the tokenizers
-#                                        # and the corpus into DIR (~12 MB)
+#   scripts/fuzz_workers.sh pack DIR [BUILD]  # here, after scripts/fuzz.sh built BUILD
+#                                        # (build-fuzz; build-fuzz-nocmp for the --no-cmp
+#                                        # build): the target, its libraries, the
+#                                        # tokenizers and the corpus into DIR (~12 MB)
 #   DIR/fuzz_workers.sh run SECONDS [N]  # there: N processes (default nproc - 1) for
 #                                        # SECONDS each, under nice 19, on the CPUs of
 #                                        # $FUZZ_CPUS (taskset list) if set; writes
@@ -18,7 +19,9 @@ case "$mode" in
   pack)
     root="$(cd "$(dirname "$0")/.." && pwd)" d="${2:?usage: fuzz_workers.sh pack DIR}"
     rm -rf "$d" && mkdir -p "$d/lib"
-    cp "$root/build-fuzz/fuzz/fuzz_tokenize" "$0" "$d/" || exit 1
+    b="$root/${3:-build-fuzz}"
+    cp "$b/fuzz/fuzz_tokenize" "$0" "$d/" || exit 1
+    echo "${3:-build-fuzz} BM_FUZZ_TRACE_CMP=$(grep -oE 'BM_FUZZ_TRACE_CMP:BOOL=[A-Z]+' "$b/CMakeCache.txt" | cut -d= -f2)" >"$d/build.txt"
     ldd "$d/fuzz_tokenize" | awk '$3 ~ /^\// {print $3}' | grep -vE '/lib(c|m|pthread|dl|rt|gcc_s|stdc\+\+)\.so' |
       while read -r l; do cp -L "$l" "$d/lib/"; done
     tar -C "$root/../shared" -czf "$d/tokenizers.tgz" tokenizers
@@ -42,6 +45,7 @@ case "$mode" in
     wait
     {
       lscpu | grep -E "Model name|^CPU\(s\)"
+      echo "build: $(cat "$d/build.txt")"
       for f in $w/logs/w*.log; do
         echo "$(basename "$f"): $(grep -E 'stat::number_of_executed_units|^Done' "$f" | tr '\n' ' ')" \
           "$(grep -cE 'ERROR: |runtime error|SUMMARY' "$f") errors"
