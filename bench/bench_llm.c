@@ -111,7 +111,7 @@ static double measure_bandwidth(int threads, int passes) {
 typedef struct pkg_run {
   bm_package *pkg;
   bm_session *ses;
-  char path[512];
+  char path[1024];
 } pkg_run;
 
 static bm_status open_run(const char *path, int threads, pkg_run *r) {
@@ -227,7 +227,7 @@ typedef struct llm_cfg {
 } llm_cfg;
 
 static int write_config(const char *dir, const llm_cfg *c) {
-  char path[600];
+  char path[1200];
   snprintf(path, sizeof path, "%s/config.json", dir);
   FILE *f = fopen(path, "w");
   if (!f) return 1;

@@ -34,6 +34,7 @@ typedef struct replay {
 
 static const float *tensor(bm_st_file *st, const char *name, int64_t *rows) {
   const bm_st_tensor *t = bm_st_find(st, name);
+  if (rows) *rows = 0;
   if (!t) return NULL;
   if (rows) *rows = t->ndim ? t->shape[0] : 1;
   return t->data;
@@ -119,7 +120,7 @@ static void replay_kdiff(const char *dir, const char *file, const char *sampler,
   r.cb_x_is_input = quirk;
   CHECK_OK(bm_st_open(path, &r.st));
   if (!r.st) return;
-  int64_t nsig;
+  int64_t nsig = 0;
   const float *sigmas = tensor(r.st, "sigmas", &nsig);
   const float *x_init = tensor(r.st, "x_init", NULL);
   const float *x_final = tensor(r.st, "x_final", NULL);
