@@ -7,8 +7,10 @@
  *                                   (ARCHS default sm_90); BM_BENCH_KINDS=gemm,conv
  *                                   packs only those kinds (gemm, gemv, conv, attn)
  *
- * list.txt: one line per case: "gemm NAME DTYPE M N K TB" (TB 1: B is (N, K),
- * as nn.Linear), "gemv NAME WDTYPE M N K REPS WBYTES" (REPS GEMVs per run,
+ * list.txt: one line per case: "gemm NAME DTYPE M N K TB REPS" (TB 1: B is (N, K),
+ * as nn.Linear; REPS GEMMs per run, over distinct B inputs, so that the
+ * run's launch and synchronization are amortized: bm's time per GEMM is the
+ * run time / REPS), "gemv NAME WDTYPE M N K REPS WBYTES" (REPS GEMVs per run,
  * WBYTES weight bytes each), "conv NAME DTYPE N C H W O KH KW STRIDE PAD" or
  * "attn NAME DTYPE B H S D CAUSAL". */
 #include <stdbool.h>
@@ -36,6 +38,8 @@ static const gcase gemms[] = {
     {"llm_qkvo_2048x4096x4096", BM_DTYPE_BF16, 2048, 4096, 4096, 1},
     {"llm_up_2048x11008x4096", BM_DTYPE_BF16, 2048, 11008, 4096, 1},
     {"llm_down_2048x4096x11008", BM_DTYPE_BF16, 2048, 4096, 11008, 1},
+    {"llm_up_2048x14336x4096", BM_DTYPE_BF16, 2048, 14336, 4096, 1},
+    {"llm_down_2048x4096x14336", BM_DTYPE_BF16, 2048, 4096, 14336, 1},
     {"unet_proj_4096x320x320", BM_DTYPE_F16, 4096, 320, 320, 1},
     {"unet_ff_4096x2560x320", BM_DTYPE_F16, 4096, 2560, 320, 1},
     {"unet_ff_1024x640x2560", BM_DTYPE_F16, 1024, 640, 2560, 1},
@@ -157,13 +161,25 @@ int main(int argc, char **argv) {
     bm_module *m = bm_module_create("gemm");
     bm_graph *g = bm_graph_create(m, "main");
     int64_t sa[2] = {c->m, c->k}, sb[2] = {c->tb ? c->n : c->k, c->tb ? c->k : c->n};
-    bm_node *a = bm_input(g, "a", c->dt, 2, sa), *b = bm_input(g, "b", c->dt, 2, sb);
-    bm_output_add(g, "y", bm_matmul(g, a, b, false, c->tb));
+    /* reps: about 1 ms of GEMMs per run at 600 TFLOP/s, at most 8 and 256 MiB of B inputs */
+    double ms = 2.0 * (double)c->m * (double)c->n * (double)c->k / 6e11;
+    int64_t reps = ms >= 1.0 ? 1 : (int64_t)(1.0 / ms) + 1, bbytes = 2 * c->n * c->k;
+    if (reps > 8) reps = 8;
+    if (reps > ((int64_t)256 << 20) / bbytes) reps = ((int64_t)256 << 20) / bbytes;
+    if (reps < 1) reps = 1;
+    bm_node *a = bm_input(g, "a", c->dt, 2, sa);
+    for (int64_t r = 0; r < reps; r++) {
+      char nm[32];
+      snprintf(nm, sizeof nm, "b%lld", (long long)r);
+      bm_node *b = bm_input(g, nm, c->dt, 2, sb);
+      snprintf(nm, sizeof nm, "y%lld", (long long)r);
+      bm_output_add(g, nm, bm_matmul(g, a, b, false, c->tb));
+    }
     snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
     st = compile_to(m, g, archs, path);
     bm_module_destroy(m);
-    fprintf(list, "gemm %s %s %lld %lld %lld %d\n", c->name, bm_dtype_name(c->dt), (long long)c->m, (long long)c->n,
-            (long long)c->k, c->tb);
+    fprintf(list, "gemm %s %s %lld %lld %lld %d %lld\n", c->name, bm_dtype_name(c->dt), (long long)c->m,
+            (long long)c->n, (long long)c->k, c->tb, (long long)reps);
   }
   for (size_t i = 0; !st && kind_on("gemv") && i < sizeof gemvs / sizeof *gemvs; i++) {
     const vcase *c = &gemvs[i];

@@ -10,8 +10,11 @@
 # in CARRY/bmc (scripts/cuda_device.sh pack-bmc; NVRTC from this machine, or
 # CARRY/bmc/nvrtc/*.gz) and times bm's prefill and decode with
 # `bm_cuda_check --llm-bench` (with CUDA graphs, and without to check that
-# graphs change nothing and to show what they save). Prints a table and
-# writes OUTDIR/llm_bench.json.
+# graphs change nothing and to show what they save; with BM_BENCH_COMPARE=1,
+# the default, also without programmatic dependent launch (BM_CUDA_PDL=0) and
+# with the logits copied to the host for the argmax as well (the generation
+# loop before the device argmax); every run must give the same logits
+# digest). Prints a table and writes OUTDIR/llm_bench.json.
 #
 # Environment: BM_BENCH_LAYERS (32; 2 for a smoke run), BM_BENCH_NEW (128 new
 # tokens), BM_BENCH_PREFILL (2048), BM_BENCH_REPS (3 prefill runs),
@@ -20,7 +23,10 @@
 # folder for the model and the package, default /tmp/bm_llm_bench),
 # BM_BENCH_GRAPHS_CHECK (1: also run bm with BM_CUDA_GRAPHS=0, default 1).
 # BM_BENCH_DTYPE (bf16: bmc --dtype, the activations and KV cache; f32 for the
-# f32-activation path).
+# f32-activation path). BM_BENCH_AB="VAR=VALUE" (with BM_BENCH_AB_LAYERS, 4):
+# a compile-time A/B after the main run: the model at BM_BENCH_AB_LAYERS
+# layers compiled twice, as is and with VAR=VALUE in bmc's environment (e.g.
+# BM_CUDA_GEMV_MINB=1), each timed by one bm_cuda_check run.
 import gc
 import json
 import os
@@ -47,6 +53,9 @@ WEIGHTS = os.environ.get("BM_BENCH_WEIGHTS", "random")
 DTYPE = os.environ.get("BM_BENCH_DTYPE", "bf16")  # bmc --dtype: activations and KV cache (f32, f16, bf16)
 WORK = os.environ.get("BM_BENCH_WORK", "/tmp/bm_llm_bench")
 GRAPHS_CHECK = env_int("BM_BENCH_GRAPHS_CHECK", 1)
+COMPARE = env_int("BM_BENCH_COMPARE", 1)
+AB = os.environ.get("BM_BENCH_AB", "")
+AB_LAYERS = env_int("BM_BENCH_AB_LAYERS", 4)
 
 # LLaMA-3-8B (meta-llama/Meta-Llama-3-8B config.json), the layer count aside
 CONFIG = {
@@ -156,13 +165,13 @@ def transformers_part(model_dir, res):
     torch.cuda.empty_cache()
 
 
-def bm_run(carry, pkg, graphs):
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"), BM_CUDA_GRAPHS=str(graphs))
+def bm_run(carry, pkg, graphs, label=None, extra=None):
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"), BM_CUDA_GRAPHS=str(graphs), **(extra or {}))
     cmd = [os.path.join(carry, "bin/bm_cuda_check"), "--llm-bench", pkg, str(PREFILL), str(NEW), str(REPS)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     out = {}
     for line in (p.stdout + p.stderr).splitlines():
-        log(f"  bm (graphs {graphs}): {line}")
+        log(f"  bm ({label or f'graphs {graphs}'}): {line}")
         w = line.split()
         if len(w) >= 3 and w[0] == "llm-bench":
             if w[1] == "open":
@@ -171,6 +180,8 @@ def bm_run(carry, pkg, graphs):
                 out["prefill_ms"] = float(w[4])
             elif w[1] == "decode":
                 out["decode_tok_s"] = float(w[6])
+            elif w[1] == "decode_fn":
+                out["decode_fn_ms"] = float(w[3])
             elif w[1] == "digest":
                 out["digest"] = " ".join(w[2:])
     if p.returncode:
@@ -207,11 +218,14 @@ def main():
         env["BM_NVRTC"] = nvrtc
         env["LD_LIBRARY_PATH"] += ":" + os.path.dirname(nvrtc)  # its libnvrtc-builtins
     pkg = os.path.join(WORK, "llama3_8b.bmpk")
-    cmd = [os.path.join(carry, "bmc/bin/bmc"), "compile", "--model", model_dir, "--target", "cuda",
-           "--cpu", f"sm_{major}{minor}", "--weight-dtype", "bf16", "--dtype", DTYPE, "--max-ctx", "4096",
-           "--max-seq", str(max(PREFILL, 16)), "--max-batch", "1", "--no-tokenizer", "-o", pkg]
-    if WEIGHTS != "hf":
-        cmd.append("--random-weights")
+
+    def bmc_cmd(model, out):
+        c = [os.path.join(carry, "bmc/bin/bmc"), "compile", "--model", model, "--target", "cuda",
+             "--cpu", f"sm_{major}{minor}", "--weight-dtype", "bf16", "--dtype", DTYPE, "--max-ctx", "4096",
+             "--max-seq", str(max(PREFILL, 16)), "--max-batch", "1", "--no-tokenizer", "-o", out]
+        return c + ["--random-weights"] if WEIGHTS != "hf" or model != model_dir else c
+
+    cmd = bmc_cmd(model_dir, pkg)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     res["bmc_seconds"] = time.perf_counter() - t0
@@ -226,9 +240,41 @@ def main():
             res["graphs_identical"] = same
             log(f"bm decode logits with and without CUDA graphs: {'identical' if same else 'DIFFER'}")
             ok = ok and same
+        if COMPARE:
+            res["bm_no_pdl"] = bm_run(carry, pkg, 1, "graphs, no PDL", {"BM_CUDA_PDL": "0"})
+            res["bm_host_argmax"] = bm_run(carry, pkg, 1, "graphs, no PDL, host argmax",
+                                           {"BM_CUDA_PDL": "0", "BM_BENCH_HOST_ARGMAX": "1"})
+            same = all(res[k].get("digest") == res["bm"].get("digest") for k in ("bm_no_pdl", "bm_host_argmax"))
+            res["variants_identical"] = same
+            log(f"bm decode logits with and without PDL / device argmax: {'identical' if same else 'DIFFER'}")
+            ok = ok and same
         ok = ok and "error" not in res["bm"]
     else:
         res["bmc_error"] = (p.stdout + p.stderr).strip()[-2000:]
+    if ok and AB and "=" in AB:
+        # compile-time A/B at AB_LAYERS layers (random weights), same bm_cuda_check run each
+        os.remove(pkg)
+        var, val = AB.split("=", 1)
+        ab_dir = os.path.join(WORK, "ab_model")
+        os.makedirs(ab_dir, exist_ok=True)
+        with open(os.path.join(ab_dir, "config.json"), "w") as f:
+            json.dump(dict(CONFIG, num_hidden_layers=AB_LAYERS), f, indent=2)
+        ab = {"var": AB, "layers": AB_LAYERS}
+        for label, extra in (("as_is", {}), ("with", {var: val})):
+            apkg = os.path.join(WORK, f"ab_{label}.bmpk")
+            p = subprocess.run(bmc_cmd(ab_dir, apkg), env=dict(env, **extra), capture_output=True, text=True)
+            if p.returncode:
+                log(f"A/B {label}: bmc failed: {(p.stdout + p.stderr).strip()[-500:]}")
+                continue
+            ab[label] = bm_run(carry, apkg, 1, f"A/B {AB_LAYERS} layers, {label} {AB if extra else ''}")
+            os.remove(apkg)
+        res["ab"] = ab
+        for label in ("as_is", "with"):
+            v = ab.get(label, {})
+            if "decode_tok_s" in v:
+                log(f"  A/B ({AB_LAYERS} layers) {label:6s} {AB if label == 'with' else '':28s} decode "
+                    f"{v['decode_tok_s']:.1f} tok/s, function {v.get('decode_fn_ms', float('nan')):.3f} ms, "
+                    f"prefill {v.get('prefill_ms', float('nan')):.1f} ms, digest {v.get('digest', '?')[:16]}")
 
     # the table
     bm = res.get("bm", {})
@@ -244,8 +290,17 @@ def main():
         rows.append(("bm (CUDA graphs)", bm["decode_tok_s"], bm.get("prefill_ms", float("nan"))))
     if "decode_tok_s" in ng:
         rows.append(("bm (no graphs)", ng["decode_tok_s"], ng.get("prefill_ms", float("nan"))))
+    for key, name in (("bm_no_pdl", "bm (graphs, no PDL)"), ("bm_host_argmax", "bm (no PDL, host argmax)")):
+        v = res.get(key, {})
+        if "decode_tok_s" in v:
+            rows.append((name, v["decode_tok_s"], v.get("prefill_ms", float("nan"))))
     for name, tok, pre in rows:
         log(f"  {name:28s} {tok:12.1f} {100 * tok / res['bound_tok_s']:9.1f}% {pre:16.1f}")
+    for key in ("bm", "bm_no_pdl"):
+        if "decode_fn_ms" in res.get(key, {}):
+            ms = res[key]["decode_fn_ms"]
+            log(f"  {key}: the decode function alone {ms:.3f} ms per run "
+                f"({100 * 1e3 / ms / res['bound_tok_s']:.1f}% of the bound)")
     if "decode_tok_s" in bm:
         res["bm_vs_hf_decode"] = bm["decode_tok_s"] / hf_tok
         res["bm_vs_hf_prefill"] = res["hf_prefill_ms"] / bm["prefill_ms"]

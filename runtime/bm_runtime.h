@@ -185,6 +185,13 @@ bm_status bm_session_run(bm_session *s, int f);
  * set_input on this session. info->shape holds the bound shape. */
 bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data,
                                 bm_tensor_info *info);
+/* ids[r] = the index of the largest value of row r of output i (f32) of the
+ * last run of f, rows being all dims but the last (NaN counts as -inf, the
+ * lowest index wins ties: greedy decoding); ids has room for `cap` rows. On a
+ * GPU session the reduction runs on the device and only the ids are copied
+ * back (an LLM's greedy token per row instead of its logits); the output
+ * stays readable with bm_session_get_output. */
+bm_status bm_session_output_argmax(bm_session *s, int f, int i, int32_t *ids, int64_t cap);
 
 /* States (e.g. KV caches, manifest "states") are allocated and zeroed by
  * bm_session_create, kept across runs and shared by name by every function

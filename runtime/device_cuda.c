@@ -9,7 +9,9 @@
  * loads the PTX even when a cubin fits (tests the driver JIT path);
  * BM_CUDA_SYNC=1 synchronizes after every kernel, so an asynchronous fault
  * names the kernel that caused it; BM_CUDA_GRAPHS=0 launches every kernel
- * instead of replaying CUDA graphs (see "CUDA graphs" below). */
+ * instead of replaying CUDA graphs (see "CUDA graphs" below); BM_CUDA_PDL=0
+ * launches without programmatic dependent launch (see "Decode" below);
+ * BM_CUDA_TMA=0 runs the TMA GEMMs' fallback (see "Tensor maps" below). */
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
 #include <inttypes.h>
@@ -121,6 +123,24 @@ enum { CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, CU_DEVICE_ATTRIBUTE_CO
 enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
 enum { CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1 };
 
+/* cuLaunchKernelEx's configuration (cuda.h's CUlaunchConfig, CUlaunchAttribute:
+ * an id padded to 8 bytes, then a 64-byte value union) */
+enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+typedef struct cu_launch_attr {
+  int id;
+  char pad[4];
+  union {
+    char bytes[64];
+    int programmatic_stream_serialization_allowed;
+  } value;
+} cu_launch_attr;
+typedef struct cu_launch_config {
+  unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, smem;
+  CUstream stream;
+  cu_launch_attr *attrs;
+  unsigned nattrs;
+} cu_launch_config;
+
 static struct {
   void *lib;
   char error[512];
@@ -159,6 +179,15 @@ static struct {
   /* page-locked host memory for output copies (optional: malloc without it) */
   CUresult (*host_alloc)(void **, size_t);
   CUresult (*host_free)(void *);
+  /* decode path (optional: NULL when missing, then synchronous copies, no PDL) */
+  CUresult (*htod_async)(CUdeviceptr, const void *, size_t, CUstream);
+  CUresult (*dtoh_async)(void *, CUdeviceptr, size_t, CUstream);
+  CUresult (*launch_ex)(const cu_launch_config *, CUfunction, void **, void **);
+  /* the TMA GEMM's tensor maps (optional: without them those kernels run their fallback; see "Tensor maps") */
+  CUresult (*tma_global)(CUdeviceptr *, size_t *, CUmodule, const char *);
+  CUresult (*tma_encode)(void *, int, unsigned, void *, const uint64_t *, const uint64_t *, const unsigned *,
+                         const unsigned *, int, int, int, int);
+  CUresult (*max_clusters)(int *, CUfunction, const cu_launch_config *); /* optional */
 } cu;
 
 static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
@@ -214,6 +243,13 @@ static void cu_load_once(void) {
   cu.host_alloc = (CUresult(*)(void **, size_t))dlsym(cu.lib, "cuMemAllocHost_v2");
   cu.host_free = (CUresult(*)(void *))dlsym(cu.lib, "cuMemFreeHost");
   if (!cu.host_alloc || !cu.host_free) cu.host_alloc = NULL, cu.host_free = NULL;
+  cu.htod_async = (CUresult(*)(CUdeviceptr, const void *, size_t, CUstream))dlsym(cu.lib, "cuMemcpyHtoDAsync_v2");
+  cu.dtoh_async = (CUresult(*)(void *, CUdeviceptr, size_t, CUstream))dlsym(cu.lib, "cuMemcpyDtoHAsync_v2");
+  cu.launch_ex = (CUresult(*)(const cu_launch_config *, CUfunction, void **, void **))dlsym(cu.lib, "cuLaunchKernelEx");
+  cu.tma_global = (CUresult(*)(CUdeviceptr *, size_t *, CUmodule, const char *))dlsym(cu.lib, "cuModuleGetGlobal_v2");
+  cu.tma_encode = (CUresult(*)(void *, int, unsigned, void *, const uint64_t *, const uint64_t *, const unsigned *,
+                               const unsigned *, int, int, int, int))dlsym(cu.lib, "cuTensorMapEncodeTiled");
+  cu.max_clusters = (CUresult(*)(int *, CUfunction, const cu_launch_config *))dlsym(cu.lib, "cuOccupancyMaxActiveClusters");
   cu.graphs = true;
   for (size_t i = 0; i < sizeof graph_syms / sizeof *graph_syms; i++) {
     *graph_syms[i].p = dlsym(cu.lib, graph_syms[i].name);
@@ -281,7 +317,25 @@ typedef struct gpu_fn {
   bool *out_pinned;
   size_t *out_cap;
   gpu_graph graphs[BM_CUDA_GRAPH_CACHE];
+  int *tma_smem;        /* per kernel: dynamic shared memory of its TMA body (0: the bundle's), see "Tensor maps" */
+  unsigned *tma_grid;   /* per kernel: grid cap (0: none) */
+  unsigned *tma_cluster; /* per kernel: cluster size (0, 1: none) */
 } gpu_fn;
+
+/* Decode. A greedy LLM step is one graph launch and one synchronization:
+ * inputs are staged in page-locked memory and copied asynchronously on the
+ * session's stream (a per-run bump area, reset after each run's
+ * synchronization; inputs that do not fit are copied synchronously), and
+ * bm_cuda_output_argmax reduces the logits on the device (the prelude's
+ * bm_rt_argmax_f32) so that only the token ids come back.
+ * Programmatic dependent launch (sm_90 images whose kernels start with
+ * griddepcontrol.wait, marked by the empty kernel bm_pdl_v1 of codegen/cuda/lang.c):
+ * each kernel is launched with programmatic stream serialization, so it is
+ * scheduled while the previous one drains and waits for it on the device
+ * instead of paying a launch gap between every pair of the step's kernels.
+ * BM_CUDA_PDL=0 turns it off. */
+#define BM_CUDA_STAGE_BYTES ((size_t)1 << 20)
+#define BM_CUDA_ARGMAX_ROWS 256
 
 struct bm_cuda_session {
   bm_package *pkg;
@@ -300,6 +354,13 @@ struct bm_cuda_session {
   bool sync_each;       /* BM_CUDA_SYNC=1 */
   uint64_t tick;        /* LRU clock of the graph caches */
   char device_name[128];
+  bool pdl;             /* programmatic dependent launch (see "Decode") */
+  uint8_t *stage;       /* page-locked input staging (BM_CUDA_STAGE_BYTES), NULL: synchronous copies */
+  size_t stage_used;    /* bytes of stage in flight since the last synchronization */
+  CUfunction argmax;    /* bm_rt_argmax_f32, NULL in packages without it */
+  CUdeviceptr argmax_out; /* (BM_CUDA_ARGMAX_ROWS) i32 */
+  int32_t *argmax_host;   /* page-locked (BM_CUDA_ARGMAX_ROWS) */
+  CUdeviceptr tmaps;      /* the TMA kernels' tensor maps, 128 bytes each (see "Tensor maps") */
 };
 
 static size_t round256(uint64_t v) { return (size_t)((v + 255) & ~(uint64_t)255); }
@@ -307,6 +368,7 @@ static size_t round256(uint64_t v) { return (size_t)((v + 255) & ~(uint64_t)255)
 void bm_cuda_session_destroy(bm_cuda_session *c) {
   if (!c) return;
   if (c->ctx) cu.ctx_set(c->ctx);
+  if (c->stream) cu.stream_sync(c->stream); /* staged input copies may still read c->stage */
   if (c->fns)
     for (int f = 0; f < c->pkg->nfunctions; f++) {
       gpu_fn *g = &c->fns[f];
@@ -324,9 +386,16 @@ void bm_cuda_session_destroy(bm_cuda_session *c) {
       free(g->out_host);
       free(g->out_pinned);
       free(g->out_cap);
+      free(g->tma_smem);
+      free(g->tma_grid);
+      free(g->tma_cluster);
     }
   free(c->fns);
+  if (c->stage) cu.host_free(c->stage);
+  if (c->argmax_host) cu.host_free(c->argmax_host);
+  if (c->argmax_out) cu.mem_free(c->argmax_out);
   if (c->mod) cu.module_unload(c->mod);
+  if (c->tmaps) cu.mem_free(c->tmaps);
   if (c->arena) cu.mem_free(c->arena);
   if (c->states) cu.mem_free(c->states);
   if (c->weights) cu.mem_free(c->weights);
@@ -351,6 +420,128 @@ static const bm_rt_gpu_image *pick_image(const bm_package *pkg, int arch) {
       if (!best || g->arch > best->arch) best = g;
     }
   return best;
+}
+
+/* Tensor maps. A TMA GEMM kernel (codegen/clike/emit_gemm.c, emit_gemm_tma;
+ * sm_90a images only) carries a constant array `<symbol>_tmd` (long long):
+ * magic, dynamic shared memory, blocks per multiprocessor, the argument slot
+ * of its maps, the number of maps, the cluster size (blocks along x: such
+ * kernels are launched with cuLaunchKernelEx and a cluster attribute, the
+ * grid rounded up to a multiple), then per map: buffer (argument index),
+ * element bytes, columns (inner dim), rows, box columns, box rows, swizzle
+ * (CUtensorMapSwizzle). For every launch of such a kernel the session
+ * encodes the maps over that launch's buffers (cuTensorMapEncodeTiled, 2-d,
+ * zero fill out of bounds) into one device allocation, puts the address of
+ * the launch's maps into the slot, raises the kernel's dynamic shared memory
+ * and caps its grid at blocks x multiprocessors, or at the clusters that fit
+ * at once (cuOccupancyMaxActiveClusters; the kernel loops over its tiles).
+ * Without the driver entry points, with BM_CUDA_TMA=0 or when the encoder
+ * refuses an operand (an unaligned address), the slot stays 0 and the
+ * kernel runs its cp.async fallback with the bundle's shared memory.
+ * Experiments: BM_CUDA_TMA_GRID=N sets the grid cap (0: none),
+ * BM_CUDA_TMA_DEBUG=1 prints each TMA kernel's setup to stderr. */
+#define BM_TMD_MAGIC 0x31646d74ll /* "tmd1" */
+#define BM_TMD_MAX 64
+
+static bm_status tma_setup(bm_cuda_session *c) {
+  bm_package *pkg = c->pkg;
+  const char *te = getenv("BM_CUDA_TMA");
+  if (!c->mod || !cu.tma_global || !cu.tma_encode || (te && *te && atoi(te) <= 0)) return NULL;
+  int nsm = 0;
+  CU_CHECK(cu.device_attr(&nsm, 16 /* CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT */, c->dev), "multiprocessor count");
+  size_t nmaps = 0, at = 0;
+  unsigned char *host = NULL;
+  bm_status s = NULL;
+  for (int pass = 0; pass < 2 && !s; pass++) { /* 0: count the maps, 1: encode them */
+    for (int f = 0; f < pkg->nfunctions && !s; f++) {
+      const bm_rt_function *fn = &pkg->functions[f];
+      gpu_fn *g = &c->fns[f];
+      for (int k = 0; k < fn->nkernels && !s; k++) {
+        const bm_rt_kernel *kr = &fn->kernels[k];
+        char name[300];
+        snprintf(name, sizeof name, "%s_tmd", kr->symbol);
+        CUdeviceptr dp = 0;
+        size_t bytes = 0;
+        if (cu.tma_global(&dp, &bytes, c->mod, name) != 0) continue; /* not a TMA kernel */
+        long long d[BM_TMD_MAX];
+        CUresult r = bytes >= 5 * sizeof *d && bytes <= sizeof d ? cu.dtoh(d, dp, bytes) : 0;
+        int nm = bytes >= 5 * sizeof *d && bytes <= sizeof d && !r ? (int)d[4] : -1;
+        if (r || nm < 1 || nm > 4 || d[0] != BM_TMD_MAGIC || bytes < (size_t)(6 + 7 * nm) * sizeof *d ||
+            d[3] < kr->nargs || d[3] >= BM_GPU_MAX_ARGS || d[1] < 0 || d[1] > (1 << 20) || d[2] < 0 || d[5] < 1 ||
+            d[5] > 8) {
+          s = CORRUPT("kernel '%s' (function '%s'): bad tensor-map data (%zu bytes)", kr->symbol, fn->name, bytes);
+          break;
+        }
+        if (pass == 0) {
+          nmaps += (size_t)nm;
+          continue;
+        }
+        unsigned char *blk = host + at;
+        bool ok = (d[5] == 1 || cu.launch_ex) &&
+                  cu.func_set_attr(g->fns[k], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)d[1]) == 0;
+        for (int i = 0; i < nm && ok; i++) {
+          const long long *m = d + 6 + 7 * i;
+          if (m[0] < 0 || m[0] >= kr->nargs || (m[1] != 1 && m[1] != 2 && m[1] != 4) || m[2] < 1 || m[3] < 1 ||
+              m[4] < 1 || m[4] > 256 || m[5] < 1 || m[5] > 256 || m[6] < 0 || m[6] > 3) {
+            s = CORRUPT("kernel '%s' (function '%s'): bad tensor map %d", kr->symbol, fn->name, i);
+            break;
+          }
+          uint64_t dims[2] = {(uint64_t)m[2], (uint64_t)m[3]}, strides[1] = {(uint64_t)(m[2] * m[1])};
+          unsigned box[2] = {(unsigned)m[4], (unsigned)m[5]}, es[2] = {1, 1};
+          int dtype = m[1] == 1 ? 0 : m[1] == 2 ? 1 : 2; /* CU_TENSOR_MAP_DATA_TYPE_UINT8/16/32 */
+          ok = cu.tma_encode(blk + 128 * i, dtype, 2, (void *)(uintptr_t)g->args[k].bufs[m[0]], dims, strides, box, es,
+                             0, (int)m[6], 2 /* L2 promotion 128B */, 0) == 0;
+        }
+        if (!s && !ok && getenv("BM_CUDA_TMA_DEBUG"))
+          fprintf(stderr, "bm tma: %s (function '%s'): no tensor maps, the fallback body\n", kr->symbol, fn->name);
+        if (s || !ok) continue; /* the fallback body */
+        at += 128 * (size_t)nm;
+        g->args[k].bufs[d[3]] = c->tmaps + (CUdeviceptr)(blk - host);
+        g->tma_smem[k] = (int)d[1];
+        g->tma_grid[k] = d[2] > 0 ? (unsigned)(d[2] * nsm) : 0;
+        g->tma_cluster[k] = (unsigned)d[5];
+        int ncl = 0;
+        if (d[5] > 1 && cu.max_clusters) { /* persistent: as many clusters as fit at once */
+          cu_launch_attr ca;
+          memset(&ca, 0, sizeof ca);
+          const unsigned dims[3] = {(unsigned)d[5], 1, 1};
+          ca.id = 4; /* CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION */
+          memcpy(ca.value.bytes, dims, sizeof dims);
+          cu_launch_config lc = {g->tma_grid[k] ? g->tma_grid[k] : (unsigned)(d[5] * nsm), 1, 1,
+                                 (unsigned)kr->gpu_threads, 1, 1, (unsigned)d[1], c->stream, &ca, 1};
+          if (cu.max_clusters(&ncl, g->fns[k], &lc) == 0 && ncl > 0 && (!g->tma_grid[k] || (unsigned)(ncl * d[5]) < g->tma_grid[k]))
+            g->tma_grid[k] = (unsigned)(ncl * d[5]);
+        }
+        /* experiments: BM_CUDA_TMA_GRID=blocks (0: no cap); BM_CUDA_TMA_DEBUG=1 prints each kernel's setup */
+        const char *tg = getenv("BM_CUDA_TMA_GRID");
+        if (tg && *tg) g->tma_grid[k] = (unsigned)atoi(tg);
+        if (getenv("BM_CUDA_TMA_DEBUG"))
+          fprintf(stderr, "bm tma: %s (function '%s'): %d maps, smem %d, grid cap %u, cluster %u (max clusters %d)\n",
+                  kr->symbol, fn->name, nm, (int)d[1], g->tma_grid[k], g->tma_cluster[k], ncl);
+      }
+    }
+    if (pass == 0 && !s) {
+      if (!nmaps) return NULL;
+      host = aligned_alloc(64, nmaps * 128);
+      if (!host) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda: %zu tensor maps", nmaps);
+      memset(host, 0, nmaps * 128);
+      for (int f = 0; f < pkg->nfunctions && !s; f++) {
+        gpu_fn *g = &c->fns[f];
+        g->tma_smem = calloc((size_t)pkg->functions[f].nkernels + 1, sizeof *g->tma_smem);
+        g->tma_grid = calloc((size_t)pkg->functions[f].nkernels + 1, sizeof *g->tma_grid);
+        g->tma_cluster = calloc((size_t)pkg->functions[f].nkernels + 1, sizeof *g->tma_cluster);
+        if (!g->tma_smem || !g->tma_grid || !g->tma_cluster) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session");
+      }
+      CUresult r = s ? 0 : cu.mem_alloc(&c->tmaps, nmaps * 128);
+      if (r) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda: allocating %zu tensor maps (error %d)", nmaps, r);
+    }
+  }
+  if (!s && at) {
+    CUresult r = cu.htod(c->tmaps, host, at);
+    if (r) s = bm_status_make(BM_ERR_INTERNAL, "cuda: uploading %zu tensor maps (error %d)", at / 128, r);
+  }
+  free(host);
+  return s;
 }
 
 static bm_status setup(bm_cuda_session *c) {
@@ -394,7 +585,23 @@ static bm_status setup(bm_cuda_session *c) {
                             img->ptx ? "compute" : "sm", img->arch, c->device_name, c->arch,
                             cu_err(r, eb, sizeof eb));
     }
+    /* decode helpers (see "Decode"): PDL where the image's kernels wait for
+     * their predecessor, the device argmax where the prelude has it */
+    CUfunction marker = NULL;
+    const char *pe = getenv("BM_CUDA_PDL");
+    c->pdl = cu.launch_ex && c->arch >= 90 && !(pe && *pe && atoi(pe) <= 0) &&
+             cu.module_fn(&marker, c->mod, "bm_pdl_v1") == 0;
+    if (cu.module_fn(&c->argmax, c->mod, "bm_rt_argmax_f32") != 0) c->argmax = NULL;
   }
+  if (c->argmax) {
+    CU_CHECK(cu.mem_alloc(&c->argmax_out, sizeof(int32_t) * BM_CUDA_ARGMAX_ROWS), "allocating the argmax ids");
+    if (!cu.dtoh_async || !cu.host_alloc ||
+        cu.host_alloc((void **)&c->argmax_host, sizeof(int32_t) * BM_CUDA_ARGMAX_ROWS) != 0) {
+      c->argmax_host = NULL;
+      c->argmax = NULL;
+    }
+  }
+  if (cu.htod_async && cu.host_alloc && cu.host_alloc((void **)&c->stage, BM_CUDA_STAGE_BYTES) != 0) c->stage = NULL;
 
   /* device memory: arena, states, weights (uploaded once) */
   c->arena_size = round256(pkg->arena_bytes ? pkg->arena_bytes : 256);
@@ -465,7 +672,7 @@ static bm_status setup(bm_cuda_session *c) {
       if (!g->out_host[i]) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "cuda session: %zu bytes for output '%s'", cap, t->name);
     }
   }
-  return NULL;
+  return tma_setup(c);
 }
 
 bm_status bm_cuda_session_create(bm_package *pkg, bm_cuda_session **out) {
@@ -486,6 +693,15 @@ bm_status bm_cuda_session_create(bm_package *pkg, bm_cuda_session **out) {
 bm_status bm_cuda_set_input(bm_cuda_session *c, uint64_t offset, const void *data, size_t bytes) {
   if (!bytes) return NULL;
   CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  size_t at = (c->stage_used + 255) & ~(size_t)255;
+  if (c->stage && bytes <= BM_CUDA_STAGE_BYTES && at <= BM_CUDA_STAGE_BYTES - bytes) {
+    /* staged: the copy runs on the stream, ahead of the next run's kernels */
+    memcpy(c->stage + at, data, bytes);
+    c->stage_used = at + bytes;
+    CU_CHECK(cu.htod_async(c->arena + offset, c->stage + at, bytes, c->stream),
+             "copying %zu input bytes to the device", bytes);
+    return NULL;
+  }
   CU_CHECK(cu.htod(c->arena + offset, data, bytes), "copying %zu input bytes to the device", bytes);
   return NULL;
 }
@@ -511,11 +727,36 @@ static bm_status launch_all(bm_cuda_session *c, int f, const int64_t *syms, bm_k
     bm_gpu_args *a = &g->args[k];
     for (int i = 0; i < BM_GPU_MAX_SYMS; i++) a->syms[i] = i < fn->nsyms ? syms[i] : 0;
     a->ntasks = ntasks;
-    unsigned grid = ntasks > 0x7fffffff ? 0x7fffffffu : (unsigned)ntasks;
+    unsigned grid = ntasks > 0x7fffffff ? 0x7fffffffu : (unsigned)ntasks, smem = (unsigned)kr->gpu_smem;
+    unsigned cluster = 1;
+    if (g->tma_smem && g->tma_smem[k]) { /* a TMA kernel with its maps (see "Tensor maps") */
+      smem = (unsigned)g->tma_smem[k];
+      if (g->tma_grid[k] && grid > g->tma_grid[k]) grid = g->tma_grid[k];
+      cluster = g->tma_cluster[k] > 1 ? g->tma_cluster[k] : 1;
+      grid = (grid + cluster - 1) / cluster * cluster;
+    }
     void *params[] = {a};
     double t0 = prof ? now_seconds() : 0;
-    CUresult r = cu.launch(g->fns[k], grid, 1, 1, (unsigned)kr->gpu_threads, 1, 1, (unsigned)kr->gpu_smem, c->stream,
-                           params, NULL);
+    CUresult r;
+    if (c->pdl || cluster > 1) {
+      cu_launch_attr at[2];
+      unsigned nat = 0;
+      memset(at, 0, sizeof at);
+      if (c->pdl) {
+        at[nat].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        at[nat++].value.programmatic_stream_serialization_allowed = 1;
+      }
+      if (cluster > 1) { /* CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: {x, y, z} */
+        const unsigned dims[3] = {cluster, 1, 1};
+        at[nat].id = 4;
+        memcpy(at[nat++].value.bytes, dims, sizeof dims);
+      }
+      cu_launch_config lc = {grid, 1, 1, (unsigned)kr->gpu_threads, 1, 1, smem, c->stream, at, nat};
+      r = cu.launch_ex(&lc, g->fns[k], params, NULL);
+    } else {
+      r = cu.launch(g->fns[k], grid, 1, 1, (unsigned)kr->gpu_threads, 1, 1, smem, c->stream,
+                    params, NULL);
+    }
     if (r)
       return bm_status_make(BM_ERR_INTERNAL, "cuda: launching kernel '%s' (%s, function '%s', %u blocks of %d): %s",
                             kr->symbol, kr->op, fn->name, grid, kr->gpu_threads, cu_err(r, eb, sizeof eb));
@@ -598,10 +839,48 @@ bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_
     BM_RETURN_IF_ERROR(launch_all(c, f, syms, prof, sync_each));
   }
   CUresult r = cu.stream_sync(c->stream);
+  c->stage_used = 0; /* the staged inputs have been copied */
   if (r)
     return bm_status_make(BM_ERR_INTERNAL,
                           "cuda: running function '%s' (%d kernels%s) failed: %s (set BM_CUDA_SYNC=1 to find the kernel)",
                           fn->name, fn->nkernels, e && e->exec ? ", CUDA graph" : "", cu_err(r, eb, sizeof eb));
+  return NULL;
+}
+
+bm_status bm_cuda_output_argmax(bm_cuda_session *c, int f, int i, int64_t rows, int64_t n, int32_t *ids) {
+  const bm_rt_function *fn = &c->pkg->functions[f];
+  const bm_rt_tensor *t = &fn->outputs[i];
+  if (!c->argmax || rows < 1 || rows > BM_CUDA_ARGMAX_ROWS || n < 1 || n > 0x7fffffff)
+    return bm_status_make(BM_ERR_UNSUPPORTED, "cuda: no device argmax for output '%s' (%lld rows of %lld)", t->name,
+                          (long long)rows, (long long)n);
+  CUdeviceptr src = t->weight >= 0 ? c->weights + c->weight_off[t->weight]
+                    : t->state >= 0 ? c->states + c->state_off[t->state]
+                                    : c->arena + t->offset;
+  CU_CHECK(cu.ctx_set(c->ctx), "cuCtxSetCurrent");
+  long long nn = (long long)n;
+  void *params[] = {&src, &nn, &c->argmax_out};
+  char eb[256];
+  CUresult r;
+  if (c->pdl) { /* the helper waits for its predecessor like every kernel of the image */
+    cu_launch_attr at;
+    memset(&at, 0, sizeof at);
+    at.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    at.value.programmatic_stream_serialization_allowed = 1;
+    cu_launch_config lc = {(unsigned)rows, 1, 1, 1024, 1, 1, 0, c->stream, &at, 1};
+    r = cu.launch_ex(&lc, c->argmax, params, NULL);
+  } else {
+    r = cu.launch(c->argmax, (unsigned)rows, 1, 1, 1024, 1, 1, 0, c->stream, params, NULL);
+  }
+  if (r)
+    return bm_status_make(BM_ERR_INTERNAL, "cuda: launching the argmax of output '%s' (function '%s'): %s", t->name,
+                          fn->name, cu_err(r, eb, sizeof eb));
+  CU_CHECK(cu.dtoh_async(c->argmax_host, c->argmax_out, sizeof(int32_t) * (size_t)rows, c->stream),
+           "copying the argmax of output '%s' to the host", t->name);
+  r = cu.stream_sync(c->stream);
+  if (r)
+    return bm_status_make(BM_ERR_INTERNAL, "cuda: the argmax of output '%s' (function '%s') failed: %s", t->name,
+                          fn->name, cu_err(r, eb, sizeof eb));
+  memcpy(ids, c->argmax_host, sizeof(int32_t) * (size_t)rows);
   return NULL;
 }
 

@@ -251,6 +251,9 @@ bm_status bm_cuda_set_input(bm_cuda_session *c, uint64_t offset, const void *dat
 bm_status bm_cuda_run(bm_cuda_session *c, int f, const int64_t *syms, bm_kernel_profile *prof);
 /* Copies output i of f (its bound size) into the session's host buffer. */
 bm_status bm_cuda_get_output(bm_cuda_session *c, int f, int i, const int64_t *syms, const void **data);
+/* ids[r] = argmax of row r (rows of n f32) of output i of f's last run, on the
+ * device; BM_ERR_UNSUPPORTED when the package has no argmax kernel. */
+bm_status bm_cuda_output_argmax(bm_cuda_session *c, int f, int i, int64_t rows, int64_t n, int32_t *ids);
 void bm_cuda_reset_state(bm_cuda_session *c);
 /* Copies state i to a host buffer of the session (a snapshot) and returns it. */
 bm_status bm_cuda_state(bm_cuda_session *c, int i, void **data);

@@ -298,8 +298,10 @@ bm_status bm_gen_row_tokens(const bm_gen *g, int r, const int32_t **ids, size_t 
 
 /* Runs function d on B rows of S positions from g->ids/pos/start/kv_len
  * (and g->last_pos when d takes `last`); *logits borrows the output
- * (B, S, vocab), or (B, 1, vocab) with `last`. */
-static bm_status run_fn(bm_gen *g, const fn_desc *d, int B, int S, const float **logits) {
+ * (B, S, vocab), or (B, 1, vocab) with `last`. With `greedy` (decode, S = 1)
+ * the logits stay where they are and greedy[r] gets row r's argmax instead
+ * (on the device for a GPU session: one id per row comes back). */
+static bm_status run_fn(bm_gen *g, const fn_desc *d, int B, int S, const float **logits, int32_t *greedy) {
   int64_t s2[2] = {B, S}, s1[1] = {B};
   BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_IDS], g->ids, BM_DTYPE_I32, 2, s2));
   BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_POS], g->pos, BM_DTYPE_I32, 2, s2));
@@ -308,6 +310,10 @@ static bm_status run_fn(bm_gen *g, const fn_desc *d, int B, int S, const float *
   if (d->in[IN_LAST] >= 0)
     BM_RETURN_IF_ERROR(bm_session_set_input(g->ses, d->f, d->in[IN_LAST], g->last_pos, BM_DTYPE_I32, 1, s1));
   BM_RETURN_IF_ERROR(bm_session_run(g->ses, d->f));
+  if (greedy) {
+    *logits = NULL;
+    return bm_session_output_argmax(g->ses, d->f, d->out, greedy, B);
+  }
   const void *data;
   bm_tensor_info info;
   BM_RETURN_IF_ERROR(bm_session_get_output(g->ses, d->f, d->out, &data, &info));
@@ -342,12 +348,11 @@ static void finish_row(bm_gen *g, const bm_gen_request *rq, int r, bm_gen_stop w
   if (rq->on_token && len) rq->on_token(rq->user, r, -1, g->text, len);
 }
 
-/* Samples row r's next token from logits, appends it, streams it and
- * decides whether the row goes on. */
-static bm_status take_token(bm_gen *g, const bm_gen_request *rq, int r, const float *logits, bm_gen_result *res) {
+/* Appends token t to row r, streams it and decides whether the row goes on. */
+static bm_status push_token(bm_gen *g, const bm_gen_request *rq, int r, int32_t t, bm_gen_result *res) {
   row *w = &g->rows[r];
-  int32_t t;
-  BM_RETURN_IF_ERROR(bm_token_sampler_sample(w->sampler, logits, w->seq, w->n, &t));
+  if (t < 0 || t >= g->info.vocab)
+    return bm_status_make(BM_ERR_INTERNAL, "row %d: token %d outside the vocabulary [0, %d)", r, t, g->info.vocab);
   w->seq[w->n++] = t; /* n <= max_ctx + 1: n_cached <= max_ctx before this */
   res->generated_tokens++;
   res->n_new[r]++;
@@ -374,6 +379,14 @@ static bm_status take_token(bm_gen *g, const bm_gen_request *rq, int r, const fl
   if (w->n_cached + 1 > (size_t)g->info.max_ctx) /* no room to decode the new token */
     finish_row(g, rq, r, BM_GEN_STOP_CONTEXT, res);
   return NULL;
+}
+
+/* Samples row r's next token from logits and pushes it. */
+static bm_status take_token(bm_gen *g, const bm_gen_request *rq, int r, const float *logits, bm_gen_result *res) {
+  row *w = &g->rows[r];
+  int32_t t;
+  BM_RETURN_IF_ERROR(bm_token_sampler_sample(w->sampler, logits, w->seq, w->n, &t));
+  return push_token(g, rq, r, t, res);
 }
 
 static bm_status check_request(const bm_gen *g, const bm_gen_request *rq) {
@@ -447,7 +460,7 @@ static bm_status generate(bm_gen *g, const bm_gen_request *rq, bm_gen_result *re
     }
     const float *logits;
     bool one = g->prefill.in[IN_LAST] >= 0; /* logits of position last_pos[r] only */
-    BM_RETURN_IF_ERROR(run_fn(g, &g->prefill, B, S, &logits));
+    BM_RETURN_IF_ERROR(run_fn(g, &g->prefill, B, S, &logits, NULL));
     res->prefill_runs++;
     for (int r = 0; r < B; r++) {
       row *w = &g->rows[r];
@@ -463,7 +476,11 @@ static bm_status generate(bm_gen *g, const bm_gen_request *rq, bm_gen_result *re
   res->prefill_seconds = now_seconds() - t0;
 
   /* Decode: one position per row. A finished row is fed its last token at
-   * its next free position (never read back: kv_len masks it). */
+   * its next free position (never read back: kv_len masks it). Plain greedy
+   * sampling (no repetition penalty) is the argmax of the logits: taken by
+   * the session (on the device for a GPU), so only the ids come back. */
+  bool greedy = rq->sample.temperature <= 0 && (rq->sample.repeat_penalty == 1.0f || rq->sample.repeat_last_n == 0);
+  int32_t ids[BM_GEN_MAX_ROWS];
   t0 = now_seconds();
   for (;;) {
     int active = 0;
@@ -478,14 +495,17 @@ static bm_status generate(bm_gen *g, const bm_gen_request *rq, bm_gen_result *re
       g->kv_len[r] = (int32_t)(w->n_cached + 1);
     }
     const float *logits;
-    BM_RETURN_IF_ERROR(run_fn(g, &g->decode, B, 1, &logits));
+    BM_RETURN_IF_ERROR(run_fn(g, &g->decode, B, 1, &logits, greedy ? ids : NULL));
     res->decode_runs++;
     for (int r = 0; r < B; r++) {
       row *w = &g->rows[r];
       if (!w->active) continue;
       w->n_cached++;
       res->decode_tokens++;
-      BM_RETURN_IF_ERROR(take_token(g, rq, r, logits + (size_t)r * V, res));
+      if (greedy)
+        BM_RETURN_IF_ERROR(push_token(g, rq, r, ids[r], res));
+      else
+        BM_RETURN_IF_ERROR(take_token(g, rq, r, logits + (size_t)r * V, res));
     }
   }
   res->decode_seconds = now_seconds() - t0;

@@ -2,6 +2,7 @@
  * per-thread scratch, a thread pool and precomputed kernel argument arrays,
  * all allocated at create; nothing is allocated per run. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sample.h"
 
 /* What a session knows about one input of a function. Input slots are
  * never reused by the memory planner, so an input set once stays valid for
@@ -313,17 +315,26 @@ bm_status bm_session_run(bm_session *s, int f) {
   return NULL;
 }
 
+/* Output i of function f, which must have run since its inputs were set. */
+static bm_status check_output(bm_session *s, int f, int i, const bm_rt_function **fn, const fn_state **st,
+                              const bm_rt_tensor **t) {
+  BM_RETURN_IF_ERROR(check_fn(s, f, fn));
+  if (i < 0 || i >= (*fn)->noutputs)
+    return INVALID("output index %d out of range: function '%s' has %d outputs", i, (*fn)->name, (*fn)->noutputs);
+  *st = &s->fns[f];
+  if (!(*st)->ran) return INVALID("function '%s' has not been run since its inputs were set", (*fn)->name);
+  *t = &(*fn)->outputs[i];
+  return NULL;
+}
+
 bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data, bm_tensor_info *info) {
   if (data) *data = NULL;
   if (info) memset(info, 0, sizeof *info);
   if (!s || !data) return INVALID("bm_session_get_output: NULL argument");
   const bm_rt_function *fn = NULL;
-  BM_RETURN_IF_ERROR(check_fn(s, f, &fn));
-  if (i < 0 || i >= fn->noutputs)
-    return INVALID("output index %d out of range: function '%s' has %d outputs", i, fn->name, fn->noutputs);
-  const fn_state *st = &s->fns[f];
-  if (!st->ran) return INVALID("function '%s' has not been run since its inputs were set", fn->name);
-  const bm_rt_tensor *t = &fn->outputs[i];
+  const fn_state *st = NULL;
+  const bm_rt_tensor *t = NULL;
+  BM_RETURN_IF_ERROR(check_output(s, f, i, &fn, &st, &t));
   if (s->gpu) { /* copied into a host buffer the session owns */
     BM_RETURN_IF_ERROR(bm_cuda_get_output(s->gpu, f, i, st->syms, data));
     if (info) bm_rt_tensor_info(fn, t, st->syms, info);
@@ -332,6 +343,33 @@ bm_status bm_session_get_output(bm_session *s, int f, int i, const void **data, 
   bm_rt_arg a = {.weight = t->weight, .offset = t->offset, .nbytes = t->nbytes, .state = t->state};
   *data = arg_ptr(s, &a);
   if (info) bm_rt_tensor_info(fn, t, st->syms, info);
+  return NULL;
+}
+
+bm_status bm_session_output_argmax(bm_session *s, int f, int i, int32_t *ids, int64_t cap) {
+  if (!s || !ids) return INVALID("bm_session_output_argmax: NULL argument");
+  const bm_rt_function *fn = NULL;
+  const fn_state *st = NULL;
+  const bm_rt_tensor *t = NULL;
+  BM_RETURN_IF_ERROR(check_output(s, f, i, &fn, &st, &t));
+  bm_tensor_info info;
+  bm_rt_tensor_info(fn, t, st->syms, &info);
+  if (info.dtype != BM_DTYPE_F32 || info.ndim < 1)
+    return INVALID("output '%s' is %s with %d dims: argmax needs f32 rows", t->name, bm_dtype_name(info.dtype),
+                   info.ndim);
+  int64_t rows = 1, n = info.shape[info.ndim - 1];
+  for (int d = 0; d + 1 < info.ndim; d++) rows *= info.shape[d];
+  if (rows > cap) return INVALID("output '%s' has %" PRId64 " rows but ids has room for %" PRId64, t->name, rows, cap);
+  if (n < 1) return INVALID("output '%s' has empty rows", t->name);
+  if (s->gpu) {
+    bm_status e = bm_cuda_output_argmax(s->gpu, f, i, rows, n, ids);
+    if (!e || bm_status_code(e) != BM_ERR_UNSUPPORTED) return e;
+    bm_status_free(e); /* an older package without the kernel: on the host */
+  }
+  const void *data;
+  BM_RETURN_IF_ERROR(bm_session_get_output(s, f, i, &data, NULL));
+  if (n > INT32_MAX) return INVALID("output '%s': rows of %" PRId64 " values", t->name, n);
+  for (int64_t r = 0; r < rows; r++) ids[r] = bm_sample_argmax((const float *)data + r * n, (int32_t)n);
   return NULL;
 }
 

@@ -22,6 +22,7 @@
  *   input <dtype> <ndim> <dims...>    (file in<i>.bin, in order)
  *   output <dtype> <ndim> <dims...>   (file ref<i>.bin) */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 
 #include "../runtime/bm_runtime.h"
 #include "../runtime/safetensors.h"
+#include "dtype_tol.h"
 
 typedef struct tens {
   bm_dtype dt;
@@ -299,9 +301,23 @@ static int32_t *ids_of(const bm_st_tensor *t) {
 /* One LLM case, as tests/test_llm_golden.c does on the CPU: forward of the
  * prompt and of the two-row batch against transformers' logits, then
  * prefill + greedy decoding through the KV cache (token ids exact, logits of
- * every step). Prints one line per check; returns the number failed. */
-static int llm_case(const char *dir, const char *name, double tol) {
-  char path[4096];
+ * every step). `entry` is a golden name (DIR/<name>.bmpk, f32, bound 1e-4)
+ * or <name>:bf16 / <name>:f16 (DIR/<name>.<dtype>.bmpk, built with bmc
+ * --dtype): then test_dtype's bounds (dtype_tol.h): logits within
+ * BM_AMP_GOLD units of roundoff, greedy ids exact at the steps whose golden
+ * top-2 margin exceeds twice that (at least 2 such steps), and for routed
+ * experts one step allowed up to 0.5 (rounding may move a router logit
+ * across the top-k boundary). Prints one line per check; returns the number
+ * failed. */
+static int llm_case(const char *dir, const char *entry) {
+  char path[4096], name[256];
+  const char *colon = strchr(entry, ':');
+  const char *dtype = colon ? colon + 1 : NULL;
+  snprintf(name, sizeof name, "%.*s", colon ? (int)(colon - entry) : (int)strlen(entry), entry);
+  const bool half = dtype != NULL;
+  const double tol = !half ? 1e-4 : BM_AMP_GOLD * (!strcmp(dtype, "f16") ? BM_U_F16 : BM_U_BF16);
+  const bool moe = half && (!strcmp(name, "mixtral") || !strcmp(name, "deepseek_v2"));
+  int over = 0, greedy_checked = 0;
   int bad = 0;
   bm_st_file *st = NULL;
   bm_package *pkg = NULL;
@@ -317,11 +333,12 @@ static int llm_case(const char *dir, const char *name, double tol) {
   if (!e) e = bm_st_get(st, "decode_logits", &dl);
   if (!e) e = bm_st_get(st, "batch_input_ids", &bi);
   if (!e) e = bm_st_get(st, "batch_logits", &bl);
-  snprintf(path, sizeof path, "%s/%s.bmpk", dir, name);
+  if (half) snprintf(path, sizeof path, "%s/%s.%s.bmpk", dir, name, dtype);
+  else snprintf(path, sizeof path, "%s/%s.bmpk", dir, name);
   if (!e) e = bm_package_open(path, NULL, &pkg);
   if (!e) e = bm_session_create(pkg, NULL, &s);
   if (e) {
-    printf("FAIL %-14s %s\n", name, bm_status_message(e));
+    printf("FAIL %-14s %s\n", entry, bm_status_message(e));
     bm_status_free(e);
     bm_session_destroy(s);
     bm_package_close(pkg);
@@ -346,7 +363,7 @@ static int llm_case(const char *dir, const char *name, double tol) {
     e = llm_run(pkg, s, "forward", 2, in, nd, (const int64_t(*)[2])sh, &out, &n);
     err = e ? NAN : n == P * V ? rel_err(out, glog, P * V) : INFINITY;
     bad += !(err < tol);
-    printf("%s %-14s forward        rel err %-10.3g %s\n", err < tol ? "ok  " : "FAIL", name, err,
+    printf("%s %-14s forward        rel err %-10.3g %s\n", err < tol ? "ok  " : "FAIL", entry, err,
            e ? bm_status_message(e) : "");
     bm_status_free(e);
     free(out);
@@ -360,7 +377,7 @@ static int llm_case(const char *dir, const char *name, double tol) {
     e = llm_run(pkg, s, "forward", 2, in, nd, (const int64_t(*)[2])sh, &out, &n);
     err = e ? NAN : n == 2 * BP * V ? rel_err(out, gbat, 2 * BP * V) : INFINITY;
     bad += !(err < tol);
-    printf("%s %-14s batch forward  rel err %-10.3g %s\n", err < tol ? "ok  " : "FAIL", name, err,
+    printf("%s %-14s batch forward  rel err %-10.3g %s\n", err < tol ? "ok  " : "FAIL", entry, err,
            e ? bm_status_message(e) : "");
     bm_status_free(e);
     free(out);
@@ -377,8 +394,18 @@ static int llm_case(const char *dir, const char *name, double tol) {
   err = e ? NAN : n == V ? rel_err(out, glog + (P - 1) * V, V) : INFINITY;
   int32_t tok = e || n != V ? -1 : (int32_t)argmax_f(out, V);
   double worst = err;
-  int tok_ok = tok == greedy[0], steps = 0;
-  if (e) printf("FAIL %-14s prefill        %s\n", name, bm_status_message(e));
+  int tok_ok = 1, steps = 0;
+  /* a greedy token counts where rounding cannot swap the golden's top two */
+#define GREEDY_CHECK(gl, got, want)                                        \
+  do {                                                                     \
+    if (!half || bm_top2_margin((gl), V) > 2 * tol) {                      \
+      tok_ok &= (got) == (want);                                           \
+      greedy_checked++;                                                    \
+    }                                                                      \
+  } while (0)
+  if (!e && n == V) GREEDY_CHECK(glog + (P - 1) * V, tok, greedy[0]);
+  else tok_ok = 0;
+  if (e) printf("FAIL %-14s prefill        %s\n", entry, bm_status_message(e));
   bm_status_free(e);
   e = NULL;
   free(out);
@@ -390,23 +417,37 @@ static int llm_case(const char *dir, const char *name, double tol) {
     int64_t sh[4][2] = {{1, 1}, {1, 1}, {1, 0}, {1, 0}};
     e = llm_run(pkg, s, "decode", 4, in, nd, (const int64_t(*)[2])sh, &out, &n);
     if (e) {
-      printf("FAIL %-14s decode step %lld: %s\n", name, (long long)i, bm_status_message(e));
+      printf("FAIL %-14s decode step %lld: %s\n", entry, (long long)i, bm_status_message(e));
       bm_status_free(e);
       worst = NAN;
       break;
     }
     err = n == V ? rel_err(out, gdec + i * V, V) : INFINITY;
+    if (moe && err >= tol && err < 0.5 && over++ == 0) err = 0; /* the one router flip allowed */
     if (!isnan(worst) && !(err <= worst)) worst = err;
     tok = (int32_t)argmax_f(out, V);
-    tok_ok &= tok == greedy[i + 1];
+    { /* the device argmax the generator uses agrees with the host's */
+      int fdec = -1;
+      int32_t dt = -1;
+      bm_status e2 = bm_package_find_function(pkg, "decode", &fdec);
+      if (!e2) e2 = bm_session_output_argmax(s, fdec, 0, &dt, 1);
+      if (e2 || dt != tok) {
+        printf("FAIL %-14s decode step %lld: device argmax %d, host %d %s\n", entry, (long long)i, dt, tok,
+               e2 ? bm_status_message(e2) : "");
+        tok_ok = 0;
+      }
+      bm_status_free(e2);
+    }
+    if (n == V) GREEDY_CHECK(gdec + i * V, tok, greedy[i + 1]);
     steps++;
     free(out);
     out = NULL;
   }
-  int ok = worst < tol && tok_ok;
+#undef GREEDY_CHECK
+  int ok = worst < tol && tok_ok && greedy_checked >= (half ? 2 : steps + 1);
   bad += !ok;
-  printf("%s %-14s prefill+decode rel err %-10.3g %d steps, greedy ids %s\n", ok ? "ok  " : "FAIL", name, worst,
-         steps, tok_ok ? "exact" : "DIFFER");
+  printf("%s %-14s prefill+decode rel err %-10.3g tol %-8.3g %d steps, greedy ids %s (%d checked)\n", ok ? "ok  " : "FAIL",
+         entry, worst, tol, steps, tok_ok ? "exact" : "DIFFER", greedy_checked);
   free(pid);
   free(greedy);
   free(bid);
@@ -430,7 +471,7 @@ static int llm_suite(const char *dir) {
   }
   int passed = 0, failed = 0;
   while (fscanf(f, "%255s", name) == 1) {
-    int b = llm_case(dir, name, 1e-4);
+    int b = llm_case(dir, name);
     failed += b;
     passed += 3 - b;
     fflush(stdout);
@@ -461,6 +502,7 @@ static bm_status lm_step(bm_session *s, int f, int is_prefill, const int32_t *id
   BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 3, len, BM_DTYPE_I32, 1, sh1));
   if (is_prefill) BM_RETURN_IF_ERROR(bm_session_set_input(s, f, 4, last, BM_DTYPE_I32, 1, sh1));
   BM_RETURN_IF_ERROR(bm_session_run(s, f));
+  if (!logits) return NULL; /* the caller reads the output itself */
   bm_tensor_info info;
   const void *d;
   BM_RETURN_IF_ERROR(bm_session_get_output(s, f, 0, &d, &info));
@@ -488,11 +530,14 @@ static bm_status lm_check_inputs(const bm_package *pkg, int f, int is_prefill) {
 /* --llm-bench PKG PREFILL NEW REPS: a causal LM package at batch 1.
  * Prefill: REPS runs of PREFILL tokens from position 0 (1 warm-up first),
  * best and mean ms. Decode: an 8-token prompt, then NEW greedy steps, each
- * a decode run, the logits copied to the host and an argmax (as a generator
- * does); a warm-up pass of 4 steps first. Prints
+ * a decode run and the argmax of its logits (as the generator does: on the
+ * device, bm_session_output_argmax; BM_BENCH_HOST_ARGMAX=1: the logits
+ * copied to the host and an argmax there); a warm-up pass of 4 steps first.
+ * Prints
  *   llm-bench open <session create ms>
  *   llm-bench prefill <tokens> best_ms <ms> mean_ms <ms>
  *   llm-bench decode <tokens> total_ms <ms> tok_s <tokens/s>
+ *   llm-bench decode_fn ms <ms per run of the decode function alone>
  *   llm-bench digest <hex> ids <first 16 greedy ids>
  * The digest (FNV-1a over every decode step's logits bits) is identical
  * between two runs that compute the same thing (BM_CUDA_GRAPHS=0 vs 1). */
@@ -539,17 +584,34 @@ static int llm_bench(const char *path, int64_t P, int64_t N, int reps) {
   uint64_t h = 1469598103934665603ull;
   int32_t toks[16];
   double total = 0;
+  int host_argmax = getenv("BM_BENCH_HOST_ARGMAX") && atoi(getenv("BM_BENCH_HOST_ARGMAX")) > 0;
   for (int pass = 0; pass < 2 && !e; pass++) {
     int64_t steps = pass ? N : 4;
     e = lm_step(s, fp, 1, ids, 8, 0, pos, &lg);
-    /* timed: the argmax and the decode run with its input and logits copies;
-     * the digest (a byte-wise hash of 0.5 MB of logits per step) is not */
+    int32_t t = e ? 0 : (int32_t)argmax_f(lg, V);
+    /* timed: the decode run with its input copies and the argmax (with the
+     * logits copy on the host path); the digest (a byte-wise hash of 0.5 MB
+     * of logits per step, fetched for it on the device path) is not */
     for (int64_t i = 0; i < steps && !e; i++) {
       double a = now_ms();
-      int32_t t = (int32_t)argmax_f(lg, V);
       if (pass && i < 16) toks[i] = t;
-      e = lm_step(s, fd, 0, &t, 1, (int32_t)(8 + i), pos, &lg);
+      if (host_argmax) {
+        e = lm_step(s, fd, 0, &t, 1, (int32_t)(8 + i), pos, &lg);
+        if (!e) t = (int32_t)argmax_f(lg, V);
+      } else {
+        e = lm_step(s, fd, 0, &t, 1, (int32_t)(8 + i), pos, NULL);
+        if (!e) e = bm_session_output_argmax(s, fd, 0, &t, 1);
+      }
       if (pass) total += now_ms() - a;
+      if (!e && pass && !host_argmax) {
+        bm_tensor_info info;
+        const void *d;
+        e = bm_session_get_output(s, fd, 0, &d, &info);
+        lg = d;
+        if (!e && (int32_t)argmax_f(lg, V) != t)
+          e = bm_status_make(BM_ERR_INTERNAL, "step %lld: the device argmax %d differs from the host's %d", (long long)i, t,
+                             (int32_t)argmax_f(lg, V));
+      }
       if (!e && pass) {
         const unsigned char *b = (const unsigned char *)lg;
         for (int64_t j = 0; j < 4 * V; j++) h = (h ^ b[j]) * 1099511628211ull;
@@ -558,6 +620,12 @@ static int llm_bench(const char *path, int64_t P, int64_t N, int reps) {
   }
   if (e) goto done;
   printf("llm-bench decode %lld total_ms %.3f tok_s %.2f\n", (long long)N, total, 1e3 * (double)N / total);
+  { /* the decode function alone: runs on the last step's inputs, nothing copied */
+    double a = now_ms();
+    for (int i = 0; i < 32 && !e; i++) e = bm_session_run(s, fd);
+    if (!e) printf("llm-bench decode_fn ms %.3f\n", (now_ms() - a) / 32);
+  }
+  if (e) goto done;
   printf("llm-bench digest %016llx ids", (unsigned long long)h);
   for (int64_t i = 0; i < N && i < 16; i++) printf(" %d", toks[i]);
   printf("\n");

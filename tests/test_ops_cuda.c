@@ -374,6 +374,10 @@ static void b_wg_bf16_batch(bm_graph *g) { /* (2, 3, 200, 136) @ (3, 40, 136)^T 
   bm_node *a = IN("a", BF16, 2, 3, 200, 136), *b = IN("b", BF16, 3, 40, 136);
   bm_output_add(g, "y", bm_cast(g, bm_matmul(g, a, b, false, true), F32));
 }
+static void b_wg_f16_persist(bm_graph *g) { /* (129, 64) @ (17920, 64)^T: 140 TMA tiles, more than the SMs */
+  bm_node *a = IN("a", F16, 129, 64), *b = IN("b", F16, 17920, 64);
+  bm_output_add(g, "y", bm_matmul(g, a, b, false, true));
+}
 static void b_wg_f16_sym(bm_graph *g) { /* (m, 256) @ (512, 256)^T: exact tiles at m = 256 */
   int s = bm_sym_declare(g, "m", 1000);
   bm_node *a = IN("a", F16, BM_SYM(s), 256), *b = IN("b", F16, 512, 256);
@@ -688,6 +692,14 @@ static const tcase cases[] = {
     {"matmul_wg_bf16_batch_f32", b_wg_bf16_batch, 1.5e-2, {0}, true},
     {"matmul_wg_f16_sym256", b_wg_f16_sym, 3e-3, {256}, false},
     {"matmul_wg_f16_sym129", b_wg_f16_sym, 3e-3, {129}, false},
+    {"matmul_wg_f16_persist", b_wg_f16_persist, 3e-3, {0}, false},
+    /* the same with the TMA kernel's 128-wide tiles (the default is 256: tma_cfg_for) */
+    {"matmul_wg_bf16_sym777_epi_tman128", b_wg_bf16_sym_epi, 1.5e-2, {777}, false},
+    {"matmul_wg_bf16_batch_f32_tman128", b_wg_bf16_batch, 1.5e-2, {0}, false},
+    /* and without clusters (the default pairs two blocks that share B tiles: tma_cfgs) */
+    {"matmul_wg_bf16_sym777_epi_tmac1", b_wg_bf16_sym_epi, 1.5e-2, {777}, false},
+    {"matmul_wg_bf16_batch_f32_tmac1", b_wg_bf16_batch, 1.5e-2, {0}, false},
+    {"matmul_wg_f16_persist_tmac1", b_wg_f16_persist, 3e-3, {0}, false},
     {"qmatmul", b_qmatmul, 2e-5, {0}, false},
     {"gemv_f32xbf16_m1_epi", b_gv_f32xbf16_m1, 2e-5, {0}, true},
     {"gemv_bf16_m2", b_gv_bf16_m2, 1.5e-2, {0}, false},
@@ -750,11 +762,14 @@ static void test_cases(void) {
       continue;
     }
     /* "_wgn128": compiled with the wgmma conv's 128-wide N tiles forced */
-    bool n128 = strstr(cases[i].name, "_wgn128") != NULL;
+    bool n128 = strstr(cases[i].name, "_wgn128") != NULL, tman128 = strstr(cases[i].name, "_tman128") != NULL;
+    bool tmac1 = strstr(cases[i].name, "_tmac1") != NULL;
     if (n128) setenv("BM_CUDA_WGMMA", "n128k64s3", 1);
+    if (tman128) setenv("BM_CUDA_WGMMA", "tma_n128s6", 1);
+    if (tmac1) setenv("BM_CUDA_WGMMA", "tma_n256s4", 1);
     run_one(&cases[i], true);
     if (cases[i].unfused) run_one(&cases[i], false);
-    if (n128) unsetenv("BM_CUDA_WGMMA");
+    if (n128 || tman128 || tmac1) unsetenv("BM_CUDA_WGMMA");
   }
 }
 
@@ -837,6 +852,10 @@ static void test_wgmma_source(void) {
       bool wg = strstr(out.src.s, "(acc, da + 2 * kk") != NULL; /* a wgmma call (the prelude defines them always) */
       CHECK_MSG(wg == (i == 0), "case %d: wgmma body %s", i, wg ? "present" : "missing");
       if (i == 0) CHECK(strstr(out.src.s, "#else\n") != NULL && strstr(out.src.s, "bm_mma_bf16(acc") != NULL);
+      /* the TMA body, its runtime data and the cp.async fallback */
+      if (i == 0) CHECK(strstr(out.src.s, "bm_tma_load2d(sa, tma") != NULL && strstr(out.src.s, "_tmd)[] = {") != NULL &&
+                        strstr(out.src.s, "bm_cp_async16(sa + ") != NULL);
+      if (i == 0) CHECK(strstr(out.src.s, "bm_tma_load2d_mc(") != NULL); /* the default: clusters of 2 */
     }
     bm_clike_out_free(&out);
     bm_module_destroy(m);

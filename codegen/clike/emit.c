@@ -970,8 +970,10 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
       ck k = {.b = &body, .g = g, .n = n, .L = L, .I = index_type(g, n), .threads = 256};
       s = emit(&k);
       if (!s && body.oom) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s backend: kernel source", L->name);
+      if (!s && k.decl.oom) s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "%s backend: kernel source", L->name);
       if (s) {
         bm_sb_free(&body);
+        bm_sb_free(&k.decl);
         s = bm_status_wrap(s, "function '%s' node %d (%s)", g->name, n->id, bm_op_name(n->op));
         break;
       }
@@ -991,6 +993,7 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
           bm_clike_kernel *nk = realloc(out->kernels, (size_t)cap * sizeof *nk);
           if (!nk) {
             bm_sb_free(&body);
+            bm_sb_free(&k.decl);
             s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "kernel table");
             break;
           }
@@ -1002,6 +1005,7 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
           kent *ns = realloc(seen, (size_t)cap * sizeof *ns);
           if (!ns) {
             bm_sb_free(&body);
+            bm_sb_free(&k.decl);
             s = bm_status_make(BM_ERR_OUT_OF_MEMORY, "kernel table");
             break;
           }
@@ -1013,11 +1017,16 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
         seen[nseen++] = (kent){h, body.s, k.threads, k.min_blocks, k.smem, found};
         body.s = NULL; /* owned by seen */
         bm_sb_printf(&out->src, "/* %s: function '%s' node %d */\n", sym, g->name, n->id);
+        if (k.decl.s) bm_sb_printf(&out->src, "#define BM_KSYM(x) %s##x\n%s", sym, k.decl.s);
+        if (k.pdl_in_body) bm_sb_puts(&out->src, "#define BM_PDL_IN_BODY\n");
         bm_sb_printf(&out->src, L->kernel_open, sym, k.threads, k.min_blocks);
         bm_sb_puts(&out->src, seen[nseen - 1].body);
         bm_sb_puts(&out->src, L->kernel_close);
+        if (k.pdl_in_body) bm_sb_puts(&out->src, "#undef BM_PDL_IN_BODY\n");
+        if (k.decl.s) bm_sb_puts(&out->src, "#undef BM_KSYM\n");
       }
       bm_sb_free(&body);
+      bm_sb_free(&k.decl);
       n->kernel = bm_arena_strdup(m->arena, out->kernels[found].symbol);
       n->tasks = k.tasks;
       n->scratch = 0;

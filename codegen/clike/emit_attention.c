@@ -1,10 +1,12 @@
-/* emit_attention.c - ATTENTION in the C-like emitter: a tensor-core
- * FlashAttention-2 kernel (f16/bf16 on CUDA), a split-key decode kernel for
+/* emit_attention.c - ATTENTION in the C-like emitter: a wgmma kernel for
+ * sm_90a (FlashAttention-3's ideas) over a tensor-core FlashAttention-2
+ * kernel (f16/bf16 on CUDA), a split-key decode kernel for
  * short query lengths (flash-decoding, any dtype) and the scalar online-softmax
  * kernel for the rest; all do causal, GQA, sliding window, soft-capping, masks
  * and per-batch KV lengths with the interpreter's semantics (ir/interp.c). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "emit_internal.h"
@@ -389,7 +391,7 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
   P("      float l = lr[rr];\n      l += BM_SHFL_XOR(l, 1);\n      l += BM_SHFL_XOR(l, 2);\n");
   P("      const float inv = l > 0.0f ? 1.0f / l : 0.0f;\n");
   P("      const %s i = i0 + rr * 8;\n", I);
-  P("      if (i < Sq) {\n");
+  P("      if (i < Sq && warp < %d) { /* warp %d: the wgmma kernel's producer in a shared launch */\n", c->nw, c->nw);
   P("#pragma unroll\n      for (int x = 0; x < %d; x++)\n#pragma unroll\n      for (int e = 0; e < 2; e++) {\n", NO);
   P("        const int dd = x * 8 + t4 * 2 + e;\n");
   P("        if (dd < %lld) {\n", (long long)Dv);
@@ -400,6 +402,469 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
   P("        }\n      }\n      }\n    }\n");
   ck_loop_close(k);
   return NULL;
+}
+
+/* ------------------------------------------------------------------ Hopper */
+
+/* FlashAttention on wgmma (sm_90a; FlashAttention-3's ideas): NWG consumer
+ * warpgroups own BM = 64 NWG query rows of one (batch,
+ * head); warpgroup wg computes S (64 x BN) = Q K^T with wgmma.m64nBNk16, Q
+ * and K from shared memory (K-major, 128-byte swizzle), and O (64 x Dv) +=
+ * P V with P from registers (the S accumulators rounded to the input dtype
+ * are the A fragment as they stand) and V from shared memory through a
+ * transposed (MN-major) descriptor. Head dims are padded with zeros to 64 or
+ * 128 columns; an operand is stored as 64-column blocks of rows of 128
+ * bytes, 16-byte chunk c of row r at c ^ (r & 7) (what the descriptors
+ * describe). K and V tiles go through NS stages of cp.async by every thread,
+ * issued NS - 1 tiles ahead, one barrier per key tile. The online softmax is
+ * the FA2 kernel's (exp2, the scale folded in; masks, soft-capping, causal,
+ * window and kv_len likewise). The schedules (wa_cfg.mode):
+ * - WA_SERIAL: S_j, wait, softmax, P_j V_j, wait;
+ * - WA_PIPE (FA3's intra-warpgroup overlap): step j issues S_j and
+ *   P_{j-1} V_{j-1}, waits for S_j only and runs its softmax while the P V
+ *   product runs, then waits for that and rescales O (step 0 peeled off, so
+ *   no branch sits between a wgmma and its wait);
+ * - WA_WS (FA3's warp specialization, emit_attention_ws): a producer
+ *   warpgroup loads K and V, mbarriers instead of the block barrier; not the
+ *   default, not yet verified on a GPU (docs/cuda.md).
+ * FA3's ping-pong between warpgroups needs them to run different code around
+ * the barrier; ptxas then serializes the wgmmas (C7520: a wgmma fence in a
+ * divergent path), so it is not here. */
+enum { WA_SERIAL, WA_PIPE, WA_WS };
+/* registers of a WA_WS producer thread (setmaxnreg; the consumers get the
+ * rest of the block's allocation: 232 with two warpgroups, enough for head
+ * dim 128 with a mask) */
+enum { WA_PREG = 40 };
+
+typedef struct wa_cfg {
+  const char *name; /* BM_CUDA_ATTN=name forces it (compile time, for comparisons; "fa2": off) */
+  int nwg, bn, mode, ns, minb; /* warpgroups, keys per tile, schedule, stages, blocks per multiprocessor wanted */
+} wa_cfg;
+
+static const wa_cfg wa_cfgs[] = {
+    {"w2n128p", 2, 128, WA_PIPE, 2, 1},  {"w2n128p3", 2, 128, WA_PIPE, 3, 1}, {"w2n128", 2, 128, WA_SERIAL, 2, 1},
+    {"w3n128p", 3, 128, WA_PIPE, 2, 1},  {"w2n64p", 2, 64, WA_PIPE, 2, 1},    {"w3n64p", 3, 64, WA_PIPE, 2, 1},
+    {"w1n64p", 1, 64, WA_PIPE, 2, 3},    {"w1n128p", 1, 128, WA_PIPE, 2, 2},  {"w1n64p3", 1, 64, WA_PIPE, 3, 2},
+    {"w2n128ws", 2, 128, WA_WS, 2, 1},   {"w2n128ws3", 2, 128, WA_WS, 3, 1},
+};
+
+/* padded head dims (64 or 128) and the dynamic shared memory of a config */
+static int wa_pad(int64_t d) { return d <= 64 ? 64 : 128; }
+static int wa_smem(const wa_cfg *w, int dpa, int dva) {
+  return 1024 + 64 * w->nwg * dpa * 2 + w->ns * w->bn * (dpa + dva) * 2 + (w->mode == WA_WS ? 32 * w->ns : 0);
+}
+
+static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
+  const bm_node *q = n->in[0], *v = n->in[2];
+  if (!L || L->tensor_cores < 2) return NULL;
+  int64_t D = q->shape[3].add, Dv = v->shape[3].add;
+  if (D > 128 || Dv > 128) return NULL;
+  const char *env = getenv("BM_CUDA_ATTN");
+  /* defaults measured on an H100 (docs/cuda.md, "Attention", the table):
+   * head dims up to 64: one warpgroup, 128-key tiles, two blocks per
+   * multiprocessor (0.55-0.65x SDPA vs 0.53-0.63x for two warpgroups);
+   * larger: two warpgroups with 128-key tiles, or three with 64-key tiles
+   * without causal masking, soft-capping or a mask (0.50-0.56x vs 0.49-0.52x;
+   * they leave it too few registers: 168 a thread) */
+  float scale = n->a.attn_scale != 0.0f ? n->a.attn_scale : 1.0f / sqrtf((float)D);
+  bool plain = !n->a.causal && n->a.window == 0 && n->a.softcap <= 0.0f && !(n->a.attn_flags & BM_ATTN_HAS_MASK) &&
+               scale > 0.0f && isfinite(scale);
+  const char *def = D <= 64 && Dv <= 64 ? "w1n128p" : plain ? "w3n64p" : "w2n128p";
+  const wa_cfg *w = NULL; /* BM_CUDA_ATTN=fa2 or an unknown name: the mma.sync kernel */
+  if (!env || !*env) env = def;
+  for (size_t i = 0; i < sizeof wa_cfgs / sizeof *wa_cfgs; i++)
+    if (strcmp(env, wa_cfgs[i].name) == 0) w = &wa_cfgs[i];
+  return w && wa_smem(w, wa_pad(D), wa_pad(Dv)) <= 227 * 1024 ? w : NULL;
+}
+
+/* cp.async of `rows` rows of a (.., width) f16/bf16 tensor into `atoms`
+ * 64-column blocks (astride bytes apart) of swizzled 128-byte rows at sbase
+ * (zeros past width and for rows failing okrow), by nthr threads numbered
+ * idx, the loop unrolled `unroll` times (0: fully; the few-register WA_WS
+ * producer: 2) */
+static void wa_copy(ck *k, int buf, int rows, int atoms, int astride, int64_t width, const char *sbase,
+                    const char *grow, const char *okrow, const char *idx, int nthr, int unroll) {
+  int cpr = 8 * atoms;
+  if (unroll)
+    P("#pragma unroll %d\n", unroll);
+  else
+    P("#pragma unroll\n");
+  P("      for (int e = %s; e < %d; e += %d) {\n", idx, rows * cpr, nthr);
+  P("        const int row = e / %d, c = e %% %d;\n", cpr, cpr);
+  P("        const %s gr = %s;\n", k->I, grow);
+  P("        const bool ok = (%s) && c * 8 < %lld;\n", okrow, (long long)width);
+  P("        const unsigned char *src = bm_buf(%d) + (ok ? ((bm_i64)gr * %lld + c * 8) * 2 : 0);\n", buf,
+    (long long)width);
+  P("        bm_cp_async16(%s + (c >> 3) * %d + row * 128 + (((c & 7) ^ (row & 7)) << 4), src, ok ? 16 : 0);\n",
+    sbase, astride);
+  P("      }\n");
+}
+
+/* what the step emitters share */
+typedef struct wa_ctx {
+  const wa_cfg *w;
+  int dpa, dva, BM, BN, NB, NO, KB, VB, NS, mi;
+  const char *dt, *pack;
+  bool extra;
+} wa_ctx;
+
+/* the stage of tile `kt` */
+static str wa_stage(const wa_ctx *c, const char *kt) {
+  return c->NS == 2 ? ck_strf("(unsigned int)((%s) & 1)", kt) : ck_strf("(unsigned int)((%s) %% %d)", kt, c->NS);
+}
+
+/* issues S = Q K_kt^T (one commit group) */
+static void wa_issue_s(ck *k, const wa_ctx *c, const char *kt) {
+  P("      {\n");
+  P("      const unsigned long long dk = bm_wgmma_desc(sk0 + %s * %d, true);\n", wa_stage(c, kt).s, c->KB);
+  P("      bm_wgmma_fence_n%d(s);\n", c->BN);
+  P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++)\n", c->dpa / 16);
+  P("        bm_wgmma_ss_%s_n%d(s, dq + (kk >> 2) * %d + (kk & 3) * 2, dk + (kk >> 2) * %d + (kk & 3) * 2, kk > 0);\n",
+    c->dt, c->BN, c->BM * 8, c->BN * 8);
+  P("      bm_wgmma_commit();\n      }\n");
+}
+
+/* issues O += P V_kt (pa holds P; one commit group). V's descriptor: 64-column
+ * blocks BN * 128 bytes apart (LBO), 8-key groups 1024 apart (SBO); swapped,
+ * the H100 fails the d128 cases (checked) */
+static void wa_issue_pv(ck *k, const wa_ctx *c, const char *kt) {
+  P("      {\n");
+  P("      const unsigned long long dv = bm_wgmma_desc_mn(sv0 + %s * %d, %d, 1024);\n", wa_stage(c, kt).s, c->VB,
+    c->BN * 128);
+  P("      bm_wgmma_fence_n%d(o);\n", c->dva);
+  P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) bm_wgmma_rs_%s_n%d(o, pa[kk], dv + kk * 128);\n", c->BN / 16,
+    c->dt, c->dva);
+  P("      }\n      bm_wgmma_commit();\n");
+}
+
+/* waits for every P V, then keeps pa (the registers it read) alive until here */
+static void wa_wait_pv(ck *k, const wa_ctx *c) {
+  P("      bm_wgmma_wait_n%d<0>(o);\n", c->dva);
+  P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) bm_wg_keep4(pa[kk]);\n", c->BN / 16);
+}
+
+/* S_kt (issued, waited for until `wait_s` groups are pending) -> P in pa:
+ * mask, online softmax, and with `pv` the wait for the P V product in flight
+ * before O is rescaled (rescale: false when O is still zero) */
+static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv, bool rescale, const char *after_s,
+                    const char *after_pv) {
+  const bm_node *n = k->n;
+  const char *I = k->I;
+  const int NB = c->NB;
+  P("      {\n");
+  P("      const %s j0 = kbeg + (%s) * %d;\n", I, kt, c->BN);
+  P("      bm_wgmma_wait_n%d<%d>(s);\n", c->BN, wait_s);
+  if (after_s) P("%s", after_s);
+  /* scale, soft-cap, mask; the fast path when the tile is visible to every row of the warpgroup */
+  P("      bool full = j0 + %d <= len;\n", c->BN);
+  if (n->a.causal) P("      full = full && j0 + %d <= qw0 + off;\n", c->BN - 1);
+  if (n->a.window > 0) P("      full = full && j0 > qw0 + 63 + off - %d;\n", n->a.window);
+  P("      if (full) {\n");
+  if (c->extra) {
+    P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
+    P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
+    P("          const bool ok = i < Sq;\n");
+    P("          float y = s[4 * x + e];\n");
+    emit_score_fix(k, "y", "          ", c->mi);
+    P("          s[4 * x + e] = y;\n        }\n");
+  } else {
+    P("        /* raw scores: the scale is folded into SC */\n");
+  }
+  P("      } else {\n");
+  P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
+  P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
+  emit_key_ok(k, "          ");
+  P("          float y = s[4 * x + e];\n");
+  if (c->extra) emit_score_fix(k, "y", "          ", c->mi);
+  P("          s[4 * x + e] = ok ? y : -BM_INF;\n        }\n");
+  P("      }\n");
+  /* online softmax: rows g8 (e = 0, 1) and g8 + 8 (e = 2, 3) of the warp's
+   * 16; a row's keys are spread over the 4 lanes of a quad */
+  P("      float corr[2];\n");
+  P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) {\n");
+  P("        float mx = -BM_INF;\n");
+  P("#pragma unroll\n        for (int x = 0; x < %d; x++) mx = fmaxf(mx, fmaxf(s[4 * x + 2 * rr], s[4 * x + 2 * rr + 1]));\n",
+    NB);
+  P("        mx = fmaxf(mx, BM_SHFL_XOR(mx, 1));\n        mx = fmaxf(mx, BM_SHFL_XOR(mx, 2));\n");
+  P("        const float mnew = fmaxf(mr[rr], mx), mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
+  P("        corr[rr] = bm_ex2(mr[rr] * SC - mu);\n");
+  P("        mr[rr] = mnew;\n");
+  P("        float ls = 0.0f;\n");
+  P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 2; e++) {\n", NB);
+  P("          const float p = bm_ex2(fmaf(s[4 * x + 2 * rr + e], SC, -mu));\n");
+  P("          s[4 * x + 2 * rr + e] = p;\n          ls += p;\n        }\n");
+  P("        lr[rr] = lr[rr] * corr[rr] + ls;\n");
+  P("      }\n");
+  if (pv) { /* the previous tile's P V is done: O and pa are free */
+    wa_wait_pv(k, c);
+    if (after_pv) P("%s", after_pv);
+  }
+  if (rescale) {
+    P("#pragma unroll\n      for (int x = 0; x < %d; x++) {\n", c->NO);
+    P("        o[4 * x] *= corr[0]; o[4 * x + 1] *= corr[0]; o[4 * x + 2] *= corr[1]; o[4 * x + 3] *= corr[1];\n      }\n");
+  }
+  /* P: the accumulator layout of 16 keys is the A fragment of m64n*k16 */
+  P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) {\n", c->BN / 16);
+  P("        pa[kk][0] = %s(s[8 * kk], s[8 * kk + 1]);\n", c->pack);
+  P("        pa[kk][1] = %s(s[8 * kk + 2], s[8 * kk + 3]);\n", c->pack);
+  P("        pa[kk][2] = %s(s[8 * kk + 4], s[8 * kk + 5]);\n", c->pack);
+  P("        pa[kk][3] = %s(s[8 * kk + 6], s[8 * kk + 7]);\n", c->pack);
+  P("      }\n");
+  P("      }\n");
+}
+
+/* the top of a step: tile kt0's operands have landed (own copies: wait;
+ * everyone's: the barrier; visible to the tensor cores: the proxy fence),
+ * then the loads NS - 1 tiles ahead: K tile kt0 + NS - 1 and V tile
+ * kt0 + NS - 2 (WA_SERIAL: V with K), one commit group (maybe empty) */
+static void wa_step_top(ck *k, const wa_ctx *c, const char *lk, const char *lv) {
+  const char *I = k->I;
+  const int ah = c->NS - 1;
+  P("      bm_cp_wait<%d>();\n      bm_fence_proxy_async();\n      BM_SYNC();\n", ah - 1);
+  if (c->w->mode == WA_SERIAL) {
+    P("      if (kt0 + %d < ntile) {\n      const %s kt = kt0 + %d;\n%s%s      }\n", ah, I, ah, lk, lv);
+  } else {
+    P("      if (kt0 + %d < ntile) {\n      const %s kt = kt0 + %d;\n%s      }\n", ah, I, ah, lk);
+    P("      if (kt0 + %d < ntile) {\n      const %s kt = kt0 + %d;\n%s      }\n", ah - 1, I, ah - 1, lv);
+  }
+  P("      bm_cp_commit();\n");
+}
+
+/* O / l, the epilogue, the store (the thread's rows i0, i0 + 8) */
+static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
+  const char *I = k->I;
+  /* O / l, the epilogue, the store */
+  P("#pragma unroll\n    for (int rr = 0; rr < 2; rr++) {\n");
+  P("      float l = lr[rr];\n      l += BM_SHFL_XOR(l, 1);\n      l += BM_SHFL_XOR(l, 2);\n");
+  P("      const float inv = l > 0.0f ? 1.0f / l : 0.0f;\n");
+  P("      const %s i = i0 + rr * 8;\n", I);
+  P("      if (i < Sq) {\n");
+  P("#pragma unroll\n      for (int x = 0; x < %d; x++)\n#pragma unroll\n      for (int e = 0; e < 2; e++) {\n", c->NO);
+  P("        const int dd = x * 8 + t4 * 2 + e;\n");
+  P("        if (dd < %lld) {\n", (long long)Dv);
+  P("      const %s oi = (qb + i) * %lld + dd;\n", I, (long long)Dv);
+  P("      float v = o[4 * x + 2 * rr + e] * inv;\n");
+  ck_emit_epilogue(k, "v", "oi");
+  ck_store(k, "oi", "v");
+  P("        }\n      }\n      }\n    }\n");
+}
+
+/* The warp-specialized body (WA_WS, FA3's producer): warpgroup NWG loads K
+ * and V tiles with cp.async into NS stages, each stage guarded by mbarriers
+ * (full: the 128 producers' copies landed, cp.async.mbarrier.arrive; empty:
+ * the 4 NWG consumer warps are done with it), with 40 registers a thread
+ * (setmaxnreg) so that the consumers get 232; the consumer warpgroups load their own Q rows
+ * and run WA_PIPE's steps without block-wide barriers, so they drift apart
+ * and one's softmax overlaps the other's products. Producer and consumers
+ * count the key tiles of every task (it), which gives the stage (it % NS)
+ * and the phase parity ((it / NS) & 1) of each. */
+static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const char *lk, const char *lv, int64_t D,
+                              int64_t Dv) {
+  const char *I = k->I;
+  const int NS = c->NS, NWG = c->w->nwg;
+  /* setmaxnreg moves registers within the block's allocation at launch
+   * (65536 / threads a thread, in steps of 8): asking for more hangs (the
+   * first GPU run did). The roles share no code after it (else ptxas
+   * ignores it: C7507). */
+  int launch = 65536 / (k->threads * (k->min_blocks > 1 ? k->min_blocks : 1)) / 8 * 8;
+  int creg = (launch * k->threads - 128 * WA_PREG) / (128 * NWG) / 8 * 8;
+  P("  if (wg == %d) { /* the producer warpgroup */\n", NWG);
+  P("  bm_att_setmaxnreg_dec<%d>();\n", WA_PREG);
+  ck_loop_open(k, "B * Hq * nqt");
+  P("%s", setup);
+  P("      for (%s kt = 0; kt < ntile; kt++, it++) {\n", I);
+  P("      const unsigned int pit = it, ps = pit %% %du, ph = (pit / %du) & 1u;\n", NS, NS);
+  P("      bm_att_mbar_wait(ek0 + 8 * ps, ph ^ 1u);\n");
+  P("%s", lk);
+  P("      bm_att_cp_arrive(fk0 + 8 * ps);\n");
+  P("      bm_att_mbar_wait(ev0 + 8 * ps, ph ^ 1u);\n");
+  P("%s", lv);
+  P("      bm_att_cp_arrive(fv0 + 8 * ps);\n");
+  P("      }\n");
+  ck_loop_close(k);
+  P("  bm_cp_wait<0>(); /* no copies in flight at exit */\n");
+  P("  } else { /* the consumer warpgroups */\n");
+  P("  bm_att_setmaxnreg_inc<%d>();\n", creg > 240 ? 240 : creg);
+  ck_loop_open(k, "B * Hq * nqt");
+  P("%s", setup);
+  /* Q: the warpgroup's 64 rows, once it is done with the last task's */
+  P("    bm_att_bar_sync(1 + wg, 128);\n");
+  P("    {\n");
+  wa_copy(k, 0, 64, c->dpa / 64, c->BM * 128, D, "sq0 + wg * 8192", "qb + qw0 + row", "qw0 + row < Sq", "(tid & 127)",
+          128, 0);
+  P("    }\n");
+  P("    bm_cp_commit();\n    bm_cp_wait<0>();\n    bm_fence_proxy_async();\n    bm_att_bar_sync(1 + wg, 128);\n");
+  P("    float s[%d], o[%d], mr[2] = {-BM_INF, -BM_INF}, lr[2] = {0.0f, 0.0f};\n", c->NB * 4, c->NO * 4);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) s[x] = 0.0f;\n", c->NB * 4);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", c->NO * 4);
+  P("    unsigned int pa[%d][4];\n", c->BN / 16);
+  P("    const %s i0 = qw0 + wq * 16 + g8;\n", I);
+  P("    const unsigned long long dq = bm_wgmma_desc(sq0 + wg * 8192, true);\n");
+  str relk = ck_strf("      bm_att_mbar_arrive_if(ek0 + 8 * (ci %% %du), lane == 0);\n", NS);
+  str relv = ck_strf("      bm_att_mbar_arrive_if(ev0 + 8 * ((ci - 1u) %% %du), lane == 0);\n", NS);
+  /* step 0: S only */
+  P("    if (ntile > 0) {\n      const %s kt0 = 0;\n      const unsigned int ci = it;\n", I);
+  P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n      bm_fence_proxy_async();\n", NS, NS);
+  wa_issue_s(k, c, "ci");
+  wa_soft(k, c, "kt0", 0, false, false, relk.s, NULL);
+  P("    }\n");
+  /* steps 1..: S_j and P_{j-1} V_{j-1} */
+  P("    for (%s kt0 = 1; kt0 < ntile; kt0++) {\n", I);
+  P("      const unsigned int ci = it + (unsigned int)kt0;\n");
+  P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n", NS, NS);
+  P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
+  P("      bm_fence_proxy_async();\n");
+  wa_issue_s(k, c, "ci");
+  wa_issue_pv(k, c, "ci - 1u");
+  wa_soft(k, c, "kt0", 1, true, true, relk.s, relv.s);
+  P("    }\n");
+  /* the last tile's P V */
+  P("    if (ntile > 0) {\n      const unsigned int ci = it + (unsigned int)ntile;\n");
+  P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
+  P("      bm_fence_proxy_async();\n");
+  wa_issue_pv(k, c, "ci - 1u");
+  wa_wait_pv(k, c);
+  P("%s", relv.s);
+  P("    }\n");
+  P("    it += (unsigned int)ntile;\n");
+  wa_store(k, c, Dv);
+  ck_loop_close(k);
+  P("  }\n");
+}
+
+static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
+  const bm_node *n = k->n, *q = n->in[0], *kk = n->in[1], *v = n->in[2];
+  const char *I = k->I;
+  int64_t D = q->shape[3].add, Dv = v->shape[3].add;
+  wa_ctx c = {.w = w, .dpa = wa_pad(D), .dva = wa_pad(Dv), .BM = 64 * w->nwg, .BN = w->bn, .NS = w->ns,
+              .mi = mi};
+  c.NB = c.BN / 8;
+  c.NO = c.dva / 8;
+  c.KB = c.BN * c.dpa * 2;
+  c.VB = c.BN * c.dva * 2;
+  c.dt = q->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  c.pack = q->dtype == BM_DTYPE_BF16 ? "bm_pack_bf16x2" : "bm_pack_f16x2";
+  const int BM = c.BM, BN = c.BN, QB = BM * c.dpa * 2, NS = c.NS;
+  const bool ws = w->mode == WA_WS;
+  k->threads = 128 * (w->nwg + (ws ? 1 : 0));
+  k->smem = wa_smem(w, c.dpa, c.dva);
+  k->min_blocks = w->minb;
+  while (k->min_blocks > 1 && k->min_blocks * (k->smem + 1024) > 228 * 1024) k->min_blocks--;
+  bm_dim dims[3] = {q->shape[0], q->shape[1], q->shape[2]};
+  int64_t divs[3] = {1, 1, BM};
+  k->tasks = ck_task_grid(k->g, 3, dims, divs);
+  str B = ck_dimx(k, q->shape[0]), Hq = ck_dimx(k, q->shape[1]), Sq = ck_dimx(k, q->shape[2]),
+      Hkv = ck_dimx(k, kk->shape[1]), Sk = ck_dimx(k, kk->shape[2]);
+  P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
+  P("  /* Q (%d rows), %d K stages, %d V stages: blocks of 64 columns in 128-byte rows, whole swizzle groups */\n", BM,
+    c.NS, c.NS);
+  P("  const unsigned int sq0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u, sk0 = sq0 + %d, sv0 = sk0 + %d;\n", QB,
+    c.NS * c.KB);
+  P("  const %s B = %s, Hq = %s, Sq = %s, Hkv = %s, Sk = %s;\n", I, B.s, Hq.s, Sq.s, Hkv.s, Sk.s);
+  P("  const int wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, g8 = lane >> 2, t4 = lane & 3;\n");
+  if (ws) { /* K, V full (the producers' copies landed), K, V empty (the 4 NWG consumer warps are done) */
+    P("  const unsigned int fk0 = sv0 + %d, fv0 = fk0 + %d, ek0 = fv0 + %d, ev0 = ek0 + %d;\n", NS * c.VB, 8 * NS,
+      8 * NS, 8 * NS);
+    P("  if (tid == 0) {\n    for (int x = 0; x < %d; x++) {\n", NS);
+    P("      bm_att_mbar_init(fk0 + 8 * x, 128u); bm_att_mbar_init(fv0 + 8 * x, 128u);\n");
+    P("      bm_att_mbar_init(ek0 + 8 * x, %du); bm_att_mbar_init(ev0 + 8 * x, %du);\n", 4 * w->nwg, 4 * w->nwg);
+    P("    }\n    bm_att_mbar_fence_init();\n  }\n  BM_SYNC();\n");
+    P("  unsigned int it = 0; /* key tiles through the pipeline so far: the stage and phase of the next */\n");
+  }
+  float scale = n->a.attn_scale != 0.0f ? n->a.attn_scale : 1.0f / sqrtf((float)D);
+  c.extra = mi >= 0 || n->a.softcap > 0.0f || !(scale > 0.0f && isfinite(scale));
+  P("  const float SC = %s;\n", ck_flt((c.extra ? 1.0f : scale) * 1.44269504088896341f).s);
+  P("  const %s nqt = (Sq + %d) / %d;\n", I, BM - 1, BM);
+  /* the task's setup (B, head, query tile; key range), emitted once per task loop */
+  bm_sb *saved = k->b;
+  bm_sb su = {0}, ldk = {0}, ldv = {0};
+  k->b = &su;
+  P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
+    n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
+  emit_len(k, li);
+  P("    const %s q0 = qt * %d, qlast = (q0 + %d < Sq ? q0 + %d : Sq) - 1, qw0 = q0 + wg * 64;\n", I, BM, BM, BM);
+  P("    (void)qlast;\n");
+  P("    %s kend = len, kbeg = 0;\n", I);
+  if (n->a.causal) P("    if (qlast + off + 1 < kend) kend = qlast + off + 1;\n");
+  if (n->a.window > 0) {
+    P("    kbeg = q0 + off - %d + 1;\n", n->a.window);
+    P("    kbeg = kbeg < 0 ? 0 : kbeg / %d * %d;\n", BN, BN);
+  }
+  P("    const %s ntile = kend > kbeg ? (kend - kbeg + %d) / %d : 0;\n", I, BN - 1, BN);
+  P("    const %s qb = (b * Hq + h) * Sq, kvb = (b * Hkv + hk) * Sk;\n", I);
+  /* loaders: K tile kt / V tile kt into their stages */
+  k->b = &ldk;
+  P("      {\n      const %s j0 = kbeg + kt * %d;\n", I, BN);
+  P("      const unsigned int skst = sk0 + %s * %d;\n", wa_stage(&c, ws ? "pit" : "kt").s, c.KB);
+  wa_copy(k, 1, BN, c.dpa / 64, BN * 128, D, "skst", "kvb + j0 + row", "j0 + row < len", ws ? "(tid & 127)" : "tid",
+          ws ? 128 : k->threads, ws ? 2 : 0);
+  P("      }\n");
+  k->b = &ldv;
+  P("      {\n      const %s j0 = kbeg + kt * %d;\n", I, BN);
+  P("      const unsigned int svst = sv0 + %s * %d;\n", wa_stage(&c, ws ? "pit" : "kt").s, c.VB);
+  wa_copy(k, 2, BN, c.dva / 64, BN * 128, Dv, "svst", "kvb + j0 + row", "j0 + row < len", ws ? "(tid & 127)" : "tid",
+          ws ? 128 : k->threads, ws ? 2 : 0);
+  P("      }\n");
+  k->b = saved;
+  const char *lk = ldk.s ? ldk.s : "", *lv = ldv.s ? ldv.s : "", *setup = su.s ? su.s : "";
+  if (ws) {
+    emit_attention_ws(k, &c, setup, lk, lv, D, Dv);
+    bm_sb_free(&su);
+    bm_sb_free(&ldk);
+    bm_sb_free(&ldv);
+    return;
+  }
+  ck_loop_open(k, "B * Hq * nqt");
+  P("%s", setup);
+  bm_sb_free(&su);
+  /* Q and the first K (and V) tile */
+  P("    {\n");
+  wa_copy(k, 0, BM, c.dpa / 64, BM * 128, D, "sq0", "qb + q0 + row", "q0 + row < Sq", "tid", k->threads, 0);
+  P("    }\n");
+  for (int a = 0; a < c.NS - 1; a++) { /* the first NS - 1 groups: K tile a, V tile a - 1 (WA_SERIAL: a) */
+    P("    if (%d < ntile) {\n      const %s kt = %d;\n%s    }\n", a, I, a, lk);
+    if (w->mode == WA_SERIAL || a > 0)
+      P("    if (%d < ntile) {\n      const %s kt = %d;\n%s    }\n", w->mode == WA_SERIAL ? a : a - 1, I,
+        w->mode == WA_SERIAL ? a : a - 1, lv);
+    P("    bm_cp_commit();\n");
+  }
+  P("    float s[%d], o[%d], mr[2] = {-BM_INF, -BM_INF}, lr[2] = {0.0f, 0.0f};\n", c.NB * 4, c.NO * 4);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) s[x] = 0.0f;\n", c.NB * 4);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", c.NO * 4);
+  P("    unsigned int pa[%d][4];\n", BN / 16);
+  P("    const %s i0 = qw0 + wq * 16 + g8;\n", I);
+  P("    const unsigned long long dq = bm_wgmma_desc(sq0 + wg * 8192, true);\n");
+  if (w->mode == WA_SERIAL) {
+    P("    for (%s kt0 = 0; kt0 < ntile; kt0++) {\n", I);
+    wa_step_top(k, &c, lk, lv);
+    wa_issue_s(k, &c, "kt0");
+    wa_soft(k, &c, "kt0", 0, false, true, NULL, NULL);
+    wa_issue_pv(k, &c, "kt0");
+    wa_wait_pv(k, &c);
+    P("    }\n");
+  } else if (w->mode == WA_PIPE) {
+    P("    if (ntile > 0) {\n      const %s kt0 = 0;\n", I);
+    wa_step_top(k, &c, lk, lv);
+    wa_issue_s(k, &c, "kt0");
+    wa_soft(k, &c, "kt0", 0, false, false, NULL, NULL);
+    P("    }\n");
+    P("    for (%s kt0 = 1; kt0 < ntile; kt0++) {\n", I);
+    wa_step_top(k, &c, lk, lv);
+    wa_issue_s(k, &c, "kt0");
+    wa_issue_pv(k, &c, "kt0 - 1");
+    wa_soft(k, &c, "kt0", 1, true, true, NULL, NULL);
+    P("    }\n");
+    P("    if (ntile > 0) { /* the last tile's P V (its V was loaded in an earlier step) */\n");
+    P("      bm_cp_wait<0>();\n      bm_fence_proxy_async();\n      BM_SYNC();\n");
+    wa_issue_pv(k, &c, "ntile - 1");
+    wa_wait_pv(k, &c);
+    P("    }\n");
+  }
+  bm_sb_free(&ldk);
+  bm_sb_free(&ldv);
+  P("    bm_cp_wait<0>();\n    BM_SYNC(); /* the next task reuses the shared memory */\n");
+  wa_store(k, &c, Dv);
+  ck_loop_close(k);
 }
 
 /* ------------------------------------------------------------------ decode */
@@ -646,15 +1111,17 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   P("    if (last_) {\n");
   P("      __threadfence();\n");
   P("      const float *pb = bm_part + (bm_i64)(bh * %d + rg) * %d * %lld;\n", NRG, NS, (long long)(RB * (Dv + 2)));
+  /* only the splits that held keys: a short cache (kv_len 136 of 4096 slots) fills a few */
+  P("      const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0;\n");
   P("      for (int e = tid; e < %d; e += %d) {\n", RB * U * DEC_T, DEC_T);
   P("        const int rr = e / %d, dd = e %% %d;\n", U * DEC_T, U * DEC_T);
   P("        if (rr < nr && dd < %lld) {\n", (long long)Dv);
   P("          float M = -BM_INF;\n");
-  P("          for (int s2 = 0; s2 < %d; s2++) M = fmaxf(M, __ldcg(pb + (s2 * %d + rr) * %lld + %lld));\n", NS, RB,
+  P("          for (int s2 = 0; s2 < nact; s2++) M = fmaxf(M, __ldcg(pb + (s2 * %d + rr) * %lld + %lld));\n", RB,
     (long long)(Dv + 2), (long long)Dv);
   P("          float L = 0.0f, O = 0.0f;\n");
   P("          if (M != -BM_INF)\n");
-  P("            for (int s2 = 0; s2 < %d; s2++) {\n", NS);
+  P("            for (int s2 = 0; s2 < nact; s2++) {\n");
   P("              const float *ps2 = pb + (s2 * %d + rr) * %lld;\n", RB, (long long)(Dv + 2));
   P("              const float w = expf(__ldcg(ps2 + %lld) - M);\n", (long long)Dv);
   P("              L += w * __ldcg(ps2 + %lld);\n", (long long)(Dv + 1));
@@ -682,7 +1149,25 @@ bm_status emit_attention(ck *k) {
   /* the decode kernel uses CUDA's atomics and static device arrays */
   bool cuda = k->L && strcmp(k->L->name, "cuda") == 0;
   if (cuda && dec_attn_cfg(k->g, n, &dc)) return emit_attention_decode(k, &dc, mi, li);
-  if (k->L && k->L->tensor_cores && tc_attn_cfg(k->g, n, &tc)) return emit_attention_tc(k, &tc, mi, li);
+  if (k->L && k->L->tensor_cores && tc_attn_cfg(k->g, n, &tc)) {
+    const wa_cfg *w = wa_attn_cfg(k->L, n);
+    if (!w) return emit_attention_tc(k, &tc, mi, li);
+    /* sm_90a: wgmma; other archs and the PTX: the FA2 kernel on the same
+     * launch (4 warps per warpgroup, the same query tile) */
+    tc.nw = 4 * w->nwg;
+    tc.bm = 16 * tc.nw;
+    tc.smem = tc.bm * tc.sqb + 3 * tc.bn * (tc.sqb + tc.svb);
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    emit_attention_wg(k, w, mi, li);
+    int smem = k->smem, minb = k->min_blocks, threads = k->threads; /* threads: + the producer warp of WA_WS */
+    P("#else\n");
+    bm_status st = emit_attention_tc(k, &tc, mi, li);
+    P("#endif\n");
+    if (smem > k->smem) k->smem = smem;
+    k->min_blocks = minb;
+    k->threads = threads;
+    return st;
+  }
   return emit_attention_scalar(k);
 }
 

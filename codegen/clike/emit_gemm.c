@@ -394,6 +394,7 @@ static const wg_cfg *wgmma_cfg(const bm_clike_lang *L, const bm_node *n) {
   if (!env || !*env) return &wg_cfgs[0];
   for (size_t i = 0; i < sizeof wg_cfgs / sizeof *wg_cfgs; i++)
     if (strcmp(env, wg_cfgs[i].name) == 0) return &wg_cfgs[i];
+  if (strncmp(env, "tma_", 4) == 0) return &wg_cfgs[0]; /* a TMA config (tma_cfg_for): the fallback body's */
   return NULL; /* "0" or an unknown name: mma.sync */
 }
 
@@ -575,6 +576,236 @@ static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
   ck_loop_close(k);
 }
 
+/* The Hopper TMA GEMM (sm_90a): the same operands as the wgmma body above
+ * (f16/bf16 A (M, K) and B (N, K), both K-major), warp-specialized and
+ * persistent. 384 threads: warpgroup 0 is the producer (registers cut to 40
+ * by setmaxnreg; one thread issues everything), warpgroups 1 and 2 the
+ * consumers (registers raised to 232), each 64 rows x BN of a 128 x BN
+ * tile with BN / 2 f32 accumulators per thread. K goes in steps of 64
+ * through S stages of shared memory (A 16 KiB + B BN * 128 bytes), loaded
+ * by 2-d TMA tensor loads (cp.async.bulk.tensor, 128-byte swizzle: the
+ * wgmma descriptor's layout; zero fill past K and past the tensor's last
+ * row) that complete on the stage's "full" mbarrier (the producer arrives
+ * with the stage's byte count). A consumer waits on "full", issues its 4
+ * wgmmas, commits, waits until one batch is in flight, and then the
+ * previous stage is done: one lane per consumer warp arrives on its
+ * "empty" mbarrier, which the producer waits on before it refills the
+ * stage. No block-wide barrier after the setup, so the producer runs up to
+ * S stages ahead, across tiles: the loads of the next tile overlap the
+ * consumers' epilogue. Blocks loop over the tiles (grid-stride, groups of
+ * 8 M-tiles walking N for L2 reuse); the runtime caps the grid at
+ * blocks_per_sm x the multiprocessors.
+ *
+ * Cluster 2 (the c2 configs): the two blocks of a cluster take the two
+ * M-tiles of a pair (2 pm, 2 pm + 1) with the same N columns, and each
+ * loads one half of the shared B tile, multicast into both blocks' stages
+ * (TMA .multicast::cluster: each block's "full" barrier counts A, its own
+ * half and the peer's), so the L2 -> shared memory traffic per FLOP drops
+ * by a third (1 + 1/2 operand tiles per block instead of 2). A stage is
+ * free when the consumers of both blocks are done with it: "empty" counts
+ * 16 arrivals (each consumer warp arrives on its own block's barrier and
+ * on the peer's). Cluster barriers after the setup (the peer's barriers
+ * exist) and before the exit (no arrival or copy targets an exited block).
+ * A pair whose second M-tile is past M computes rows that are not stored.
+ *
+ * The tensor maps (A and B, 128 bytes each, encoded by the runtime with
+ * cuTensorMapEncodeTiled at session create, per launch) are in device
+ * memory whose address the runtime puts into argument slot BM_TMA_SLOT; it
+ * learns what to encode, the shared memory and the cluster size from the
+ * kernel's `<symbol>_tmd` constant array (BM_TMD_* layout below), found
+ * with cuModuleGetGlobal, so only the sm_90a image has it. Rows of a map:
+ * the operand's element count at the symbols' maxima / K (batches stacked:
+ * the tile's first row is off / K + m0; rows past M of a batch read the
+ * next batch or garbage inside the allocation and only feed outputs that
+ * are not stored). When the runtime has no maps for the launch (slot 0: an
+ * old runtime, no cuTensorMapEncodeTiled, an unaligned operand) or
+ * launched it with less shared memory, the kernel runs the cp.async wgmma
+ * body (the n128k64s3 config) on 256 of its threads, without clusters. */
+typedef struct tma_cfg {
+  const char *name; /* BM_CUDA_WGMMA=name */
+  int bn, stages, cluster;
+  int group; /* M-tiles per group of the tile order */
+} tma_cfg;
+
+/* tensor-map data of a kernel (`<symbol>_tmd`, long long[]): magic, dynamic
+ * shared memory, blocks per multiprocessor (grid cap; 0: none), argument
+ * slot of the maps' address, number of maps, cluster size (blocks along x;
+ * the grid is rounded up to a multiple), then per map 7 values: buffer
+ * (argument index), element bytes, columns (inner dim, elements), rows, box
+ * columns, box rows, swizzle (CUtensorMapSwizzle). The runtime side is
+ * runtime/device_cuda.c ("Tensor maps"). */
+#define BM_TMD_MAGIC 0x31646d74l /* "tmd1" */
+#define BM_TMA_SLOT 15
+
+/* the first is the default: on an H100 (docs/cuda.md) 685-782 TFLOP/s on
+ * 4096^3, 8192^3 and the LLM prefill shapes, 0.89-1.05x cuBLAS; without
+ * clusters 663-748 (0.83-0.98x); 128 x 128 tiles ~500; groups of 16
+ * M-tiles +1-3% without clusters; tma_n256s4c2g16 and g4 not measured */
+static const tma_cfg tma_cfgs[] = {
+    {"tma_n256s4c2", 256, 4, 2, 8},
+    {"tma_n256s4", 256, 4, 1, 8},
+    {"tma_n128s6", 128, 6, 1, 8},
+    {"tma_n256s3", 256, 3, 1, 8},
+    {"tma_n128s6c2", 128, 6, 2, 8},
+    {"tma_n256s4g16", 256, 4, 1, 16},
+    {"tma_n256s4g4", 256, 4, 1, 4},
+    {"tma_n256s4c2g16", 256, 4, 2, 16},
+};
+
+static int tma_stage_bytes(const tma_cfg *c) { return (128 + c->bn) * 128; }
+static int tma_smem(const tma_cfg *c) { return c->stages * tma_stage_bytes(c) + 1024 + 16 * c->stages; }
+
+/* the TMA config for node n (NULL: the cp.async wgmma config of wgmma_cfg,
+ * or none): BM_CUDA_WGMMA names one, or a cp.async one (then NULL), else the
+ * first; the output index must leave the map slot free */
+static const tma_cfg *tma_cfg_for(const bm_clike_lang *L, const bm_node *n) {
+  if (!wgmma_cfg(L, n) || n->nin >= BM_TMA_SLOT) return NULL;
+  const char *env = getenv("BM_CUDA_WGMMA");
+  if (!env || !*env) return &tma_cfgs[0];
+  for (size_t i = 0; i < sizeof tma_cfgs / sizeof *tma_cfgs; i++)
+    if (strcmp(env, tma_cfgs[i].name) == 0) return &tma_cfgs[i];
+  return NULL;
+}
+
+/* elements of x at the symbols' maxima */
+static int64_t max_elems(const bm_graph *g, const bm_node *x) {
+  int64_t e = 1;
+  for (int d = 0; d < x->ndim; d++) e *= ck_dim_max(g, x->shape[d]);
+  return e;
+}
+
+/* work item t -> bi, m0, n0 (groups of 8 M-tiles walk N together); with
+ * clusters of 2 an item is a pair of M-tiles, the block's is 2 pm + crank */
+static void tma_tile(ck *k, const tma_cfg *c) {
+  const char *I = k->I;
+  const int G = c->group / c->cluster;
+  P("      const %s bi = t / (tmp * tn), rem = t %% (tmp * tn);\n", I);
+  P("      const %s tgrp = rem / (%d * tn), first = tgrp * %d, gsz = tmp - first < %d ? tmp - first : %d;\n", I, G, G, G, G);
+  P("      const %s pm = first + (rem %% (%d * tn)) %% gsz, n0 = ((rem %% (%d * tn)) / gsz) * %d;\n", I, G, G, c->bn);
+  if (c->cluster > 1)
+    P("      const %s m0 = (pm * %d + (%s)crank) * 128;\n", I, c->cluster, I);
+  else
+    P("      const %s m0 = pm * 128;\n", I);
+}
+
+static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
+  const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
+  const char *I = k->I, *dt = b->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  const int BN = c->bn, S = c->stages, C = c->cluster, stage = tma_stage_bytes(c), smem = tma_smem(c);
+  const int bh = BN / C; /* B rows each block of a cluster loads */
+  int64_t Kc = a->shape[a->ndim - 1].add; /* static (tc_gemm_ok) */
+  int64_t ra = max_elems(k->g, a) / Kc, rb = max_elems(k->g, b) / Kc;
+  /* the runtime's data (BM_TMD_MAGIC layout); the body names the config,
+   * so kernels with other data never share a source */
+  bm_sb *saved = k->b;
+  k->b = &k->decl;
+  P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+  P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, 2, %d, 0, 2, %lld, %lld, 64, 128, 3, 1, "
+    "2, %lld, %lld, 64, %d, 3}; }\n",
+    BM_TMD_MAGIC, smem, BM_TMA_SLOT, C, (long long)Kc, (long long)ra, (long long)Kc, (long long)rb, bh);
+  P("#endif\n");
+  k->b = saved;
+  P("  /* tma %s: A rows %lld, B rows %lld, K %lld */\n", c->name, (long long)ra, (long long)rb, (long long)Kc);
+  P("  if (bm_a.bufs[%d] == 0ull || bm_dyn_smem() < %du || BM_KSYM(_tmd)[0] != %ldll) {\n", BM_TMA_SLOT, smem,
+    BM_TMD_MAGIC);
+  P("  if (tid >= 256) return;\n");
+  emit_gemm_wgmma(k, g, &wg_cfgs[0]);
+  P("  } else {\n");
+  P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
+  P("  const unsigned int sm0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u, bar = sm0 + %d; /* full[s], empty[s] */\n",
+    S * stage);
+  P("  const unsigned long long tma = bm_a.bufs[%d], tmb = tma + 128;\n", BM_TMA_SLOT);
+  P("  const %s tm = (M + 127) / 128, tmp = (tm + %d) / %d, tn = (N + %d) / %d, ktiles = (K + 63) / 64;\n", I, C - 1, C,
+    BN - 1, BN);
+  P("  const %s nitems = nb * tmp * tn, ncl = (%s)nblk / %d;\n", I, I, C);
+  P("  const unsigned int crank = %s;\n", C > 1 ? "bm_cluster_rank()" : "0u");
+  P("  (void)crank;\n");
+  P("  if (tid == 0) {\n");
+  P("    for (int s = 0; s < %d; s++) { bm_mbar_init(bar + 8 * s, 1); bm_mbar_init(bar + %d + 8 * s, %d); }\n", S, 8 * S,
+    8 * C);
+  P("    bm_mbar_fence_init();\n");
+  P("  }\n");
+  if (C > 1)
+    P("  bm_cluster_sync(); /* the peer's barriers are initialized */\n");
+  else
+    P("  BM_SYNC();\n");
+  P("  if (tid < 128) { /* producer */\n");
+  P("    bm_setmaxnreg_dec<40>();\n");
+  P("    if (tid == 0) {\n");
+  P("    bm_tmap_acquire(tma); bm_tmap_acquire(tmb);\n");
+  P("    unsigned int it = 0;\n");
+  P("    for (%s t = (%s)bid0 / %d; t < nitems; t += ncl) {\n", I, I, C);
+  tma_tile(k, c);
+  P("%s", g->batch_setup.s);
+  P("      const int ra = (int)(a_off / K + m0), rb = (int)(b_off / K + n0) + %d * (int)crank;\n", bh);
+  P("      for (%s kt = 0; kt < ktiles; kt++, it++) {\n", I);
+  P("        const unsigned int s = it %% %du, fb = bar + 8 * s, sa = sm0 + s * %d;\n", S, stage);
+  P("        bm_mbar_wait(bar + %d + 8 * s, ((it / %du) & 1u) ^ 1u); /* the consumers freed it */\n", 8 * S, S);
+  P("        bm_mbar_expect_tx(fb, %du);\n", stage);
+  P("        bm_tma_load2d(sa, tma, (int)(kt * 64), ra, fb);\n");
+  if (C > 1)
+    P("        bm_tma_load2d_mc(sa + 16384 + %d * crank, tmb, (int)(kt * 64), rb, fb, (unsigned short)%d);\n", bh * 128,
+      (1 << C) - 1);
+  else
+    P("        bm_tma_load2d(sa + 16384, tmb, (int)(kt * 64), rb, fb);\n");
+  P("      }\n");
+  P("    }\n");
+  P("    }\n");
+  P("  } else { /* consumers: warpgroup wg of 64 rows */\n");
+  P("    bm_setmaxnreg_inc<232>();\n");
+  P("    const int wg = (tid >> 7) - 1, wq = (tid >> 5) & 3, lane = tid & 31;\n");
+  P("    unsigned int it = 0;\n");
+  P("    for (%s t = (%s)bid0 / %d; t < nitems; t += ncl) {\n", I, I, C);
+  tma_tile(k, c);
+  P("%s", g->batch_setup.s);
+  P("      float acc[%d];\n", BN / 2);
+  P("#pragma unroll\n      for (int i = 0; i < %d; i++) acc[i] = 0.0f;\n", BN / 2);
+  P("      for (%s kt = 0; kt < ktiles; kt++, it++) {\n", I);
+  P("        const unsigned int s = it %% %du, sa = sm0 + s * %d;\n", S, stage);
+  P("        bm_mbar_wait(bar + 8 * s, (it / %du) & 1u);\n", S);
+  P("        const unsigned long long da = bm_wgmma_desc(sa + wg * 8192, true), db = bm_wgmma_desc(sa + 16384, true);\n");
+  P("        bm_wgmma_fence_n%d(acc);\n", BN);
+  P("#pragma unroll\n        for (int kk = 0; kk < 4; kk++) bm_wgmma_%s_n%d(acc, da + 2 * kk, db + 2 * kk);\n", dt, BN);
+  P("        bm_wgmma_commit();\n");
+  P("        bm_wgmma_wait_n%d<1>(acc);\n", BN);
+  P("        if (kt > 0 && lane == 0) { /* step kt - 1 is done */\n");
+  P("          const unsigned int eb = bar + %d + 8 * ((it + %du) %% %du);\n", 8 * S, S - 1, S);
+  P("          bm_mbar_arrive(eb);%s\n", C > 1 ? " bm_mbar_arrive_peer(eb, crank ^ 1u);" : "");
+  P("        }\n");
+  P("      }\n");
+  P("      bm_wgmma_wait_n%d<0>(acc);\n", BN);
+  P("      if (lane == 0) {\n");
+  P("        const unsigned int eb = bar + %d + 8 * ((it + %du) %% %du);\n", 8 * S, S - 1, S);
+  P("        bm_mbar_arrive(eb);%s\n", C > 1 ? " bm_mbar_arrive_peer(eb, crank ^ 1u);" : "");
+  P("      }\n");
+  /* the store: f16/bf16 outputs with an even N write each thread's two
+   * adjacent columns as one 32-bit word (the epilogue per element) */
+  const bm_dim nd = n->shape[n->ndim - 1];
+  const bool pair = (n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16) && bm_dim_is_static(nd) && nd.add % 2 == 0;
+  P("#pragma unroll\n      for (int j = 0; j < %d; j++)\n#pragma unroll\n      for (int q = 0; q < 4; q += %d) {\n", BN / 8,
+    pair ? 2 : 1);
+  P("      const %s gm = m0 + wg * 64 + wq * 16 + (lane >> 2) + (q >> 1) * 8;\n", I);
+  P("      const %s gn = n0 + j * 8 + (lane & 3) * 2 + (q & 1);\n", I);
+  P("      if (gm < M && gn < N) {\n");
+  if (pair) {
+    P("      float v = acc[j * 4 + q], v1 = acc[j * 4 + q + 1];\n");
+    P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
+    ck_emit_epilogue(k, "v", "oi");
+    ck_emit_epilogue(k, "v1", "oi1");
+    P("      *(unsigned int *)(bm_out(%d) + (bm_i64)oi * 2) = bm_pack_%sx2(v, v1);\n", n->nin,
+      n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16");
+  } else {
+    P("      float v = acc[j * 4 + q];\n");
+    g->store_c(k, g);
+  }
+  P("      }\n");
+  P("      }\n");
+  P("    }\n");
+  P("  }\n");
+  if (C > 1) P("  bm_cluster_sync(); /* no copy or arrival targets an exited block */\n");
+  P("  }\n");
+}
+
 static void mm_load_a(ck *k, gemm *g) {
   const bm_node *a = k->n->in[0];
   str off = k->n->a.trans_a ? ck_strf("a_off + gk * M + gm") : ck_strf("a_off + gm * K + gk");
@@ -639,7 +870,18 @@ bm_status emit_matmul(ck *k) {
   g.b_k_fast = n->a.trans_b;
   g.store_c = mm_store;
   const wg_cfg *wc = wgmma_cfg(k->L, n);
-  if (wc) { /* sm_90a: wgmma; other archs and the PTX: mma.sync, same launch (128x128 tasks) */
+  const tma_cfg *tc9 = tma_cfg_for(k->L, n);
+  if (tc9) { /* sm_90a: TMA + wgmma (or its cp.async fallback); elsewhere mma.sync on 256 of the 384 threads */
+    k->smem = wg_smem(&wg_cfgs[0]); /* the fallback's; the runtime raises it to the TMA body's (BM_KSYM(_tmd)) */
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    emit_gemm_tma(k, &g, tc9);
+    P("#else\n");
+    P("  if (tid >= 256) return;\n");
+    emit_gemm_tc(k, &g);
+    P("#endif\n");
+    k->threads = 384;
+    k->min_blocks = 1;
+  } else if (wc) { /* sm_90a: wgmma; other archs and the PTX: mma.sync, same launch (128x128 tasks) */
     k->smem = wg_smem(wc);
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
     emit_gemm_wgmma(k, &g, wc);

@@ -1,6 +1,7 @@
 /* emit_gemv.c - the skinny GEMM of the C-like emitter (decode: at most 16
  * rows): MATMUL with B stored (N, K) and QMATMUL stream the weight rows. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "emit_internal.h"
@@ -97,12 +98,35 @@ bm_status emit_gemv(ck *k) {
   const int WN = GEMV_WARPS / WK, CB = WN * NC; /* columns per block */
 
   k->threads = 32 * GEMV_WARPS;
+  /* one row (decode at batch 1): at most 64 registers, 4 blocks per
+   * multiprocessor (bf16: 60 registers, no spills; the unbounded kernel used
+   * 86, 2 blocks) to keep more weight loads in flight. BM_CUDA_GEMV_MINB=n
+   * (read by bmc, for comparisons) sets it for every GEMV. */
+  k->min_blocks = MR == 1 ? 4 : 1;
+  const char *mb = getenv("BM_CUDA_GEMV_MINB");
+  if (mb && *mb && atoi(mb) >= 1 && atoi(mb) <= 8) k->min_blocks = atoi(mb);
   bm_dim dims[1] = {Nd};
   int64_t divs[1] = {CB};
   k->tasks = ck_task_grid(k->g, 1, dims, divs);
   P("  /* skinny GEMM: %d row(s) at most, %d columns per block (%d per warp), K split over %d warps, %s loads */\n",
     MR, CB, NC, WK, vec ? "16-byte" : "element");
   P("  const %s M = %s, N = %s, K = %s;\n", I, M.s, N.s, K.s);
+  /* bytes per weight row (16-byte chunks only) */
+  str rowb = w->dtype == BM_DTYPE_I4 ? ck_strf("(K / 2)") : ck_strf("(K * %d)", (int)bm_dtype_nbytes(w->dtype, 1));
+  /* Programmatic dependent launch (CUDA sm_90): this kernel may start while
+   * the one before it still runs. The weights are constants, so one thread
+   * starts copying the block's first tile of weight rows (contiguous) into
+   * L2 right away; the activations, the scales and the epilogue's inputs are
+   * read only after the wait for the previous kernel. */
+  k->pdl_in_body = true;
+  if (vec) {
+    P("  if (tid == 0 && bid0 * %d < (bm_i64)N) {\n", CB);
+    P("    const bm_i64 r0 = bid0 * %d, nrow = (bm_i64)N - r0 < %d ? (bm_i64)N - r0 : %d;\n", CB, CB, CB);
+    P("    bm_prefetch_l2(bm_buf(1) + r0 * %s, (unsigned int)(nrow * %s));\n", rowb.s, rowb.s);
+    P("  }\n");
+  }
+  P("  BM_PDL_WAIT();\n");
+  P("  BM_PDL_TRIGGER();\n");
   if (quant) P("  const %s G = %s, gs = K / G;\n", I, ck_dimx(k, sc->shape[1]).s);
   P("  const int lane = tid & 31, warp = tid >> 5, wk = warp %% %d, wn = warp / %d;\n", WK, WK);
   P("  BM_SHARED float red[%d][%d][%d];\n", GEMV_WARPS, MR, NC);
@@ -114,8 +138,6 @@ bm_status emit_gemv(ck *k) {
   P("#pragma unroll\n    for (int m = 0; m < %d; m++)\n#pragma unroll\n    for (int c = 0; c < %d; c++) acc[m][c] = 0.0f;\n",
     MR, NC);
   if (vec) {
-    /* bytes per weight row */
-    str rowb = w->dtype == BM_DTYPE_I4 ? ck_strf("(K / 2)") : ck_strf("(K * %d)", (int)bm_dtype_nbytes(w->dtype, 1));
     P("    const unsigned char *wp[%d];\n", NC);
     P("#pragma unroll\n    for (int c = 0; c < %d; c++) wp[c] = bm_buf(1) + (bm_i64)nr[c] * %s;\n", NC, rowb.s);
     P("    const %s nch = K / %d;\n", I, wc.vec);

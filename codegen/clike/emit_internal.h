@@ -21,7 +21,14 @@ typedef struct ck {
   int threads;
   int min_blocks;      /* blocks per multiprocessor for __launch_bounds__ (0: 1) */
   int smem;            /* dynamic shared memory bytes (0: static shared memory only) */
+  bool pdl_in_body;    /* the body calls BM_PDL_WAIT() / BM_PDL_TRIGGER() itself (CUDA
+                        * programmatic dependent launch: it does weight-only work
+                        * first); otherwise the kernel header waits on entry */
   bm_task_expr tasks;
+  /* file-scope text emitted before the kernel (once, with the kernel); in it
+   * and in the body, BM_KSYM(x) pastes x onto the kernel's symbol (e.g. a
+   * global the runtime looks up by name: emit_gemm.c's tensor-map data) */
+  bm_sb decl;
 } ck;
 
 #define P(...) bm_sb_printf(k->b, __VA_ARGS__)

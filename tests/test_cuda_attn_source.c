@@ -1,0 +1,96 @@
+/* test_cuda_attn_source.c - which CUDA attention kernel each ATTENTION node
+ * gets (codegen/clike/emit_attention.c): the sm_90a wgmma body with the FA2
+ * mma.sync body as its fallback, the configuration per head dim and flags,
+ * and BM_CUDA_ATTN. Source text only (no NVRTC, no GPU: test_ops_cuda
+ * compiles and runs the kernels). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../codegen/clike/clike.h"
+#include "../passes/passes.h"
+#include "testutil.h"
+
+typedef struct at_case {
+  int64_t d, dv;
+  bool causal, mask;
+  bm_dtype dt;
+} at_case;
+
+/* the CUDA source of one attention node (2, 4, 300, d) x (2, 2, 300, d); caller frees */
+static char *attn_source(at_case c) {
+  bm_module *m = bm_module_create("attn");
+  bm_graph *g = bm_graph_create(m, "main");
+  bm_node *q = bm_input(g, "q", c.dt, 4, (int64_t[]){2, 4, 300, c.d}); // (batch, heads, seq, head_dim)
+  bm_node *k = bm_input(g, "k", c.dt, 4, (int64_t[]){2, 2, 300, c.d});
+  bm_node *v = bm_input(g, "v", c.dt, 4, (int64_t[]){2, 2, 300, c.dv});
+  bm_node *mask = c.mask ? bm_input(g, "mask", BM_DTYPE_F32, 2, (int64_t[]){300, 300}) : NULL;
+  bm_output_add(g, "o", bm_attention(g, q, k, v, mask, 0.0f, c.causal, 0, 0.0f));
+  bm_pass_options po = {0};
+  po.supports = bm_clike_supports;
+  char *src = NULL;
+  CHECK_OK(bm_pipeline_run(g, &po));
+  bm_clike_out out;
+  CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
+  if (out.src.s) src = strdup(out.src.s);
+  bm_clike_out_free(&out);
+  bm_module_destroy(m);
+  return src;
+}
+
+/* the wgmma body (the prelude only defines the helpers; kernels call them on o, pa) */
+static bool has_wgmma(const char *s) { return strstr(s, "(o, pa[kk], dv + kk * 128)") != NULL; }
+
+static void test_defaults(void) {
+  /* head dim 64: one warpgroup, two blocks a multiprocessor; FA2 in #else */
+  char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_f16_n64(o") && strstr(s, "__launch_bounds__(128, 2)"));
+  const char *kern = s ? strstr(s, "_attention(const bm_gpu_args") : NULL; /* past the prelude */
+  CHECK(kern && strstr(kern, "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n") && strstr(kern, "#else\n") &&
+        strstr(kern, "bm_mma_f16(o["));
+  free(s);
+  /* head dim 128, causal: two warpgroups, 128-key tiles */
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
+  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_bf16_n128(o") && strstr(s, "bm_wgmma_ss_bf16_n128(s"));
+  CHECK(s && strstr(s, "__launch_bounds__(256, 1)") && strstr(s, "bm_mma_bf16(o["));
+  free(s);
+  /* head dim 128 without masking: three warpgroups, 64-key tiles */
+  s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_ss_f16_n64(s") && strstr(s, "__launch_bounds__(384, 1)"));
+  free(s);
+  /* with a mask: back to two warpgroups (registers) */
+  s = attn_source((at_case){128, 128, false, true, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && strstr(s, "__launch_bounds__(256, 1)"));
+  free(s);
+  /* head dim 80 / 96 (padded to 128) and Dv 64 */
+  s = attn_source((at_case){96, 64, true, false, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_f16_n64(o") && strstr(s, "bm_wgmma_ss_f16_n128(s"));
+  free(s);
+  /* head dim 256 and f32: no wgmma */
+  s = attn_source((at_case){256, 256, false, false, BM_DTYPE_F16});
+  CHECK(s && !has_wgmma(s) && strstr(s, "bm_mma_f16(o["));
+  free(s);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F32});
+  CHECK(s && !has_wgmma(s));
+  free(s);
+}
+
+static void test_env(void) {
+  setenv("BM_CUDA_ATTN", "fa2", 1);
+  char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && !has_wgmma(s) && strstr(s, "bm_mma_f16(o["));
+  free(s);
+  /* the warp-specialized variant: a producer warpgroup, registers moved to the consumers */
+  setenv("BM_CUDA_ATTN", "w2n128ws", 1);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && strstr(s, "__launch_bounds__(384, 1)") && strstr(s, "bm_att_setmaxnreg_dec<40>()") &&
+        strstr(s, "bm_att_setmaxnreg_inc<232>()"));
+  CHECK(s && strstr(s, "warp < 8")); /* the FA2 fallback stores only its 8 warps' rows */
+  free(s);
+  unsetenv("BM_CUDA_ATTN");
+}
+
+int main(void) {
+  RUN(test_defaults);
+  RUN(test_env);
+  return bm_test_finish();
+}
