@@ -40,26 +40,30 @@ static char *attn_source(at_case c) {
 /* the wgmma body (the prelude only defines the helpers; kernels call them on o, pa) */
 static bool has_wgmma(const char *s) { return strstr(s, "(o, pa[kk], dv + kk * 128)") != NULL; }
 
+/* the warp-specialized body: a producer warpgroup, registers moved to the consumers */
+static bool is_ws(const char *s) {
+  return strstr(s, "__launch_bounds__(384, 1)") && strstr(s, "bm_att_setmaxnreg_dec<40>()") &&
+         strstr(s, "bm_att_setmaxnreg_inc<232>()");
+}
+
 static void test_defaults(void) {
-  /* head dim 64: one warpgroup, two blocks a multiprocessor; FA2 in #else */
+  /* head dim 64: the warp-specialized kernel; FA2 in #else, storing only its 8 warps' rows */
   char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
-  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_f16_n64(o") && strstr(s, "__launch_bounds__(128, 2)"));
+  CHECK(s && has_wgmma(s) && is_ws(s) && strstr(s, "bm_wgmma_rs_f16_n64(o"));
   const char *kern = s ? strstr(s, "_attention(const bm_gpu_args") : NULL; /* past the prelude */
   CHECK(kern && strstr(kern, "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n") && strstr(kern, "#else\n") &&
-        strstr(kern, "bm_mma_f16(o["));
+        strstr(kern, "bm_mma_f16(o[") && strstr(kern, "warp < 8"));
   free(s);
-  /* head dim 128, causal: two warpgroups, 128-key tiles */
+  /* head dim 128, causal, bf16; without masking; with a mask: the same kernel, 128-key tiles */
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
-  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_bf16_n128(o") && strstr(s, "bm_wgmma_ss_bf16_n128(s"));
-  CHECK(s && strstr(s, "__launch_bounds__(256, 1)") && strstr(s, "bm_mma_bf16(o["));
+  CHECK(s && has_wgmma(s) && is_ws(s) && strstr(s, "bm_wgmma_rs_bf16_n128(o") && strstr(s, "bm_wgmma_ss_bf16_n128(s") &&
+        strstr(s, "bm_mma_bf16(o["));
   free(s);
-  /* head dim 128 without masking: three warpgroups, 64-key tiles */
   s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
-  CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_ss_f16_n64(s") && strstr(s, "__launch_bounds__(384, 1)"));
+  CHECK(s && has_wgmma(s) && is_ws(s) && strstr(s, "bm_wgmma_ss_f16_n128(s"));
   free(s);
-  /* with a mask: back to two warpgroups (registers) */
   s = attn_source((at_case){128, 128, false, true, BM_DTYPE_F16});
-  CHECK(s && has_wgmma(s) && strstr(s, "__launch_bounds__(256, 1)"));
+  CHECK(s && has_wgmma(s) && is_ws(s));
   free(s);
   /* head dim 80 / 96 (padded to 128) and Dv 64 */
   s = attn_source((at_case){96, 64, true, false, BM_DTYPE_F16});
@@ -79,12 +83,15 @@ static void test_env(void) {
   char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
   CHECK(s && !has_wgmma(s) && strstr(s, "bm_mma_f16(o["));
   free(s);
-  /* the warp-specialized variant: a producer warpgroup, registers moved to the consumers */
-  setenv("BM_CUDA_ATTN", "w2n128ws", 1);
-  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
-  CHECK(s && has_wgmma(s) && strstr(s, "__launch_bounds__(384, 1)") && strstr(s, "bm_att_setmaxnreg_dec<40>()") &&
-        strstr(s, "bm_att_setmaxnreg_inc<232>()"));
-  CHECK(s && strstr(s, "warp < 8")); /* the FA2 fallback stores only its 8 warps' rows */
+  /* the barrier-synchronized configs: one warpgroup with two blocks a
+   * multiprocessor; three warpgroups with 64-key tiles */
+  setenv("BM_CUDA_ATTN", "w1n128p", 1);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && !is_ws(s) && strstr(s, "__launch_bounds__(128, 2)"));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w3n64p", 1);
+  s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
+  CHECK(s && has_wgmma(s) && !is_ws(s) && strstr(s, "bm_wgmma_ss_f16_n64(s") && strstr(s, "__launch_bounds__(384, 1)"));
   free(s);
   unsetenv("BM_CUDA_ATTN");
 }

@@ -425,8 +425,8 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
  *   product runs, then waits for that and rescales O (step 0 peeled off, so
  *   no branch sits between a wgmma and its wait);
  * - WA_WS (FA3's warp specialization, emit_attention_ws): a producer
- *   warpgroup loads K and V, mbarriers instead of the block barrier; not the
- *   default, not yet verified on a GPU (docs/cuda.md).
+ *   warpgroup loads K and V, mbarriers instead of the block barrier; the
+ *   default (docs/cuda.md).
  * FA3's ping-pong between warpgroups needs them to run different code around
  * the barrier; ptxas then serializes the wgmmas (C7520: a wgmma fence in a
  * divergent path), so it is not here. */
@@ -460,16 +460,12 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
   int64_t D = q->shape[3].add, Dv = v->shape[3].add;
   if (D > 128 || Dv > 128) return NULL;
   const char *env = getenv("BM_CUDA_ATTN");
-  /* defaults measured on an H100 (docs/cuda.md, "Attention", the table):
-   * head dims up to 64: one warpgroup, 128-key tiles, two blocks per
-   * multiprocessor (0.55-0.65x SDPA vs 0.53-0.63x for two warpgroups);
-   * larger: two warpgroups with 128-key tiles, or three with 64-key tiles
-   * without causal masking, soft-capping or a mask (0.50-0.56x vs 0.49-0.52x;
-   * they leave it too few registers: 168 a thread) */
-  float scale = n->a.attn_scale != 0.0f ? n->a.attn_scale : 1.0f / sqrtf((float)D);
-  bool plain = !n->a.causal && n->a.window == 0 && n->a.softcap <= 0.0f && !(n->a.attn_flags & BM_ATTN_HAS_MASK) &&
-               scale > 0.0f && isfinite(scale);
-  const char *def = D <= 64 && Dv <= 64 ? "w1n128p" : plain ? "w3n64p" : "w2n128p";
+  /* the default, measured on an H100 (docs/cuda.md, "Attention", the
+   * table): the warp-specialized kernel, two consumer warpgroups, 128-key
+   * tiles (0.60-0.98x SDPA, every head dim and mask kind of the benchmark;
+   * the best barrier-synchronized configs, w1n128p for head dims up to 64
+   * and w3n64p / w2n128p above, reached 0.48-0.65x in the same call) */
+  const char *def = "w2n128ws";
   const wa_cfg *w = NULL; /* BM_CUDA_ATTN=fa2 or an unknown name: the mma.sync kernel */
   if (!env || !*env) env = def;
   for (size_t i = 0; i < sizeof wa_cfgs / sizeof *wa_cfgs; i++)
