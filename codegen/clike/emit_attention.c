@@ -187,6 +187,30 @@ static void emit_len(ck *k, int li) {
   P("    const %s off = len - Sq;\n", k->I);
 }
 
+/* The task's query tile and key range, for the tiled prefill kernels: tile
+ * qt of BM query rows (causal: the longest tiles first, they finish last
+ * otherwise) of head h, batch b, KV head hk; its keys [kbeg, kend) (causal
+ * and window limits, kbeg rounded down to BN) in ntile tiles of BN; qb, kvb
+ * the row bases of q and k/v. q_extra (or NULL) adds declarations to the
+ * q0 line (then qlast is marked used). */
+static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra) {
+  const bm_node *n = k->n;
+  const char *I = k->I;
+  P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
+    n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
+  emit_len(k, li);
+  P("    const %s q0 = qt * %d, qlast = (q0 + %d < Sq ? q0 + %d : Sq) - 1%s;\n", I, BM, BM, BM, q_extra ? q_extra : "");
+  if (q_extra) P("    (void)qlast;\n");
+  P("    %s kend = len, kbeg = 0;\n", I);
+  if (n->a.causal) P("    if (qlast + off + 1 < kend) kend = qlast + off + 1;\n");
+  if (n->a.window > 0) {
+    P("    kbeg = q0 + off - %d + 1;\n", n->a.window);
+    P("    kbeg = kbeg < 0 ? 0 : kbeg / %d * %d;\n", BN, BN);
+  }
+  P("    const %s ntile = kend > kbeg ? (kend - kbeg + %d) / %d : 0;\n", I, BN - 1, BN);
+  P("    const %s qb = (b * Hq + h) * Sq, kvb = (b * Hkv + hk) * Sk;\n", I);
+}
+
 /* ------------------------------------------------------------------ tensor cores */
 
 /* The FlashAttention-2 kernel: NW warps own BM = 16 NW query rows of one
@@ -268,18 +292,7 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
   P("  const %s nqt = (Sq + %d) / %d;\n", I, BM - 1, BM);
   ck_loop_open(k, "B * Hq * nqt");
   /* causal: the longest query tiles first (they finish last otherwise) */
-  P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
-    n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
-  emit_len(k, li);
-  P("    const %s q0 = qt * %d, qlast = (q0 + %d < Sq ? q0 + %d : Sq) - 1;\n", I, BM, BM, BM);
-  P("    %s kend = len, kbeg = 0;\n", I);
-  if (n->a.causal) P("    if (qlast + off + 1 < kend) kend = qlast + off + 1;\n");
-  if (n->a.window > 0) {
-    P("    kbeg = q0 + off - %d + 1;\n", n->a.window);
-    P("    kbeg = kbeg < 0 ? 0 : kbeg / %d * %d;\n", BN, BN);
-  }
-  P("    const %s ntile = kend > kbeg ? (kend - kbeg + %d) / %d : 0;\n", I, BN - 1, BN);
-  P("    const %s qb = (b * Hq + h) * Sq, kvb = (b * Hkv + hk) * Sk;\n", I);
+  emit_tile_range(k, BM, BN, li, NULL);
   /* Q tile and key tile 0 */
   P("    {\n");
   tc_copy(k, 0, BM, c->dp / 8, D, c->sqb, "sq0", "qb + q0 + row", "q0 + row < Sq");
@@ -775,19 +788,7 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   bm_sb *saved = k->b;
   bm_sb su = {0}, ldk = {0}, ldv = {0};
   k->b = &su;
-  P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
-    n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
-  emit_len(k, li);
-  P("    const %s q0 = qt * %d, qlast = (q0 + %d < Sq ? q0 + %d : Sq) - 1, qw0 = q0 + wg * 64;\n", I, BM, BM, BM);
-  P("    (void)qlast;\n");
-  P("    %s kend = len, kbeg = 0;\n", I);
-  if (n->a.causal) P("    if (qlast + off + 1 < kend) kend = qlast + off + 1;\n");
-  if (n->a.window > 0) {
-    P("    kbeg = q0 + off - %d + 1;\n", n->a.window);
-    P("    kbeg = kbeg < 0 ? 0 : kbeg / %d * %d;\n", BN, BN);
-  }
-  P("    const %s ntile = kend > kbeg ? (kend - kbeg + %d) / %d : 0;\n", I, BN - 1, BN);
-  P("    const %s qb = (b * Hq + h) * Sq, kvb = (b * Hkv + hk) * Sk;\n", I);
+  emit_tile_range(k, BM, BN, li, ", qw0 = q0 + wg * 64");
   /* loaders: K tile kt / V tile kt into their stages */
   k->b = &ldk;
   P("      {\n      const %s j0 = kbeg + kt * %d;\n", I, BN);
