@@ -211,6 +211,39 @@ static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra) 
   P("    const %s qb = (b * Hq + h) * Sq, kvb = (b * Hkv + hk) * Sk;\n", I);
 }
 
+/* Scale, soft-cap and mask of a key tile's scores in an mma/wgmma
+ * accumulator layout: NB 8-key column blocks of 4 values (rows i0 and
+ * i0 + 8, keys t4 * 2 and + 1); `sel` names value (x, e). The fast path
+ * skips the per-element mask when keys j0..j0 + BN - 1 are visible to every
+ * query row qfirst..qfirst + rows - 1 (with `extra`: a scale, soft-cap or
+ * mask still applies; without, the scale is folded into the softmax). */
+static void emit_tile_mask(ck *k, int BN, int NB, const char *qfirst, int rows, bool extra, int mi, const char *sel) {
+  const bm_node *n = k->n;
+  const char *I = k->I;
+  P("      bool full = j0 + %d <= len;\n", BN);
+  if (n->a.causal) P("      full = full && j0 + %d <= %s + off;\n", BN - 1, qfirst);
+  if (n->a.window > 0) P("      full = full && j0 > %s + %d + off - %d;\n", qfirst, rows - 1, n->a.window);
+  P("      if (full) {\n");
+  if (extra) {
+    P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
+    P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
+    P("          const bool ok = i < Sq;\n");
+    P("          float y = %s;\n", sel);
+    emit_score_fix(k, "y", "          ", mi);
+    P("          %s = y;\n        }\n", sel);
+  } else {
+    P("        /* raw scores: the scale is folded into SC */\n");
+  }
+  P("      } else {\n");
+  P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
+  P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
+  emit_key_ok(k, "          ");
+  P("          float y = %s;\n", sel);
+  if (extra) emit_score_fix(k, "y", "          ", mi);
+  P("          %s = ok ? y : -BM_INF;\n        }\n", sel);
+  P("      }\n");
+}
+
 /* ------------------------------------------------------------------ tensor cores */
 
 /* The FlashAttention-2 kernel: NW warps own BM = 16 NW query rows of one
@@ -346,28 +379,7 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
   P("          %s(s[2 * p], a, r);\n          %s(s[2 * p + 1], a, r + 2);\n", mma, mma);
   P("        }\n      }\n");
   /* scale, soft-cap, mask; the fast path when the whole tile is visible to every row */
-  P("      bool full = j0 + %d <= len;\n", BN);
-  if (n->a.causal) P("      full = full && j0 + %d <= q0 + off;\n", BN - 1);
-  if (n->a.window > 0) P("      full = full && j0 > q0 + %d + off - %d;\n", BM - 1, n->a.window);
-  P("      if (full) {\n");
-  if (extra) {
-    P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
-    P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
-    P("          const bool ok = i < Sq;\n");
-    P("          float y = s[x][e];\n");
-    emit_score_fix(k, "y", "          ", mi);
-    P("          s[x][e] = y;\n        }\n");
-  } else {
-    P("        /* raw scores: the scale is folded into SC */\n");
-  }
-  P("      } else {\n");
-  P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
-  P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
-  emit_key_ok(k, "          ");
-  P("          float y = s[x][e];\n");
-  if (extra) emit_score_fix(k, "y", "          ", mi);
-  P("          s[x][e] = ok ? y : -BM_INF;\n        }\n");
-  P("      }\n");
+  emit_tile_mask(k, BN, NB, "q0", BM, extra, mi, "s[x][e]");
   /* online softmax: rows g8 (e = 0, 1) and g8 + 8 (e = 2, 3); a row's keys
    * are spread over the 4 lanes of a quad */
   P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) {\n");
@@ -557,7 +569,6 @@ static void wa_wait_pv(ck *k, const wa_ctx *c) {
  * before O is rescaled (rescale: false when O is still zero) */
 static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv, bool rescale, const char *after_s,
                     const char *after_pv) {
-  const bm_node *n = k->n;
   const char *I = k->I;
   const int NB = c->NB;
   P("      {\n");
@@ -565,28 +576,7 @@ static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv,
   P("      bm_wgmma_wait_n%d<%d>(s);\n", c->BN, wait_s);
   if (after_s) P("%s", after_s);
   /* scale, soft-cap, mask; the fast path when the tile is visible to every row of the warpgroup */
-  P("      bool full = j0 + %d <= len;\n", c->BN);
-  if (n->a.causal) P("      full = full && j0 + %d <= qw0 + off;\n", c->BN - 1);
-  if (n->a.window > 0) P("      full = full && j0 > qw0 + 63 + off - %d;\n", n->a.window);
-  P("      if (full) {\n");
-  if (c->extra) {
-    P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
-    P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
-    P("          const bool ok = i < Sq;\n");
-    P("          float y = s[4 * x + e];\n");
-    emit_score_fix(k, "y", "          ", c->mi);
-    P("          s[4 * x + e] = y;\n        }\n");
-  } else {
-    P("        /* raw scores: the scale is folded into SC */\n");
-  }
-  P("      } else {\n");
-  P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 4; e++) {\n", NB);
-  P("          const %s i = i0 + (e >> 1) * 8, j = j0 + x * 8 + t4 * 2 + (e & 1);\n", I);
-  emit_key_ok(k, "          ");
-  P("          float y = s[4 * x + e];\n");
-  if (c->extra) emit_score_fix(k, "y", "          ", c->mi);
-  P("          s[4 * x + e] = ok ? y : -BM_INF;\n        }\n");
-  P("      }\n");
+  emit_tile_mask(k, c->BN, NB, "qw0", 64, c->extra, c->mi, "s[4 * x + e]");
   /* online softmax: rows g8 (e = 0, 1) and g8 + 8 (e = 2, 3) of the warp's
    * 16; a row's keys are spread over the 4 lanes of a quad */
   P("      float corr[2];\n");
