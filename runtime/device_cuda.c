@@ -125,7 +125,7 @@ enum { CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1 };
 
 /* cuLaunchKernelEx's configuration (cuda.h's CUlaunchConfig, CUlaunchAttribute:
  * an id padded to 8 bytes, then a 64-byte value union) */
-enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+enum { CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
 typedef struct cu_launch_attr {
   int id;
   char pad[4];
@@ -322,7 +322,8 @@ typedef struct gpu_fn {
   unsigned *tma_cluster; /* per kernel: cluster size (0, 1: none) */
 } gpu_fn;
 
-/* Decode. A greedy LLM step is one graph launch and one synchronization:
+/* Decode. A greedy LLM step is one graph launch, then the argmax kernel
+ * (bm_session_run synchronizes, so the argmax pays a second synchronization):
  * inputs are staged in page-locked memory and copied asynchronously on the
  * session's stream (a per-run bump area, reset after each run's
  * synchronization; inputs that do not fit are copied synchronously), and
@@ -422,6 +423,33 @@ static const bm_rt_gpu_image *pick_image(const bm_package *pkg, int arch) {
   return best;
 }
 
+/* launch attributes: blocks in clusters of n along x; programmatic stream serialization */
+static void cluster_attr(cu_launch_attr *a, unsigned n) {
+  memset(a, 0, sizeof *a);
+  const unsigned dims[3] = {n, 1, 1};
+  a->id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  memcpy(a->value.bytes, dims, sizeof dims);
+}
+static void pdl_attr(cu_launch_attr *a) {
+  memset(a, 0, sizeof *a);
+  a->id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  a->value.programmatic_stream_serialization_allowed = 1;
+}
+
+/* Launches fn on the session's stream: with programmatic dependent launch
+ * when the session uses it (see "Decode"), in clusters of `cluster` blocks
+ * when above 1 (the grid a multiple of it). */
+static CUresult launch_kernel(bm_cuda_session *c, CUfunction fn, unsigned grid, unsigned threads, unsigned smem,
+                              unsigned cluster, void **params) {
+  if (!c->pdl && cluster <= 1) return cu.launch(fn, grid, 1, 1, threads, 1, 1, smem, c->stream, params, NULL);
+  cu_launch_attr at[2];
+  unsigned nat = 0;
+  if (c->pdl) pdl_attr(&at[nat++]);
+  if (cluster > 1) cluster_attr(&at[nat++], cluster);
+  cu_launch_config lc = {grid, 1, 1, threads, 1, 1, smem, c->stream, at, nat};
+  return cu.launch_ex(&lc, fn, params, NULL);
+}
+
 /* Tensor maps. A TMA GEMM kernel (codegen/clike/emit_gemm.c, emit_gemm_tma;
  * sm_90a images only) carries a constant array `<symbol>_tmd` (long long):
  * magic, dynamic shared memory, blocks per multiprocessor, the argument slot
@@ -503,10 +531,7 @@ static bm_status tma_setup(bm_cuda_session *c) {
         int ncl = 0;
         if (d[5] > 1 && cu.max_clusters) { /* persistent: as many clusters as fit at once */
           cu_launch_attr ca;
-          memset(&ca, 0, sizeof ca);
-          const unsigned dims[3] = {(unsigned)d[5], 1, 1};
-          ca.id = 4; /* CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION */
-          memcpy(ca.value.bytes, dims, sizeof dims);
+          cluster_attr(&ca, (unsigned)d[5]);
           cu_launch_config lc = {g->tma_grid[k] ? g->tma_grid[k] : (unsigned)(d[5] * nsm), 1, 1,
                                  (unsigned)kr->gpu_threads, 1, 1, (unsigned)d[1], c->stream, &ca, 1};
           if (cu.max_clusters(&ncl, g->fns[k], &lc) == 0 && ncl > 0 && (!g->tma_grid[k] || (unsigned)(ncl * d[5]) < g->tma_grid[k]))
@@ -737,26 +762,7 @@ static bm_status launch_all(bm_cuda_session *c, int f, const int64_t *syms, bm_k
     }
     void *params[] = {a};
     double t0 = prof ? now_seconds() : 0;
-    CUresult r;
-    if (c->pdl || cluster > 1) {
-      cu_launch_attr at[2];
-      unsigned nat = 0;
-      memset(at, 0, sizeof at);
-      if (c->pdl) {
-        at[nat].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        at[nat++].value.programmatic_stream_serialization_allowed = 1;
-      }
-      if (cluster > 1) { /* CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: {x, y, z} */
-        const unsigned dims[3] = {cluster, 1, 1};
-        at[nat].id = 4;
-        memcpy(at[nat++].value.bytes, dims, sizeof dims);
-      }
-      cu_launch_config lc = {grid, 1, 1, (unsigned)kr->gpu_threads, 1, 1, smem, c->stream, at, nat};
-      r = cu.launch_ex(&lc, g->fns[k], params, NULL);
-    } else {
-      r = cu.launch(g->fns[k], grid, 1, 1, (unsigned)kr->gpu_threads, 1, 1, smem, c->stream,
-                    params, NULL);
-    }
+    CUresult r = launch_kernel(c, g->fns[k], grid, (unsigned)kr->gpu_threads, smem, cluster, params);
     if (r)
       return bm_status_make(BM_ERR_INTERNAL, "cuda: launching kernel '%s' (%s, function '%s', %u blocks of %d): %s",
                             kr->symbol, kr->op, fn->name, grid, kr->gpu_threads, cu_err(r, eb, sizeof eb));
@@ -860,17 +866,8 @@ bm_status bm_cuda_output_argmax(bm_cuda_session *c, int f, int i, int64_t rows, 
   long long nn = (long long)n;
   void *params[] = {&src, &nn, &c->argmax_out};
   char eb[256];
-  CUresult r;
-  if (c->pdl) { /* the helper waits for its predecessor like every kernel of the image */
-    cu_launch_attr at;
-    memset(&at, 0, sizeof at);
-    at.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    at.value.programmatic_stream_serialization_allowed = 1;
-    cu_launch_config lc = {(unsigned)rows, 1, 1, 1024, 1, 1, 0, c->stream, &at, 1};
-    r = cu.launch_ex(&lc, c->argmax, params, NULL);
-  } else {
-    r = cu.launch(c->argmax, (unsigned)rows, 1, 1, 1024, 1, 1, 0, c->stream, params, NULL);
-  }
+  /* with PDL it waits for its predecessor like every kernel of the image */
+  CUresult r = launch_kernel(c, c->argmax, (unsigned)rows, 1024, 0, 1, params);
   if (r)
     return bm_status_make(BM_ERR_INTERNAL, "cuda: launching the argmax of output '%s' (function '%s'): %s", t->name,
                           fn->name, cu_err(r, eb, sizeof eb));
