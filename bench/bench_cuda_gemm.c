@@ -5,14 +5,19 @@
  *
  *   bench_cuda_gemm DIR [ARCHS]     writes DIR/<case>.bmpk and DIR/list.txt
  *                                   (ARCHS default sm_90); BM_BENCH_KINDS=gemm,conv
- *                                   packs only those kinds (gemm, gemv, conv, attn)
+ *                                   packs only those kinds (gemm, gemv, conv, attn);
+ *                                   BM_BENCH_ONLY=s1,s2 only the GEMM cases whose
+ *                                   names contain one of them
  *
  * list.txt: one line per case: "gemm NAME DTYPE M N K TB REPS" (TB 1: B is (N, K),
  * as nn.Linear; REPS GEMMs per run, over distinct B inputs, so that the
  * run's launch and synchronization are amortized: bm's time per GEMM is the
  * run time / REPS), "gemv NAME WDTYPE M N K REPS WBYTES" (REPS GEMVs per run,
  * WBYTES weight bytes each), "conv NAME DTYPE N C H W O KH KW STRIDE PAD" or
- * "attn NAME DTYPE B H S D CAUSAL". */
+ * "attn NAME DTYPE B H S D CAUSAL REPS" (prefill: REPS attentions per run, each
+ * one's output the next one's queries, so that the run's launch and
+ * synchronization are amortized as torch's back-to-back calls do: bm's
+ * time per attention is the run time / REPS; the decode step: REPS 1). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +38,8 @@ static const gcase gemms[] = {
     {"sq4096_bf16", BM_DTYPE_BF16, 4096, 4096, 4096, 1},
     {"sq4096_f16", BM_DTYPE_F16, 4096, 4096, 4096, 1},
     {"sq4096_bf16_nn", BM_DTYPE_BF16, 4096, 4096, 4096, 0},
+    {"sq4096_f16_nn", BM_DTYPE_F16, 4096, 4096, 4096, 0},
+    {"llm_up_2048x14336x4096_nn", BM_DTYPE_BF16, 2048, 14336, 4096, 0},
     {"sq8192_bf16", BM_DTYPE_BF16, 8192, 8192, 8192, 1},
     {"sq8192_f16", BM_DTYPE_F16, 8192, 8192, 8192, 1},
     {"llm_qkvo_2048x4096x4096", BM_DTYPE_BF16, 2048, 4096, 4096, 1},
@@ -55,6 +62,7 @@ typedef struct vcase {
   const char *name;
   bm_dtype wt;
   int64_t m, n, k, group; /* group: i4 group size (0: per channel) */
+  bm_dtype at;             /* activations (0: f32) */
 } vcase;
 
 static const vcase gemvs[] = {
@@ -75,6 +83,17 @@ static const vcase gemvs[] = {
     {"gemv_m4_up_14336x4096_i4g32", BM_DTYPE_I4, 4, 14336, 4096, 32},
     {"gemv_m16_up_14336x4096_i4g32", BM_DTYPE_I4, 16, 14336, 4096, 32},
 };
+
+/* small-M GEMM (batched decode, speculative verify; codegen/clike/emit_gemm_small.c):
+ * the LLaMA-3-8B layer shapes at 2..64 rows with bf16 activations (bf16 weights
+ * at every M, int8 per channel and int4 in groups of 32 but at 32), as "gemv" lines
+ * named sm_m<M>_<shape>_<w>; BM_BENCH_KINDS=smallm packs only them, BM_BENCH_ONLY
+ * filters them by name as the GEMM cases */
+static const struct {
+  const char *name;
+  int64_t n, k;
+} sm_shapes[] = {{"qkvo", 4096, 4096}, {"kv", 1024, 4096}, {"up", 14336, 4096}, {"down", 4096, 14336}};
+static const int sm_rows[] = {2, 4, 8, 16, 32, 64};
 
 /* SD 1.5 UNet 3x3 convolutions (pad 1, batch 2), f16 */
 typedef struct ccase {
@@ -132,6 +151,17 @@ static bool kind_on(const char *kind) {
   return false;
 }
 
+/* BM_BENCH_ONLY (comma-separated substrings; unset: all) matches GEMM case `name`? */
+static bool gemm_on(const char *name) {
+  const char *env = getenv("BM_BENCH_ONLY");
+  if (!env || !*env) return true;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", env);
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+    if (strstr(name, tok)) return true;
+  return false;
+}
+
 static bm_status compile_to(bm_module *m, bm_graph *g, const char *archs, const char *path) {
   bm_status gs = bm_graph_status(g);
   if (gs) return bm_status_make(BM_ERR_INTERNAL, "%s: %s", path, bm_status_message(gs));
@@ -140,6 +170,37 @@ static bm_status compile_to(bm_module *m, bm_graph *g, const char *archs, const 
   co.target.backend = "cuda";
   co.target.cpu = archs;
   return bm_compile_module(m, &co, path);
+}
+
+/* packs one "gemv" case: REPS y = x @ W^T (QMATMUL for int weights) over distinct
+ * state weights, about 1 GiB per run */
+static bm_status pack_gemv(const vcase *c, const char *dir, const char *archs, FILE *list) {
+  char path[4096];
+  int64_t wb = gemv_weight_bytes(c), reps = ((int64_t)1 << 30) / wb;
+  if (reps < 1) reps = 1;
+  bm_module *m = bm_module_create("gemv");
+  bm_graph *g = bm_graph_create(m, "main");
+  bm_node *x = bm_input(g, "x", c->at, 2, (int64_t[]){c->m, c->k});
+  for (int64_t r = 0; r < reps; r++) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "w%lld", (long long)r);
+    bm_node *w = bm_state(g, nm, c->wt, 2, (int64_t[]){c->n, c->k}), *y;
+    if (c->wt == BM_DTYPE_BF16) {
+      y = bm_matmul(g, x, w, false, true);
+    } else {
+      snprintf(nm, sizeof nm, "s%lld", (long long)r);
+      int64_t groups = c->group ? c->k / c->group : 1;
+      y = bm_qmatmul(g, x, w, bm_state(g, nm, BM_DTYPE_F32, 2, (int64_t[]){c->n, groups}));
+    }
+    snprintf(nm, sizeof nm, "y%lld", (long long)r);
+    bm_output_add(g, nm, y);
+  }
+  snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
+  bm_status st = compile_to(m, g, archs, path);
+  bm_module_destroy(m);
+  fprintf(list, "gemv %s %s %lld %lld %lld %lld %lld\n", c->name, bm_dtype_name(c->wt), (long long)c->m,
+          (long long)c->n, (long long)c->k, (long long)reps, (long long)wb);
+  return st;
 }
 
 int main(int argc, char **argv) {
@@ -156,8 +217,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   bm_status st = NULL;
+  size_t ngemm = 0;
   for (size_t i = 0; !st && kind_on("gemm") && i < sizeof gemms / sizeof *gemms; i++) {
     const gcase *c = &gemms[i];
+    if (!gemm_on(c->name)) continue;
     bm_module *m = bm_module_create("gemm");
     bm_graph *g = bm_graph_create(m, "main");
     int64_t sa[2] = {c->m, c->k}, sb[2] = {c->tb ? c->n : c->k, c->tb ? c->k : c->n};
@@ -178,36 +241,28 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
     st = compile_to(m, g, archs, path);
     bm_module_destroy(m);
+    ngemm++;
     fprintf(list, "gemm %s %s %lld %lld %lld %d %lld\n", c->name, bm_dtype_name(c->dt), (long long)c->m,
             (long long)c->n, (long long)c->k, c->tb, (long long)reps);
   }
-  for (size_t i = 0; !st && kind_on("gemv") && i < sizeof gemvs / sizeof *gemvs; i++) {
-    const vcase *c = &gemvs[i];
-    int64_t wb = gemv_weight_bytes(c), reps = ((int64_t)1 << 30) / wb;
-    if (reps < 1) reps = 1;
-    bm_module *m = bm_module_create("gemv");
-    bm_graph *g = bm_graph_create(m, "main");
-    bm_node *x = bm_input(g, "x", BM_DTYPE_F32, 2, (int64_t[]){c->m, c->k});
-    for (int64_t r = 0; r < reps; r++) {
-      char nm[64];
-      snprintf(nm, sizeof nm, "w%lld", (long long)r);
-      bm_node *w = bm_state(g, nm, c->wt, 2, (int64_t[]){c->n, c->k}), *y;
-      if (c->wt == BM_DTYPE_BF16) {
-        y = bm_matmul(g, x, w, false, true);
-      } else {
-        snprintf(nm, sizeof nm, "s%lld", (long long)r);
-        int64_t groups = c->group ? c->k / c->group : 1;
-        y = bm_qmatmul(g, x, w, bm_state(g, nm, BM_DTYPE_F32, 2, (int64_t[]){c->n, groups}));
+  for (size_t i = 0; !st && kind_on("gemv") && i < sizeof gemvs / sizeof *gemvs; i++)
+    st = pack_gemv(&gemvs[i], dir, archs, list);
+  size_t nsmall = 0;
+  for (size_t si = 0; !st && kind_on("smallm") && si < sizeof sm_shapes / sizeof *sm_shapes; si++)
+    for (size_t ri = 0; !st && ri < sizeof sm_rows / sizeof *sm_rows; ri++)
+      for (int wi = 0; !st && wi < 3; wi++) {
+        const int m = sm_rows[ri];
+        if (wi > 0 && m == 32) continue; /* int8 / int4: fewer rows */
+        char nm[96];
+        const char *wn = wi == 0 ? "bf16" : wi == 1 ? "i8" : "i4g32";
+        snprintf(nm, sizeof nm, "sm_m%d_%s_%lldx%lld_%s", m, sm_shapes[si].name, (long long)sm_shapes[si].n,
+                 (long long)sm_shapes[si].k, wn);
+        if (!gemm_on(nm)) continue;
+        vcase c = {nm, wi == 0 ? BM_DTYPE_BF16 : wi == 1 ? BM_DTYPE_I8 : BM_DTYPE_I4, m, sm_shapes[si].n,
+                   sm_shapes[si].k, wi == 2 ? 32 : 0, BM_DTYPE_BF16};
+        st = pack_gemv(&c, dir, archs, list);
+        nsmall++;
       }
-      snprintf(nm, sizeof nm, "y%lld", (long long)r);
-      bm_output_add(g, nm, y);
-    }
-    snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
-    st = compile_to(m, g, archs, path);
-    bm_module_destroy(m);
-    fprintf(list, "gemv %s %s %lld %lld %lld %lld %lld\n", c->name, bm_dtype_name(c->wt), (long long)c->m,
-            (long long)c->n, (long long)c->k, (long long)reps, (long long)wb);
-  }
   for (size_t i = 0; !st && kind_on("conv") && i < sizeof convs / sizeof *convs; i++) {
     const ccase *c = &convs[i];
     bm_module *m = bm_module_create("conv");
@@ -230,12 +285,20 @@ int main(int argc, char **argv) {
     int64_t sh[4] = {c->b, c->h, sk, c->d}, shq[4] = {c->b, c->h, c->s < 0 ? 1 : sk, c->d}; // (batch, heads, seq, head_dim)
     bm_node *q = bm_input(g, "q", c->dt, 4, shq), *k = bm_input(g, "k", c->dt, 4, sh);
     bm_node *v = bm_input(g, "v", c->dt, 4, sh);
-    bm_output_add(g, "o", bm_attention(g, q, k, v, NULL, 0.0f, c->causal, 0, 0.0f));
+    /* prefill: about 2 ms of attention per run at 400 TFLOP/s, at most 8 */
+    double flop = 4.0 * (double)(c->b * c->h) * (double)sk * (double)sk * (double)c->d * (c->causal ? 0.5 : 1.0);
+    int64_t reps = c->s < 0 ? 1 : (int64_t)(2.0 / (flop / 4e11)) + 1; /* ms at 4e11 FLOP/ms */
+    if (reps > 8) reps = 8;
+    if (getenv("BM_BENCH_ATTN_REPS") && atoi(getenv("BM_BENCH_ATTN_REPS")) > 0) /* experiments: a fixed count */
+      reps = atoi(getenv("BM_BENCH_ATTN_REPS"));
+    bm_node *o = q; // (batch, heads, seq, head_dim)
+    for (int64_t r = 0; r < reps; r++) o = bm_attention(g, o, k, v, NULL, 0.0f, c->causal, 0, 0.0f);
+    bm_output_add(g, "o", o);
     snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
     st = compile_to(m, g, archs, path);
     bm_module_destroy(m);
-    fprintf(list, "attn %s %s %lld %lld %lld %lld %d\n", c->name, bm_dtype_name(c->dt), (long long)c->b,
-            (long long)c->h, (long long)c->s, (long long)c->d, c->causal);
+    fprintf(list, "attn %s %s %lld %lld %lld %lld %d %lld\n", c->name, bm_dtype_name(c->dt), (long long)c->b,
+            (long long)c->h, (long long)c->s, (long long)c->d, c->causal, (long long)reps);
   }
   fclose(list);
   if (st) {
@@ -243,8 +306,8 @@ int main(int argc, char **argv) {
     bm_status_free(st);
     return 1;
   }
-  printf("bench_cuda_gemm: packed %zu GEMM, %zu GEMV, %zu conv and %zu attention cases for %s into %s\n",
-         kind_on("gemm") ? sizeof gemms / sizeof *gemms : 0, kind_on("gemv") ? sizeof gemvs / sizeof *gemvs : 0,
+  printf("bench_cuda_gemm: packed %zu GEMM, %zu GEMV (%zu small-M), %zu conv and %zu attention cases for %s into %s\n",
+         ngemm, (kind_on("gemv") ? sizeof gemvs / sizeof *gemvs : 0) + nsmall, nsmall,
          kind_on("conv") ? sizeof convs / sizeof *convs : 0, kind_on("attn") ? sizeof attns / sizeof *attns : 0, archs,
          dir);
   return 0;

@@ -15,20 +15,34 @@ from cuda_common import torch_ms  # noqa: E402 (bench/ is on sys.path)
 carry = sys.argv[1]
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 bdir = os.path.join(carry, os.environ.get("BM_BENCH_SUBDIR", "bench"))  # packages and list.txt
-cases = [l.split() for l in open(os.path.join(bdir, "list.txt")) if l.strip()]
+# BM_BENCH_VARIANTS="a b": bm's packages of each in CARRY/bench-a, CARRY/bench-b (the same
+# cases compiled with other kernel configurations), each timed against the same torch run
+variants = os.environ.get("BM_BENCH_VARIANTS", "").split()
+vdirs = [(v, os.path.join(carry, "bench-" + v)) for v in variants] or [("", bdir)]
+cases = [l.split() for l in open(os.path.join(vdirs[0][1], "list.txt")) if l.strip()]
 env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
-pkgs = [os.path.join(bdir, c[1] + ".bmpk") for c in cases]
-out = subprocess.run([os.path.join(carry, "bin", "bm_cuda_check"), "--bench", str(reps)] + pkgs,
-                     env=env, capture_output=True, text=True)
-bm_ms = {}
-for line in out.stdout.splitlines():
-    f = line.split()
-    if len(f) >= 4 and f[0] == "bench" and f[2] != "FAIL":
-        bm_ms[f[1].removesuffix(".bmpk")] = float(f[2])
-    elif line.strip():
-        print(line)
-if out.returncode:
-    print(out.stderr)
+bm_vms, vreps = {}, {}
+for v, vd in vdirs:
+    pkgs = [os.path.join(vd, c[1] + ".bmpk") for c in cases]
+    # each variant's REPS per run (attn: list.txt's 9th field, gemm: 8th)
+    vreps[v] = {l.split()[1]: l.split() for l in open(os.path.join(vd, "list.txt")) if l.strip()}
+    bm_vms[v] = {}
+    try:  # BM_BENCH_TIMEOUT seconds per variant (a hung kernel fails its variant only)
+        out = subprocess.run([os.path.join(carry, "bin", "bm_cuda_check"), "--bench", str(reps)] + pkgs, env=env,
+                             capture_output=True, text=True, timeout=float(os.environ.get("BM_BENCH_TIMEOUT", "0")) or None)
+    except subprocess.TimeoutExpired as e:
+        so = e.stdout or ""
+        print(v, "bm_cuda_check --bench: timed out;", (so.decode(errors="replace") if isinstance(so, bytes) else so)[-2000:])
+        continue
+    for line in out.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[0] == "bench" and f[2] != "FAIL":
+            bm_vms[v][f[1].removesuffix(".bmpk")] = float(f[2])
+        elif line.strip():
+            print(f"{v} {line}" if v else line)
+    if out.returncode:
+        print(f"{v} {out.stderr}" if v else out.stderr)
+bm_ms = bm_vms[vdirs[0][0]]
 
 DT = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
 
@@ -64,13 +78,19 @@ for c in cases:
         kk, v = (torch.rand(bsz, h, s, d, device="cuda", dtype=dt) - 0.5 for _ in range(2))
         fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=bool(causal))
         flop = 4.0 * bsz * h * sq * s * d * (0.5 if causal else 1.0)
+        # bm runs REPS chained attentions per session run (list.txt's 9th field)
     t = torch_ms(fn, reps)
-    b = bm_ms.get(name)
-    if b and kind == "gemm":
-        b /= greps
-    bm_s = f"{b:9.3f} {flop / b / 1e9:8.1f}" if b else f"{'FAIL':>9s} {'':8s}"
-    ratio = f"{t / b:8.3f}" if b else ""
-    print(f"{name:34s} {c[2]:5s} {bm_s} {t:9.3f} {flop / t / 1e9:10.1f} {ratio}")
+    for v, _ in vdirs:
+        b = bm_vms[v].get(name)
+        vc = vreps[v].get(name, c)
+        if b and kind == "gemm":
+            b /= int(vc[7]) if len(vc) > 7 else 1
+        elif b and kind == "attn":
+            b /= int(vc[8]) if len(vc) > 8 else 1
+        bm_s = f"{b:9.3f} {flop / b / 1e9:8.1f}" if b else f"{'FAIL':>9s} {'':8s}"
+        ratio = f"{t / b:8.3f}" if b else ""
+        label = f"{name}[{v}]" if v else name
+        print(f"{label:34s} {c[2]:5s} {bm_s} {t:9.3f} {flop / t / 1e9:10.1f} {ratio}")
     del fn
     torch.cuda.empty_cache()
 
@@ -88,8 +108,11 @@ if gemv_cases:
     del src, dst
     torch.cuda.empty_cache()
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s (1 GiB, read + write)")
-    print(f"{'case':34s} {'w':4s} {'M':>3s} {'bm us':>8s} {'bm GB/s':>8s} {'% copy':>6s} "
-          f"{'torch us':>8s} {'torch GB/s':>10s} {'% copy':>6s} {'bm/torch':>8s}")
+    # torch: eager calls (as before) and the same calls replayed from a CUDA graph (no
+    # Python launch cost: cuBLAS's kernel time for small shapes); bm/torch is against
+    # the faster of the two. BM_BENCH_VARIANTS: one bm line per variant.
+    print(f"{'case':42s} {'w':4s} {'M':>3s} {'bm us':>8s} {'bm GB/s':>8s} {'% copy':>6s} "
+          f"{'torch us':>8s} {'graph us':>8s} {'torch GB/s':>10s} {'% copy':>6s} {'bm/torch':>8s}")
     for c in gemv_cases:
         name, wdt = c[1], c[2]
         m, n, k, nrep, wbytes = map(int, c[3:8])
@@ -104,15 +127,30 @@ if gemv_cases:
             it[0] += 1
 
         t = torch_ms(step, reps)
-        b = bm_ms.get(name)
-        tgb = tb / t / 1e6
-        if b:
-            bu = b / nrep
-            bgb = wbytes / bu / 1e6
-            bm_s = f"{bu * 1e3:8.1f} {bgb:8.0f} {100 * bgb / copy_gbs:5.0f}%"
-            ratio = f"{t / bu:8.3f}"
-        else:
-            bm_s, ratio = f"{'FAIL':>8s} {'':8s} {'':6s}", ""
-        print(f"{name:34s} {wdt:4s} {m:3d} {bm_s} {t * 1e3:8.1f} {tgb:10.0f} {100 * tgb / copy_gbs:5.0f}% {ratio}")
+        tg = t
+        try:  # the copies' matmuls captured once, replayed
+            torch.cuda.synchronize()
+            cg = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cg):
+                for wc in ws:
+                    torch.matmul(a, wc.t())
+            tg = torch_ms(cg.replay, reps) / copies
+            del cg
+        except Exception as e:  # noqa: BLE001 (report and keep the eager time)
+            print(f"{name}: torch CUDA graph failed: {e}")
+        tb_ = min(t, tg)
+        tgb = tb / tb_ / 1e6
+        for v, _ in vdirs:
+            b = bm_vms[v].get(name)
+            if b:
+                bu = b / nrep
+                bgb = wbytes / bu / 1e6
+                bm_s = f"{bu * 1e3:8.1f} {bgb:8.0f} {100 * bgb / copy_gbs:5.0f}%"
+                ratio = f"{tb_ / bu:8.3f}"
+            else:
+                bm_s, ratio = f"{'FAIL':>8s} {'':8s} {'':6s}", ""
+            label = f"{name}[{v}]" if v else name
+            print(f"{label:42s} {wdt:4s} {m:3d} {bm_s} {t * 1e3:8.1f} {tg * 1e3:8.1f} {tgb:10.0f} "
+                  f"{100 * tgb / copy_gbs:5.0f}% {ratio}")
         del ws, a
         torch.cuda.empty_cache()

@@ -23,10 +23,13 @@
 # folder for the model and the package, default /tmp/bm_llm_bench),
 # BM_BENCH_GRAPHS_CHECK (1: also run bm with BM_CUDA_GRAPHS=0, default 1).
 # BM_BENCH_DTYPE (bf16: bmc --dtype, the activations and KV cache; f32 for the
-# f32-activation path). BM_BENCH_AB="VAR=VALUE" (with BM_BENCH_AB_LAYERS, 4):
+# f32-activation path). BM_BENCH_AB="VAR=VALUE [VAR2=VALUE2 ...]" (with BM_BENCH_AB_LAYERS, 4):
 # a compile-time A/B after the main run: the model at BM_BENCH_AB_LAYERS
 # layers compiled twice, as is and with VAR=VALUE in bmc's environment (e.g.
 # BM_CUDA_GEMV_MINB=1), each timed by one bm_cuda_check run.
+# BM_BENCH_PROFILE=1: also the per-kernel times (`bmrun --profile`, kernel by
+# kernel, no graphs) of each A/B package's decode function at the benchmark's
+# last position (kv_len = 8 + BM_BENCH_NEW keys), written to the log.
 import gc
 import json
 import os
@@ -56,6 +59,7 @@ GRAPHS_CHECK = env_int("BM_BENCH_GRAPHS_CHECK", 1)
 COMPARE = env_int("BM_BENCH_COMPARE", 1)
 AB = os.environ.get("BM_BENCH_AB", "")
 AB_LAYERS = env_int("BM_BENCH_AB_LAYERS", 4)
+PROFILE = env_int("BM_BENCH_PROFILE", 0)
 
 # LLaMA-3-8B (meta-llama/Meta-Llama-3-8B config.json), the layer count aside
 CONFIG = {
@@ -165,6 +169,27 @@ def transformers_part(model_dir, res):
     torch.cuda.empty_cache()
 
 
+def bm_profile(carry, pkg, label):
+    """bmrun --profile of pkg's decode at kv_len = 8 + NEW (batch 1); returns the output"""
+    import numpy as np
+
+    d = os.path.join(WORK, "profile_inputs")
+    os.makedirs(d, exist_ok=True)
+    kv = 8 + NEW
+    ins = {"input_ids": np.array([[1]], np.int32), "positions": np.array([[kv - 1]], np.int32),
+           "start": np.array([kv - 1], np.int32), "kv_len": np.array([kv], np.int32)}
+    args = []
+    for name, v in ins.items():
+        np.save(os.path.join(d, name + ".npy"), v)
+        args += ["--input", f"{name}={os.path.join(d, name + '.npy')}"]
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
+    cmd = [os.path.join(carry, "bin/bmrun"), pkg, "--function", "decode", "--repeat", "20", "--profile"] + args
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    out = (p.stdout + p.stderr).strip()
+    log(f"profile ({label}, decode, kv_len {kv}):\n{out[-3000:]}")
+    return out[-3000:]
+
+
 def bm_run(carry, pkg, graphs, label=None, extra=None):
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"), BM_CUDA_GRAPHS=str(graphs), **(extra or {}))
     cmd = [os.path.join(carry, "bin/bm_cuda_check"), "--llm-bench", pkg, str(PREFILL), str(NEW), str(REPS)]
@@ -254,19 +279,25 @@ def main():
     if ok and AB and "=" in AB:
         # compile-time A/B at AB_LAYERS layers (random weights), same bm_cuda_check run each
         os.remove(pkg)
-        var, val = AB.split("=", 1)
+        # one or more space-separated VAR=VALUE assignments
+        ab_env = dict(a.split("=", 1) for a in AB.split() if "=" in a)
         ab_dir = os.path.join(WORK, "ab_model")
         os.makedirs(ab_dir, exist_ok=True)
         with open(os.path.join(ab_dir, "config.json"), "w") as f:
             json.dump(dict(CONFIG, num_hidden_layers=AB_LAYERS), f, indent=2)
         ab = {"var": AB, "layers": AB_LAYERS}
-        for label, extra in (("as_is", {}), ("with", {var: val})):
+        for label, extra in (("as_is", {}), ("with", ab_env)):
             apkg = os.path.join(WORK, f"ab_{label}.bmpk")
             p = subprocess.run(bmc_cmd(ab_dir, apkg), env=dict(env, **extra), capture_output=True, text=True)
             if p.returncode:
                 log(f"A/B {label}: bmc failed: {(p.stdout + p.stderr).strip()[-500:]}")
                 continue
             ab[label] = bm_run(carry, apkg, 1, f"A/B {AB_LAYERS} layers, {label} {AB if extra else ''}")
+            if PROFILE:
+                try:
+                    ab[label + "_profile"] = bm_profile(carry, apkg, label)
+                except (OSError, subprocess.SubprocessError) as e:
+                    log(f"profile ({label}): {e}")
             os.remove(apkg)
         res["ab"] = ab
         for label in ("as_is", "with"):

@@ -352,8 +352,10 @@ static cJSON *syms_json(const bm_graph *g) {
 /* The storage of node n as {"arena": off, "nbytes": n} or {"weight": i}. */
 static bm_status storage_json(const writer *W, const bm_graph *g, const bm_node *n, cJSON **out) {
   const bm_node *root = n;
+  int64_t view = 0; /* byte offset of a SLICE view into its root (plan_memory.c) */
   for (int hops = 0; root && root->storage == BM_STORAGE_ALIAS; hops++) {
     if (hops > 10000 || !root->alias) return INVALID("function '%s': node %d has a broken alias chain", g->name, n->id);
+    view += root->view_offset;
     root = root->alias;
   }
   cJSON *o = cJSON_CreateObject();
@@ -378,6 +380,15 @@ static bm_status storage_json(const writer *W, const bm_graph *g, const bm_node 
     return INTERNAL("function '%s': node %d (%s) slot [%" PRId64 ", +%" PRId64 ") (needs %" PRId64
                     ") lies outside the %" PRId64 "-byte arena", g->name, root->id, op_name(root->op), root->offset,
                     nb, need, g->arena_bytes);
+  if (view) { /* a part of the root's slot */
+    int64_t vb = node_bytes_max(g, n);
+    if (view < 0 || vb < 0 || vb > nb || view > nb - vb)
+      return INTERNAL("function '%s': node %d (%s) view [+%" PRId64 ", +%" PRId64 ") lies outside its root's %" PRId64
+                      " bytes", g->name, n->id, op_name(n->op), view, vb, nb);
+    cJSON_AddItemToObject(o, "arena", num(root->offset + view));
+    cJSON_AddItemToObject(o, "nbytes", num(vb));
+    return NULL;
+  }
   cJSON_AddItemToObject(o, "arena", num(root->offset));
   cJSON_AddItemToObject(o, "nbytes", num(nb));
   return NULL;

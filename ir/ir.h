@@ -206,6 +206,7 @@ struct bm_node {
   int64_t offset;           /* ARENA: byte offset */
   int64_t nbytes;           /* bytes at the symbols' upper bounds */
   bm_node *alias;           /* ALIAS: the node whose storage this shares */
+  int64_t view_offset;      /* ALIAS: byte offset into alias's storage (a SLICE view, bm_slice_view) */
   const char *kernel;       /* symbol of the kernel computing it, NULL if none */
   bm_task_expr tasks;       /* that kernel's task space */
   uint64_t scratch;         /* that kernel's per-thread scratch bytes */

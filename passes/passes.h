@@ -53,7 +53,15 @@ bm_status bm_pass_fuse_attention(bm_graph *g, const bm_pass_options *o);   /* fu
 bm_status bm_pass_fuse_dequant(bm_graph *g, const bm_pass_options *o);     /* fuse_dequant.c */
 bm_status bm_pass_fuse_epilogue(bm_graph *g, const bm_pass_options *o);    /* fuse_epilogue.c: ew ops into matmul/conv/norm (GroupNorm+SiLU is a row) */
 bm_status bm_pass_fuse_elementwise(bm_graph *g, const bm_pass_options *o); /* fuse_elementwise.c: chains -> FUSED */
+bm_status bm_pass_fuse_horizontal(bm_graph *g, const bm_pass_options *o); /* fuse_horizontal.c: q/k/v linears -> one */
 bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o);      /* plan_memory.c */
+
+/* True if SLICE n is a contiguous part of its input whose storage can be
+ * shared (a view, no kernel): step 1, every dim before the axis at most 1 at
+ * the symbols' maxima, the dims after it static, its input's storage in
+ * the activation arena, and the byte offset (*byte_offset) a multiple of 64
+ * (plan_memory.c). */
+bool bm_slice_view(const bm_graph *g, const bm_node *n, int64_t *byte_offset);
 
 /* Compile-time quantization of a row-major (n, k) f32 matrix (quantize.c).
  * i8: q (n, k), scale (n, 1) = max|row| / 127, q = round(w / scale).

@@ -1,6 +1,7 @@
 /* plan_memory.c - assigns every node its storage: weights and constants in
  * the package, states in session memory (BM_STORAGE_STATE), reshapes and
- * in-place KV_WRITEs as aliases of their root, everything else at an offset
+ * in-place KV_WRITEs and contiguous SLICEs (bm_slice_view: a byte offset into
+ * the root) as aliases of their root, everything else at an offset
  * in one activation arena sized for the symbols' upper bounds.
  *
  * Liveness is by node index (the execution order): a buffer is live from
@@ -28,12 +29,64 @@ typedef struct buffer {
 
 static const char *label(const bm_node *n) { return n->name ? n->name : ""; }
 
-/* The node whose storage n shares: through views and in-place writes. */
-static bm_node *storage_root(bm_node *n) {
-  while ((n->op == BM_OP_RESHAPE && n->nin == 1) ||
-         ((bm_op_table[n->op].flags & BM_OPF_INPLACE) && n->nin >= 1))
-    n = n->in[0];
+/* A dim's value at the symbols' upper bounds. */
+static int64_t dim_max(const bm_graph *g, bm_dim d) {
+  if (bm_dim_is_static(d)) return d.add;
+  if (d.sym >= g->nsyms) return INT64_MAX;
+  return (int64_t)d.mul * g->syms[d.sym].max + d.add;
+}
+
+/* Is n a view of its input: a reshape, or a slice bm_slice_view accepts. */
+static bool is_view(const bm_graph *g, const bm_node *n, int64_t *byte_offset) {
+  *byte_offset = 0;
+  if (n->op == BM_OP_RESHAPE && n->nin == 1) return true;
+  return n->op == BM_OP_SLICE && bm_slice_view(g, n, byte_offset);
+}
+
+/* The node whose storage n shares: through views and in-place writes;
+ * *byte_offset (may be NULL): where n starts in it. */
+static bm_node *storage_root_at(const bm_graph *g, bm_node *n, int64_t *byte_offset) {
+  int64_t total = 0, off;
+  for (;;) {
+    if (is_view(g, n, &off)) {
+      total += off;
+      n = n->in[0];
+    } else if ((bm_op_table[n->op].flags & BM_OPF_INPLACE) && n->nin >= 1) {
+      n = n->in[0];
+    } else {
+      break;
+    }
+  }
+  if (byte_offset) *byte_offset = total;
   return n;
+}
+
+static bm_node *storage_root(const bm_graph *g, bm_node *n) { return storage_root_at(g, n, NULL); }
+
+bool bm_slice_view(const bm_graph *g, const bm_node *n, int64_t *byte_offset) {
+  *byte_offset = 0;
+  if (!g || !n || n->op != BM_OP_SLICE || n->nin != 1 || n->a.step != 1) return false;
+  const bm_node *x = n->in[0];
+  int ax = n->a.axis;
+  if (x->dtype == BM_DTYPE_I4 || ax < 0 || ax >= x->ndim || !bm_dim_is_static(x->shape[ax]) || n->a.begin < 0)
+    return false;
+  for (int d = 0; d < ax; d++) {
+    int64_t m = dim_max(g, x->shape[d]);
+    if (m < 0 || m > 1) return false;
+  }
+  int64_t inner = 1;
+  for (int d = ax + 1; d < x->ndim; d++) {
+    if (!bm_dim_is_static(x->shape[d])) return false;
+    inner *= x->shape[d].add;
+  }
+  int64_t off = (int64_t)bm_dtype_nbytes(x->dtype, n->a.begin * inner);
+  if (off % ARENA_ALIGN) return false;
+  /* the storage must be the arena's (the manifest has no offsets into weights and states) */
+  int64_t dummy;
+  const bm_node *r = storage_root_at(g, (bm_node *)x, &dummy);
+  if ((bm_op_table[r->op].flags & BM_OPF_SOURCE) && r->op != BM_OP_INPUT) return false;
+  *byte_offset = off;
+  return true;
 }
 
 static int cmp_size_desc(const void *pa, const void *pb) {
@@ -114,13 +167,16 @@ bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o) {
     x->nbytes = bytes;
     x->offset = 0;
     x->alias = NULL;
+    x->view_offset = 0;
+    int64_t voff = 0;
     if (x->op == BM_OP_WEIGHT || x->op == BM_OP_CONST) {
       x->storage = BM_STORAGE_WEIGHT;
     } else if (x->op == BM_OP_STATE) {
       x->storage = BM_STORAGE_STATE; /* the package writer numbers the states */
-    } else if (x->op == BM_OP_RESHAPE || (bm_op_table[x->op].flags & BM_OPF_INPLACE)) {
+    } else if (x->op == BM_OP_RESHAPE || (bm_op_table[x->op].flags & BM_OPF_INPLACE) ||
+               (x->op == BM_OP_SLICE && bm_slice_view(g, x, &voff))) {
       x->storage = BM_STORAGE_ALIAS;
-      x->alias = storage_root(x);
+      x->alias = storage_root_at(g, x, &x->view_offset);
     } else {
       x->storage = BM_STORAGE_ARENA;
       buffer *b = &bufs[nb++];
@@ -137,13 +193,13 @@ bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o) {
   for (int i = 0; i < n; i++) {
     bm_node *x = g->nodes[i];
     for (int k = 0; k < x->nin; k++) {
-      bm_node *r = storage_root(x->in[k]);
+      bm_node *r = storage_root(g, x->in[k]);
       buffer *b = r->id >= 0 && r->id < n && g->nodes[r->id] == r ? byid[r->id] : NULL;
       if (b && b->end < i) b->end = i;
     }
   }
   for (int k = 0; k < g->noutputs; k++) {
-    bm_node *r = storage_root(g->outputs[k].node);
+    bm_node *r = storage_root(g, g->outputs[k].node);
     buffer *b = r->id >= 0 && r->id < n && g->nodes[r->id] == r ? byid[r->id] : NULL;
     if (b) b->end = n;
   }
@@ -159,7 +215,7 @@ bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o) {
   for (int i = 0; i < nb; i++) bufs[i].node->offset = bufs[i].offset;
   for (int i = 0; i < n; i++) {
     bm_node *x = g->nodes[i];
-    if (x->storage == BM_STORAGE_ALIAS) x->offset = x->alias->offset;
+    if (x->storage == BM_STORAGE_ALIAS) x->offset = x->alias->offset + x->view_offset;
   }
   g->arena_bytes = total;
 done:

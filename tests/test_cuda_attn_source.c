@@ -3,6 +3,7 @@
  * mma.sync body as its fallback, the configuration per head dim and flags,
  * and BM_CUDA_ATTN. Source text only (no NVRTC, no GPU: test_ops_cuda
  * compiles and runs the kernels). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,22 @@ static bool is_ws(const char *s) {
          strstr(s, "bm_att_setmaxnreg_inc<232>()");
 }
 
+/* the kernel's TMA loads (tensor maps for Q, K, V; `grid` the blocks per
+ * multiprocessor of its _tmd: 1 persistent, 0 one block per task) */
+static bool has_tma(const char *s, int grid) {
+  char want[64];
+  snprintf(want, sizeof want, "_tmd)[] = {828665204ll, ");
+  const char *t = strstr(s, want);
+  if (!t || !strstr(s, "bm_att_tma_load2d(sk0 + ps * ") || !strstr(s, "bm_att_tma_load2d(sv0 + ps * ")) return false;
+  t = strchr(t + strlen(want), ','); /* past the shared memory */
+  return t && atoi(t + 1) == grid;
+}
+
+/* FA3's ping-pong of the two consumer warpgroups (named barriers 3, 4) */
+static bool has_pp(const char *s) {
+  return strstr(s, "bm_att_bar_sync(3 + wg, 256);") && strstr(s, "bm_att_bar_arrive(3 + (wg ^ 1), 256);");
+}
+
 static void test_defaults(void) {
   /* head dim 64: the warp-specialized kernel; FA2 in #else, storing only its 8 warps' rows */
   char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
@@ -68,6 +85,26 @@ static void test_defaults(void) {
   /* head dim 80 / 96 (padded to 128) and Dv 64 */
   s = attn_source((at_case){96, 64, true, false, BM_DTYPE_F16});
   CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_f16_n64(o") && strstr(s, "bm_wgmma_ss_f16_n128(s"));
+  free(s);
+  /* the loads: TMA with the ping-pong for head dims 64 and 128, on a
+   * persistent grid with Q prefetched without causal masking or a mask, one
+   * block per task with them; cp.async at head dim 64 with causal masking
+   * and at other head dims (w2n128ws) */
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && strstr(s, "wgmma attention w2n128tmaq_pp") &&
+        strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 128 + wg * 64;"));
+  free(s);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
+  CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s) && strstr(s, "wgmma attention w2n128tma_pp"));
+  free(s);
+  s = attn_source((at_case){128, 128, false, true, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s));
+  free(s);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && !strstr(s, "_tmd)") && !has_pp(s) && strstr(s, "wgmma attention w2n128ws"));
+  free(s);
+  s = attn_source((at_case){96, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && !strstr(s, "_tmd)") && strstr(s, "wgmma attention w2n128ws"));
   free(s);
   /* head dim 256 and f32: no wgmma */
   s = attn_source((at_case){256, 256, false, false, BM_DTYPE_F16});
@@ -92,6 +129,19 @@ static void test_env(void) {
   setenv("BM_CUDA_ATTN", "w3n64p", 1);
   s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
   CHECK(s && has_wgmma(s) && !is_ws(s) && strstr(s, "bm_wgmma_ss_f16_n64(s") && strstr(s, "__launch_bounds__(384, 1)"));
+  free(s);
+  /* the previous default and the other TMA configs, by name */
+  setenv("BM_CUDA_ATTN", "w2n128ws", 1);
+  s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && !strstr(s, "_tmd)") && !has_pp(s));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w2n128tma", 1);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 0) && !has_pp(s));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w2n128tmap_pp", 1);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && !strstr(s, "const int r2 ="));
   free(s);
   unsetenv("BM_CUDA_ATTN");
 }

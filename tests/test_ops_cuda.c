@@ -384,6 +384,37 @@ static void b_wg_f16_sym(bm_graph *g) { /* (m, 256) @ (512, 256)^T: exact tiles 
   bm_output_add(g, "y", bm_matmul(g, a, b, false, true));
 }
 
+/* The TMA kernel with B stored (K, N) (MN-major B descriptor; not trans_b):
+ * symbolic M with epilogues, K past the 64-deep step with one B matrix (rows
+ * past K are the tensor's end: zero), batches (K a multiple of 64), f32 out. */
+static void b_wg_kn_bf16_sym_epi(bm_graph *g) { /* (m, 512) @ (512, 392) + bias, GELU, + residual */
+  int s = bm_sym_declare(g, "m", 1000);
+  bm_node *a = IN("a", BF16, BM_SYM(s), 512), *b = IN("b", BF16, 512, 392);
+  bm_node *bias = IN("bias", BF16, 392), *res = IN("res", BF16, BM_SYM(s), 392);
+  bm_output_add(g, "y", bm_add(g, bm_gelu(g, bm_add(g, bm_matmul(g, a, b, false, false), bias)), res));
+}
+static void b_wg_kn_f16_k200(bm_graph *g) { /* (300, 200) @ (200, 264): K tail */
+  bm_node *a = IN("a", F16, 300, 200), *b = IN("b", F16, 200, 264);
+  bm_output_add(g, "y", bm_matmul(g, a, b, false, false));
+}
+static void b_wg_kn_bf16_batch(bm_graph *g) { /* (2, 3, 200, 128) @ (3, 128, 72) -> (2, 3, 200, 72), f32 out */
+  bm_node *a = IN("a", BF16, 2, 3, 200, 128), *b = IN("b", BF16, 3, 128, 72);
+  bm_output_add(g, "y", bm_cast(g, bm_matmul(g, a, b, false, false), F32));
+}
+/* The TMA store epilogue (_tmae: tma_n256s4c2e, the default, named; _tmae1:
+ * tma_n256s4e; _tmap: tma_n256s4c2, the previous default, stores from registers): whole
+ * 128-row tiles go through shared memory and TMA tensor stores (columns
+ * past N clipped by the map, a cluster pair's tile past M skipped, batches
+ * stacked), other M the per-element store. */
+static void b_wg_f16_m384_epi(bm_graph *g) { /* (384, 520) @ (392, 520)^T + bias, SiLU: 3 M-tiles */
+  bm_node *a = IN("a", F16, 384, 520), *b = IN("b", F16, 392, 520), *bias = IN("bias", F16, 392);
+  bm_output_add(g, "y", bm_silu(g, bm_add(g, bm_matmul(g, a, b, false, true), bias)));
+}
+static void b_wg_f16_batch_m256(bm_graph *g) { /* (2, 256, 136) @ (2, 200, 136)^T -> (2, 256, 200) */
+  bm_node *a = IN("a", F16, 2, 256, 136), *b = IN("b", F16, 2, 200, 136);
+  bm_output_add(g, "y", bm_matmul(g, a, b, false, true));
+}
+
 static void b_mm_batch(bm_graph *g) {
   bm_node *a = IN("a", F32, 3, 2, 17, 40), *b = IN("b", F32, 2, 40, 19);
   bm_output_add(g, "y", bm_matmul(g, a, b, false, false));
@@ -481,6 +512,44 @@ static void b_qgemv_sym16(bm_graph *g) { /* f16 x, symbolic rows (max 16), i8 gr
   bm_node *q4 = qweight(g, BM_DTYPE_I4, 33, 192, 6), *s4 = IN("s4", F32, 33, 3);
   bm_output_add(g, "i8", bm_qmatmul(g, x, q8, s8));
   bm_output_add(g, "i4", bm_qmatmul(g, x, q4, s4));
+}
+
+/* ---- the small-M GEMM (codegen/clike/emit_gemm_small.c, owner: smallm): 2..64
+ * rows of MATMUL (bf16 x bf16/f32, f16 x f16) and QMATMUL (int8/int4 per channel
+ * and in groups of 1, 2, 4+ chunks x f32/bf16/f16), static and symbolic rows, N
+ * not a multiple of the 16-row tile, an odd number of K rounds, epilogues. */
+static void b_sm_mm(bm_graph *g, bm_dtype at, bm_dtype wt, int64_t rows, int64_t n, int64_t k, bool sym, bool epi) {
+  gv = (gv_cfg){at, wt, rows, n, k, sym, epi}; /* rows: the static M, or the symbol's max */
+  b_gemv(g);
+}
+static void b_sm_bf16_m2_epi(bm_graph *g) { b_sm_mm(g, BF16, BF16, 2, 72, 256, false, true); }
+static void b_sm_f32xbf16_m5(bm_graph *g) { b_sm_mm(g, F32, BF16, 5, 40, 512, false, false); }
+static void b_sm_f32xbf16_m16_epi(bm_graph *g) { b_sm_mm(g, F32, BF16, 16, 136, 96, false, true); }
+static void b_sm_bf16_m8(bm_graph *g) { b_sm_mm(g, BF16, BF16, 8, 24, 64, false, false); }
+static void b_sm_f16_sym(bm_graph *g) { b_sm_mm(g, F16, F16, 64, 50, 160, true, true); }
+static void b_sm_f32xbf16_sym(bm_graph *g) { b_sm_mm(g, F32, BF16, 64, 33, 128, true, false); }
+/* (x, i8 per channel / g32 / g64, i4 per channel / g32 / g128): K 256 */
+static void b_sm_q(bm_graph *g, bm_node *x, int64_t n) {
+  bm_node *q8 = qweight(g, BM_DTYPE_I8, n, 256, 11), *q4 = qweight(g, BM_DTYPE_I4, n, 256, 12);
+  bm_output_add(g, "i8_pc", bm_qmatmul(g, x, q8, IN("s8", F32, n, 1)));
+  bm_output_add(g, "i8_g32", bm_qmatmul(g, x, q8, IN("s8g32", F32, n, 8)));
+  bm_output_add(g, "i8_g64", bm_silu(g, bm_qmatmul(g, x, q8, IN("s8g64", F32, n, 4))));
+  bm_output_add(g, "i4_pc", bm_qmatmul(g, x, q4, IN("s4", F32, n, 1)));
+  bm_output_add(g, "i4_g32", bm_qmatmul(g, x, q4, IN("s4g32", F32, n, 8)));
+  bm_output_add(g, "i4_g128", bm_qmatmul(g, x, q4, IN("s4g128", F32, n, 2)));
+}
+static void b_sm_q_f32_m8(bm_graph *g) { b_sm_q(g, IN("x", F32, 8, 256), 40); }
+static void b_sm_q_bf16_m16(bm_graph *g) { b_sm_q(g, IN("x", BF16, 2, 8, 256), 33); }
+static void b_sm_q_f16_sym(bm_graph *g) {
+  int s = bm_sym_declare(g, "m", 64);
+  b_sm_q(g, IN("x", F16, BM_SYM(s), 256), 24);
+}
+static void b_sm_q_f32_m5_k384(bm_graph *g) { /* 3 int4 rounds (odd), bias + residual epilogue */
+  bm_node *x = IN("x", F32, 5, 384);
+  bm_node *q8 = qweight(g, BM_DTYPE_I8, 50, 384, 13), *q4 = qweight(g, BM_DTYPE_I4, 50, 384, 14);
+  bm_node *bias = IN("bias", F32, 50), *res = IN("res", F32, 5, 50);
+  bm_output_add(g, "i4_g32", bm_add(g, bm_add(g, bm_qmatmul(g, x, q4, IN("s4", F32, 50, 12)), bias), res));
+  bm_output_add(g, "i8_g64", bm_qmatmul(g, x, q8, IN("s8", F32, 50, 6)));
 }
 
 static void b_conv(bm_graph *g) {
@@ -700,6 +769,23 @@ static const tcase cases[] = {
     {"matmul_wg_bf16_sym777_epi_tmac1", b_wg_bf16_sym_epi, 1.5e-2, {777}, false},
     {"matmul_wg_bf16_batch_f32_tmac1", b_wg_bf16_batch, 1.5e-2, {0}, false},
     {"matmul_wg_f16_persist_tmac1", b_wg_f16_persist, 3e-3, {0}, false},
+    /* B stored (K, N) on the TMA kernel (tma_kn_ok) */
+    {"matmul_wg_kn_bf16_sym777_epi", b_wg_kn_bf16_sym_epi, 1.5e-2, {777}, true},
+    {"matmul_wg_kn_bf16_sym256_epi", b_wg_kn_bf16_sym_epi, 1.5e-2, {256}, false},
+    {"matmul_wg_kn_f16_k200", b_wg_kn_f16_k200, 3e-3, {0}, false},
+    {"matmul_wg_kn_bf16_batch_f32", b_wg_kn_bf16_batch, 1.5e-2, {0}, false},
+    {"matmul_wg_kn_f16_k200_tmac1", b_wg_kn_f16_k200, 3e-3, {0}, false},
+    /* the TMA store epilogue (config tstore, the default; named here) and the previous default's store
+     * from registers (_tmap: tma_n256s4c2) */
+    {"matmul_wg_bf16_sym777_epi_tmae", b_wg_bf16_sym_epi, 1.5e-2, {777}, false},
+    {"matmul_wg_f16_sym256_tmae", b_wg_f16_sym, 3e-3, {256}, false},
+    {"matmul_wg_f16_m384_epi_tmae", b_wg_f16_m384_epi, 3e-3, {0}, true},
+    {"matmul_wg_f16_batch_m256_tmae", b_wg_f16_batch_m256, 3e-3, {0}, false},
+    {"matmul_wg_kn_bf16_sym256_epi_tmae", b_wg_kn_bf16_sym_epi, 1.5e-2, {256}, false},
+    {"matmul_wg_f16_m384_epi_tmae1", b_wg_f16_m384_epi, 3e-3, {0}, false},
+    {"matmul_wg_kn_bf16_sym256_epi_tmae1", b_wg_kn_bf16_sym_epi, 1.5e-2, {256}, false},
+    {"matmul_wg_f16_m384_epi_tmap", b_wg_f16_m384_epi, 3e-3, {0}, false},
+    {"matmul_wg_kn_bf16_sym256_epi_tmap", b_wg_kn_bf16_sym_epi, 1.5e-2, {256}, false},
     {"qmatmul", b_qmatmul, 2e-5, {0}, false},
     {"gemv_f32xbf16_m1_epi", b_gv_f32xbf16_m1, 2e-5, {0}, true},
     {"gemv_bf16_m2", b_gv_bf16_m2, 1.5e-2, {0}, false},
@@ -716,6 +802,29 @@ static const tcase cases[] = {
     {"qgemv_i4_bf16_sym", b_qgemv_bf16_sym, 1.5e-2, {3}, false},
     {"qgemv_f16_sym7", b_qgemv_sym16, 3e-3, {7}, false},
     {"qgemv_f16_sym16", b_qgemv_sym16, 3e-3, {16}, false},
+    /* the small-M GEMM (owner: smallm) */
+    {"smallm_bf16_m2_epi_rows2", b_sm_bf16_m2_epi, 1.5e-2, {0}, true}, /* 2 rows: the GEMV's by default */
+    {"smallm_f32xbf16_m5", b_sm_f32xbf16_m5, 2e-5, {0}, false},
+    {"smallm_f32xbf16_m16_epi", b_sm_f32xbf16_m16_epi, 2e-5, {0}, true},
+    {"smallm_bf16_m8", b_sm_bf16_m8, 1.5e-2, {0}, false},
+    {"smallm_f16_sym33_epi", b_sm_f16_sym, 3e-3, {33}, false},
+    {"smallm_f16_sym64_epi", b_sm_f16_sym, 3e-3, {64}, false},
+    {"smallm_f32xbf16_sym2", b_sm_f32xbf16_sym, 2e-5, {2}, false},
+    {"smallm_f32xbf16_sym64", b_sm_f32xbf16_sym, 2e-5, {64}, false},
+    {"smallm_q_f32_m8", b_sm_q_f32_m8, 2e-5, {0}, true},
+    {"smallm_q_bf16_m16", b_sm_q_bf16_m16, 1.5e-2, {0}, false},
+    {"smallm_q_f16_sym2", b_sm_q_f16_sym, 3e-3, {2}, false},
+    {"smallm_q_f16_sym33", b_sm_q_f16_sym, 3e-3, {33}, false},
+    {"smallm_q_f16_sym64", b_sm_q_f16_sym, 3e-3, {64}, false},
+    {"smallm_q_f32_m5_k384_epi", b_sm_q_f32_m5_k384, 2e-5, {0}, true},
+    /* the same with other configurations forced (the default picks by shape) */
+    {"smallm_q_f32_m8_t2w16", b_sm_q_f32_m8, 2e-5, {0}, false},
+    {"smallm_f32xbf16_m16_epi_t2w16", b_sm_f32xbf16_m16_epi, 2e-5, {0}, false},
+    {"smallm_q_f16_sym33_t4w8", b_sm_q_f16_sym, 3e-3, {33}, false},
+    {"smallm_q_bf16_m16_t2w8s0", b_sm_q_bf16_m16, 1.5e-2, {0}, false},
+    {"smallm_f32xbf16_m5_p1", b_sm_f32xbf16_m5, 2e-5, {0}, false},
+    {"smallm_f32xbf16_m16_epi_t1w4", b_sm_f32xbf16_m16_epi, 2e-5, {0}, false}, /* long N's default */
+    {"smallm_q_bf16_m16_t1w4", b_sm_q_bf16_m16, 1.5e-2, {0}, false},
     {"conv2d", b_conv, 2e-5, {0}, true},
     {"conv2d_f16_sym", b_conv_f16_sym, 3e-3, {7}, false},
     {"conv2d_tc_f16", b_conv_tc, 3e-3, {0}, true},
@@ -764,12 +873,29 @@ static void test_cases(void) {
     /* "_wgn128": compiled with the wgmma conv's 128-wide N tiles forced */
     bool n128 = strstr(cases[i].name, "_wgn128") != NULL, tman128 = strstr(cases[i].name, "_tman128") != NULL;
     bool tmac1 = strstr(cases[i].name, "_tmac1") != NULL;
+    /* "_tmae" / "_tmae1": the TMA store epilogue, with / without clusters */
+    bool tmae1 = strstr(cases[i].name, "_tmae1") != NULL, tmae = !tmae1 && strstr(cases[i].name, "_tmae") != NULL;
+    bool tmap = strstr(cases[i].name, "_tmap") != NULL;
     if (n128) setenv("BM_CUDA_WGMMA", "n128k64s3", 1);
     if (tman128) setenv("BM_CUDA_WGMMA", "tma_n128s6", 1);
     if (tmac1) setenv("BM_CUDA_WGMMA", "tma_n256s4", 1);
+    if (tmae) setenv("BM_CUDA_WGMMA", "tma_n256s4c2e", 1);
+    if (tmae1) setenv("BM_CUDA_WGMMA", "tma_n256s4e", 1);
+    if (tmap) setenv("BM_CUDA_WGMMA", "tma_n256s4c2", 1);
+    /* the small-M GEMM's configuration (emit_gemm_small.c) or row range forced */
+    static const char *const smcfg[][2] = {{"_t2w16", "t2w16"}, {"_t4w8", "t4w8"}, {"_t2w8s0", "t2w8s0"}, {"_p1", "p1"},
+                                              {"_t1w4", "t1w4"}};
+    const char *smc = NULL;
+    for (size_t c = 0; c < sizeof smcfg / sizeof *smcfg; c++)
+      if (strncmp(cases[i].name, "smallm", 6) == 0 && strstr(cases[i].name, smcfg[c][0])) smc = smcfg[c][1];
+    bool smr = strstr(cases[i].name, "smallm") && strstr(cases[i].name, "_rows2");
+    if (smc) setenv("BM_CUDA_SMALLM", smc, 1);
+    if (smr) setenv("BM_CUDA_SMALLM_ROWS", "2-64", 1);
     run_one(&cases[i], true);
     if (cases[i].unfused) run_one(&cases[i], false);
-    if (n128 || tman128 || tmac1) unsetenv("BM_CUDA_WGMMA");
+    if (smc) unsetenv("BM_CUDA_SMALLM");
+    if (smr) unsetenv("BM_CUDA_SMALLM_ROWS");
+    if (n128 || tman128 || tmac1 || tmae || tmae1 || tmap) unsetenv("BM_CUDA_WGMMA");
   }
 }
 
@@ -850,12 +976,17 @@ static void test_wgmma_source(void) {
     CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
     if (out.src.s) {
       bool wg = strstr(out.src.s, "(acc, da + 2 * kk") != NULL; /* a wgmma call (the prelude defines them always) */
-      CHECK_MSG(wg == (i == 0), "case %d: wgmma body %s", i, wg ? "present" : "missing");
+      CHECK_MSG(wg == (i < 2), "case %d: wgmma body %s", i, wg ? "present" : "missing");
+      /* B stored (K, N): the TMA kernel with the MN-major B descriptor, the mma.sync tile as its fallback */
+      bool tb = strstr(out.src.s, "bm_wgmma_tb_bf16_n256(acc, da + 2 * kk, db + 128 * kk)") != NULL;
+      CHECK_MSG(tb == (i == 1), "case %d: B (K, N) wgmma %s", i, tb ? "present" : "missing");
+      if (i == 1) CHECK(strstr(out.src.s, "bm_tma_load2d_mc(") != NULL && strstr(out.src.s, "bm_mma_bf16(acc") != NULL);
       if (i == 0) CHECK(strstr(out.src.s, "#else\n") != NULL && strstr(out.src.s, "bm_mma_bf16(acc") != NULL);
       /* the TMA body, its runtime data and the cp.async fallback */
       if (i == 0) CHECK(strstr(out.src.s, "bm_tma_load2d(sa, tma") != NULL && strstr(out.src.s, "_tmd)[] = {") != NULL &&
                         strstr(out.src.s, "bm_cp_async16(sa + ") != NULL);
       if (i == 0) CHECK(strstr(out.src.s, "bm_tma_load2d_mc(") != NULL); /* the default: clusters of 2 */
+      if (i == 0) CHECK(strstr(out.src.s, "bm_tma_store2d(tmc, ") != NULL); /* and the TMA store */
     }
     bm_clike_out_free(&out);
     bm_module_destroy(m);

@@ -657,6 +657,41 @@ static bm_status emit_norm(ck *k) {
   k->tasks = r > 1 ? ck_task_linear(k->g, r - 1, x->shape, w.warp ? 8 : 1) : (bm_task_expr){-1, 0, 1, 1, 1};
   P("      const %s D = %s, base = row * D;\n", k->I, D.s);
   str l = ck_ld(k, 0, x->dtype, ck_strf("base + j"));
+  /* A static row of at most 32 elements per lane is loaded once into
+   * registers (all loads issued together, no second read of x); the same
+   * per-lane order of the sums as the loop below, so the same results. */
+  const bm_dim Dd = x->shape[r - 1];
+  const int64_t nlv = w.warp ? 32 : k->threads, npt = bm_dim_is_static(Dd) ? (Dd.add + nlv - 1) / nlv : 0;
+  if (npt >= 1 && npt <= 32 && getenv("BM_CUDA_NORM_LOOP") == NULL) {
+    P("      float xv[%lld];\n", (long long)npt);
+    P("#pragma unroll\n      for (int u = 0; u < %lld; u++) {\n", (long long)npt);
+    P("        const %s j = lane + u * nl;\n", k->I);
+    P("        xv[u] = j < D ? %s : 0.0f;\n", l.s);
+    P("      }\n");
+    if (n->op == BM_OP_LAYER_NORM) {
+      P("      float s = 0.0f;\n");
+      P("#pragma unroll\n      for (int u = 0; u < %lld; u++) if (lane + u * nl < D) s += xv[u];\n", (long long)npt);
+      P("      const float mean = %s / (float)D;\n", red_call(w.sum, "s").s);
+    } else {
+      P("      const float mean = 0.0f;\n");
+    }
+    P("      float q = 0.0f;\n");
+    P("#pragma unroll\n      for (int u = 0; u < %lld; u++) if (lane + u * nl < D) { const float d = xv[u] - mean; q += d * d; }\n",
+      (long long)npt);
+    P("      const float rstd = 1.0f / sqrtf(%s / (float)D + %s);\n", red_call(w.sum, "q").s, eps.s);
+    P("#pragma unroll\n      for (int u = 0; u < %lld; u++) {\n", (long long)npt);
+    P("        const %s j = lane + u * nl;\n", k->I);
+    P("        if (j >= D) break;\n");
+    P("        const %s oi = base + j;\n", k->I);
+    P("        float v = (xv[u] - mean) * rstd;\n");
+    if (has_w) P("        v *= %s;\n", ck_ld(k, 1, n->in[1]->dtype, ck_strf("j")).s);
+    if (has_b) P("        v += %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("j")).s);
+    ck_emit_epilogue(k, "v", "oi");
+    ck_store(k, "oi", "v");
+    P("      }\n");
+    row_close(k);
+    return NULL;
+  }
   if (n->op == BM_OP_LAYER_NORM) {
     P("      float s = 0.0f;\n");
     P("      for (%s j = lane; j < D; j += nl) s += %s;\n", k->I, l.s);

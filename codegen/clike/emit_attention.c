@@ -450,11 +450,12 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
  *   product runs, then waits for that and rescales O (step 0 peeled off, so
  *   no branch sits between a wgmma and its wait);
  * - WA_WS (FA3's warp specialization, emit_attention_ws): a producer
- *   warpgroup loads K and V, mbarriers instead of the block barrier; the
- *   default (docs/cuda.md).
- * FA3's ping-pong between warpgroups needs them to run different code around
- * the barrier; ptxas then serializes the wgmmas (C7520: a wgmma fence in a
- * divergent path), so it is not here. */
+ *   warpgroup loads K and V (cp.async or TMA), mbarriers instead of the
+ *   block barrier; the default (docs/cuda.md).
+ * FA3's ping-pong between warpgroups (wa_cfg.pp) is named barriers whose ids
+ * are computed from the warpgroup, so both run the same code: a divergent
+ * form (different code around the barrier per warpgroup) makes ptxas
+ * serialize the wgmmas (C7520: a wgmma fence in a divergent path). */
 enum { WA_SERIAL, WA_PIPE, WA_WS };
 /* registers of a WA_WS producer thread (setmaxnreg; the consumers get the
  * rest of the block's allocation: 232 with two warpgroups, enough for head
@@ -464,6 +465,11 @@ enum { WA_PREG = 40 };
 typedef struct wa_cfg {
   const char *name; /* BM_CUDA_ATTN=name forces it (compile time, for comparisons; "fa2": off) */
   int nwg, bn, mode, ns, minb; /* warpgroups, keys per tile, schedule, stages, blocks per multiprocessor wanted */
+  int tma; /* WA_WS: 0 cp.async loads; 1 TMA loads (Q, K, V; head dims 64 or 128); 2 the same on a
+            * persistent grid of one block per multiprocessor; 3 persistent with two Q buffers, the
+            * next task's Q loading during this one */
+  bool pp;  /* WA_WS: FA3's ping-pong, the consumer warpgroups take turns issuing their products
+             * (named barriers 3 and 4), so one's softmax runs while the other's products do */
 } wa_cfg;
 
 static const wa_cfg wa_cfgs[] = {
@@ -471,12 +477,37 @@ static const wa_cfg wa_cfgs[] = {
     {"w3n128p", 3, 128, WA_PIPE, 2, 1},  {"w2n64p", 2, 64, WA_PIPE, 2, 1},    {"w3n64p", 3, 64, WA_PIPE, 2, 1},
     {"w1n64p", 1, 64, WA_PIPE, 2, 3},    {"w1n128p", 1, 128, WA_PIPE, 2, 2},  {"w1n64p3", 1, 64, WA_PIPE, 3, 2},
     {"w2n128ws", 2, 128, WA_WS, 2, 1},   {"w2n128ws3", 2, 128, WA_WS, 3, 1},
+    {"w2n128tma", 2, 128, WA_WS, 2, 1, 1},   {"w2n128tma3", 2, 128, WA_WS, 3, 1, 1},
+    {"w2n128tmap", 2, 128, WA_WS, 2, 1, 2},  {"w2n128tmap3", 2, 128, WA_WS, 3, 1, 2},
+    {"w2n128ws_pp", 2, 128, WA_WS, 2, 1, 0, true},   {"w2n128tma_pp", 2, 128, WA_WS, 2, 1, 1, true},
+    {"w2n128tmap_pp", 2, 128, WA_WS, 2, 1, 2, true}, {"w2n128tma3_pp", 2, 128, WA_WS, 3, 1, 1, true},
+    {"w2n128tmaq", 2, 128, WA_WS, 2, 1, 3},  {"w2n128tmaq_pp", 2, 128, WA_WS, 2, 1, 3, true},
 };
+
+/* TMA loads (wa_cfg.tma): the kernel's `<symbol>_tmd` constant array in
+ * the layout of emit_gemm.c's BM_TMD_MAGIC (magic "tmd1", dynamic shared
+ * memory, blocks per multiprocessor (1: a persistent grid, 0: no cap), the
+ * argument slot of the maps, 3 maps, cluster 1, then per map buffer,
+ * element bytes, columns, rows, box columns, box rows, swizzle): Q, K, V
+ * as 2-d (rows, head dim) tensors, boxes of 64 columns (128-byte swizzle, the
+ * wgmma layout) by 64 query rows or BN keys. The runtime encodes them per
+ * launch and puts their address into the slot (0: none, the cp.async body). */
+#define BM_ATT_TMD_MAGIC 0x31646d74l /* "tmd1" */
+#define BM_ATT_TMA_SLOT 15
+
+/* elements of x at the symbols' maxima */
+static int64_t elems_max(const bm_graph *g, const bm_node *x) {
+  int64_t e = 1;
+  for (int d = 0; d < x->ndim; d++) e *= ck_dim_max(g, x->shape[d]);
+  return e;
+}
 
 /* padded head dims (64 or 128) and the dynamic shared memory of a config */
 static int wa_pad(int64_t d) { return d <= 64 ? 64 : 128; }
 static int wa_smem(const wa_cfg *w, int dpa, int dva) {
-  return 1024 + 64 * w->nwg * dpa * 2 + w->ns * w->bn * (dpa + dva) * 2 + (w->mode == WA_WS ? 32 * w->ns : 0);
+  const int nq = w->tma == 3 ? 2 : 1; /* Q buffers */
+  return 1024 + nq * 64 * w->nwg * dpa * 2 + w->ns * w->bn * (dpa + dva) * 2 + (w->mode == WA_WS ? 32 * w->ns : 0) +
+         (w->tma ? 8 * nq * w->nwg : 0);
 }
 
 static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
@@ -487,10 +518,17 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
   const char *env = getenv("BM_CUDA_ATTN");
   /* the default, measured on an H100 (docs/cuda.md, "Attention", the
    * table): the warp-specialized kernel, two consumer warpgroups, 128-key
-   * tiles (0.60-0.98x SDPA, every head dim and mask kind of the benchmark;
-   * the best barrier-synchronized configs, w1n128p for head dims up to 64
-   * and w3n64p / w2n128p above, reached 0.48-0.65x in the same call) */
-  const char *def = "w2n128ws";
+   * tiles; with TMA loads (head dims 64 and 128) and the ping-pong, on a
+   * persistent grid with Q prefetched (w2n128tmaq_pp) without causal or
+   * window limits or a mask (the static task order of a persistent grid
+   * leaves causal blocks unbalanced: 0.53-0.64x; with a mask it spills),
+   * else one block per task (w2n128tma_pp); head dim 64 with those and the
+   * other head dims keep the cp.async loads (w2n128ws: TMA measured 2-4%
+   * slower at d64 causal; the other head dims are padded, past the maps'
+   * edge) */
+  const bool tma_ok = (D == 64 || D == 128) && Dv == D,
+             limited = n->a.causal || n->a.window > 0 || (n->a.attn_flags & BM_ATTN_HAS_MASK);
+  const char *def = !tma_ok || (limited && D <= 64) ? "w2n128ws" : limited ? "w2n128tma_pp" : "w2n128tmaq_pp";
   const wa_cfg *w = NULL; /* BM_CUDA_ATTN=fa2 or an unknown name: the mma.sync kernel */
   if (!env || !*env) env = def;
   for (size_t i = 0; i < sizeof wa_cfgs / sizeof *wa_cfgs; i++)
@@ -638,6 +676,21 @@ static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
   P("      const float inv = l > 0.0f ? 1.0f / l : 0.0f;\n");
   P("      const %s i = i0 + rr * 8;\n", I);
   P("      if (i < Sq) {\n");
+  const bm_node *n = k->n;
+  if (n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16) {
+    /* a thread's two adjacent columns as one 32-bit word (Dv is a multiple of 8) */
+    P("#pragma unroll\n      for (int x = 0; x < %d; x++) {\n", c->NO);
+    P("        const int dd = x * 8 + t4 * 2;\n");
+    P("        if (dd < %lld) {\n", (long long)Dv);
+    P("      const %s oi = (qb + i) * %lld + dd, oi1 = oi + 1;\n", I, (long long)Dv);
+    P("      float v = o[4 * x + 2 * rr] * inv, v1 = o[4 * x + 2 * rr + 1] * inv;\n");
+    ck_emit_epilogue(k, "v", "oi");
+    ck_emit_epilogue(k, "v1", "oi1");
+    P("      *(unsigned int *)(bm_out(%d) + (bm_i64)oi * 2) = bm_pack_%sx2(v, v1);\n", n->nin,
+      n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16");
+    P("        }\n      }\n      }\n    }\n");
+    return;
+  }
   P("#pragma unroll\n      for (int x = 0; x < %d; x++)\n#pragma unroll\n      for (int e = 0; e < 2; e++) {\n", c->NO);
   P("        const int dd = x * 8 + t4 * 2 + e;\n");
   P("        if (dd < %lld) {\n", (long long)Dv);
@@ -656,9 +709,17 @@ static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
  * and run WA_PIPE's steps without block-wide barriers, so they drift apart
  * and one's softmax overlaps the other's products. Producer and consumers
  * count the key tiles of every task (it), which gives the stage (it % NS)
- * and the phase parity ((it / NS) & 1) of each. */
+ * and the phase parity ((it / NS) & 1) of each. With `tma` (wa_cfg.tma, the
+ * maps' address in bm_a.bufs[BM_ATT_TMA_SLOT], 0: none) one producer thread
+ * loads a tile whose keys are all below len with TMA copies (64-column boxes
+ * of the 128-byte swizzle: the layout cp.async writes) and an expect-tx
+ * arrival while the other 127 arrive plainly, so "full" counts 128 either
+ * way; a tile reaching past len (its rows there zero-filled), or any tile
+ * without maps, is the 128 threads' cp.async as before. The consumers load
+ * their Q rows by TMA too (one mbarrier per warpgroup; tma 3: two buffers,
+ * the next task's rows issued when this task starts). */
 static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const char *lk, const char *lv, int64_t D,
-                              int64_t Dv) {
+                              int64_t Dv, bool tma) {
   const char *I = k->I;
   const int NS = c->NS, NWG = c->w->nwg;
   /* setmaxnreg moves registers within the block's allocation at launch
@@ -669,42 +730,118 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   int creg = (launch * k->threads - 128 * WA_PREG) / (128 * NWG) / 8 * 8;
   P("  if (wg == %d) { /* the producer warpgroup */\n", NWG);
   P("  bm_att_setmaxnreg_dec<%d>();\n", WA_PREG);
+  if (tma) {
+    P("  const bool lead = (tid & 127) == 0;\n");
+    P("  if (tmq != 0ull && lead) { bm_att_tmap_acquire(tmq + 128ull); bm_att_tmap_acquire(tmq + 256ull); }\n");
+  }
   ck_loop_open(k, "B * Hq * nqt");
   P("%s", setup);
   P("      for (%s kt = 0; kt < ntile; kt++, it++) {\n", I);
   P("      const unsigned int pit = it, ps = pit %% %du, ph = (pit / %du) & 1u;\n", NS, NS);
-  P("      bm_att_mbar_wait(ek0 + 8 * ps, ph ^ 1u);\n");
-  P("%s", lk);
-  P("      bm_att_cp_arrive(fk0 + 8 * ps);\n");
-  P("      bm_att_mbar_wait(ev0 + 8 * ps, ph ^ 1u);\n");
-  P("%s", lv);
-  P("      bm_att_cp_arrive(fv0 + 8 * ps);\n");
+  /* with the maps, a tile of keys all below len is one thread's TMA copies
+   * (the other 127 arrive); a partial one (rows past len zero-filled) and
+   * any tile without maps, every producer's cp.async */
+  if (tma) {
+    P("      const %s jt = kbeg + kt * %d;\n", I, c->BN);
+    P("      const bool full = tmq != 0ull && jt + %d <= len;\n", c->BN);
+  }
+  for (int kv = 0; kv < 2; kv++) {
+    const char *e0 = kv ? "ev0" : "ek0", *f0 = kv ? "fv0" : "fk0", *base = kv ? "sv0" : "sk0";
+    int atoms = (kv ? c->dva : c->dpa) / 64, stb = kv ? c->VB : c->KB;
+    P("      bm_att_mbar_wait(%s + 8 * ps, ph ^ 1u);\n", e0);
+    if (tma) {
+      P("      if (full) {\n");
+      P("        if (lead) {\n");
+      P("          bm_att_mbar_expect_tx(%s + 8 * ps, %du);\n", f0, stb);
+      for (int a = 0; a < atoms; a++)
+        P("          bm_att_tma_load2d(%s + ps * %du + %du, tmq + %dull, %d, (int)(kvb + jt), %s + 8 * ps);\n", base,
+          stb, a * c->BN * 128, kv ? 256 : 128, a * 64, f0);
+      P("        } else {\n          bm_att_mbar_arrive(%s + 8 * ps);\n        }\n", f0);
+      P("      } else {\n");
+    }
+    P("%s", kv ? lv : lk);
+    P("      bm_att_cp_arrive(%s + 8 * ps);\n", f0);
+    if (tma) P("      }\n");
+  }
   P("      }\n");
   ck_loop_close(k);
   P("  bm_cp_wait<0>(); /* no copies in flight at exit */\n");
   P("  } else { /* the consumer warpgroups */\n");
   P("  bm_att_setmaxnreg_inc<%d>();\n", creg > 240 ? 240 : creg);
+  /* ping-pong: a warpgroup waits for its turn (barrier 3 + wg: itself and the
+   * previous one's arrival) before issuing a step's products and hands the
+   * turn to the next after (a ring); the last gives warpgroup 0 the first
+   * turn. All run the same code (else ptxas serializes the wgmmas, C7520) */
+  str turn = ck_strf("      bm_att_bar_sync(3 + wg, 256);\n");
+  str hand = NWG == 2 ? ck_strf("      bm_att_bar_arrive(3 + (wg ^ 1), 256);\n")
+                      : ck_strf("      bm_att_bar_arrive(3 + (wg + 1) %% %d, 256);\n", NWG);
+  if (!c->w->pp) turn.s[0] = hand.s[0] = '\0';
+  if (c->w->pp) P("  if (wg == %d) bm_att_bar_arrive(3, 256);\n", NWG - 1);
+  const bool qpf = tma && c->w->tma == 3;
+  if (tma) {
+    P("  unsigned int qn = 0; /* the warpgroup's tasks so far: the phase of its Q barrier%s */\n",
+      qpf ? " and Q buffer" : "");
+    P("  if (tmq != 0ull && (tid & 127) == 0) bm_att_tmap_acquire(tmq);\n");
+  }
   ck_loop_open(k, "B * Hq * nqt");
   P("%s", setup);
   /* Q: the warpgroup's 64 rows, once it is done with the last task's */
   P("    bm_att_bar_sync(1 + wg, 128);\n");
+  P("    unsigned int sqw = sq0 + wg * 8192; /* the warpgroup's Q rows */\n");
+  if (tma) { /* one thread's TMA copies (rows past Sq: other heads' or zeros, not stored) */
+    const int QB = c->BM * c->dpa * 2, qbytes = 64 * c->dpa * 2;
+    P("    if (tmq != 0ull) {\n");
+    if (qpf) { /* two Q buffers: the next task's rows load during this task */
+      P("    const unsigned int qs = qn & 1u, qbar = qbar0 + 16 * wg + 8 * qs, qph = (qn >> 1) & 1u;\n");
+      P("    sqw += qs * %du;\n", QB);
+      P("    if ((tid & 127) == 0) {\n");
+      P("      if (qn == 0u) {\n");
+      P("        bm_att_mbar_expect_tx(qbar, %du);\n", qbytes);
+      for (int a = 0; a < c->dpa / 64; a++)
+        P("        bm_att_tma_load2d(sqw + %du, tmq, %d, (int)(qb + qw0), qbar);\n", a * c->BM * 128, a * 64);
+      P("      }\n");
+      P("      if (t + (%s)nblk < ntask) {\n", I);
+      P("        const int t2 = (int)(t + (%s)nblk), nq2 = (int)nqt;\n", I);
+      P("        const int qt2 = %s, bh2 = t2 / nq2;\n", k->n->a.causal ? "nq2 - 1 - t2 % nq2" : "t2 % nq2");
+      P("        const int r2 = bh2 * (int)Sq + qt2 * %d + wg * 64; /* its qb + qw0 */\n", c->BM);
+      P("        const unsigned int nbar = qbar0 + 16 * wg + 8 * (qs ^ 1u), nsq = sq0 + wg * 8192 + (qs ^ 1u) * %du;\n",
+        QB);
+      P("        bm_att_mbar_expect_tx(nbar, %du);\n", qbytes);
+      for (int a = 0; a < c->dpa / 64; a++)
+        P("        bm_att_tma_load2d(nsq + %du, tmq, %d, r2, nbar);\n", a * c->BM * 128, a * 64);
+      P("      }\n");
+      P("    }\n");
+    } else {
+      P("    const unsigned int qbar = qbar0 + 8 * wg, qph = qn & 1u;\n");
+      P("    if ((tid & 127) == 0) {\n");
+      P("      bm_att_mbar_expect_tx(qbar, %du);\n", qbytes);
+      for (int a = 0; a < c->dpa / 64; a++)
+        P("      bm_att_tma_load2d(sqw + %du, tmq, %d, (int)(qb + qw0), qbar);\n", a * c->BM * 128, a * 64);
+      P("    }\n");
+    }
+    P("    bm_att_mbar_wait(qbar, qph);\n    qn++;\n");
+    P("    } else {\n");
+  }
   P("    {\n");
   wa_copy(k, 0, 64, c->dpa / 64, c->BM * 128, D, "sq0 + wg * 8192", "qb + qw0 + row", "qw0 + row < Sq", "(tid & 127)",
           128, 0);
   P("    }\n");
   P("    bm_cp_commit();\n    bm_cp_wait<0>();\n    bm_fence_proxy_async();\n    bm_att_bar_sync(1 + wg, 128);\n");
+  if (tma) P("    }\n");
   P("    float s[%d], o[%d], mr[2] = {-BM_INF, -BM_INF}, lr[2] = {0.0f, 0.0f};\n", c->NB * 4, c->NO * 4);
   P("#pragma unroll\n    for (int x = 0; x < %d; x++) s[x] = 0.0f;\n", c->NB * 4);
   P("#pragma unroll\n    for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", c->NO * 4);
   P("    unsigned int pa[%d][4];\n", c->BN / 16);
   P("    const %s i0 = qw0 + wq * 16 + g8;\n", I);
-  P("    const unsigned long long dq = bm_wgmma_desc(sq0 + wg * 8192, true);\n");
+  P("    const unsigned long long dq = bm_wgmma_desc(sqw, true);\n");
   str relk = ck_strf("      bm_att_mbar_arrive_if(ek0 + 8 * (ci %% %du), lane == 0);\n", NS);
   str relv = ck_strf("      bm_att_mbar_arrive_if(ev0 + 8 * ((ci - 1u) %% %du), lane == 0);\n", NS);
   /* step 0: S only */
   P("    if (ntile > 0) {\n      const %s kt0 = 0;\n      const unsigned int ci = it;\n", I);
   P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n      bm_fence_proxy_async();\n", NS, NS);
+  P("%s", turn.s);
   wa_issue_s(k, c, "ci");
+  P("%s", hand.s);
   wa_soft(k, c, "kt0", 0, false, false, relk.s, NULL);
   P("    }\n");
   /* steps 1..: S_j and P_{j-1} V_{j-1} */
@@ -713,15 +850,19 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n", NS, NS);
   P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
   P("      bm_fence_proxy_async();\n");
+  P("%s", turn.s);
   wa_issue_s(k, c, "ci");
   wa_issue_pv(k, c, "ci - 1u");
+  P("%s", hand.s);
   wa_soft(k, c, "kt0", 1, true, true, relk.s, relv.s);
   P("    }\n");
   /* the last tile's P V */
   P("    if (ntile > 0) {\n      const unsigned int ci = it + (unsigned int)ntile;\n");
   P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
   P("      bm_fence_proxy_async();\n");
+  P("%s", turn.s);
   wa_issue_pv(k, c, "ci - 1u");
+  P("%s", hand.s);
   wa_wait_pv(k, c);
   P("%s", relv.s);
   P("    }\n");
@@ -747,6 +888,20 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   const bool ws = w->mode == WA_WS;
   k->threads = 128 * (w->nwg + (ws ? 1 : 0));
   k->smem = wa_smem(w, c.dpa, c.dva);
+  /* TMA loads: head dims exactly 64 or 128 (no column past the map's edge) */
+  const bool tma = ws && w->tma && D == c.dpa && Dv == c.dva && n->nin < BM_ATT_TMA_SLOT;
+  int64_t rq = elems_max(k->g, q) / D, rk = elems_max(k->g, kk) / D, rv = elems_max(k->g, v) / Dv;
+  if (tma) { /* the runtime's tensor-map data (runtime/device_cuda.c, "Tensor maps"), sm_90a only */
+    bm_sb *sv = k->b;
+    k->b = &k->decl;
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, %d, %d, 3, 1, "
+      "0, 2, %lld, %lld, 64, 64, 3, 1, 2, %lld, %lld, 64, %d, 3, 2, 2, %lld, %lld, 64, %d, 3}; }\n",
+      BM_ATT_TMD_MAGIC, k->smem, w->tma >= 2 ? 1 : 0, BM_ATT_TMA_SLOT, (long long)D, (long long)rq, (long long)D,
+      (long long)rk, BN, (long long)Dv, (long long)rv, BN);
+    P("#endif\n");
+    k->b = sv;
+  }
   k->min_blocks = w->minb;
   while (k->min_blocks > 1 && k->min_blocks * (k->smem + 1024) > 228 * 1024) k->min_blocks--;
   bm_dim dims[3] = {q->shape[0], q->shape[1], q->shape[2]};
@@ -754,20 +909,30 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   k->tasks = ck_task_grid(k->g, 3, dims, divs);
   str B = ck_dimx(k, q->shape[0]), Hq = ck_dimx(k, q->shape[1]), Sq = ck_dimx(k, q->shape[2]),
       Hkv = ck_dimx(k, kk->shape[1]), Sk = ck_dimx(k, kk->shape[2]);
+  P("  /* wgmma attention %s */\n", w->name);
   P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
   P("  /* Q (%d rows), %d K stages, %d V stages: blocks of 64 columns in 128-byte rows, whole swizzle groups */\n", BM,
     c.NS, c.NS);
-  P("  const unsigned int sq0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u, sk0 = sq0 + %d, sv0 = sk0 + %d;\n", QB,
+  P("  const unsigned int sq0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u, sk0 = sq0 + %d, sv0 = sk0 + %d;\n",
+    QB * (w->tma == 3 && ws ? 2 : 1),
     c.NS * c.KB);
   P("  const %s B = %s, Hq = %s, Sq = %s, Hkv = %s, Sk = %s;\n", I, B.s, Hq.s, Sq.s, Hkv.s, Sk.s);
   P("  const int wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, g8 = lane >> 2, t4 = lane & 3;\n");
   if (ws) { /* K, V full (the producers' copies landed), K, V empty (the 4 NWG consumer warps are done) */
     P("  const unsigned int fk0 = sv0 + %d, fv0 = fk0 + %d, ek0 = fv0 + %d, ev0 = ek0 + %d;\n", NS * c.VB, 8 * NS,
       8 * NS, 8 * NS);
+    if (tma) {
+      P("  /* tma: Q rows %lld, K rows %lld, V rows %lld (maps at bm_a.bufs[%d], 0: none) */\n", (long long)rq,
+        (long long)rk, (long long)rv, BM_ATT_TMA_SLOT);
+      P("  const unsigned long long tmq = bm_a.bufs[%d]; /* Q, K, V maps 128 bytes apart */\n", BM_ATT_TMA_SLOT);
+      P("  const unsigned int qbar0 = ev0 + %d; /* Q landed, per consumer warpgroup */\n", 8 * NS);
+    }
     P("  if (tid == 0) {\n    for (int x = 0; x < %d; x++) {\n", NS);
     P("      bm_att_mbar_init(fk0 + 8 * x, 128u); bm_att_mbar_init(fv0 + 8 * x, 128u);\n");
     P("      bm_att_mbar_init(ek0 + 8 * x, %du); bm_att_mbar_init(ev0 + 8 * x, %du);\n", 4 * w->nwg, 4 * w->nwg);
-    P("    }\n    bm_att_mbar_fence_init();\n  }\n  BM_SYNC();\n");
+    P("    }\n");
+    if (tma) P("    for (int x = 0; x < %d; x++) bm_att_mbar_init(qbar0 + 8 * x, 1u);\n", w->nwg * (w->tma == 3 ? 2 : 1));
+    P("    bm_att_mbar_fence_init();\n  }\n  BM_SYNC();\n");
     P("  unsigned int it = 0; /* key tiles through the pipeline so far: the stage and phase of the next */\n");
   }
   float scale = n->a.attn_scale != 0.0f ? n->a.attn_scale : 1.0f / sqrtf((float)D);
@@ -795,7 +960,7 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   k->b = saved;
   const char *lk = ldk.s ? ldk.s : "", *lv = ldv.s ? ldv.s : "", *setup = su.s ? su.s : "";
   if (ws) {
-    emit_attention_ws(k, &c, setup, lk, lv, D, Dv);
+    emit_attention_ws(k, &c, setup, lk, lv, D, Dv, tma);
     bm_sb_free(&su);
     bm_sb_free(&ldk);
     bm_sb_free(&ldv);

@@ -577,8 +577,8 @@ static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
 }
 
 /* The Hopper TMA GEMM (sm_90a): the same operands as the wgmma body above
- * (f16/bf16 A (M, K) and B (N, K), both K-major), warp-specialized and
- * persistent. 384 threads: warpgroup 0 is the producer (registers cut to 40
+ * (f16/bf16 A (M, K) and B (N, K), both K-major), or B stored (K, N)
+ * (tma_kn_ok), warp-specialized and persistent. 384 threads: warpgroup 0 is the producer (registers cut to 40
  * by setmaxnreg; one thread issues everything), warpgroups 1 and 2 the
  * consumers (registers raised to 232), each 64 rows x BN of a 128 x BN
  * tile with BN / 2 f32 accumulators per thread. K goes in steps of 64
@@ -620,11 +620,37 @@ static void emit_gemm_wgmma(ck *k, gemm *g, const wg_cfg *c) {
  * are not stored). When the runtime has no maps for the launch (slot 0: an
  * old runtime, no cuTensorMapEncodeTiled, an unaligned operand) or
  * launched it with less shared memory, the kernel runs the cp.async wgmma
- * body (the n128k64s3 config) on 256 of its threads, without clusters. */
+ * body (the n128k64s3 config) on 256 of its threads, without clusters.
+ *
+ * B stored (K, N) (not trans_b; 256-wide tiles): B's map has N columns and
+ * the stacked K rows; a stage's B is four 64-column blocks of 64 K rows x
+ * 128 bytes (box 64 x 64, 128-byte swizzle), 8 KiB apart, which wgmma reads
+ * through the MN-major descriptor (bm_wgmma_desc_mn: LBO 8192 between the
+ * column blocks, SBO 1024 between 8-row groups; + 2048 bytes per 16 of K)
+ * with imm-trans-b (bm_wgmma_tb_*). With clusters each block loads two of
+ * the four blocks, multicast. Its fallback without maps is the mma.sync
+ * tile (emit_gemm_tc, 3 x 16 KiB of dynamic shared memory).
+ *
+ * The TMA store (tstore configs, the default; f16/bf16 output with N static
+ * and a multiple of 8: tma_store_ok): a third map over the output (N
+ * columns, the batches' stacked rows, box 64 x 64, 128-byte swizzle) and two
+ * 8 KiB buffers per consumer warpgroup after the stages. When M is a
+ * multiple of 128 (so no tile crosses a batch) a warpgroup writes its 64 x
+ * 256 results, with the epilogue, one 64-column chunk at a time into
+ * buffer h & 1 (32-bit st.shared in the swizzled layout, conflict-free),
+ * fences them for the async proxy, syncs its 128 threads (named barrier
+ * 1 + wg), and its first thread issues one tensor store of the chunk
+ * (bulk group; before a buffer is rewritten it waits until the store two
+ * chunks back has read it). The warpgroup then starts the next tile's
+ * wgmmas while the stores drain, instead of storing per element from
+ * registers (the store of a tile had left the tensor cores idle: +10% on
+ * 4096^3). Columns past N are clipped by the map; other M keep the
+ * per-element store. Before exiting the thread waits for its stores. */
 typedef struct tma_cfg {
   const char *name; /* BM_CUDA_WGMMA=name */
   int bn, stages, cluster;
-  int group; /* M-tiles per group of the tile order */
+  int group;  /* M-tiles per group of the tile order */
+  int tstore; /* 1: the store goes through shared memory and TMA tensor stores (tma_store_ok) */
 } tma_cfg;
 
 /* tensor-map data of a kernel (`<symbol>_tmd`, long long[]): magic, dynamic
@@ -637,11 +663,16 @@ typedef struct tma_cfg {
 #define BM_TMD_MAGIC 0x31646d74l /* "tmd1" */
 #define BM_TMA_SLOT 15
 
-/* the first is the default: on an H100 (docs/cuda.md) 685-782 TFLOP/s on
- * 4096^3, 8192^3 and the LLM prefill shapes, 0.89-1.05x cuBLAS; without
- * clusters 663-748 (0.83-0.98x); 128 x 128 tiles ~500; groups of 16
+/* the first is the default: on an H100 (docs/cuda.md) 747-809 TFLOP/s on
+ * 4096^3, 8192^3 and the LLM prefill shapes with B (N, K) or (K, N),
+ * 0.95-0.98x cuBLAS's best time in the same call; the previous default
+ * tma_n256s4c2 (the per-element store from registers) 637-785, 0.86-0.94x
+ * (0.89 on 4096^3); tma_n256s4c2g16e and tma_n256s4e (no clusters) measured
+ * the same as the default within 1% on 4096^3 and 2048x4096x4096; without
+ * the TMA store: no clusters 663-748, 128 x 128 tiles ~500, groups of 16
  * M-tiles +1-3% without clusters; tma_n256s4c2g16 and g4 not measured */
 static const tma_cfg tma_cfgs[] = {
+    {"tma_n256s4c2e", 256, 4, 2, 8, 1},
     {"tma_n256s4c2", 256, 4, 2, 8},
     {"tma_n256s4", 256, 4, 1, 8},
     {"tma_n128s6", 128, 6, 1, 8},
@@ -650,21 +681,15 @@ static const tma_cfg tma_cfgs[] = {
     {"tma_n256s4g16", 256, 4, 1, 16},
     {"tma_n256s4g4", 256, 4, 1, 4},
     {"tma_n256s4c2g16", 256, 4, 2, 16},
+    {"tma_n256s4c2g16e", 256, 4, 2, 16, 1},
+    {"tma_n256s4e", 256, 4, 1, 8, 1},
 };
 
 static int tma_stage_bytes(const tma_cfg *c) { return (128 + c->bn) * 128; }
-static int tma_smem(const tma_cfg *c) { return c->stages * tma_stage_bytes(c) + 1024 + 16 * c->stages; }
-
-/* the TMA config for node n (NULL: the cp.async wgmma config of wgmma_cfg,
- * or none): BM_CUDA_WGMMA names one, or a cp.async one (then NULL), else the
- * first; the output index must leave the map slot free */
-static const tma_cfg *tma_cfg_for(const bm_clike_lang *L, const bm_node *n) {
-  if (!wgmma_cfg(L, n) || n->nin >= BM_TMA_SLOT) return NULL;
-  const char *env = getenv("BM_CUDA_WGMMA");
-  if (!env || !*env) return &tma_cfgs[0];
-  for (size_t i = 0; i < sizeof tma_cfgs / sizeof *tma_cfgs; i++)
-    if (strcmp(env, tma_cfgs[i].name) == 0) return &tma_cfgs[i];
-  return NULL;
+/* the epilogue buffers of tma_store_ok: 2 x 8 KiB per consumer warpgroup */
+#define BM_TMA_EPI_BYTES 32768
+static int tma_smem(const tma_cfg *c, bool ts) {
+  return c->stages * tma_stage_bytes(c) + 1024 + 16 * c->stages + (ts ? BM_TMA_EPI_BYTES : 0);
 }
 
 /* elements of x at the symbols' maxima */
@@ -672,6 +697,42 @@ static int64_t max_elems(const bm_graph *g, const bm_node *x) {
   int64_t e = 1;
   for (int d = 0; d < x->ndim; d++) e *= ck_dim_max(g, x->shape[d]);
   return e;
+}
+
+/* B stored (K, N) (not trans_b) on the TMA kernel: f16/bf16 of one dtype, A
+ * (M, K) K-major, and B rows past K zero (the tensor's end: B has one
+ * matrix) or never read (K a multiple of the 64-deep step), since the
+ * (K, N) map's rows are the stacked batches' K rows */
+static bool tma_kn_ok(const bm_clike_lang *L, const bm_node *n) {
+  if (!L || L->tensor_cores < 2 || !tc_gemm_ok(L, n) || tc_split(n) || n->a.trans_a || n->a.trans_b) return false;
+  const bm_node *a = n->in[0], *b = n->in[1];
+  const bm_dim kd = a->shape[a->ndim - 1];
+  int64_t bn = b->shape[b->ndim - 1].add, bmat = 1;
+  for (int d = 0; d < b->ndim - 2; d++) bmat *= bm_dim_is_static(b->shape[d]) ? b->shape[d].add : 2;
+  return bm_dim_is_static(kd) && bm_dim_is_static(b->shape[b->ndim - 2]) && bn % 8 == 0 &&
+         (kd.add % 64 == 0 || bmat == 1);
+}
+
+/* the TMA config for node n (NULL: the cp.async wgmma config of wgmma_cfg,
+ * the mma.sync tile for B (K, N), or none): BM_CUDA_WGMMA names one, or a
+ * cp.async one (then NULL), else the first; the output index must leave the
+ * map slot free; B (K, N) only with 256-wide tiles (bm_wgmma_tb_*_n256) */
+static const tma_cfg *tma_cfg_for(const bm_clike_lang *L, const bm_node *n) {
+  const bool kn = tma_kn_ok(L, n);
+  if ((!kn && !wgmma_cfg(L, n)) || n->nin >= BM_TMA_SLOT) return NULL;
+  const char *env = getenv("BM_CUDA_WGMMA");
+  if (!env || !*env) return &tma_cfgs[0];
+  for (size_t i = 0; i < sizeof tma_cfgs / sizeof *tma_cfgs; i++)
+    if (strcmp(env, tma_cfgs[i].name) == 0) return kn && tma_cfgs[i].bn != 256 ? NULL : &tma_cfgs[i];
+  return NULL;
+}
+
+/* the store through shared memory and TMA (config tstore): f16/bf16 output
+ * with N static and a multiple of 8 (the map's row pitch: 16-byte multiples) */
+static bool tma_store_ok(const tma_cfg *c, const bm_node *n) {
+  const bm_dim nd = n->shape[n->ndim - 1];
+  return c->tstore && (n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16) && bm_dim_is_static(nd) &&
+         nd.add % 8 == 0 && nd.add > 0;
 }
 
 /* work item t -> bi, m0, n0 (groups of 8 M-tiles walk N together); with
@@ -691,29 +752,41 @@ static void tma_tile(ck *k, const tma_cfg *c) {
 static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
   const char *I = k->I, *dt = b->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
-  const int BN = c->bn, S = c->stages, C = c->cluster, stage = tma_stage_bytes(c), smem = tma_smem(c);
-  const int bh = BN / C; /* B rows each block of a cluster loads */
+  const bool kn = !n->a.trans_b, ts = tma_store_ok(c, n); /* B stored (K, N); the TMA store */
+  const int BN = c->bn, S = c->stages, C = c->cluster, stage = tma_stage_bytes(c), smem = tma_smem(c, ts);
+  const int bh = BN / C; /* B rows (columns when kn) each block of a cluster loads */
+  assert(!kn || BN == 256);
   int64_t Kc = a->shape[a->ndim - 1].add; /* static (tc_gemm_ok) */
-  int64_t ra = max_elems(k->g, a) / Kc, rb = max_elems(k->g, b) / Kc;
+  int64_t Nc = n->shape[n->ndim - 1].add; /* static when kn or ts (tc_gemm_ok, tma_store_ok) */
+  int64_t ra = max_elems(k->g, a) / Kc, rb = max_elems(k->g, b) / (kn ? Nc : Kc);
   /* the runtime's data (BM_TMD_MAGIC layout); the body names the config,
-   * so kernels with other data never share a source */
+   * so kernels with other data never share a source. B (N, K): box 64 K
+   * columns x bh rows; B (K, N): box 64 N columns x 64 K rows (bh / 64 per
+   * step and block); the output (ts): box 64 x 64 */
   bm_sb *saved = k->b;
   k->b = &k->decl;
   P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
-  P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, 2, %d, 0, 2, %lld, %lld, 64, 128, 3, 1, "
-    "2, %lld, %lld, 64, %d, 3}; }\n",
-    BM_TMD_MAGIC, smem, BM_TMA_SLOT, C, (long long)Kc, (long long)ra, (long long)Kc, (long long)rb, bh);
+  P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, %d, %d, 0, 2, %lld, %lld, 64, 128, 3, 1, "
+    "2, %lld, %lld, 64, %d, 3",
+    BM_TMD_MAGIC, smem, BM_TMA_SLOT, ts ? 3 : 2, C, (long long)Kc, (long long)ra, (long long)(kn ? Nc : Kc),
+    (long long)rb, kn ? 64 : bh);
+  if (ts) P(", %d, 2, %lld, %lld, 64, 64, 3", n->nin, (long long)Nc, (long long)(max_elems(k->g, n) / Nc));
+  P("}; }\n");
   P("#endif\n");
   k->b = saved;
-  P("  /* tma %s: A rows %lld, B rows %lld, K %lld */\n", c->name, (long long)ra, (long long)rb, (long long)Kc);
+  P("  /* tma %s%s%s: A rows %lld, B rows %lld, K %lld */\n", c->name, kn ? ", B (K, N)" : "", ts ? ", TMA store" : "",
+    (long long)ra, (long long)rb, (long long)Kc);
   P("  if (bm_a.bufs[%d] == 0ull || bm_dyn_smem() < %du || BM_KSYM(_tmd)[0] != %ldll) {\n", BM_TMA_SLOT, smem,
     BM_TMD_MAGIC);
   P("  if (tid >= 256) return;\n");
-  emit_gemm_wgmma(k, g, &wg_cfgs[0]);
+  if (kn)
+    emit_gemm_tc(k, g); /* its dynamic shared memory: emit_matmul's k->smem */
+  else
+    emit_gemm_wgmma(k, g, &wg_cfgs[0]);
   P("  } else {\n");
   P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
   P("  const unsigned int sm0 = (bm_smem_addr(bm_dsm) + 1023u) & ~1023u, bar = sm0 + %d; /* full[s], empty[s] */\n",
-    S * stage);
+    S * stage + (ts ? BM_TMA_EPI_BYTES : 0));
   P("  const unsigned long long tma = bm_a.bufs[%d], tmb = tma + 128;\n", BM_TMA_SLOT);
   P("  const %s tm = (M + 127) / 128, tmp = (tm + %d) / %d, tn = (N + %d) / %d, ktiles = (K + 63) / 64;\n", I, C - 1, C,
     BN - 1, BN);
@@ -737,23 +810,41 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   P("    for (%s t = (%s)bid0 / %d; t < nitems; t += ncl) {\n", I, I, C);
   tma_tile(k, c);
   P("%s", g->batch_setup.s);
-  P("      const int ra = (int)(a_off / K + m0), rb = (int)(b_off / K + n0) + %d * (int)crank;\n", bh);
+  if (kn) /* B's map: (stacked K rows, N columns); this block's bh columns */
+    P("      const int ra = (int)(a_off / K + m0), rb = (int)(b_off / N), cb = (int)n0 + %d * (int)crank;\n", bh);
+  else
+    P("      const int ra = (int)(a_off / K + m0), rb = (int)(b_off / K + n0) + %d * (int)crank;\n", bh);
   P("      for (%s kt = 0; kt < ktiles; kt++, it++) {\n", I);
   P("        const unsigned int s = it %% %du, fb = bar + 8 * s, sa = sm0 + s * %d;\n", S, stage);
   P("        bm_mbar_wait(bar + %d + 8 * s, ((it / %du) & 1u) ^ 1u); /* the consumers freed it */\n", 8 * S, S);
   P("        bm_mbar_expect_tx(fb, %du);\n", stage);
   P("        bm_tma_load2d(sa, tma, (int)(kt * 64), ra, fb);\n");
-  if (C > 1)
+  if (kn) { /* 64-column blocks of 64 K rows x 128 bytes (the MN-major descriptor's LBO: 8192) */
+    P("#pragma unroll\n        for (int j = 0; j < %d; j++)\n", bh / 64);
+    if (C > 1)
+      P("          bm_tma_load2d_mc(sa + 16384 + %d * crank + 8192 * j, tmb, cb + 64 * j, rb + (int)(kt * 64), fb, "
+        "(unsigned short)%d);\n",
+        bh * 128, (1 << C) - 1);
+    else
+      P("          bm_tma_load2d(sa + 16384 + 8192 * j, tmb, cb + 64 * j, rb + (int)(kt * 64), fb);\n");
+  } else if (C > 1) {
     P("        bm_tma_load2d_mc(sa + 16384 + %d * crank, tmb, (int)(kt * 64), rb, fb, (unsigned short)%d);\n", bh * 128,
       (1 << C) - 1);
-  else
+  } else {
     P("        bm_tma_load2d(sa + 16384, tmb, (int)(kt * 64), rb, fb);\n");
+  }
   P("      }\n");
   P("    }\n");
   P("    }\n");
   P("  } else { /* consumers: warpgroup wg of 64 rows */\n");
   P("    bm_setmaxnreg_inc<232>();\n");
   P("    const int wg = (tid >> 7) - 1, wq = (tid >> 5) & 3, lane = tid & 31;\n");
+  if (ts) { /* the warpgroup's two 8 KiB buffers (64 rows x 64 columns, 128-byte swizzle), its first thread stores */
+    P("    const unsigned long long tmc = tma + 256;\n");
+    P("    const unsigned int eb0 = sm0 + %d + wg * 16384;\n", S * stage);
+    P("    const bool tstore = M %% 128 == 0; /* whole tiles: the map's rows are the batches' stacked rows */\n");
+    P("    if ((tid & 127) == 0) bm_tmap_acquire(tmc);\n");
+  }
   P("    unsigned int it = 0;\n");
   P("    for (%s t = (%s)bid0 / %d; t < nitems; t += ncl) {\n", I, I, C);
   tma_tile(k, c);
@@ -763,9 +854,17 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   P("      for (%s kt = 0; kt < ktiles; kt++, it++) {\n", I);
   P("        const unsigned int s = it %% %du, sa = sm0 + s * %d;\n", S, stage);
   P("        bm_mbar_wait(bar + 8 * s, (it / %du) & 1u);\n", S);
-  P("        const unsigned long long da = bm_wgmma_desc(sa + wg * 8192, true), db = bm_wgmma_desc(sa + 16384, true);\n");
-  P("        bm_wgmma_fence_n%d(acc);\n", BN);
-  P("#pragma unroll\n        for (int kk = 0; kk < 4; kk++) bm_wgmma_%s_n%d(acc, da + 2 * kk, db + 2 * kk);\n", dt, BN);
+  if (kn) {
+    P("        const unsigned long long da = bm_wgmma_desc(sa + wg * 8192, true), db = bm_wgmma_desc_mn(sa + 16384, 8192, "
+      "1024);\n");
+    P("        bm_wgmma_fence_n%d(acc);\n", BN);
+    P("#pragma unroll\n        for (int kk = 0; kk < 4; kk++) bm_wgmma_tb_%s_n%d(acc, da + 2 * kk, db + 128 * kk);\n", dt,
+      BN);
+  } else {
+    P("        const unsigned long long da = bm_wgmma_desc(sa + wg * 8192, true), db = bm_wgmma_desc(sa + 16384, true);\n");
+    P("        bm_wgmma_fence_n%d(acc);\n", BN);
+    P("#pragma unroll\n        for (int kk = 0; kk < 4; kk++) bm_wgmma_%s_n%d(acc, da + 2 * kk, db + 2 * kk);\n", dt, BN);
+  }
   P("        bm_wgmma_commit();\n");
   P("        bm_wgmma_wait_n%d<1>(acc);\n", BN);
   P("        if (kt > 0 && lane == 0) { /* step kt - 1 is done */\n");
@@ -782,6 +881,37 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
    * adjacent columns as one 32-bit word (the epilogue per element) */
   const bm_dim nd = n->shape[n->ndim - 1];
   const bool pair = (n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16) && bm_dim_is_static(nd) && nd.add % 2 == 0;
+  const char *pk = n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  if (ts) { /* whole tiles: per 64-column chunk h, the warpgroup writes its 64 rows into buffer h & 1 (after the
+             * store of chunk h - 2 has read it), then its first thread stores them with one TMA tensor store; the
+             * warpgroup goes on to the next tile while the stores drain. Columns past N: clipped by the map. */
+    P("      if (tstore) {\n");
+    P("      if (m0 < M) { /* a cluster pair's second tile may lie past M */\n");
+    P("      const int crow = (int)(bi * M + m0) + wg * 64;\n");
+    P("#pragma unroll\n      for (int h = 0; h < %d; h++) {\n", BN / 64);
+    P("      const unsigned int eb = eb0 + (h & 1) * 8192;\n");
+    P("      if ((tid & 127) == 0) bm_bulk_wait_read<1>();\n");
+    P("      bm_bar_sync_n(1 + wg, 128); /* buffer h & 1 is free */\n");
+    P("#pragma unroll\n      for (int j = 0; j < 8; j++)\n#pragma unroll\n      for (int q = 0; q < 4; q += 2) {\n");
+    P("      const int r = wq * 16 + (lane >> 2) + (q >> 1) * 8;\n");
+    P("      float v = acc[(h * 8 + j) * 4 + q], v1 = acc[(h * 8 + j) * 4 + q + 1];\n");
+    if (bm_op_table[n->op].flags & BM_OPF_EPILOGUE && n->a.prog.n > 0) {
+      P("      const %s gm = m0 + wg * 64 + r, gn = n0 + h * 64 + j * 8 + (lane & 3) * 2;\n", I);
+      P("      if (gn < N) {\n");
+      P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
+      ck_emit_epilogue(k, "v", "oi");
+      ck_emit_epilogue(k, "v1", "oi1");
+      P("      }\n");
+    }
+    P("      bm_st_shared_u32(eb + r * 128 + ((j ^ (r & 7)) << 4) + (lane & 3) * 4, bm_pack_%sx2(v, v1));\n", pk);
+    P("      }\n");
+    P("      bm_fence_proxy_async(); /* visible to the TMA (async proxy) */\n");
+    P("      bm_bar_sync_n(1 + wg, 128);\n");
+    P("      if ((tid & 127) == 0) { bm_tma_store2d(tmc, eb, (int)n0 + h * 64, crow); bm_bulk_commit(); }\n");
+    P("      }\n");
+    P("      }\n");
+    P("      } else {\n");
+  }
   P("#pragma unroll\n      for (int j = 0; j < %d; j++)\n#pragma unroll\n      for (int q = 0; q < 4; q += %d) {\n", BN / 8,
     pair ? 2 : 1);
   P("      const %s gm = m0 + wg * 64 + wq * 16 + (lane >> 2) + (q >> 1) * 8;\n", I);
@@ -792,15 +922,16 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
     P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
     ck_emit_epilogue(k, "v", "oi");
     ck_emit_epilogue(k, "v1", "oi1");
-    P("      *(unsigned int *)(bm_out(%d) + (bm_i64)oi * 2) = bm_pack_%sx2(v, v1);\n", n->nin,
-      n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16");
+    P("      *(unsigned int *)(bm_out(%d) + (bm_i64)oi * 2) = bm_pack_%sx2(v, v1);\n", n->nin, pk);
   } else {
     P("      float v = acc[j * 4 + q];\n");
     g->store_c(k, g);
   }
   P("      }\n");
   P("      }\n");
+  if (ts) P("      }\n");
   P("    }\n");
+  if (ts) P("    if ((tid & 127) == 0) bm_bulk_wait<0>(); /* the stores are done before the block exits */\n");
   P("  }\n");
   if (C > 1) P("  bm_cluster_sync(); /* no copy or arrival targets an exited block */\n");
   P("  }\n");
@@ -836,6 +967,7 @@ bm_status emit_matmul(ck *k) {
    * GEMV is bound by its activation reads (16 rows: 0.2x cuBLAS on an H100)
    * and the tensor-core tile is faster where it applies */
   int64_t rows;
+  if (ck_gemm_small_use(k->g, k->L, n)) return emit_gemm_small(k); /* 2..64 rows: emit_gemm_small.c */
   if (ck_gemv_ok(k->g, k->L, n, &rows) && (rows <= 4 || !tc_gemm_ok(k->L, n))) return emit_gemv(k);
   int ro = n->ndim, nbd = ro - 2;
   str M = ck_dimx(k, n->shape[ro - 2]), N = ck_dimx(k, n->shape[ro - 1]);
@@ -872,7 +1004,9 @@ bm_status emit_matmul(ck *k) {
   const wg_cfg *wc = wgmma_cfg(k->L, n);
   const tma_cfg *tc9 = tma_cfg_for(k->L, n);
   if (tc9) { /* sm_90a: TMA + wgmma (or its cp.async fallback); elsewhere mma.sync on 256 of the 384 threads */
-    k->smem = wg_smem(&wg_cfgs[0]); /* the fallback's; the runtime raises it to the TMA body's (BM_KSYM(_tmd)) */
+    /* the fallback's (B (K, N): the mma.sync tile's 3 stages, dynamic); the runtime raises it to the TMA
+     * body's (BM_KSYM(_tmd)) */
+    k->smem = n->a.trans_b ? wg_smem(&wg_cfgs[0]) : 3 * 16384;
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
     emit_gemm_tma(k, &g, tc9);
     P("#else\n");
@@ -911,6 +1045,7 @@ static void qmm_load_b(ck *k, gemm *g) {
 bm_status emit_qmatmul(ck *k) {
   const bm_node *n = k->n, *q = n->in[1];
   int64_t nrows;
+  if (ck_gemm_small_use(k->g, k->L, n)) return emit_gemm_small(k); /* 2..64 rows: emit_gemm_small.c */
   if (ck_gemv_ok(k->g, k->L, n, &nrows)) return emit_gemv(k);
   int ro = n->ndim;
   str N = ck_dimx(k, q->shape[0]), K = ck_dimx(k, q->shape[1]), M = ck_prodx(k, n->shape, 0, ro - 1);

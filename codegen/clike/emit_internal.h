@@ -93,6 +93,15 @@ bm_status emit_attention(ck *k); /* emit_attention.c */
  * the bound in *rows), in a language with the CUDA prelude's 16-byte loads. */
 bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int64_t *rows);
 bm_status emit_gemv(ck *k);
+/* The small-M GEMM (emit_gemm_small.c): weight-streaming mma.sync for MATMUL
+ * (B (N, K) shared by every row, bf16 x bf16/f32, f16 x f16) and QMATMUL
+ * (int8/int4 x f32/bf16/f16) with at most 64 rows (the bound in *rows),
+ * K static and a multiple of the chunk round; BM_CUDA_SMALLM=0 turns it off. */
+bool ck_gemm_small_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int64_t *rows);
+/* Should this MATMUL/QMATMUL take it? ok and the rows in the measured range
+ * (BM_CUDA_SMALLM_ROWS=lo-hi overrides it at compile time, for comparisons). */
+bool ck_gemm_small_use(const bm_graph *g, const bm_clike_lang *L, const bm_node *n);
+bm_status emit_gemm_small(ck *k);
 /* Can emit_attention lower this ATTENTION node (head dims, shared memory)? */
 bool ck_attention_ok(const bm_node *n);
 

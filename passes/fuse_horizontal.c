@@ -1,0 +1,286 @@
+/* fuse_horizontal.c - horizontal fusion of linear layers that read the same
+ * activation (an attention's q/k/v projections): one MATMUL over weights
+ * concatenated along N at compile time, its parts read back as SLICEs; and,
+ * where those slices are views (decode at batch 1), the q and k ropes of
+ * adjacent parts merged into one ROPE.
+ *
+ *   y_i = x @ W_i^T [+ b_i]   (i < n, same x, W_i (N_i, K) bound WEIGHTs)
+ *   ->  y = x @ [W_0; ..; W_n-1]^T [+ [b_0; ..; b_n-1]],  y_i = y[..., off_i : off_i + N_i]
+ *
+ * A group is fused only when every part's value (after its bias) is read by
+ * non-elementwise ops alone (rope, rms_norm, kv_write, reshape...): a part
+ * read by an elementwise chain (a gated MLP's silu(gate) * up) would lose
+ * its epilogue fusion, and where the slices are copies (prefill) they would
+ * cost more than the launch saved. The decision depends on the graph's
+ * structure only, so every function of a package (prefill, decode) fuses
+ * the same weights: the concatenated weight replaces the parts (shared by
+ * name, stored once). Quantized weights (DEQUANT after `quantize`) and
+ * weights read elsewhere too (tied) are not fused. The SLICEs are views (no
+ * kernel) when the parts are contiguous in y, i.e. every leading dim is at
+ * most 1 (bm_slice_view, plan_memory.c).
+ * BM_NO_HFUSE=1 in bmc's environment turns the pass off (A/B). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+#define MAX_PARTS 8
+
+static bool env_off(void) {
+  const char *e = getenv("BM_NO_HFUSE");
+  return e && *e && strcmp(e, "0") != 0;
+}
+
+static bool static2(const bm_node *w) {
+  return w->ndim == 2 && bm_dim_is_static(w->shape[0]) && bm_dim_is_static(w->shape[1]);
+}
+
+/* A linear layer x @ W^T with W a bound 2-D float WEIGHT, no epilogue yet. */
+static bool is_linear(const bm_node *m) {
+  if (m->op != BM_OP_MATMUL || m->nin != 2 || m->a.trans_a || !m->a.trans_b || m->a.prog.n) return false;
+  const bm_node *w = m->in[1];
+  return w->op == BM_OP_WEIGHT && w->data && w->name && static2(w) && m->in[0] != w &&
+         (w->dtype == BM_DTYPE_F32 || w->dtype == BM_DTYPE_F16 || w->dtype == BM_DTYPE_BF16);
+}
+
+/* The single user of m if it is add(m, bias) with bias a bound 1-D WEIGHT
+ * of length N (the bias of a linear layer); else NULL. */
+static bm_node *bias_add(const bm_graph *g, const int *uses, const bm_node *m) {
+  if (uses[m->id] != 1) return NULL;
+  for (int i = m->id + 1; i < g->nnodes; i++) {
+    bm_node *u = g->nodes[i];
+    if (u->op != BM_OP_ADD || u->nin != 2 || u->in[0] != m) continue;
+    const bm_node *b = u->in[1];
+    if (b->op == BM_OP_WEIGHT && b->data && b->name && b->ndim == 1 && bm_dim_is_static(b->shape[0]) &&
+        b->shape[0].add == m->in[1]->shape[0].add && u->dtype == m->dtype && u->ndim == m->ndim)
+      return u;
+  }
+  return NULL;
+}
+
+/* True if every use of v is a non-elementwise op (through reshapes) or a
+ * graph output. */
+static bool read_by_non_ew(const bm_graph *g, const bm_node *v, int depth) {
+  if (depth > 8) return false;
+  for (int i = v->id + 1; i < g->nnodes; i++) {
+    const bm_node *u = g->nodes[i];
+    for (int k = 0; k < u->nin; k++) {
+      if (u->in[k] != v) continue;
+      if (u->op == BM_OP_RESHAPE) {
+        if (!read_by_non_ew(g, u, depth + 1)) return false;
+      } else if (bm_op_table[u->op].flags & BM_OPF_EW) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/* The weight named `name` already made by this pass in another function of
+ * the module (so the concatenation is stored once), or NULL. */
+static const bm_node *find_made(const bm_graph *g, const char *name, bm_dtype t, size_t bytes) {
+  const bm_module *m = g->module;
+  for (int k = 0; m && k < m->ngraphs; k++) {
+    const bm_graph *o = m->graphs[k];
+    if (o == g) continue;
+    for (int i = 0; i < o->nnodes; i++) {
+      const bm_node *w = o->nodes[i];
+      if (w->op == BM_OP_WEIGHT && w->name && w->data && w->dtype == t && w->data_size == bytes &&
+          !strcmp(w->name, name))
+        return w;
+    }
+  }
+  return NULL;
+}
+
+/* One WEIGHT holding the parts' data one after the other (rows for 2-D
+ * matrices, entries for 1-D biases), named "<p0>+<p1>+...". */
+static bm_status concat_weights(bm_graph *g, int n, bm_node *const *parts, bm_node **out) {
+  *out = NULL;
+  size_t bytes = 0, nlen = 1;
+  int64_t rows = 0;
+  for (int i = 0; i < n; i++) {
+    bytes += parts[i]->data_size;
+    rows += parts[i]->shape[0].add;
+    nlen += strlen(parts[i]->name) + 1;
+  }
+  char *name = bm_arena_alloc(g->module->arena, nlen);
+  if (!name) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "fuse_horizontal: name of %d weights", n);
+  for (int i = 0; i < n; i++) {
+    if (i) strcat(name, "+");
+    strcat(name, parts[i]->name);
+  }
+  const bm_node *made = find_made(g, name, parts[0]->dtype, bytes);
+  const void *data = made ? made->data : NULL;
+  if (!data) {
+    char *d = bm_arena_alloc(g->module->arena, bytes);
+    if (!d) return bm_status_make(BM_ERR_OUT_OF_MEMORY, "fuse_horizontal: %zu bytes for '%s'", bytes, name);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+      memcpy(d + at, parts[i]->data, parts[i]->data_size);
+      at += parts[i]->data_size;
+    }
+    data = d;
+  }
+  int64_t shape[2] = {rows, parts[0]->ndim == 2 ? parts[0]->shape[1].add : 0};
+  *out = bm_weight(g, name, parts[0]->dtype, parts[0]->ndim, shape, data, bytes);
+  if (!*out) {
+    bm_status e = bm_graph_status(g);
+    return bm_status_make(BM_ERR_INTERNAL, "fuse_horizontal: weight '%s': %s", name, e ? bm_status_message(e) : "?");
+  }
+  return NULL;
+}
+
+static bm_node *slice_last(bm_graph *g, bm_node *y, int64_t b, int64_t e) {
+  return bm_slice(g, y, y->ndim - 1, b, e, 1);
+}
+
+/* Fuses the group ms[0..n) (linear layers of one x; bias adds in adds[] or
+ * all NULL). */
+static bm_status fuse_group(bm_graph *g, int n, bm_node **ms, bm_node **adds) {
+  bm_node *ws[MAX_PARTS], *bs[MAX_PARTS];
+  for (int i = 0; i < n; i++) {
+    ws[i] = ms[i]->in[1];
+    bs[i] = adds[0] ? adds[i]->in[1] : NULL;
+  }
+  bm_node *wcat, *bcat = NULL;
+  BM_RETURN_IF_ERROR(concat_weights(g, n, ws, &wcat));
+  if (adds[0]) BM_RETURN_IF_ERROR(concat_weights(g, n, bs, &bcat));
+  bm_node *y = bm_matmul(g, ms[0]->in[0], wcat, false, true); /* (..., sum N_i) */
+  if (y && bcat) y = bm_add(g, y, bcat);
+  if (!y) {
+    bm_status e = bm_graph_status(g);
+    return bm_status_make(BM_ERR_INTERNAL, "fuse_horizontal: fused matmul: %s", e ? bm_status_message(e) : "?");
+  }
+  int64_t off = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t ni = ws[i]->shape[0].add;
+    bm_node *old = adds[0] ? adds[i] : ms[i];
+    bm_node *part = slice_last(g, y, off, off + ni);
+    if (!part || part->dtype != old->dtype || part->ndim != old->ndim) {
+      bm_status e = bm_graph_status(g);
+      return bm_status_make(BM_ERR_INTERNAL, "fuse_horizontal: part %d of '%s': %s", i, wcat->name,
+                            e ? bm_status_message(e) : "type changed");
+    }
+    bm_graph_replace_uses(g, old, part);
+    off += ni;
+  }
+  return NULL;
+}
+
+/* ---- the q and k ropes of one fused projection -> one rope */
+
+/* If x is reshape(slice(t, last axis, [b, e))) with t's leading dims at
+ * most 1 (the slice a view), returns t and the range. */
+static bm_node *part_of(const bm_graph *g, bm_node *x, int64_t *b, int64_t *e) {
+  if (x->op != BM_OP_RESHAPE) return NULL;
+  bm_node *s = x->in[0];
+  if (s->op != BM_OP_SLICE || s->a.step != 1) return NULL;
+  bm_node *t = s->in[0];
+  if (s->a.axis != t->ndim - 1) return NULL;
+  int64_t off;
+  if (!bm_slice_view(g, s, &off)) return NULL;
+  *b = s->a.begin;
+  *e = s->a.end;
+  return t;
+}
+
+static bool same_lead(const bm_node *a, const bm_node *b) {
+  if (a->ndim != b->ndim) return false;
+  for (int d = 0; d < a->ndim - 2; d++)
+    if (!bm_dim_eq(a->shape[d], b->shape[d])) return false;
+  return bm_dim_eq(a->shape[a->ndim - 1], b->shape[b->ndim - 1]);
+}
+
+static int merge_ropes(bm_graph *g, bm_status *st) {
+  int merged = 0, n = g->nnodes;
+  for (int i = 0; i < n; i++) {
+    bm_node *r1 = g->nodes[i];
+    if (r1->op != BM_OP_ROPE || r1->ndim != 4) continue;
+    int64_t b1, e1;
+    bm_node *t = part_of(g, r1->in[0], &b1, &e1);
+    if (!t) continue;
+    for (int j = 0; j < n; j++) {
+      bm_node *r2 = g->nodes[j];
+      int64_t b2, e2;
+      if (r2 == r1 || r2->op != BM_OP_ROPE || r2->ndim != 4 || part_of(g, r2->in[0], &b2, &e2) != t ||
+          b2 != e1 || r2->in[1] != r1->in[1] || r2->in[2] != r1->in[2] || r2->a.rope_mode != r1->a.rope_mode ||
+          r2->dtype != r1->dtype || !same_lead(r1, r2) || !bm_dim_is_static(r1->shape[2]) ||
+          !bm_dim_is_static(r2->shape[2]))
+        continue;
+      /* rope over heads [h1 | h2] of t[..., b1:e2] */
+      int64_t h1 = r1->shape[2].add, h2 = r2->shape[2].add;
+      bm_dim shp[4] = {r1->shape[0], r1->shape[1], bm_dim_c(h1 + h2), r1->shape[3]};
+      bm_node *s = slice_last(g, t, b1, e2);
+      bm_node *x = s ? bm_reshape_d(g, s, 4, shp) : NULL;
+      bm_attrs ra = r1->a;
+      bm_node *in[3] = {x, r1->in[1], r1->in[2]};
+      bm_node *r = x ? bm_node_make(g, BM_OP_ROPE, 3, in, &ra) : NULL;
+      bm_node *p1 = r ? bm_slice(g, r, 2, 0, h1, 1) : NULL;
+      bm_node *p2 = r ? bm_slice(g, r, 2, h1, h1 + h2, 1) : NULL;
+      int64_t o1, o2;
+      if (!p1 || !p2 || r->dtype != r1->dtype || !bm_slice_view(g, p1, &o1) || !bm_slice_view(g, p2, &o2)) {
+        bm_status e = bm_graph_status(g);
+        if (e) *st = bm_status_make(BM_ERR_INTERNAL, "fuse_horizontal: merged rope: %s", bm_status_message(e));
+        return merged; /* unused new nodes go at the compaction */
+      }
+      if (r1->name) r->name = r1->name;
+      bm_graph_replace_uses(g, r1, p1);
+      bm_graph_replace_uses(g, r2, p2);
+      merged++;
+      break;
+    }
+  }
+  return merged;
+}
+
+bm_status bm_pass_fuse_horizontal(bm_graph *g, const bm_pass_options *o) {
+  (void)o;
+  if (env_off()) return NULL;
+  int n0 = g->nnodes, changed = 0;
+  for (int i = 0; i < n0; i++) g->nodes[i]->id = i;
+  int *uses = bm_graph_use_counts(g);
+  bool *done = calloc((size_t)n0 + 1, sizeof *done);
+  if (!uses || !done) {
+    free(uses), free(done);
+    return bm_status_make(BM_ERR_OUT_OF_MEMORY, "fuse_horizontal: %d nodes", n0);
+  }
+  bm_status st = NULL;
+  for (int i = 0; i < n0 && !st; i++) {
+    bm_node *m = g->nodes[i];
+    if (done[i] || !is_linear(m)) continue;
+    bm_node *ms[MAX_PARTS], *adds[MAX_PARTS];
+    int n = 0;
+    for (int j = i; j < n0 && n < MAX_PARTS; j++) {
+      bm_node *c = g->nodes[j];
+      if (done[j] || !is_linear(c) || c->in[0] != m->in[0] || c->in[1]->dtype != m->in[1]->dtype ||
+          c->in[1]->shape[1].add != m->in[1]->shape[1].add || c->dtype != m->dtype || (c->in[1] == m->in[1] && j != i))
+        continue;
+      ms[n] = c;
+      adds[n] = bias_add(g, uses, c);
+      n++;
+    }
+    for (int k = 0; k < n; k++) done[ms[k]->id] = true;
+    if (n < 2) continue;
+    bool ok = true;
+    for (int k = 0; k < n && ok; k++) {
+      if ((adds[k] != NULL) != (adds[0] != NULL)) ok = false;
+      else if (!read_by_non_ew(g, adds[k] ? adds[k] : ms[k], 0)) ok = false;
+      else if (adds[k] && adds[k]->in[1]->dtype != adds[0]->in[1]->dtype) ok = false;
+      /* a weight read elsewhere too (tied) would be stored twice */
+      else if (uses[ms[k]->in[1]->id] != 1 || (adds[k] && uses[adds[k]->in[1]->id] != 1)) ok = false;
+    }
+    if (!ok) continue;
+    st = fuse_group(g, n, ms, adds);
+    changed++;
+  }
+  free(uses);
+  free(done);
+  if (st) return st;
+  if (!changed) return NULL;
+  BM_RETURN_IF_ERROR(bm_graph_compact(g));
+  int merged = merge_ropes(g, &st);
+  if (st) return st;
+  return merged ? bm_graph_compact(g) : NULL;
+}
