@@ -1275,6 +1275,63 @@ static void moe_hidden(bm_op act, const bm_tensor *wg, const bm_tensor *wu, int6
   for (int64_t f = 0; f < F; f++) h[f] = bm_ref_unary_f32(act, h[f]) * tmp[f];
 }
 
+/* act(x w_gate^T) * (x w_up^T) row by row: moe_hidden with one expert */
+static bm_status ref_matmul_glu(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                                bm_tensor *out) {
+  const bm_tensor *x = in[0], *wg = in[1], *wu = in[2];
+  if (x->ndim < 1 || wg->ndim != 2 || wu->ndim != 2)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "x must be (..., K), w_gate and w_up (N, K)");
+  int64_t K = x->shape[x->ndim - 1], N = wg->shape[0];
+  int64_t T = K > 0 ? numel(x) / K : 0;
+  if (wg->shape[1] != K || wu->shape[0] != N || wu->shape[1] != K || numel(out) != T * N)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "x has K = %lld, w_gate (%lld, %lld), w_up (%lld, %lld)",
+                    (long long)K, (long long)N, (long long)wg->shape[1], (long long)wu->shape[0],
+                    (long long)wu->shape[1]);
+  float *xf = load_all_f32(x), *res = alloc_res(out);
+  float *tmp = malloc((size_t)(N > 0 ? N : 1) * sizeof *tmp);
+  if (!xf || !res || !tmp) {
+    free(xf), free(res), free(tmp);
+    return oom(n);
+  }
+  for (int64_t t = 0; t < T; t++) moe_hidden((bm_op)n->a.act, wg, wu, 0, N, K, xf + t * K, res + t * N, tmp);
+  free(xf), free(tmp);
+  return finish(n, in, res, out);
+}
+
+/* the rms_norm of each row folded into the linear layer(s) after it */
+static bm_status ref_rms_matmul(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
+                                bm_tensor *out) {
+  const bm_tensor *x = in[0], *nw = in[1], *w = in[2], *wu = n->nin > 3 ? in[3] : NULL;
+  if (x->ndim < 1 || nw->ndim != 1 || w->ndim != 2 || (wu && wu->ndim != 2))
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "x must be (..., K), w_norm (K), W and W_up (N, K)");
+  int64_t K = x->shape[x->ndim - 1], N = w->shape[0];
+  int64_t T = K > 0 ? numel(x) / K : 0;
+  if (w->shape[1] != K || nw->shape[0] != K || (wu && (wu->shape[0] != N || wu->shape[1] != K)) ||
+      numel(out) != T * N)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "x has K = %lld, w_norm %lld, W (%lld, %lld)", (long long)K,
+                    (long long)nw->shape[0], (long long)N, (long long)w->shape[1]);
+  float *xf = load_all_f32(x), *res = alloc_res(out);
+  float *a = malloc((size_t)(K > 0 ? K : 1) * sizeof *a), *tmp = malloc((size_t)(N > 0 ? N : 1) * sizeof *tmp);
+  if (!xf || !res || !a || !tmp) {
+    free(xf), free(res), free(a), free(tmp);
+    return oom(n);
+  }
+  for (int64_t t = 0; t < T; t++) {
+    const float *p = xf + t * K;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < K; i++) ss += p[i] * p[i];
+    const float r = 1.0f / sqrtf(ss / (float)K + n->a.eps);
+    for (int64_t i = 0; i < K; i++) a[i] = p[i] * bm_load_f32(nw->data, nw->dtype, i);
+    float *y = res + t * N;
+    gemv_f32(w, 0, N, K, a, y);
+    if (wu) gemv_f32(wu, 0, N, K, a, tmp);
+    for (int64_t j = 0; j < N; j++)
+      y[j] = wu ? bm_ref_unary_f32((bm_op)n->a.act, r * y[j]) * (r * tmp[j]) : r * y[j];
+  }
+  free(xf), free(a), free(tmp);
+  return finish(n, in, res, out);
+}
+
 static bm_status ref_moe(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
                          bm_tensor *out) {
   const bm_tensor *x = in[0], *gates = in[1], *wg = in[2], *wu = in[3], *wd = in[4];

@@ -355,6 +355,50 @@ static bm_status shape_qmatmul(bm_graph *g, bm_node *n) {
   return NULL;
 }
 
+static bm_status check_moe_act(const bm_graph *g, const bm_node *n);
+
+static bm_status shape_matmul_glu(bm_graph *g, bm_node *n) {
+  bm_node *x = n->in[0], *wg = n->in[1], *wu = n->in[2];
+  char sx[SHAPE_BUF], sg[SHAPE_BUF], su[SHAPE_BUF];
+  BM_RETURN_IF_ERROR(check_moe_act(g, n));
+  BM_RETURN_IF_ERROR(need_float(g, n, "x", x));
+  BM_RETURN_IF_ERROR(need_float(g, n, "w_gate", wg));
+  BM_RETURN_IF_ERROR(need_float(g, n, "w_up", wu));
+  if (x->ndim < 1 || wg->ndim != 2 || wu->ndim != 2 || !bm_dim_eq(wg->shape[0], wu->shape[0]) ||
+      !bm_dim_eq(wg->shape[1], wu->shape[1]) || !bm_dim_eq(x->shape[x->ndim - 1], wg->shape[1]))
+    return fail(g, n, "x (..., K), w_gate and w_up (N, K) expected: x %s, w_gate %s, w_up %s", SH(x, sx),
+                SH(wg, sg), SH(wu, su));
+  bm_dim o[BM_MAX_DIMS];
+  memcpy(o, x->shape, sizeof o);
+  o[x->ndim - 1] = wg->shape[0];
+  set_out(n, x->dtype, x->ndim, o);
+  return NULL;
+}
+
+static bm_status shape_rms_matmul(bm_graph *g, bm_node *n) {
+  bm_node *x = n->in[0], *nw = n->in[1], *w = n->in[2], *wu = n->nin > 3 ? n->in[3] : NULL;
+  char sx[SHAPE_BUF], sn[SHAPE_BUF], sw[SHAPE_BUF];
+  if ((n->nin == 3) != (n->a.act == 0))
+    return fail(g, n, "act 0 takes x, w_norm, W; act silu/gelu_tanh also W_up: got %d inputs, act %d", n->nin,
+                n->a.act);
+  if (wu) BM_RETURN_IF_ERROR(check_moe_act(g, n));
+  BM_RETURN_IF_ERROR(need_float(g, n, "x", x));
+  BM_RETURN_IF_ERROR(need_float(g, n, "w_norm", nw));
+  BM_RETURN_IF_ERROR(need_float(g, n, "W", w));
+  if (wu) BM_RETURN_IF_ERROR(need_float(g, n, "W_up", wu));
+  if (x->ndim < 1 || nw->ndim != 1 || w->ndim != 2 || !bm_dim_eq(x->shape[x->ndim - 1], w->shape[1]) ||
+      !bm_dim_eq(nw->shape[0], w->shape[1]) ||
+      (wu && (wu->ndim != 2 || !bm_dim_eq(wu->shape[0], w->shape[0]) || !bm_dim_eq(wu->shape[1], w->shape[1]))))
+    return fail(g, n, "x (..., K), w_norm (K), W (and W_up) (N, K) expected: x %s, w_norm %s, W %s", SH(x, sx),
+                SH(nw, sn), SH(w, sw));
+  if (!(n->a.eps >= 0.0f)) return fail(g, n, "eps must be >= 0, got %g", (double)n->a.eps);
+  bm_dim o[BM_MAX_DIMS];
+  memcpy(o, x->shape, sizeof o);
+  o[x->ndim - 1] = w->shape[0];
+  set_out(n, x->dtype, x->ndim, o);
+  return NULL;
+}
+
 /* ------------------------------------------------------------------ data movement */
 
 /* Element count of a shape as static product * symbolic factors *

@@ -18,7 +18,16 @@
  * weights read elsewhere too (tied) are not fused. The SLICEs are views (no
  * kernel) when the parts are contiguous in y, i.e. every leading dim is at
  * most 1 (bm_slice_view, plan_memory.c).
- * BM_NO_HFUSE=1 in bmc's environment turns the pass off (A/B). */
+ * A gated MLP's act(x @ W_g^T) * (x @ W_u^T) (act silu or gelu_tanh) with at
+ * most 4 rows (decode) becomes one MATMUL_GLU (x, W_g, W_u) where the backend
+ * supports it (CUDA: the skinny GEMM streams both weights and writes the
+ * product); the weights are not copied, so prefill (more rows: two GEMMs)
+ * shares them.
+ * Then, at the same row bound and backend check, an rms_norm whose only
+ * reader is such a linear layer (the fused q/k/v matmul, a MATMUL_GLU) is
+ * folded into it: RMS_MATMUL (x, w_norm, W [, W_up]).
+ * BM_NO_HFUSE=1 in bmc's environment turns the pass off (A/B); BM_NO_GLU=1
+ * only the gated-MLP fusion, BM_NO_RMSMM=1 only the norm folding. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +36,12 @@
 
 #define MAX_PARTS 8
 
-static bool env_off(void) {
-  const char *e = getenv("BM_NO_HFUSE");
+static bool env_set(const char *name) {
+  const char *e = getenv(name);
   return e && *e && strcmp(e, "0") != 0;
 }
+
+static bool env_off(void) { return env_set("BM_NO_HFUSE"); }
 
 static bool static2(const bm_node *w) {
   return w->ndim == 2 && bm_dim_is_static(w->shape[0]) && bm_dim_is_static(w->shape[1]);
@@ -235,8 +246,119 @@ static int merge_ropes(bm_graph *g, bm_status *st) {
   return merged;
 }
 
+/* ---- gated MLP: act(x @ W_g^T) * (x @ W_u^T) -> matmul_glu(x, W_g, W_u) */
+
+/* At most 4 rows: the fused kernel is the CUDA-core GEMV (emit_gemv.c), which
+ * streams the weights fastest up to 4 rows of 4096-element rows; from 5 rows
+ * the tensor-core small-M GEMM (emit_gemm_small.c, ck_gemm_small_use) runs
+ * the unfused matmuls 2-6x faster than the GEMV at 16 rows (H100,
+ * bench/RESULTS.md "CUDA small-M GEMM"), so batched decode keeps them. */
+#define GLU_MAX_ROWS 4
+
+/* If a is act(linear g) with g used only there, returns g and sets *act. */
+static bm_node *glu_gate(const int *uses, bm_node *a, int32_t *act) {
+  if ((a->op != BM_OP_SILU && a->op != BM_OP_GELU_TANH) || uses[a->id] != 1) return NULL;
+  bm_node *m = a->in[0];
+  if (!is_linear(m) || uses[m->id] != 1 || a->dtype != m->dtype) return NULL;
+  *act = (int32_t)a->op;
+  return m;
+}
+
+static int fuse_glu(bm_graph *g, const bm_pass_options *o, const int *uses, int n0, bm_status *st) {
+  if (!o || !o->supports || env_set("BM_NO_GLU")) return 0;
+  int made = 0;
+  for (int i = 0; i < n0; i++) {
+    bm_node *h = g->nodes[i];
+    if (h->op != BM_OP_MUL || h->nin != 2) continue;
+    for (int s = 0; s < 2; s++) {
+      int32_t act = 0;
+      bm_node *gm = glu_gate(uses, h->in[s], &act), *um = h->in[1 - s];
+      if (!gm || !is_linear(um) || uses[um->id] != 1 || um->in[0] != gm->in[0] || um->dtype != gm->dtype ||
+          h->dtype != gm->dtype || !bm_dim_eq(um->in[1]->shape[0], gm->in[1]->shape[0]) ||
+          um->in[1]->shape[1].add != gm->in[1]->shape[1].add || um->in[1]->dtype != gm->in[1]->dtype ||
+          h->ndim != gm->ndim || !bm_dim_eq(h->shape[h->ndim - 1], gm->shape[gm->ndim - 1]))
+        continue;
+      bm_node *x = gm->in[0];
+      int64_t K = gm->in[1]->shape[1].add, nx = bm_node_numel_max(g, x);
+      if (K <= 0 || nx < 0 || nx / K > GLU_MAX_ROWS) continue; /* prefill: two GEMMs */
+      bm_node tmp;
+      memset(&tmp, 0, sizeof tmp);
+      tmp.op = BM_OP_MATMUL_GLU, tmp.nin = 3, tmp.dtype = h->dtype, tmp.ndim = h->ndim;
+      tmp.in[0] = x, tmp.in[1] = gm->in[1], tmp.in[2] = um->in[1], tmp.a.act = act;
+      memcpy(tmp.shape, h->shape, sizeof tmp.shape);
+      if (!o->supports(&tmp)) return made;
+      bm_attrs a;
+      memset(&a, 0, sizeof a);
+      a.act = act;
+      bm_node *y = bm_node_make(g, BM_OP_MATMUL_GLU, 3, tmp.in, &a);
+      if (!y || y->dtype != h->dtype || y->ndim != h->ndim) {
+        bm_status e = bm_graph_status(g);
+        *st = bm_status_make(BM_ERR_INTERNAL, "fuse_horizontal: matmul_glu of '%s' and '%s': %s", gm->in[1]->name,
+                             um->in[1]->name, e ? bm_status_message(e) : "type changed");
+        return made;
+      }
+      if (h->name) y->name = h->name;
+      bm_graph_replace_uses(g, h, y);
+      made++;
+      break;
+    }
+  }
+  return made;
+}
+
+/* ---- rms_norm(x) -> linear (or MATMUL_GLU) -> RMS_MATMUL */
+
+static bool few_rows(const bm_graph *g, const bm_node *x, int64_t K) {
+  int64_t nx = bm_node_numel_max(g, x);
+  return K > 0 && nx >= 0 && nx / K <= GLU_MAX_ROWS;
+}
+
+static int fuse_rms(bm_graph *g, const bm_pass_options *o, bm_status *st) {
+  if (!o || !o->supports || env_set("BM_NO_RMSMM")) return 0;
+  for (int i = 0; i < g->nnodes; i++) g->nodes[i]->id = i;
+  int *uses = bm_graph_use_counts(g);
+  if (!uses) {
+    *st = bm_status_make(BM_ERR_OUT_OF_MEMORY, "fuse_horizontal: %d nodes", g->nnodes);
+    return 0;
+  }
+  int made = 0, n0 = g->nnodes;
+  for (int i = 0; i < n0 && !*st; i++) {
+    bm_node *m = g->nodes[i];
+    bool glu = m->op == BM_OP_MATMUL_GLU;
+    if (!glu && !is_linear(m)) continue;
+    bm_node *r = m->in[0];
+    if (r->op != BM_OP_RMS_NORM || r->nin != 2 || r->a.prog.n || uses[r->id] != 1 || r->in[1]->op != BM_OP_WEIGHT ||
+        r->in[1]->ndim != 1 || r->dtype != r->in[0]->dtype || r->dtype != m->dtype || r->ndim < 1 ||
+        !few_rows(g, r, m->in[1]->shape[1].add))
+      continue;
+    bm_node tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.op = BM_OP_RMS_MATMUL, tmp.dtype = m->dtype, tmp.ndim = m->ndim;
+    tmp.in[0] = r->in[0], tmp.in[1] = r->in[1], tmp.in[2] = m->in[1];
+    tmp.nin = glu ? 4 : 3;
+    if (glu) tmp.in[3] = m->in[2];
+    tmp.a.eps = r->a.eps, tmp.a.act = glu ? m->a.act : 0;
+    memcpy(tmp.shape, m->shape, sizeof tmp.shape);
+    if (!o->supports(&tmp)) continue;
+    bm_attrs a;
+    memset(&a, 0, sizeof a);
+    a.eps = tmp.a.eps, a.act = tmp.a.act;
+    bm_node *y = bm_node_make(g, BM_OP_RMS_MATMUL, tmp.nin, tmp.in, &a);
+    if (!y || y->dtype != m->dtype || y->ndim != m->ndim) {
+      bm_status e = bm_graph_status(g);
+      *st = bm_status_make(BM_ERR_INTERNAL, "fuse_horizontal: rms_matmul of '%s': %s", m->in[1]->name ? m->in[1]->name : "?",
+                           e ? bm_status_message(e) : "type changed");
+      break;
+    }
+    if (m->name) y->name = m->name;
+    bm_graph_replace_uses(g, m, y);
+    made++;
+  }
+  free(uses);
+  return made;
+}
+
 bm_status bm_pass_fuse_horizontal(bm_graph *g, const bm_pass_options *o) {
-  (void)o;
   if (env_off()) return NULL;
   int n0 = g->nnodes, changed = 0;
   for (int i = 0; i < n0; i++) g->nodes[i]->id = i;
@@ -275,12 +397,17 @@ bm_status bm_pass_fuse_horizontal(bm_graph *g, const bm_pass_options *o) {
     st = fuse_group(g, n, ms, adds);
     changed++;
   }
+  if (!st) changed += fuse_glu(g, o, uses, n0, &st);
   free(uses);
   free(done);
   if (st) return st;
-  if (!changed) return NULL;
-  BM_RETURN_IF_ERROR(bm_graph_compact(g));
-  int merged = merge_ropes(g, &st);
+  if (changed) {
+    BM_RETURN_IF_ERROR(bm_graph_compact(g));
+    int merged = merge_ropes(g, &st);
+    if (st) return st;
+    if (merged) BM_RETURN_IF_ERROR(bm_graph_compact(g));
+  }
+  int folded = fuse_rms(g, o, &st);
   if (st) return st;
-  return merged ? bm_graph_compact(g) : NULL;
+  return folded ? bm_graph_compact(g) : NULL;
 }

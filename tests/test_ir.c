@@ -360,6 +360,10 @@ static bm_graph *build_all_ops(bm_module *m) {
   ma.act = BM_OP_SILU;
   bm_node *hmoe = bm_node_make(g, BM_OP_MOE_UP, 4, (bm_node *[]){tok, gates, wg, wg}, &ma);
   OUT(bm_node_make(g, BM_OP_MOE_DOWN, 3, (bm_node *[]){hmoe, gates, wd}, NULL));
+  OUT(bm_node_make(g, BM_OP_MATMUL_GLU, 3, (bm_node *[]){x, w, w}, &ma)); /* gated MLP (fuse_horizontal) */
+  bm_attrs rma = {0};
+  rma.eps = 1e-6f;
+  OUT(bm_node_make(g, BM_OP_RMS_MATMUL, 3, (bm_node *[]){x, w8, w}, &rma)); /* rms_norm + linear (fuse_horizontal) */
   /* fused: silu(x * 0.5) - x * 3 */
   bm_attrs fa = {0};
   fa.prog.nin = 2;

@@ -907,10 +907,11 @@ static const emit_fn emitters[BM_OP_COUNT] = {
     [BM_OP_SOFTMAX] = emit_softmax, [BM_OP_LAYER_NORM] = emit_norm, [BM_OP_GROUP_NORM] = emit_norm,
     [BM_OP_RMS_NORM] = emit_norm, [BM_OP_ROPE] = emit_rope,      [BM_OP_ATTENTION] = emit_attention,
     [BM_OP_KV_WRITE] = emit_kv_write, [BM_OP_TOPK_MASK] = emit_topk, [BM_OP_MOE_UP] = emit_moe,
-    [BM_OP_MOE_DOWN] = emit_moe,
+    [BM_OP_MOE_DOWN] = emit_moe, [BM_OP_MATMUL_GLU] = emit_matmul_glu,
+    [BM_OP_RMS_MATMUL] = emit_matmul_glu,
     /* sources: no kernel; MOE: lowered by lower_moe */
 };
-_Static_assert(BM_OP_COUNT == 57, "a new op needs a row in the clike emitter table");
+_Static_assert(BM_OP_COUNT == 59, "a new op needs a row in the clike emitter table");
 
 static bool prog_ok(const bm_prog *p, int nin_expected) {
   if (nin_expected >= 0 && p->nin != nin_expected) return false;
@@ -949,6 +950,10 @@ int bm_clike_supports(const bm_node *n) {
   if (n->op == BM_OP_ATTENTION) {
     if (!ck_attention_ok(n)) return 0;
   }
+  if (n->op == BM_OP_MATMUL_GLU || n->op == BM_OP_RMS_MATMUL) /* the skinny GEMM's floats (rows: checked by the pass) */
+    for (int i = 0; i < n->nin; i++)
+      if (n->in[i]->dtype != BM_DTYPE_F32 && n->in[i]->dtype != BM_DTYPE_F16 && n->in[i]->dtype != BM_DTYPE_BF16)
+        return 0;
   if (n->op == BM_OP_CONV2D && (!bm_dim_is_static(n->in[1]->shape[2]) || !bm_dim_is_static(n->in[1]->shape[3])))
     return 0;
   if (n->op == BM_OP_FUSED && !prog_ok(&n->a.prog, n->nin)) return 0;

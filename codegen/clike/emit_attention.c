@@ -1032,7 +1032,12 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
  * (acc, m, l) per row to a scratch array in global memory (a static device
  * array of the kernel, sized for the symbols' maxima); the last block of a
  * (batch, kv head, row group) to finish (an atomic counter, reset by that
- * block for the next run) combines the splits and stores. */
+ * block for the next run) combines the splits and stores. The split count is
+ * sized for the cache's maximum, but kv_len is data: the splits past the live
+ * key span (nact of them hold keys; at least one, which writes zeros for an
+ * empty span) leave at once, before reading q, and the counter waits for the
+ * nact live ones only (BM_CUDA_DEC_EMPTY_SPLITS=1 at bmc time: every split
+ * writes its partial and counts, the previous kernel). */
 typedef struct dec_cfg {
   int rb, nrg, ns, dp4, u, smem;
   int64_t bmax, hkv, dv, parts;
@@ -1122,6 +1127,8 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   const char *I = k->I;
   int64_t D = q->shape[3].add, Dv = v->shape[3].add;
   int RB = c->rb, NRG = c->nrg, NS = c->ns, DP4 = c->dp4, KT = DEC_KT, U = c->u, RPW = (RB + 3) / 4;
+  const char *ae = getenv("BM_CUDA_DEC_EMPTY_SPLITS");
+  const bool all_splits = ae && *ae && strcmp(ae, "0") != 0;
   k->threads = DEC_T;
   k->smem = c->smem;
   bm_dim dims[3] = {q->shape[0], kk->shape[1], bm_dim_c((int64_t)NRG * NS)};
@@ -1154,6 +1161,10 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   P("    const %s span = kend > kbeg ? kend - kbeg : 0, chunk = ((span + %d) / %d + %d) / %d * %d;\n", I, NS - 1, NS,
     KT - 1, KT, KT);
   P("    const %s c0 = kbeg + sp * chunk, c1 = c0 + chunk < kend ? c0 + chunk : kend;\n", I);
+  /* the splits that hold keys (at least one: it writes zeros for an empty span) */
+  P("    const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0, nlive = %s;\n",
+    all_splits ? ck_strf("%d", NS).s : "nact > 0 ? nact : 1");
+  if (!all_splits) P("    if (sp >= nlive) continue; /* an empty split (the whole block): nothing to write */\n");
   P("    BM_SYNC();\n");
   /* the query rows: row r of the group is head hk * G + r / Sq, position r % Sq */
   str lq = ck_ld(k, 0, q->dtype, ck_strf("((b * Hq + hk * G + r / Sq) * Sq + r %% Sq) * %lld + d", (long long)D));
@@ -1256,7 +1267,7 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   P("    __threadfence();\n    BM_SYNC();\n");
   P("    if (tid == 0) {\n");
   P("      const unsigned int done = atomicAdd(&bm_cnt[bh * %d + rg], 1u);\n", NRG);
-  P("      last_ = done == %du;\n", NS - 1);
+  P("      last_ = done == (unsigned int)nlive - 1u;\n");
   P("      if (last_) bm_cnt[bh * %d + rg] = 0u; /* for the next run */\n", NRG);
   P("    }\n");
   P("    BM_SYNC();\n");
@@ -1264,7 +1275,6 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   P("      __threadfence();\n");
   P("      const float *pb = bm_part + (bm_i64)(bh * %d + rg) * %d * %lld;\n", NRG, NS, (long long)(RB * (Dv + 2)));
   /* only the splits that held keys: a short cache (kv_len 136 of 4096 slots) fills a few */
-  P("      const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0;\n");
   P("      for (int e = tid; e < %d; e += %d) {\n", RB * U * DEC_T, DEC_T);
   P("        const int rr = e / %d, dd = e %% %d;\n", U * DEC_T, U * DEC_T);
   P("        if (rr < nr && dd < %lld) {\n", (long long)Dv);

@@ -17,7 +17,8 @@
  * (g = lane / 4, q = lane % 4) streams 16-byte chunks of rows g and g + 8 of
  * each tile (`bm_ld16_stream`, non-allocating): a "round" is 4 chunks per
  * row (64 bytes), the 4 lanes of a quad holding one each; a warp does two
- * adjacent rounds (a 128-byte line per row) per step. mma sums the 16 K of a
+ * adjacent rounds (a 128-byte line per row) per step and loads the next
+ * step's into registers while it computes this one. mma sums the 16 K of a
  * step over the quad's lanes in any order, so the K order inside a round is
  * chosen per weight dtype and the activations follow it:
  *   bf16/f16: lane q's chunk (8 elements) is steps 0 and 1, 4 elements each,
@@ -160,7 +161,7 @@ static sm_cfg default_cfg(const bm_node *n, int R) {
    * No default spills (ptxas -v, sm_90a; the named configurations may). */
   const int64_t N = w->shape[w->ndim - 2].add;
   const bool i4 = w->dtype == BM_DTYPE_I4, i8 = w->dtype == BM_DTYPE_I8, wide = !i4 && !i8;
-  const bool longn = N >= 8192, midn = N >= 2048 && !longn;
+  const bool longn = N >= 8192, midn = N >= 2048 && !longn, f32a = n->in[0]->dtype == BM_DTYPE_F32;
   int nt = 1, nw = 8, minb = 2;
   if (R <= 16) {
     nw = 16, minb = 1;
@@ -168,16 +169,15 @@ static sm_cfg default_cfg(const bm_node *n, int R) {
     if (wide && longn) nw = 4, minb = 4;       /* t1w4 */
     if (i8 && R <= 8) nopipe = true;           /* t1w16s0 */
     if (i8 && R == 16 && midn) nt = 2;         /* t2w16 */
-    if (i8 && R == 16 && longn) nt = 2, nw = 8, minb = 2; /* t2w8 */
+    if (i8 && R == 16 && longn) nt = f32a ? 1 : 2, nw = 8, minb = 2; /* t2w8 (f32 activations: t1w8) */
     if (i4 && N / 16 >= 200) nw = 8, minb = 2; /* t1w8 */
     if (i4 && R <= 8 && longn) nt = 2, nopipe = true; /* t2w8s0 */
-    if (i4 && R == 16 && longn) /* t1w4 (f32 activations: 129+ registers, t1w4b2) */
-      nw = 4, minb = n->in[0]->dtype == BM_DTYPE_F32 ? 2 : 4;
+    if (i4 && R == 16 && longn) nw = 4, minb = f32a ? 2 : 4; /* t1w4 (f32 activations: t1w4b2) */
   } else if (R <= 32) {
     if (wide && longn) nw = 4, minb = 4; /* t1w4 */
     else if (i4) minb = 1; /* accumulators and group partials need more than 128 registers */
   } else {
-    nw = 4, minb = i4 ? 2 : 4;
+    nw = 4, minb = i4 || (i8 && f32a) ? 2 : 4; /* int4, int8 x f32: 129+ registers */
   }
   return (sm_cfg){"default", nt, nw, minb, 2, pf, nopipe};
 }
@@ -261,8 +261,9 @@ bm_status emit_gemm_small(ck *k) {
     cfg.name, R8, BR, NT, NW, U, bm_dtype_name(a->dtype), bm_dtype_name(w->dtype), split ? " (split hi + lo)" : "");
   P("  const %s M = %s, N = %s, K = %lld;\n", I, M.s, N.s, (long long)Kd.add);
   str rowb = ck_strf("%lld", (long long)(w->dtype == BM_DTYPE_I4 ? Kd.add / 2 : Kd.add * (int64_t)bm_dtype_nbytes(w->dtype, 1)));
-  /* programmatic dependent launch: the weights are graph sources, so one
-   * thread starts copying the block's first tile into L2 before the wait */
+  /* programmatic dependent launch: the body waits itself. "p1": the weights
+   * are graph sources, so one thread may start copying the block's first
+   * tile into L2 before the wait (as the GEMV does; 2-15% slower here) */
   k->pdl_in_body = true;
   if (cfg.pf) {
     P("  if (tid == 0 && bid0 * %d < (bm_i64)N) {\n", BR);

@@ -18,7 +18,16 @@
  * (bf16/f16/f32 weights of 4096+ columns); WK < 8 only by a CPU emulation of
  * the generated kernel (see docs/cuda.md).
  * Without 16-byte aligned rows (K not a multiple of the chunk, symbolic K,
- * groups that split a chunk) the same structure loads element by element. */
+ * groups that split a chunk) the same structure loads element by element.
+ * MATMUL_GLU (x, w_gate, w_up): a warp's NC rows are NC/2 rows of w_gate and
+ * the same NC/2 rows of w_up (NC/2 outputs per warp), and the output thread
+ * computes act(gate) * up: one kernel and one read of x for a gated MLP's
+ * gate/up pair (decode).
+ * RMS_MATMUL (x, w_norm, W [, W_up]): the rms_norm before the layer folded
+ * in: the lanes multiply each activation by its w_norm entry as they load
+ * it and also sum its square; the K warps' sums reduce with the dot
+ * products and the output thread scales by r = 1/sqrt(mean(x^2) + eps)
+ * (a scalar per row, so it factors out of the dot products). */
 
 #define GEMV_MAX_ROWS 16
 #define GEMV_WARPS 8
@@ -65,6 +74,13 @@ bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int
     if (!is_float16x(a->dtype) || !is_float16x(b->dtype)) return false;
   } else if (n->op == BM_OP_QMATMUL) {
     if (!is_float16x(n->in[0]->dtype)) return false;
+  } else if (n->op == BM_OP_MATMUL_GLU) {
+    if (!is_float16x(n->in[0]->dtype) || !is_float16x(n->in[1]->dtype) || n->in[2]->dtype != n->in[1]->dtype)
+      return false;
+  } else if (n->op == BM_OP_RMS_MATMUL) {
+    if (!is_float16x(n->in[0]->dtype) || !is_float16x(n->in[1]->dtype) || !is_float16x(n->in[2]->dtype) ||
+        (n->nin > 3 && n->in[3]->dtype != n->in[2]->dtype))
+      return false;
   } else {
     return false;
   }
@@ -73,13 +89,16 @@ bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int
 }
 
 bm_status emit_gemv(ck *k) {
-  const bm_node *n = k->n, *a = n->in[0], *w = n->in[1];
-  const bool quant = n->op == BM_OP_QMATMUL;
+  const bool rmsn = k->n->op == BM_OP_RMS_MATMUL; /* w_norm in buffer 1, the weights after it */
+  const int wb = rmsn ? 2 : 1, ub = wb + 1;       /* the weight's (gate's) and up's buffers */
+  const bm_node *n = k->n, *a = n->in[0], *w = n->in[wb], *nw = rmsn ? n->in[1] : NULL;
+  const bool quant = n->op == BM_OP_QMATMUL, glu = n->op == BM_OP_MATMUL_GLU || (rmsn && n->nin > 3);
   const char *I = k->I;
   const bm_dim Kd = w->shape[w->ndim - 1], Nd = w->shape[w->ndim - 2];
   const int64_t mr = rows_max(k->g, n);
   const int MR = mr <= 1 ? 1 : mr <= 2 ? 2 : mr <= 4 ? 4 : mr <= 8 ? 8 : 16;
   const int NC = MR <= 4 ? 4 : 2;
+  const int H = glu ? NC / 2 : NC; /* outputs per warp (GLU: NC/2 gate rows + NC/2 up rows) */
   const bm_node *sc = quant ? n->in[2] : NULL;
   str M = ck_prodx(k, n->shape, 0, n->ndim - 1), N = ck_dimx(k, Nd), K = ck_dimx(k, Kd);
   wchunk wc;
@@ -95,7 +114,7 @@ bm_status emit_gemv(ck *k) {
   int WK = GEMV_WARPS;
   if (vec)
     while (WK > 1 && Kd.add / wc.vec < 64 * WK) WK /= 2;
-  const int WN = GEMV_WARPS / WK, CB = WN * NC; /* columns per block */
+  const int WN = GEMV_WARPS / WK, CB = WN * H; /* output columns per block */
 
   k->threads = 32 * GEMV_WARPS;
   /* one row (decode at batch 1): at most 64 registers, 4 blocks per
@@ -108,8 +127,8 @@ bm_status emit_gemv(ck *k) {
   bm_dim dims[1] = {Nd};
   int64_t divs[1] = {CB};
   k->tasks = ck_task_grid(k->g, 1, dims, divs);
-  P("  /* skinny GEMM: %d row(s) at most, %d columns per block (%d per warp), K split over %d warps, %s loads */\n",
-    MR, CB, NC, WK, vec ? "16-byte" : "element");
+  P("  /* skinny GEMM%s: %d row(s) at most, %d columns per block (%d per warp), K split over %d warps, %s loads */\n",
+    glu ? " (GLU: gate and up rows)" : "", MR, CB, H, WK, vec ? "16-byte" : "element");
   P("  const %s M = %s, N = %s, K = %s;\n", I, M.s, N.s, K.s);
   /* bytes per weight row (16-byte chunks only) */
   str rowb = w->dtype == BM_DTYPE_I4 ? ck_strf("(K / 2)") : ck_strf("(K * %d)", (int)bm_dtype_nbytes(w->dtype, 1));
@@ -122,7 +141,8 @@ bm_status emit_gemv(ck *k) {
   if (vec) {
     P("  if (tid == 0 && bid0 * %d < (bm_i64)N) {\n", CB);
     P("    const bm_i64 r0 = bid0 * %d, nrow = (bm_i64)N - r0 < %d ? (bm_i64)N - r0 : %d;\n", CB, CB, CB);
-    P("    bm_prefetch_l2(bm_buf(1) + r0 * %s, (unsigned int)(nrow * %s));\n", rowb.s, rowb.s);
+    P("    bm_prefetch_l2(bm_buf(%d) + r0 * %s, (unsigned int)(nrow * %s));\n", wb, rowb.s, rowb.s);
+    if (glu) P("    bm_prefetch_l2(bm_buf(%d) + r0 * %s, (unsigned int)(nrow * %s));\n", ub, rowb.s, rowb.s);
     P("  }\n");
   }
   P("  BM_PDL_WAIT();\n");
@@ -130,16 +150,19 @@ bm_status emit_gemv(ck *k) {
   if (quant) P("  const %s G = %s, gs = K / G;\n", I, ck_dimx(k, sc->shape[1]).s);
   P("  const int lane = tid & 31, warp = tid >> 5, wk = warp %% %d, wn = warp / %d;\n", WK, WK);
   P("  BM_SHARED float red[%d][%d][%d];\n", GEMV_WARPS, MR, NC);
+  if (rmsn) P("  BM_SHARED float redss[%d][%d]; /* sums of squares of the rows' K slices */\n", GEMV_WARPS, MR);
   ck_loop_open(k, ck_strf("(N + %d) / %d", CB - 1, CB).s);
-  P("    const %s n0 = t * %d + wn * %d;\n", I, CB, NC);
+  P("    const %s n0 = t * %d + wn * %d;\n", I, CB, H);
   P("    %s nr[%d];\n", I, NC);
-  P("#pragma unroll\n    for (int c = 0; c < %d; c++) nr[c] = n0 + c < N ? n0 + c : N - 1;\n", NC);
+  P("#pragma unroll\n    for (int c = 0; c < %d; c++) nr[c] = n0 + c %% %d < N ? n0 + c %% %d : N - 1;\n", NC, H, H);
   P("    float acc[%d][%d];\n", MR, NC);
   P("#pragma unroll\n    for (int m = 0; m < %d; m++)\n#pragma unroll\n    for (int c = 0; c < %d; c++) acc[m][c] = 0.0f;\n",
     MR, NC);
+  if (rmsn) P("    float ssq[%d];\n#pragma unroll\n    for (int m = 0; m < %d; m++) ssq[m] = 0.0f;\n", MR, MR);
   if (vec) {
     P("    const unsigned char *wp[%d];\n", NC);
-    P("#pragma unroll\n    for (int c = 0; c < %d; c++) wp[c] = bm_buf(1) + (bm_i64)nr[c] * %s;\n", NC, rowb.s);
+    P("#pragma unroll\n    for (int c = 0; c < %d; c++) wp[c] = bm_buf(%s) + (bm_i64)nr[c] * %s;\n", NC,
+      glu ? ck_strf("c < %d ? %d : %d", H, wb, ub).s : ck_strf("%d", wb).s, rowb.s);
     P("    const %s nch = K / %d;\n", I, wc.vec);
     P("    for (%s kc = wk * 32 + lane; kc < nch; kc += %d) {\n", I, 64 * WK);
     P("      const bool two = kc + %d < nch;\n", 32 * WK);
@@ -168,6 +191,22 @@ bm_status emit_gemv(ck *k) {
     P("          float wf[%d][%d];\n", NC, SUB);
     P("#pragma unroll\n          for (int c = 0; c < %d; c++)\n#pragma unroll\n          for (int e = 0; e < %d; e++) "
       "wf[c][e] = %s(wv[h][c], j * %d + e);\n", NC, SUB, wc.at, SUB);
+    if (rmsn) { /* the w_norm entries of these SUB activations */
+      P("          float gv[%d];\n", SUB);
+      P("          {\n            const unsigned char *gp = bm_buf(1) + (bm_i64)(kb + j * %d) * %d;\n", SUB,
+        (int)bm_dtype_nbytes(nw->dtype, 1));
+      if (nw->dtype == BM_DTYPE_F32) {
+        P("#pragma unroll\n            for (int q = 0; q < %d; q++) {\n", SUB / 4);
+        P("              const bm_u4 r = bm_ld16(gp + 16 * q);\n");
+        P("#pragma unroll\n              for (int e = 0; e < 4; e++) gv[4 * q + e] = bm_x4_f32(r, e);\n");
+        P("            }\n");
+      } else {
+        P("            const bm_u4 r = %s(gp);\n", SUB == 8 ? "bm_ld16" : "bm_ld8");
+        P("#pragma unroll\n            for (int e = 0; e < %d; e++) gv[e] = %s(r, e);\n", SUB,
+          nw->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16");
+      }
+      P("          }\n");
+    }
     P("#pragma unroll\n          for (int m = 0; m < %d; m++) {\n", MR);
     P("            if (m >= M) break;\n");
     P("            const unsigned char *ap = bm_buf(0) + ((bm_i64)m * K + kb + j * %d) * %d;\n", SUB, esa);
@@ -183,6 +222,8 @@ bm_status emit_gemv(ck *k) {
         a->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16");
     }
     if (wc.ascale) P("#pragma unroll\n            for (int e = 0; e < %d; e++) av[e] *= %s(e);\n", SUB, wc.ascale);
+    if (rmsn)
+      P("#pragma unroll\n            for (int e = 0; e < %d; e++) { ssq[m] += av[e] * av[e]; av[e] *= gv[e]; }\n", SUB);
     P("#pragma unroll\n            for (int c = 0; c < %d; c++)\n#pragma unroll\n            for (int e = 0; e < %d; e++) "
       "%s[m][c] += av[e] * wf[c][e];\n", NC, SUB, tgt);
     P("          }\n");
@@ -195,15 +236,23 @@ bm_status emit_gemv(ck *k) {
   } else {
     P("    for (%s kk = wk * 32 + lane; kk < K; kk += %d) {\n", I, 32 * WK);
     P("      float wf[%d];\n", NC);
-    str lw = ck_ld(k, 1, w->dtype, ck_strf("nr[c] * K + kk"));
+    str lw = ck_ld(k, wb, w->dtype, ck_strf("nr[c] * K + kk"));
     if (grouped)
       P("#pragma unroll\n      for (int c = 0; c < %d; c++) wf[c] = %s * %s;\n", NC, lw.s,
         ck_ld(k, 2, sc->dtype, ck_strf("nr[c] * G + kk / gs")).s);
+    else if (glu)
+      P("#pragma unroll\n      for (int c = 0; c < %d; c++) wf[c] = c < %d ? %s : %s;\n", NC, H, lw.s,
+        ck_ld(k, ub, w->dtype, ck_strf("nr[c] * K + kk")).s);
     else
       P("#pragma unroll\n      for (int c = 0; c < %d; c++) wf[c] = %s;\n", NC, lw.s);
     P("#pragma unroll\n      for (int m = 0; m < %d; m++) {\n", MR);
     P("        if (m >= M) break;\n");
-    P("        const float av = %s;\n", ck_ld(k, 0, a->dtype, ck_strf("m * K + kk")).s);
+    if (rmsn) {
+      P("        float av = %s;\n", ck_ld(k, 0, a->dtype, ck_strf("m * K + kk")).s);
+      P("        ssq[m] += av * av;\n        av *= %s;\n", ck_ld(k, 1, nw->dtype, ck_strf("kk")).s);
+    } else {
+      P("        const float av = %s;\n", ck_ld(k, 0, a->dtype, ck_strf("m * K + kk")).s);
+    }
     P("#pragma unroll\n        for (int c = 0; c < %d; c++) acc[m][c] += av * wf[c];\n", NC);
     P("      }\n");
     P("    }\n");
@@ -215,14 +264,27 @@ bm_status emit_gemv(ck *k) {
   P("        const float s = bm_warp_sum(acc[m][c]);\n");
   P("        if (lane == 0) red[warp][m][c] = s;\n");
   P("      }\n");
+  if (rmsn) P("      {\n        const float s = bm_warp_sum(ssq[m]);\n        if (lane == 0) redss[warp][m] = s;\n      }\n");
   P("    }\n");
   P("    BM_SYNC();\n");
   P("    if (tid < %d) { /* output (row m, column c of column group cg): the sum of its K warps */\n", CB * MR);
-  P("      const int c = tid %% %d, m = (tid / %d) %% %d, cg = tid / %d;\n", NC, NC, MR, NC * MR);
-  P("      const %s gm = m, gn = t * %d + cg * %d + c;\n", I, CB, NC);
+  P("      const int c = tid %% %d, m = (tid / %d) %% %d, cg = tid / %d;\n", H, H, MR, H * MR);
+  P("      const %s gm = m, gn = t * %d + cg * %d + c;\n", I, CB, H);
   P("      if (gm < M && gn < N) {\n");
   P("      float v = 0.0f;\n");
   P("      for (int q = 0; q < %d; q++) v += red[cg * %d + q][m][c];\n", WK, WK);
+  if (rmsn) { /* r = 1/sqrt(mean(x^2) + eps) of row m */
+    P("      float ss = 0.0f;\n");
+    P("      for (int q = 0; q < %d; q++) ss += redss[cg * %d + q][m];\n", WK, WK);
+    P("      const float rn = 1.0f / sqrtf(ss / (float)K + %s);\n", ck_flt(n->a.eps).s);
+    P("      v *= rn;\n");
+  }
+  if (glu) { /* v = act(gate) * up */
+    P("      float u = 0.0f;\n");
+    P("      for (int q = 0; q < %d; q++) u += red[cg * %d + q][m][c + %d];\n", WK, WK, H);
+    if (rmsn) P("      u *= rn;\n");
+    P("      v = (%s) * u;\n", ck_unary_expr((bm_op)n->a.act, "v").s);
+  }
   if (quant && !grouped) P("      v *= %s;\n", ck_ld(k, 2, sc->dtype, ck_strf("gn")).s);
   P("      const %s oi = gm * N + gn;\n", I);
   ck_emit_epilogue(k, "v", "oi");
@@ -232,4 +294,17 @@ bm_status emit_gemv(ck *k) {
   P("    BM_SYNC(); /* red is reused by the next columns */\n");
   ck_loop_close(k);
   return NULL;
+}
+
+bm_status emit_matmul_glu(ck *k) {
+  int64_t rows;
+  if (!ck_gemv_ok(k->g, k->L, k->n, &rows))
+    return bm_status_make(BM_ERR_UNSUPPORTED, "%s '%s': needs the skinny GEMM (at most %d rows, float "
+                          "weights of one dtype, the CUDA prelude); got %lld rows",
+                          bm_op_name(k->n->op), k->n->name ? k->n->name : "?", GEMV_MAX_ROWS, (long long)rows);
+  bool plain = k->n->op == BM_OP_RMS_MATMUL && k->n->nin == 3;
+  if (!plain && k->n->a.act != BM_OP_SILU && k->n->a.act != BM_OP_GELU_TANH)
+    return bm_status_make(BM_ERR_UNSUPPORTED, "%s '%s': act %d", bm_op_name(k->n->op), k->n->name ? k->n->name : "?",
+                          k->n->a.act);
+  return emit_gemv(k);
 }

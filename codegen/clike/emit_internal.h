@@ -93,6 +93,10 @@ bm_status emit_attention(ck *k); /* emit_attention.c */
  * the bound in *rows), in a language with the CUDA prelude's 16-byte loads. */
 bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int64_t *rows);
 bm_status emit_gemv(ck *k);
+/* MATMUL_GLU (x, w_gate, w_up) by the skinny GEMM: a warp streams half its
+ * rows from each weight and the output thread applies act(gate) * up; and
+ * RMS_MATMUL (x, w_norm, W [, W_up]): the rms_norm folded in. */
+bm_status emit_matmul_glu(ck *k);
 /* The small-M GEMM (emit_gemm_small.c): weight-streaming mma.sync for MATMUL
  * (B (N, K) shared by every row, bf16 x bf16/f32, f16 x f16) and QMATMUL
  * (int8/int4 x f32/bf16/f16) with at most 64 rows (the bound in *rows),

@@ -77,9 +77,10 @@ static const bm_cg_emit_fn emitters[BM_OP_COUNT] = {
     [BM_OP_MOE_UP] = bm_cg_emit_llm,
     [BM_OP_MOE_DOWN] = bm_cg_emit_llm,
     [BM_OP_TAKE_ROW] = bm_cg_emit_llm,
-    /* STATE: a source; MOE: lowered to MOE_UP + MOE_DOWN by the lower_moe pass */
+    /* STATE: a source; MOE: lowered to MOE_UP + MOE_DOWN by the lower_moe pass;
+     * MATMUL_GLU, RMS_MATMUL: not here (fuse_horizontal makes them only where supported) */
 };
-_Static_assert(BM_OP_COUNT == 57, "a new op needs a row in the cpu backend's emitter table");
+_Static_assert(BM_OP_COUNT == 59, "a new op needs a row in the cpu backend's emitter table");
 
 /* Is every instruction of prog an elementwise op the math helpers implement? */
 static bool prog_ok(const bm_prog *p, int nin_expected) {
