@@ -9,6 +9,7 @@
 
 #include "../codegen/clike/clike.h"
 #include "../passes/passes.h"
+#include "cuda_source.h"
 #include "testutil.h"
 
 typedef struct at_case {
@@ -26,14 +27,7 @@ static char *attn_source(at_case c) {
   bm_node *v = bm_input(g, "v", c.dt, 4, (int64_t[]){2, 2, 300, c.dv});
   bm_node *mask = c.mask ? bm_input(g, "mask", BM_DTYPE_F32, 2, (int64_t[]){300, 300}) : NULL;
   bm_output_add(g, "o", bm_attention(g, q, k, v, mask, 0.0f, c.causal, 0, 0.0f));
-  bm_pass_options po = {0};
-  po.supports = bm_clike_supports;
-  char *src = NULL;
-  CHECK_OK(bm_pipeline_run(g, &po));
-  bm_clike_out out;
-  CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
-  if (out.src.s) src = strdup(out.src.s);
-  bm_clike_out_free(&out);
+  char *src = bm_test_cuda_source(m, g);
   bm_module_destroy(m);
   return src;
 }

@@ -9,6 +9,7 @@
 
 #include "../codegen/clike/clike.h"
 #include "../passes/passes.h"
+#include "cuda_source.h"
 #include "testutil.h"
 
 typedef struct mm_case {
@@ -30,14 +31,7 @@ static char *mm_source(mm_case c) {
   else
     y = bm_matmul(g, x, w, false, true);
   bm_output_add(g, "y", y);
-  bm_pass_options po = {0};
-  po.supports = bm_clike_supports;
-  char *src = NULL;
-  CHECK_OK(bm_pipeline_run(g, &po));
-  bm_clike_out out;
-  CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
-  if (out.src.s) src = strdup(out.src.s);
-  bm_clike_out_free(&out);
+  char *src = bm_test_cuda_source(m, g);
   bm_module_destroy(m);
   return src;
 }

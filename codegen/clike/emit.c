@@ -614,6 +614,18 @@ static bm_status emit_softmax(ck *k) {
   return NULL;
 }
 
+/* Layer / rms norm, element j of the row at base: (xj - mean) * rstd, times
+ * the weight, plus the bias, the node's epilogue, the store. */
+static void norm_store(ck *k, const char *xj, bool has_w, bool has_b) {
+  const bm_node *n = k->n;
+  P("        const %s oi = base + j;\n", k->I);
+  P("        float v = (%s - mean) * rstd;\n", xj);
+  if (has_w) P("        v *= %s;\n", ck_ld(k, 1, n->in[1]->dtype, ck_strf("j")).s);
+  if (has_b) P("        v += %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("j")).s);
+  ck_emit_epilogue(k, "v", "oi");
+  ck_store(k, "oi", "v");
+}
+
 static bm_status emit_norm(ck *k) {
   const bm_node *n = k->n, *x = n->in[0];
   int r = x->ndim, base_nin = bm_node_base_nin(n);
@@ -682,12 +694,7 @@ static bm_status emit_norm(ck *k) {
     P("#pragma unroll\n      for (int u = 0; u < %lld; u++) {\n", (long long)npt);
     P("        const %s j = lane + u * nl;\n", k->I);
     P("        if (j >= D) break;\n");
-    P("        const %s oi = base + j;\n", k->I);
-    P("        float v = (xv[u] - mean) * rstd;\n");
-    if (has_w) P("        v *= %s;\n", ck_ld(k, 1, n->in[1]->dtype, ck_strf("j")).s);
-    if (has_b) P("        v += %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("j")).s);
-    ck_emit_epilogue(k, "v", "oi");
-    ck_store(k, "oi", "v");
+    norm_store(k, "xv[u]", has_w, has_b);
     P("      }\n");
     row_close(k);
     return NULL;
@@ -706,12 +713,7 @@ static bm_status emit_norm(ck *k) {
     P("      const float mean = 0.0f;\n");
   }
   P("      for (%s j = lane; j < D; j += nl) {\n", k->I);
-  P("        const %s oi = base + j;\n", k->I);
-  P("        float v = (%s - mean) * rstd;\n", l.s);
-  if (has_w) P("        v *= %s;\n", ck_ld(k, 1, n->in[1]->dtype, ck_strf("j")).s);
-  if (has_b) P("        v += %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("j")).s);
-  ck_emit_epilogue(k, "v", "oi");
-  ck_store(k, "oi", "v");
+  norm_store(k, l.s, has_w, has_b);
   P("      }\n");
   row_close(k);
   return NULL;

@@ -193,11 +193,15 @@ static void emit_len(ck *k, int li) {
  * and window limits, kbeg rounded down to BN) in ntile tiles of BN; qb, kvb
  * the row bases of q and k/v. q_extra (or NULL) adds declarations to the
  * q0 line (then qlast is marked used). */
-static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra) {
+static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra, bool dyn) {
   const bm_node *n = k->n;
   const char *I = k->I;
-  P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
-    n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
+  if (dyn && n->a.causal) /* the dynamic scheduler's order: the longest tiles of every head first */
+    P("    const %s qt = nqt - 1 - t / (B * Hq), bh = t %% (B * Hq), h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n",
+      I);
+  else
+    P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
+      n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
   emit_len(k, li);
   P("    const %s q0 = qt * %d, qlast = (q0 + %d < Sq ? q0 + %d : Sq) - 1%s;\n", I, BM, BM, BM, q_extra ? q_extra : "");
   if (q_extra) P("    (void)qlast;\n");
@@ -325,7 +329,7 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
   P("  const %s nqt = (Sq + %d) / %d;\n", I, BM - 1, BM);
   ck_loop_open(k, "B * Hq * nqt");
   /* causal: the longest query tiles first (they finish last otherwise) */
-  emit_tile_range(k, BM, BN, li, NULL);
+  emit_tile_range(k, BM, BN, li, NULL, false);
   /* Q tile and key tile 0 */
   P("    {\n");
   tc_copy(k, 0, BM, c->dp / 8, D, c->sqb, "sq0", "qb + q0 + row", "q0 + row < Sq");
@@ -470,6 +474,8 @@ typedef struct wa_cfg {
             * next task's Q loading during this one */
   bool pp;  /* WA_WS: FA3's ping-pong, the consumer warpgroups take turns issuing their products
              * (named barriers 3 and 4), so one's softmax runs while the other's products do */
+  bool dyn; /* WA_WS: a dynamic tile scheduler (wa_task_open): a block's first task is its
+             * own, then the next is an atomic ticket; causal tasks longest first across heads */
 } wa_cfg;
 
 static const wa_cfg wa_cfgs[] = {
@@ -482,6 +488,8 @@ static const wa_cfg wa_cfgs[] = {
     {"w2n128ws_pp", 2, 128, WA_WS, 2, 1, 0, true},   {"w2n128tma_pp", 2, 128, WA_WS, 2, 1, 1, true},
     {"w2n128tmap_pp", 2, 128, WA_WS, 2, 1, 2, true}, {"w2n128tma3_pp", 2, 128, WA_WS, 3, 1, 1, true},
     {"w2n128tmaq", 2, 128, WA_WS, 2, 1, 3},  {"w2n128tmaq_pp", 2, 128, WA_WS, 2, 1, 3, true},
+    {"w2n128tmaqd_pp", 2, 128, WA_WS, 2, 1, 3, true, true}, {"w2n128tmapd_pp", 2, 128, WA_WS, 2, 1, 2, true, true},
+    {"w2n128tmaqd", 2, 128, WA_WS, 2, 1, 3, false, true},
 };
 
 /* TMA loads (wa_cfg.tma): the kernel's `<symbol>_tmd` constant array in
@@ -507,7 +515,7 @@ static int wa_pad(int64_t d) { return d <= 64 ? 64 : 128; }
 static int wa_smem(const wa_cfg *w, int dpa, int dva) {
   const int nq = w->tma == 3 ? 2 : 1; /* Q buffers */
   return 1024 + nq * 64 * w->nwg * dpa * 2 + w->ns * w->bn * (dpa + dva) * 2 + (w->mode == WA_WS ? 32 * w->ns : 0) +
-         (w->tma ? 8 * nq * w->nwg : 0);
+         (w->tma ? 8 * nq * w->nwg : 0) + (w->dyn ? 40 : 0);
 }
 
 static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
@@ -943,7 +951,7 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   bm_sb *saved = k->b;
   bm_sb su = {0}, ldk = {0}, ldv = {0};
   k->b = &su;
-  emit_tile_range(k, BM, BN, li, ", qw0 = q0 + wg * 64");
+  emit_tile_range(k, BM, BN, li, ", qw0 = q0 + wg * 64", w->dyn && ws);
   /* loaders: K tile kt / V tile kt into their stages */
   k->b = &ldk;
   P("      {\n      const %s j0 = kbeg + kt * %d;\n", I, BN);
