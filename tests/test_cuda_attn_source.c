@@ -52,6 +52,12 @@ static bool has_tma(const char *s, int grid) {
   return t && atoi(t + 1) == grid;
 }
 
+/* the dynamic tile scheduler: the counters, the ticket, the reset by the last block */
+static bool has_dyn(const char *s) {
+  return strstr(s, "static unsigned int bm_tcnt[2];") && strstr(s, "(int)nblk + (int)atomicAdd(&bm_tcnt[0], 1u)") &&
+         strstr(s, "atomicExch(&bm_tcnt[0], 0u);") && strstr(s, "atomicExch(&bm_tcnt[1], 0u);");
+}
+
 /* FA3's ping-pong of the two consumer warpgroups (named barriers 3, 4) */
 static bool has_pp(const char *s) {
   return strstr(s, "bm_att_bar_sync(3 + wg, 256);") && strstr(s, "bm_att_bar_arrive(3 + (wg ^ 1), 256);");
@@ -80,16 +86,21 @@ static void test_defaults(void) {
   s = attn_source((at_case){96, 64, true, false, BM_DTYPE_F16});
   CHECK(s && has_wgmma(s) && strstr(s, "bm_wgmma_rs_f16_n64(o") && strstr(s, "bm_wgmma_ss_f16_n128(s"));
   free(s);
-  /* the loads: TMA with the ping-pong for head dims 64 and 128, on a
-   * persistent grid with Q prefetched without causal masking or a mask, one
-   * block per task with them; cp.async at head dim 64 with causal masking
-   * and at other head dims (w2n128ws) */
+  /* the loads: TMA for head dims 64 and 128, on a persistent grid with Q
+   * prefetched and the dynamic scheduler without causal masking or a mask
+   * (the ping-pong at head dim 128 only), one block per task with the
+   * ping-pong with them; cp.async at head dim 64 with causal masking and at
+   * other head dims (w2n128ws) */
   s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
-  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && strstr(s, "wgmma attention w2n128tmaq_pp") &&
-        strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 128 + wg * 64;"));
+  CHECK(s && is_ws(s) && has_tma(s, 1) && !has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqd */") &&
+        strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 128 + wg * 64;") &&
+        strstr(s, "const int qt2 = t2 % nq2, bh2 = t2 / nq2;"));
+  free(s);
+  s = attn_source((at_case){128, 128, false, false, BM_DTYPE_BF16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqd_pp"));
   free(s);
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
-  CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s) && strstr(s, "wgmma attention w2n128tma_pp"));
+  CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s) && !has_dyn(s) && strstr(s, "wgmma attention w2n128tma_pp"));
   free(s);
   s = attn_source((at_case){128, 128, false, true, BM_DTYPE_F16});
   CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s));
@@ -136,6 +147,29 @@ static void test_env(void) {
   setenv("BM_CUDA_ATTN", "w2n128tmap_pp", 1);
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
   CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && !strstr(s, "const int r2 ="));
+  free(s);
+  /* the previous default without causal masking (a static task order) */
+  setenv("BM_CUDA_ATTN", "w2n128tmaq_pp", 1);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && !has_dyn(s) && strstr(s, "const int r2 ="));
+  free(s);
+  /* the dynamic scheduler with causal masking: tasks longest first across
+   * the heads, the next task's Q rows in the same order */
+  setenv("BM_CUDA_ATTN", "w2n128tmaqd_pp", 1);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) &&
+        strstr(s, "qt = nqi - 1 - t / bhn, bh = t % bhn") &&
+        strstr(s, "const int qt2 = nq2 - 1 - t2 / (int)(B * Hq), bh2 = t2 % (int)(B * Hq);"));
+  free(s);
+  /* head-major causal order (a head's query tiles in a row, longest first) */
+  setenv("BM_CUDA_ATTN", "w2n128tmaqh_pp", 1);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
+  CHECK(s && has_dyn(s) && strstr(s, "qt = nqi - 1 - t % nqi, bh = t / nqi") &&
+        strstr(s, "const int qt2 = nq2 - 1 - t2 % nq2, bh2 = t2 / nq2;"));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w2n128tmapd_pp", 1);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && !strstr(s, "const int r2 ="));
   free(s);
   unsetenv("BM_CUDA_ATTN");
 }

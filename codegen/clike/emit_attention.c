@@ -193,12 +193,14 @@ static void emit_len(ck *k, int li) {
  * and window limits, kbeg rounded down to BN) in ntile tiles of BN; qb, kvb
  * the row bases of q and k/v. q_extra (or NULL) adds declarations to the
  * q0 line (then qlast is marked used). */
-static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra, bool dyn) {
+static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra, int dyn) {
   const bm_node *n = k->n;
   const char *I = k->I;
-  if (dyn && n->a.causal) /* the dynamic scheduler's order: the longest tiles of every head first */
-    P("    const %s qt = nqt - 1 - t / (B * Hq), bh = t %% (B * Hq), h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n",
-      I);
+  if (dyn) /* the dynamic scheduler (int tasks); causal 1: the longest tiles of every head first */
+    P("    const int bhn = (int)(B * Hq), nqi = (int)nqt;\n"
+      "    const %s qt = %s, bh = %s, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n",
+      I, !n->a.causal ? "t % nqi" : dyn == 1 ? "nqi - 1 - t / bhn" : "nqi - 1 - t % nqi",
+      n->a.causal && dyn == 1 ? "t % bhn" : "t / nqi");
   else
     P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
       n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
@@ -329,7 +331,7 @@ static bm_status emit_attention_tc(ck *k, const tc_cfg *c, int mi, int li) {
   P("  const %s nqt = (Sq + %d) / %d;\n", I, BM - 1, BM);
   ck_loop_open(k, "B * Hq * nqt");
   /* causal: the longest query tiles first (they finish last otherwise) */
-  emit_tile_range(k, BM, BN, li, NULL, false);
+  emit_tile_range(k, BM, BN, li, NULL, 0);
   /* Q tile and key tile 0 */
   P("    {\n");
   tc_copy(k, 0, BM, c->dp / 8, D, c->sqb, "sq0", "qb + q0 + row", "q0 + row < Sq");
@@ -465,6 +467,8 @@ enum { WA_SERIAL, WA_PIPE, WA_WS };
  * rest of the block's allocation: 232 with two warpgroups, enough for head
  * dim 128 with a mask) */
 enum { WA_PREG = 40 };
+/* slots of the dynamic scheduler's task ring (wa_task_open) */
+enum { WA_TQ = 4 };
 
 typedef struct wa_cfg {
   const char *name; /* BM_CUDA_ATTN=name forces it (compile time, for comparisons; "fa2": off) */
@@ -474,8 +478,9 @@ typedef struct wa_cfg {
             * next task's Q loading during this one */
   bool pp;  /* WA_WS: FA3's ping-pong, the consumer warpgroups take turns issuing their products
              * (named barriers 3 and 4), so one's softmax runs while the other's products do */
-  bool dyn; /* WA_WS: a dynamic tile scheduler (wa_task_open): a block's first task is its
-             * own, then the next is an atomic ticket; causal tasks longest first across heads */
+  int dyn; /* WA_WS: a dynamic tile scheduler (wa_task_open): a block's first task is its
+            * own, then the next is an atomic ticket; causal tasks 1: longest first across
+            * all heads, 2: head-major (a head's tiles in a row, longest first: L2 locality) */
 } wa_cfg;
 
 static const wa_cfg wa_cfgs[] = {
@@ -488,8 +493,8 @@ static const wa_cfg wa_cfgs[] = {
     {"w2n128ws_pp", 2, 128, WA_WS, 2, 1, 0, true},   {"w2n128tma_pp", 2, 128, WA_WS, 2, 1, 1, true},
     {"w2n128tmap_pp", 2, 128, WA_WS, 2, 1, 2, true}, {"w2n128tma3_pp", 2, 128, WA_WS, 3, 1, 1, true},
     {"w2n128tmaq", 2, 128, WA_WS, 2, 1, 3},  {"w2n128tmaq_pp", 2, 128, WA_WS, 2, 1, 3, true},
-    {"w2n128tmaqd_pp", 2, 128, WA_WS, 2, 1, 3, true, true}, {"w2n128tmapd_pp", 2, 128, WA_WS, 2, 1, 2, true, true},
-    {"w2n128tmaqd", 2, 128, WA_WS, 2, 1, 3, false, true},
+    {"w2n128tmaqd_pp", 2, 128, WA_WS, 2, 1, 3, true, 1}, {"w2n128tmapd_pp", 2, 128, WA_WS, 2, 1, 2, true, 1},
+    {"w2n128tmaqd", 2, 128, WA_WS, 2, 1, 3, false, 1},    {"w2n128tmaqh_pp", 2, 128, WA_WS, 2, 1, 3, true, 2},
 };
 
 /* TMA loads (wa_cfg.tma): the kernel's `<symbol>_tmd` constant array in
@@ -515,7 +520,7 @@ static int wa_pad(int64_t d) { return d <= 64 ? 64 : 128; }
 static int wa_smem(const wa_cfg *w, int dpa, int dva) {
   const int nq = w->tma == 3 ? 2 : 1; /* Q buffers */
   return 1024 + nq * 64 * w->nwg * dpa * 2 + w->ns * w->bn * (dpa + dva) * 2 + (w->mode == WA_WS ? 32 * w->ns : 0) +
-         (w->tma ? 8 * nq * w->nwg : 0) + (w->dyn ? 40 : 0);
+         (w->tma ? 8 * nq * w->nwg : 0) + (w->dyn ? 20 * WA_TQ : 0);
 }
 
 static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
@@ -526,17 +531,22 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
   const char *env = getenv("BM_CUDA_ATTN");
   /* the default, measured on an H100 (docs/cuda.md, "Attention", the
    * table): the warp-specialized kernel, two consumer warpgroups, 128-key
-   * tiles; with TMA loads (head dims 64 and 128) and the ping-pong, on a
-   * persistent grid with Q prefetched (w2n128tmaq_pp) without causal or
-   * window limits or a mask (the static task order of a persistent grid
-   * leaves causal blocks unbalanced: 0.53-0.64x; with a mask it spills),
-   * else one block per task (w2n128tma_pp); head dim 64 with those and the
-   * other head dims keep the cp.async loads (w2n128ws: TMA measured 2-4%
-   * slower at d64 causal; the other head dims are padded, past the maps'
-   * edge) */
+   * tiles; with TMA loads (head dims 64 and 128), on a persistent grid
+   * with Q prefetched and the dynamic tile scheduler without causal or
+   * window limits or a mask (1-5% faster than the static task order of
+   * w2n128tmaq_pp, the previous default): head dim 128 with the ping-pong
+   * (w2n128tmaqd_pp), head dim 64 without (w2n128tmaqd); with them one
+   * block per task (w2n128tma_pp: a persistent grid was slower with causal
+   * masking, statically 0.53-0.64x, dynamically 0.55-0.94x; with a mask it
+   * spills); head dim 64 with those and the other head dims keep the
+   * cp.async loads (w2n128ws: TMA measured 2-4% slower at d64 causal; the
+   * other head dims are padded, past the maps' edge) */
   const bool tma_ok = (D == 64 || D == 128) && Dv == D,
              limited = n->a.causal || n->a.window > 0 || (n->a.attn_flags & BM_ATTN_HAS_MASK);
-  const char *def = !tma_ok || (limited && D <= 64) ? "w2n128ws" : limited ? "w2n128tma_pp" : "w2n128tmaq_pp";
+  const char *def = !tma_ok || (limited && D <= 64) ? "w2n128ws"
+                    : limited                        ? "w2n128tma_pp"
+                    : D <= 64                        ? "w2n128tmaqd"
+                                                     : "w2n128tmaqd_pp";
   const wa_cfg *w = NULL; /* BM_CUDA_ATTN=fa2 or an unknown name: the mma.sync kernel */
   if (!env || !*env) env = def;
   for (size_t i = 0; i < sizeof wa_cfgs / sizeof *wa_cfgs; i++)
@@ -709,6 +719,62 @@ static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
   P("        }\n      }\n      }\n    }\n");
 }
 
+/* The dynamic scheduler's "done" step (wa_cfg.dyn): a block's lead
+ * producer thread, after its last ticket (or with none), counts the block
+ * done; the last block of the launch resets both counters for the next run
+ * (no host memset; CUDA graph replays included). */
+static void wa_sched_done(ck *k, const char *ind) {
+  P("%s__threadfence(); /* this block's tickets before its count */\n", ind);
+  P("%sif (atomicAdd(&bm_tcnt[1], 1u) == (unsigned int)nblk - 1u) { /* the last block: reset */\n", ind);
+  P("%s  atomicExch(&bm_tcnt[0], 0u);\n%s  atomicExch(&bm_tcnt[1], 0u);\n%s}\n", ind, ind, ind);
+}
+
+/* Opens a WA_WS role's task loop (wa_task_close closes it). Static (not
+ * wa_cfg.dyn): t = bid0, bid0 + nblk, ... With the dynamic scheduler: a
+ * block's first task is bid0, then at the start of each task the producers'
+ * lead thread takes the next one, nblk + atomicAdd(&bm_tcnt[0], 1) (the
+ * kernel's static counter), and hands it to the block's threads through a
+ * ring of WA_TQ shared words (at te0 + 8 WA_TQ; mbarriers tf0: written,
+ * te0: released by all the block's threads at the end of the task, when
+ * they read it again as their next t: nothing extra stays live in registers
+ * over the task), so every role runs the same task sequence and the
+ * consumers' lead threads know the next task (tn) when a task starts (the
+ * Q prefetch). Task indices are int (B * Hq * nqt blocks of 128 rows). A
+ * ticket at or past ntask ends the block's loop and counts the block done
+ * (wa_sched_done). */
+static void wa_task_open(ck *k, const wa_ctx *c, bool producer) {
+  if (!c->w->dyn) {
+    ck_loop_open(k, "B * Hq * nqt");
+    return;
+  }
+  P("  const int ntask = (int)(B * Hq * nqt);\n");
+  P("  unsigned int tsq = 0u; /* tasks taken from the ring so far */\n");
+  P("  for (int t = (int)bid0; t < ntask; tsq++) {\n");
+  P("    const unsigned int tsl = tsq %% %du, tph = (tsq / %du) & 1u;\n", WA_TQ, WA_TQ);
+  if (producer) {
+    /* the slot free (all the producers wait: a wait in the lead's branch spills) */
+    P("    bm_att_mbar_wait(te0 + 8 * tsl, tph ^ 1u);\n");
+    P("    if ((tid & 127) == 0) { /* the next task: a ticket */\n");
+    P("      const int x = (int)nblk + (int)atomicAdd(&bm_tcnt[0], 1u);\n");
+    P("      if (x >= ntask) {\n");
+    wa_sched_done(k, "        ");
+    P("      }\n");
+    P("      bm_att_sts(te0 + %du + 4 * tsl, (int)(x < ntask ? x : ntask));\n", 8 * WA_TQ);
+    P("      bm_att_mbar_arrive(tf0 + 8 * tsl);\n");
+    P("    }\n");
+  }
+  P("    bm_att_mbar_wait(tf0 + 8 * tsl, tph);\n");
+}
+
+/* Closes wa_task_open's loop: the next task from the ring, the slot released */
+static void wa_task_close(ck *k, const wa_ctx *c) {
+  if (c->w->dyn) {
+    P("    t = bm_att_lds(te0 + %du + 4 * (tsq %% %du));\n", 8 * WA_TQ, WA_TQ);
+    P("    bm_att_mbar_arrive(te0 + 8 * (tsq %% %du));\n", WA_TQ);
+  }
+  ck_loop_close(k);
+}
+
 /* The warp-specialized body (WA_WS, FA3's producer): warpgroup NWG loads K
  * and V tiles with cp.async into NS stages, each stage guarded by mbarriers
  * (full: the 128 producers' copies landed, cp.async.mbarrier.arrive; empty:
@@ -742,7 +808,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
     P("  const bool lead = (tid & 127) == 0;\n");
     P("  if (tmq != 0ull && lead) { bm_att_tmap_acquire(tmq + 128ull); bm_att_tmap_acquire(tmq + 256ull); }\n");
   }
-  ck_loop_open(k, "B * Hq * nqt");
+  wa_task_open(k, c, true);
   P("%s", setup);
   P("      for (%s kt = 0; kt < ntile; kt++, it++) {\n", I);
   P("      const unsigned int pit = it, ps = pit %% %du, ph = (pit / %du) & 1u;\n", NS, NS);
@@ -772,7 +838,12 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
     if (tma) P("      }\n");
   }
   P("      }\n");
-  ck_loop_close(k);
+  wa_task_close(k, c);
+  if (c->w->dyn) { /* a block with no task takes no ticket: it is done */
+    P("  if ((tid & 127) == 0 && (%s)bid0 >= B * Hq * nqt) {\n", I);
+    wa_sched_done(k, "    ");
+    P("  }\n");
+  }
   P("  bm_cp_wait<0>(); /* no copies in flight at exit */\n");
   P("  } else { /* the consumer warpgroups */\n");
   P("  bm_att_setmaxnreg_inc<%d>();\n", creg > 240 ? 240 : creg);
@@ -791,7 +862,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
       qpf ? " and Q buffer" : "");
     P("  if (tmq != 0ull && (tid & 127) == 0) bm_att_tmap_acquire(tmq);\n");
   }
-  ck_loop_open(k, "B * Hq * nqt");
+  wa_task_open(k, c, false);
   P("%s", setup);
   /* Q: the warpgroup's 64 rows, once it is done with the last task's */
   P("    bm_att_bar_sync(1 + wg, 128);\n");
@@ -808,9 +879,16 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
       for (int a = 0; a < c->dpa / 64; a++)
         P("        bm_att_tma_load2d(sqw + %du, tmq, %d, (int)(qb + qw0), qbar);\n", a * c->BM * 128, a * 64);
       P("      }\n");
-      P("      if (t + (%s)nblk < ntask) {\n", I);
-      P("        const int t2 = (int)(t + (%s)nblk), nq2 = (int)nqt;\n", I);
-      P("        const int qt2 = %s, bh2 = t2 / nq2;\n", k->n->a.causal ? "nq2 - 1 - t2 % nq2" : "t2 % nq2");
+      const str nts = ck_strf("t + (%s)nblk", I);
+      const char *nt = c->w->dyn ? "tn" : nts.s;
+      if (c->w->dyn) P("      const int tn = bm_att_lds(te0 + %du + 4 * tsl); /* the next task */\n", 8 * WA_TQ);
+      P("      if (%s < ntask) {\n", nt);
+      P("        const int t2 = (int)(%s), nq2 = (int)nqt;\n", nt);
+      if (c->w->dyn == 1) /* emit_tile_range's order */
+        P("        const int qt2 = %s, bh2 = %s;\n", k->n->a.causal ? "nq2 - 1 - t2 / (int)(B * Hq)" : "t2 % nq2",
+          k->n->a.causal ? "t2 % (int)(B * Hq)" : "t2 / nq2");
+      else
+        P("        const int qt2 = %s, bh2 = t2 / nq2;\n", k->n->a.causal ? "nq2 - 1 - t2 % nq2" : "t2 % nq2");
       P("        const int r2 = bh2 * (int)Sq + qt2 * %d + wg * 64; /* its qb + qw0 */\n", c->BM);
       P("        const unsigned int nbar = qbar0 + 16 * wg + 8 * (qs ^ 1u), nsq = sq0 + wg * 8192 + (qs ^ 1u) * %du;\n",
         QB);
@@ -876,7 +954,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   P("    }\n");
   P("    it += (unsigned int)ntile;\n");
   wa_store(k, c, Dv);
-  ck_loop_close(k);
+  wa_task_close(k, c);
   P("  }\n");
 }
 
@@ -935,11 +1013,19 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
       P("  const unsigned long long tmq = bm_a.bufs[%d]; /* Q, K, V maps 128 bytes apart */\n", BM_ATT_TMA_SLOT);
       P("  const unsigned int qbar0 = ev0 + %d; /* Q landed, per consumer warpgroup */\n", 8 * NS);
     }
+    if (w->dyn) { /* the dynamic scheduler (wa_task_open): its counters, the task ring, its mbarriers */
+      P("  static unsigned int bm_tcnt[2]; /* tickets taken, blocks done: zero between runs */\n");
+      P("  const unsigned int tf0 = ev0 + %d, te0 = tf0 + %d; /* task ring: written, released; slots at te0 + %d */\n",
+        8 * NS + (tma ? 8 * w->nwg * (w->tma == 3 ? 2 : 1) : 0), 8 * WA_TQ, 8 * WA_TQ);
+    }
     P("  if (tid == 0) {\n    for (int x = 0; x < %d; x++) {\n", NS);
     P("      bm_att_mbar_init(fk0 + 8 * x, 128u); bm_att_mbar_init(fv0 + 8 * x, 128u);\n");
     P("      bm_att_mbar_init(ek0 + 8 * x, %du); bm_att_mbar_init(ev0 + 8 * x, %du);\n", 4 * w->nwg, 4 * w->nwg);
     P("    }\n");
     if (tma) P("    for (int x = 0; x < %d; x++) bm_att_mbar_init(qbar0 + 8 * x, 1u);\n", w->nwg * (w->tma == 3 ? 2 : 1));
+    if (w->dyn)
+      P("    for (int x = 0; x < %d; x++) { bm_att_mbar_init(tf0 + 8 * x, 1u); bm_att_mbar_init(te0 + 8 * x, %du); }\n",
+        WA_TQ, k->threads);
     P("    bm_att_mbar_fence_init();\n  }\n  BM_SYNC();\n");
     P("  unsigned int it = 0; /* key tiles through the pipeline so far: the stage and phase of the next */\n");
   }
@@ -951,7 +1037,7 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   bm_sb *saved = k->b;
   bm_sb su = {0}, ldk = {0}, ldv = {0};
   k->b = &su;
-  emit_tile_range(k, BM, BN, li, ", qw0 = q0 + wg * 64", w->dyn && ws);
+  emit_tile_range(k, BM, BN, li, ", qw0 = q0 + wg * 64", ws ? w->dyn : 0);
   /* loaders: K tile kt / V tile kt into their stages */
   k->b = &ldk;
   P("      {\n      const %s j0 = kbeg + kt * %d;\n", I, BN);
