@@ -749,6 +749,17 @@ static void tma_tile(ck *k, const tma_cfg *c) {
     P("      const %s m0 = pm * 128;\n", I);
 }
 
+/* The producer's TMA load of this block's part of a B tile into stage sa
+ * (+ extra) at (col, row) of B's map: with clusters, the block's half
+ * (bh rows/columns, crank) multicast into every block of the cluster. */
+static void tma_load_b(ck *k, int C, int bh, const char *ind, const char *extra, const char *col, const char *row) {
+  if (C > 1)
+    P("%sbm_tma_load2d_mc(sa + 16384 + %d * crank%s, tmb, %s, %s, fb, (unsigned short)%d);\n", ind, bh * 128, extra,
+      col, row, (1 << C) - 1);
+  else
+    P("%sbm_tma_load2d(sa + 16384%s, tmb, %s, %s, fb);\n", ind, extra, col, row);
+}
+
 static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
   const char *I = k->I, *dt = b->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
@@ -821,17 +832,9 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   P("        bm_tma_load2d(sa, tma, (int)(kt * 64), ra, fb);\n");
   if (kn) { /* 64-column blocks of 64 K rows x 128 bytes (the MN-major descriptor's LBO: 8192) */
     P("#pragma unroll\n        for (int j = 0; j < %d; j++)\n", bh / 64);
-    if (C > 1)
-      P("          bm_tma_load2d_mc(sa + 16384 + %d * crank + 8192 * j, tmb, cb + 64 * j, rb + (int)(kt * 64), fb, "
-        "(unsigned short)%d);\n",
-        bh * 128, (1 << C) - 1);
-    else
-      P("          bm_tma_load2d(sa + 16384 + 8192 * j, tmb, cb + 64 * j, rb + (int)(kt * 64), fb);\n");
-  } else if (C > 1) {
-    P("        bm_tma_load2d_mc(sa + 16384 + %d * crank, tmb, (int)(kt * 64), rb, fb, (unsigned short)%d);\n", bh * 128,
-      (1 << C) - 1);
+    tma_load_b(k, C, bh, "          ", " + 8192 * j", "cb + 64 * j", "rb + (int)(kt * 64)");
   } else {
-    P("        bm_tma_load2d(sa + 16384, tmb, (int)(kt * 64), rb, fb);\n");
+    tma_load_b(k, C, bh, "        ", "", "(int)(kt * 64)", "rb");
   }
   P("      }\n");
   P("    }\n");
@@ -1142,3 +1145,4 @@ bm_status emit_conv2d(ck *k) {
   }
   return NULL;
 }
+

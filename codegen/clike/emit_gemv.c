@@ -88,6 +88,21 @@ bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int
   return r >= 1 && r <= GEMV_MAX_ROWS;
 }
 
+/* dst[0..SUB) = SUB f32/f16/bf16 elements at ptr, as f32, with volatile
+ * 16- or 8-byte loads (activations and the norm weight: the PDL rule). */
+static void load_floats(ck *k, const char *dst, const char *ptr, bm_dtype t, int SUB) {
+  if (t == BM_DTYPE_F32) {
+    P("#pragma unroll\n            for (int q = 0; q < %d; q++) {\n", SUB / 4);
+    P("              const bm_u4 r = bm_ld16(%s + 16 * q);\n", ptr);
+    P("#pragma unroll\n              for (int e = 0; e < 4; e++) %s[4 * q + e] = bm_x4_f32(r, e);\n", dst);
+    P("            }\n");
+  } else {
+    P("            const bm_u4 r = %s(%s);\n", SUB == 8 ? "bm_ld16" : "bm_ld8", ptr);
+    P("#pragma unroll\n            for (int e = 0; e < %d; e++) %s[e] = %s(r, e);\n", SUB, dst,
+      t == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16");
+  }
+}
+
 bm_status emit_gemv(ck *k) {
   const bool rmsn = k->n->op == BM_OP_RMS_MATMUL; /* w_norm in buffer 1, the weights after it */
   const int wb = rmsn ? 2 : 1, ub = wb + 1;       /* the weight's (gate's) and up's buffers */
@@ -195,32 +210,14 @@ bm_status emit_gemv(ck *k) {
       P("          float gv[%d];\n", SUB);
       P("          {\n            const unsigned char *gp = bm_buf(1) + (bm_i64)(kb + j * %d) * %d;\n", SUB,
         (int)bm_dtype_nbytes(nw->dtype, 1));
-      if (nw->dtype == BM_DTYPE_F32) {
-        P("#pragma unroll\n            for (int q = 0; q < %d; q++) {\n", SUB / 4);
-        P("              const bm_u4 r = bm_ld16(gp + 16 * q);\n");
-        P("#pragma unroll\n              for (int e = 0; e < 4; e++) gv[4 * q + e] = bm_x4_f32(r, e);\n");
-        P("            }\n");
-      } else {
-        P("            const bm_u4 r = %s(gp);\n", SUB == 8 ? "bm_ld16" : "bm_ld8");
-        P("#pragma unroll\n            for (int e = 0; e < %d; e++) gv[e] = %s(r, e);\n", SUB,
-          nw->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16");
-      }
+      load_floats(k, "gv", "gp", nw->dtype, SUB);
       P("          }\n");
     }
     P("#pragma unroll\n          for (int m = 0; m < %d; m++) {\n", MR);
     P("            if (m >= M) break;\n");
     P("            const unsigned char *ap = bm_buf(0) + ((bm_i64)m * K + kb + j * %d) * %d;\n", SUB, esa);
     P("            float av[%d];\n", SUB);
-    if (a->dtype == BM_DTYPE_F32) {
-      P("#pragma unroll\n            for (int q = 0; q < %d; q++) {\n", SUB / 4);
-      P("              const bm_u4 r = bm_ld16(ap + 16 * q);\n");
-      P("#pragma unroll\n              for (int e = 0; e < 4; e++) av[4 * q + e] = bm_x4_f32(r, e);\n");
-      P("            }\n");
-    } else {
-      P("            const bm_u4 r = %s(ap);\n", SUB == 8 ? "bm_ld16" : "bm_ld8");
-      P("#pragma unroll\n            for (int e = 0; e < %d; e++) av[e] = %s(r, e);\n", SUB,
-        a->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16");
-    }
+    load_floats(k, "av", "ap", a->dtype, SUB);
     if (wc.ascale) P("#pragma unroll\n            for (int e = 0; e < %d; e++) av[e] *= %s(e);\n", SUB, wc.ascale);
     if (rmsn)
       P("#pragma unroll\n            for (int e = 0; e < %d; e++) { ssq[m] += av[e] * av[e]; av[e] *= gv[e]; }\n", SUB);
