@@ -97,10 +97,11 @@ case "$mode" in
         ln -s "$gd/hf/$te" "$sdw/$name/text_encoder"
       done
       sdc=(--target cuda --cpu "${BM_CUDA_ARCHS:-sm_90}" --max-batch 2 --no-tokenizer)
-      for p in "sd1 sd1 32 1" "sd2 sd2 32 1" "sd1_64 sd1 64 2"; do # package, folder, size, clip skip
-        read -r pkg name size skip <<<"$p"
+      # package, folder, size, clip skip, dtype (sd1_f16: the UNet and VAE decoder checks in f16)
+      for p in "sd1 sd1 32 1 f32" "sd2 sd2 32 1 f32" "sd1_64 sd1 64 2 f32" "sd1_f16 sd1 32 1 f16"; do
+        read -r pkg name size skip dt <<<"$p"
         "$build/bmc" compile --model "$sdw/$name" "${sdc[@]}" --width "$size" --height "$size" --clip-skip "$skip" \
-          -o "$carry/sd/$pkg.bmpk" || echo "cuda_device.sh: sd golden $pkg: not compiled for cuda (see above)" >&2
+          --dtype "$dt" -o "$carry/sd/$pkg.bmpk" || echo "cuda_device.sh: sd golden $pkg: not compiled for cuda (see above)" >&2
       done
       for c in hf/clip_text hf/clip_text_proj diffusers/sd1_unet diffusers/sd2_unet diffusers/vae_kl; do
         cp "$gd/$c/golden.safetensors" "$carry/sd/$(basename "$c").golden.safetensors"

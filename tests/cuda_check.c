@@ -651,6 +651,11 @@ done:;
  *   sd1_64  as sd1 at 64x64 with clip skip 2 (vae_encoder takes the golden's
  *           64x64 image; the text encoder's hidden_states = final_layer_norm of
  *           hidden_states[-2])
+ *   sd1_f16 as sd1 compiled with --dtype f16 (weights and activations; the
+ *           function inputs and outputs stay f32): the UNet and the VAE
+ *           decoder, bounded as test_dtype bounds them on the CPU and as the
+ *           LLM goldens in f16 are here, BM_AMP_GOLD units of f16 roundoff
+ *           (max abs error / max abs golden)
  * A golden name "ln:T" is final_layer_norm(T) computed here with
  * DIR/clip_text.model.safetensors' [text_model.]final_layer_norm (eps 1e-5), as
  * test_sd_golden's clip skip 2 check does. */
@@ -658,6 +663,7 @@ typedef struct sd_check {
   const char *pkg, *fn, *golden, *what;
   const char *in[3][2];  /* {function input, golden tensor}; converted to the declared dtype */
   const char *out[4][2]; /* {function output, golden tensor} */
+  bool f16;              /* the package computes in f16: the f16 bound instead of 1e-4 */
 } sd_check;
 
 static const sd_check sd_checks[] = {
@@ -676,6 +682,10 @@ static const sd_check sd_checks[] = {
      {{"mean", "out_latent_mean"}, {"logvar", "out_latent_logvar"}, {"std", "out_latent_std"}}},
     {"sd1_64", "text_encoder", "clip_text", "clip_text (clip skip 2)", {{"input_ids", "input_ids"}},
      {{"penultimate", "penultimate_hidden_state"}, {"hidden_states", "ln:penultimate_hidden_state"}}},
+    {"sd1_f16", "unet", "sd1_unet", "sd1_unet f16",
+     {{"sample", "sample"}, {"timestep", "timestep"}, {"encoder_hidden_states", "encoder_hidden_states"}},
+     {{"model_output", "out_sample"}}, true},
+    {"sd1_f16", "vae_decoder", "vae_kl", "vae_kl decode f16", {{"latent", "latent"}}, {{"image", "out_decoded"}}, true},
 };
 
 /* t as f32 (malloc'd), or NULL; i64/i32 converted. */
@@ -821,7 +831,7 @@ static int sd_suite(const char *dir) {
   for (size_t i = 0; i < sizeof sd_checks / sizeof sd_checks[0]; i++) {
     int nout = 0;
     while (nout < 4 && sd_checks[i].out[nout][0]) nout++;
-    int b = sd_case(dir, &sd_checks[i], 1e-4);
+    int b = sd_case(dir, &sd_checks[i], sd_checks[i].f16 ? BM_AMP_GOLD * BM_U_F16 : 1e-4);
     failed += b;
     passed += nout - b;
     fflush(stdout);
