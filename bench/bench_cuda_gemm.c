@@ -5,7 +5,8 @@
  *
  *   bench_cuda_gemm DIR [ARCHS]     writes DIR/<case>.bmpk and DIR/list.txt
  *                                   (ARCHS default sm_90); BM_BENCH_KINDS=gemm,conv
- *                                   packs only those kinds (gemm, gemv, conv, attn);
+ *                                   packs only those kinds (gemm, gemv, smallm, qgemm,
+ *                                   conv, attn);
  *                                   BM_BENCH_ONLY=s1,s2 only the GEMM cases whose
  *                                   names contain one of them
  *
@@ -24,6 +25,7 @@
 #include <string.h>
 
 #include "../compiler/compile.h"
+#include "../ir/interp.h"
 
 typedef struct gcase {
   const char *name;
@@ -95,7 +97,36 @@ static const struct {
 } sm_shapes[] = {{"qkvo", 4096, 4096}, {"kv", 1024, 4096}, {"up", 14336, 4096}, {"down", 4096, 14336}};
 static const int sm_rows[] = {2, 4, 8, 16, 32, 64};
 
-/* SD 1.5 UNet 3x3 convolutions (pad 1, batch 2), f16 */
+/* quantized weights with many rows (LLM prefill of 2048 tokens with int8 / int4
+ * weights, LLaMA-3-8B shapes, bf16 activations): y = x @ dequant(q, s)^T as the
+ * quantize pass leaves it, so the CUDA pipeline picks the form (fuse_dequant:
+ * DEQUANT to bf16 + the TMA GEMM above 64 rows; BM_CUDA_QGEMM=old at bmc time:
+ * the QMATMUL scalar tile), as "gemm" lines timed against torch's bf16 matmul of
+ * the same shape; q and s are states (zeros on the device: the bytes cost the
+ * same). `m16` cases: 16 rows, QMATMUL (the small-M GEMM) vs `_dq`, the DEQUANT
+ * + GEMM a prefill function whose row symbol reaches 2048 runs for a 16-token
+ * prompt; `qgemm_dq_*`: the DEQUANT alone, as a "gemv" line whose WBYTES are
+ * its bytes read and written (bandwidth against the copy). */
+typedef struct qcase {
+  const char *name;
+  int64_t m, n, k, group; /* group: i4 group size (0: int8 per channel) */
+  int form;               /* 0: matmul(x, dequant) for the pipeline; 1: DEQUANT to bf16 + MATMUL; 2: DEQUANT alone */
+} qcase;
+
+static const qcase qgemms[] = {
+    {"qgemm_qkvo_2048x4096x4096_i8", 2048, 4096, 4096, 0, 0},
+    {"qgemm_qkvo_2048x4096x4096_i4g32", 2048, 4096, 4096, 32, 0},
+    {"qgemm_up_2048x14336x4096_i8", 2048, 14336, 4096, 0, 0},
+    {"qgemm_up_2048x14336x4096_i4g32", 2048, 14336, 4096, 32, 0},
+    {"qgemm_down_2048x4096x14336_i8", 2048, 4096, 14336, 0, 0},
+    {"qgemm_down_2048x4096x14336_i4g32", 2048, 4096, 14336, 32, 0},
+    {"qgemm_m16_up_14336x4096_i4g32", 16, 14336, 4096, 32, 0},
+    {"qgemm_m16_up_14336x4096_i4g32_dq", 16, 14336, 4096, 32, 1},
+    {"qgemm_dq_up_14336x4096_i8", 1, 14336, 4096, 0, 2},
+    {"qgemm_dq_up_14336x4096_i4g32", 1, 14336, 4096, 32, 2},
+};
+
+/* SD 1.5 UNet convolutions (batch 2), f16 */
 typedef struct ccase {
   const char *name;
   int64_t n, c, h, w, o, kh, kw, stride, pad;
@@ -107,7 +138,33 @@ static const ccase convs[] = {
     {"conv_1280c_16x16", 2, 1280, 16, 16, 1280, 3, 3, 1, 1},
     {"conv_320c_64x64_s2", 2, 320, 64, 64, 320, 3, 3, 2, 1},
     {"conv_1x1_640c_32x32", 2, 640, 32, 32, 640, 1, 1, 1, 0},
+    /* the SD 1.5 VAE decoder's 3x3 convolutions (batch 1) */
+    {"conv_vae_512c_64x64", 1, 512, 64, 64, 512, 3, 3, 1, 1},
+    {"conv_vae_512c_128x128", 1, 512, 128, 128, 512, 3, 3, 1, 1},
+    {"conv_vae_256c_256x256", 1, 256, 256, 256, 256, 3, 3, 1, 1},
+    {"conv_vae_128c_512x512", 1, 128, 512, 512, 128, 3, 3, 1, 1},
 };
+
+/* A conv's weights as a model has them: bound (so the CUDA backend may
+ * reorder them once at compile time, passes/layout_conv.c), random f16 in
+ * [-0.05, 0.05) repeating every 4099 values (zstd-compressed in the
+ * package: the carry stays small; the kernels' speed does not depend on
+ * the values) */
+static bm_node *conv_weight(bm_graph *g, const ccase *c) {
+  const int64_t n = c->o * c->c * c->kh * c->kw;
+  uint16_t *d = bm_arena_alloc(g->module->arena, (size_t)n * 2);
+  if (!d) return NULL;
+  uint64_t st = 12345;
+  for (int64_t i = 0; i < n; i++) {
+    if (i < 4099) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      d[i] = bm_f32_to_f16((float)((double)(st >> 40) / (double)(1ull << 24) - 0.5) * 0.1f);
+    } else {
+      d[i] = d[i - 4099];
+    }
+  }
+  return bm_weight(g, "w", BM_DTYPE_F16, 4, (int64_t[]){c->o, c->c, c->kh, c->kw}, d, (size_t)n * 2);
+}
 
 /* quantized bytes of one GEMV's weights (with its f32 scales) */
 static int64_t gemv_weight_bytes(const vcase *c) {
@@ -137,6 +194,9 @@ static const acase attns[] = {
     {"attn_s16384_d64_causal", BM_DTYPE_F16, 1, 8, 16384, 64, 1},
     {"attn_s16384_d128", BM_DTYPE_BF16, 1, 4, 16384, 128, 0},
     {"attn_s16384_d128_causal", BM_DTYPE_F16, 1, 8, 16384, 128, 1},
+    /* 8k keys: the last causal length on the head groups (emit_attention.c, WA_SHORT_SK) */
+    {"attn_s8192_d64_causal", BM_DTYPE_F16, 2, 16, 8192, 64, 1},
+    {"attn_s8192_d128_causal_bf16", BM_DTYPE_BF16, 2, 16, 8192, 128, 1},
     {"attn_dec_s4096_d128", BM_DTYPE_F16, 8, 32, -4096, 128, 0},
     {"attn_dec_s16384_d128_bf16", BM_DTYPE_BF16, 4, 32, -16384, 128, 0},
 };
@@ -162,14 +222,18 @@ static bool gemm_on(const char *name) {
   return false;
 }
 
-static bm_status compile_to(bm_module *m, bm_graph *g, const char *archs, const char *path) {
+static bm_status compile_to_opt(bm_module *m, bm_graph *g, const char *archs, const char *path, bool compress) {
   bm_status gs = bm_graph_status(g);
   if (gs) return bm_status_make(BM_ERR_INTERNAL, "%s: %s", path, bm_status_message(gs));
   bm_compile_options co;
   bm_compile_options_init(&co);
   co.target.backend = "cuda";
   co.target.cpu = archs;
+  co.compress = compress; /* zstd weights */
   return bm_compile_module(m, &co, path);
+}
+static bm_status compile_to(bm_module *m, bm_graph *g, const char *archs, const char *path) {
+  return compile_to_opt(m, g, archs, path, false);
 }
 
 /* packs one "gemv" case: REPS y = x @ W^T (QMATMUL for int weights) over distinct
@@ -200,6 +264,43 @@ static bm_status pack_gemv(const vcase *c, const char *dir, const char *archs, F
   bm_module_destroy(m);
   fprintf(list, "gemv %s %s %lld %lld %lld %lld %lld\n", c->name, bm_dtype_name(c->wt), (long long)c->m,
           (long long)c->n, (long long)c->k, (long long)reps, (long long)wb);
+  return st;
+}
+
+/* packs one qgemm case (see qgemms): REPS products (or dequants) over distinct state weights */
+static bm_status pack_qgemm(const qcase *c, const char *dir, const char *archs, FILE *list) {
+  char path[4096];
+  const bm_dtype qt = c->group ? BM_DTYPE_I4 : BM_DTYPE_I8;
+  const int64_t groups = c->group ? c->k / c->group : 1;
+  const int64_t qbytes = (c->group ? c->n * c->k / 2 : c->n * c->k) + 4 * c->n * groups;
+  /* reps: about 1 ms of GEMMs at 600 TFLOP/s (dequant alone: 256 MiB of weights), at most 8 */
+  double ms = 2.0 * (double)c->m * (double)c->n * (double)c->k / 6e11;
+  int64_t reps = c->form == 2 ? ((int64_t)256 << 20) / qbytes : ms >= 1.0 ? 1 : (int64_t)(1.0 / ms) + 1;
+  if (reps > 8) reps = 8;
+  if (reps < 1) reps = 1;
+  bm_module *m = bm_module_create("qgemm");
+  bm_graph *g = bm_graph_create(m, "main");
+  bm_node *x = bm_input(g, "x", BM_DTYPE_BF16, 2, (int64_t[]){c->m, c->k}); // (rows, K)
+  for (int64_t r = 0; r < reps; r++) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "q%lld", (long long)r);
+    bm_node *q = bm_state(g, nm, qt, 2, (int64_t[]){c->n, c->k});
+    snprintf(nm, sizeof nm, "s%lld", (long long)r);
+    bm_node *s = bm_state(g, nm, BM_DTYPE_F32, 2, (int64_t[]){c->n, groups});
+    bm_node *w = c->form ? bm_node_make_typed(g, BM_OP_DEQUANT, 2, (bm_node *[]){q, s}, NULL, BM_DTYPE_BF16, 2, q->shape)
+                         : bm_dequant(g, q, s); // (N, K)
+    snprintf(nm, sizeof nm, "y%lld", (long long)r);
+    bm_output_add(g, nm, c->form == 2 ? w : bm_matmul(g, x, w, false, true));
+  }
+  snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
+  bm_status st = compile_to(m, g, archs, path);
+  bm_module_destroy(m);
+  if (c->form == 2) /* the dequant's bytes: q and s read, bf16 written */
+    fprintf(list, "gemv %s %s 1 %lld %lld %lld %lld\n", c->name, bm_dtype_name(qt), (long long)c->n, (long long)c->k,
+            (long long)reps, (long long)(qbytes + 2 * c->n * c->k));
+  else
+    fprintf(list, "gemm %s bf16 %lld %lld %lld 1 %lld\n", c->name, (long long)c->m, (long long)c->n, (long long)c->k,
+            (long long)reps);
   return st;
 }
 
@@ -263,15 +364,18 @@ int main(int argc, char **argv) {
         st = pack_gemv(&c, dir, archs, list);
         nsmall++;
       }
+  size_t nq = 0;
+  for (size_t i = 0; !st && kind_on("qgemm") && i < sizeof qgemms / sizeof *qgemms; i++)
+    if (gemm_on(qgemms[i].name)) st = pack_qgemm(&qgemms[i], dir, archs, list), nq++;
   for (size_t i = 0; !st && kind_on("conv") && i < sizeof convs / sizeof *convs; i++) {
     const ccase *c = &convs[i];
     bm_module *m = bm_module_create("conv");
     bm_graph *g = bm_graph_create(m, "main");
     bm_node *x = bm_input(g, "x", BM_DTYPE_F16, 4, (int64_t[]){c->n, c->c, c->h, c->w}); // (batch, C, H, W)
-    bm_node *w = bm_input(g, "w", BM_DTYPE_F16, 4, (int64_t[]){c->o, c->c, c->kh, c->kw});
+    bm_node *w = conv_weight(g, c); // (out, in, kh, kw)
     bm_output_add(g, "y", bm_conv2d(g, x, w, NULL, (int)c->stride, (int)c->stride, (int)c->pad, (int)c->pad, 1, 1, 1));
     snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
-    st = compile_to(m, g, archs, path);
+    st = compile_to_opt(m, g, archs, path, true);
     bm_module_destroy(m);
     fprintf(list, "conv %s f16 %lld %lld %lld %lld %lld %lld %lld %lld %lld\n", c->name, (long long)c->n,
             (long long)c->c, (long long)c->h, (long long)c->w, (long long)c->o, (long long)c->kh, (long long)c->kw,
@@ -306,8 +410,9 @@ int main(int argc, char **argv) {
     bm_status_free(st);
     return 1;
   }
-  printf("bench_cuda_gemm: packed %zu GEMM, %zu GEMV (%zu small-M), %zu conv and %zu attention cases for %s into %s\n",
-         ngemm, (kind_on("gemv") ? sizeof gemvs / sizeof *gemvs : 0) + nsmall, nsmall,
+  printf("bench_cuda_gemm: packed %zu GEMM, %zu GEMV (%zu small-M), %zu quantized-GEMM, %zu conv and %zu attention "
+         "cases for %s into %s\n",
+         ngemm, (kind_on("gemv") ? sizeof gemvs / sizeof *gemvs : 0) + nsmall, nsmall, nq,
          kind_on("conv") ? sizeof convs / sizeof *convs : 0, kind_on("attn") ? sizeof attns / sizeof *attns : 0, archs,
          dir);
   return 0;

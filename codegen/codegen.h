@@ -41,6 +41,10 @@ typedef struct bm_backend {
   const char *name;
   /* Nonzero if this backend can compile node n (fused or not). */
   int (*supports)(const bm_node *n);
+  /* Optional: the same with the graph, for answers that depend on sizes at
+   * the symbols' maxima (CUDA: QMATMUL only at the rows its GEMV / small-M
+   * kernels take); NULL = `supports` alone. */
+  int (*supports_in)(const bm_graph *g, const bm_node *n);
   /* Emits all kernels of all graphs into one code object. */
   bm_status (*compile)(bm_module *m, const bm_target *t, bm_object *out);
   /* Optional: NULL if the backend can be used on this machine, else why not

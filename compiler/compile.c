@@ -26,7 +26,10 @@ bm_status bm_compile_module(bm_module *m, const bm_compile_options *o, const cha
   BM_RETURN_IF_ERROR(bm_backend_find(o->target.backend ? o->target.backend : "cpu", &be));
 
   bm_pass_options po = o->passes;
-  if (!po.supports) po.supports = be->supports;
+  if (!po.supports) {
+    po.supports = be->supports;
+    if (!po.supports_in) po.supports_in = be->supports_in; /* the backend's own, sized answer */
+  }
   for (int i = 0; i < m->ngraphs; i++) {
     bm_graph *g = m->graphs[i];
     BM_RETURN_IF_ERROR(bm_graph_status(g) ? bm_status_make(bm_status_code(bm_graph_status(g)), "%s",

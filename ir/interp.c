@@ -600,14 +600,19 @@ static bm_status ref_matmul(bm_ictx *cx, const bm_node *n, const bm_tensor *cons
   return finish(n, in, res, out);
 }
 
+/* x NCHW and w (O, Cg, KH, KW), or with layout BM_CONV_NHWC x (N, H, W, C)
+ * and w (O, KH, KW, Cg); the output is NCHW either way */
 static bm_status ref_conv2d(bm_ictx *cx, const bm_node *n, const bm_tensor *const *in,
                             bm_tensor *out) {
   const bm_tensor *x = in[0], *w = in[1];
   const bm_tensor *bias = bm_node_base_nin(n) >= 3 ? in[2] : NULL;
   if (x->ndim != 4 || w->ndim != 4 || out->ndim != 4)
     return node_err(n, BM_ERR_INVALID_ARGUMENT, "x, w and output must have rank 4");
-  int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-  int64_t O = w->shape[0], Cg = w->shape[1], KH = w->shape[2], KW = w->shape[3];
+  if (n->a.layout != BM_CONV_NCHW && n->a.layout != BM_CONV_NHWC)
+    return node_err(n, BM_ERR_INVALID_ARGUMENT, "unknown conv layout %d", n->a.layout);
+  const bool nhwc = n->a.layout == BM_CONV_NHWC;
+  int64_t N = x->shape[0], C = x->shape[nhwc ? 3 : 1], H = x->shape[nhwc ? 1 : 2], W = x->shape[nhwc ? 2 : 3];
+  int64_t O = w->shape[0], Cg = w->shape[nhwc ? 3 : 1], KH = w->shape[nhwc ? 1 : 2], KW = w->shape[nhwc ? 2 : 3];
   int64_t OH = out->shape[2], OW = out->shape[3];
   int64_t G = n->a.groups > 0 ? n->a.groups : 1;
   int64_t sh = n->a.stride[0], sw = n->a.stride[1];
@@ -622,6 +627,9 @@ static bm_status ref_conv2d(bm_ictx *cx, const bm_node *n, const bm_tensor *cons
   if (bias && numel(bias) != O)
     return node_err(n, BM_ERR_INVALID_ARGUMENT, "bias has %lld elements, expected %lld",
                     (long long)numel(bias), (long long)O);
+  /* element strides of x's (c, h, w) and of w's (c, kh, kw) within an image / output channel */
+  const int64_t xsc = nhwc ? 1 : H * W, xsh = nhwc ? W * C : W, xsw = nhwc ? C : 1;
+  const int64_t wsc = nhwc ? 1 : KH * KW, wsh = nhwc ? KW * Cg : KW, wsw = nhwc ? Cg : 1;
   int64_t Og = O / G;
   float *xf = load_all_f32(x), *wf = load_all_f32(w), *res = alloc_res(out);
   if (!xf || !wf || !res) {
@@ -633,17 +641,17 @@ static bm_status ref_conv2d(bm_ictx *cx, const bm_node *n, const bm_tensor *cons
       int64_t g = o / Og;
       float *acc = res + (b * O + o) * OH * OW; /* (OH, OW) */
       for (int64_t c = 0; c < Cg; c++) {
-        const float *xp = xf + (b * C + g * Cg + c) * H * W; /* (H, W) */
+        const float *xp = xf + b * C * H * W + (g * Cg + c) * xsc; /* x[b, g*Cg + c, 0, 0] */
         for (int64_t kh = 0; kh < KH; kh++) {
           for (int64_t kw = 0; kw < KW; kw++) {
-            float wv = wf[((o * Cg + c) * KH + kh) * KW + kw];
+            float wv = wf[o * Cg * KH * KW + c * wsc + kh * wsh + kw * wsw];
             for (int64_t oh = 0; oh < OH; oh++) {
               int64_t ih = oh * sh - ph + kh * dh;
               if (ih < 0 || ih >= H) continue;
               for (int64_t ow = 0; ow < OW; ow++) {
                 int64_t iw = ow * sw - pw + kw * dw;
                 if (iw < 0 || iw >= W) continue;
-                acc[oh * OW + ow] += wv * xp[ih * W + iw];
+                acc[oh * OW + ow] += wv * xp[ih * xsh + iw * xsw];
               }
             }
           }

@@ -155,6 +155,7 @@ typedef struct bm_attrs {
   int32_t trans_a, trans_b;                /* MATMUL */
   int32_t stride[2], pad[2], dilation[2];  /* CONV2D (h, w) */
   int32_t groups;                          /* CONV2D, GROUP_NORM */
+  int32_t layout;                          /* CONV2D: BM_CONV_NCHW (0) or BM_CONV_NHWC */
   int32_t perm[BM_MAX_DIMS];               /* PERMUTE */
   int32_t axis;                            /* SLICE, CONCAT, SOFTMAX (normalized >= 0) */
   int64_t begin, end, step;                /* SLICE (end clamped to the dim; INT64_MAX = to the end) */
@@ -174,6 +175,11 @@ typedef struct bm_attrs {
   int32_t act;                             /* MOE, MOE_UP: BM_OP_SILU or BM_OP_GELU_TANH */
   bm_prog prog;                            /* FUSED, and epilogues of BM_OPF_EPILOGUE ops */
 } bm_attrs;
+
+/* CONV2D layouts (attribute `layout`): NCHW is x (N, C, H, W) and w (O, Cg,
+ * KH, KW); NHWC is x (N, H, W, C) and w (O, KH, KW, Cg) (the CUDA TMA conv,
+ * passes/layout_conv.c). The output is (N, O, OH, OW) in both. */
+enum { BM_CONV_NCHW = 0, BM_CONV_NHWC = 1 };
 
 /* ------------------------------------------------------------------ nodes */
 

@@ -284,9 +284,16 @@ static bm_status shape_conv2d(bm_graph *g, bm_node *n) {
   bm_node *x = n->in[0], *w = n->in[1];
   char sx[SHAPE_BUF], sw[SHAPE_BUF];
   const bm_attrs *a = &n->a;
+  if (a->layout != BM_CONV_NCHW && a->layout != BM_CONV_NHWC)
+    return fail(g, n, "layout must be %d (NCHW) or %d (NHWC), got %d", BM_CONV_NCHW, BM_CONV_NHWC, a->layout);
+  const bool nhwc = a->layout == BM_CONV_NHWC;
+  /* dims of x and w by meaning: channels, height, width; w's in-channels, KH, KW */
+  const int xc = nhwc ? 3 : 1, xh = nhwc ? 1 : 2, xw = nhwc ? 2 : 3;
+  const int wc = nhwc ? 3 : 1, wh = nhwc ? 1 : 2, ww = nhwc ? 2 : 3;
   if (x->ndim != 4 || w->ndim != 4)
-    return fail(g, n, "x must be (N, C, H, W) and w (O, C/groups, KH, KW): x %s, w %s", SH(x, sx),
-                SH(w, sw));
+    return fail(g, n, nhwc ? "x must be (N, H, W, C) and w (O, KH, KW, C/groups): x %s, w %s"
+                           : "x must be (N, C, H, W) and w (O, C/groups, KH, KW): x %s, w %s",
+                SH(x, sx), SH(w, sw));
   BM_RETURN_IF_ERROR(need_float(g, n, "x", x));
   BM_RETURN_IF_ERROR(need_float(g, n, "w", w));
   for (int i = 0; i < 2; i++) {
@@ -298,9 +305,9 @@ static bm_status shape_conv2d(bm_graph *g, bm_node *n) {
   if (a->groups < 1) return fail(g, n, "groups must be >= 1, got %d", a->groups);
   for (int i = 0; i < 4; i++)
     if (!bm_dim_is_static(w->shape[i])) return fail(g, n, "w %s must be static", SH(w, sw));
-  if (!bm_dim_is_static(x->shape[1])) return fail(g, n, "channels of x %s must be static", SH(x, sx));
-  int64_t c = x->shape[1].add, o = w->shape[0].add;
-  if (c % a->groups || o % a->groups || w->shape[1].add * a->groups != c)
+  if (!bm_dim_is_static(x->shape[xc])) return fail(g, n, "channels of x %s must be static", SH(x, sx));
+  int64_t c = x->shape[xc].add, o = w->shape[0].add;
+  if (c % a->groups || o % a->groups || w->shape[wc].add * a->groups != c)
     return fail(g, n, "channels do not match groups=%d: x %s, w %s", a->groups, SH(x, sx),
                 SH(w, sw));
   if (bm_node_base_nin(n) == 3) {
@@ -310,9 +317,9 @@ static bm_status shape_conv2d(bm_graph *g, bm_node *n) {
       return fail(g, n, "bias %s must be (%" PRId64 ")", SH(bias, sx), o);
   }
   bm_dim out[4] = {x->shape[0], w->shape[0]};
-  BM_RETURN_IF_ERROR(conv_out(g, n, "height", x->shape[2], w->shape[2].add, a->stride[0], a->pad[0],
+  BM_RETURN_IF_ERROR(conv_out(g, n, "height", x->shape[xh], w->shape[wh].add, a->stride[0], a->pad[0],
                               a->dilation[0], &out[2]));
-  BM_RETURN_IF_ERROR(conv_out(g, n, "width", x->shape[3], w->shape[3].add, a->stride[1], a->pad[1],
+  BM_RETURN_IF_ERROR(conv_out(g, n, "width", x->shape[xw], w->shape[ww].add, a->stride[1], a->pad[1],
                               a->dilation[1], &out[3]));
   set_out(n, x->dtype, 4, out);
   return NULL;
@@ -337,7 +344,9 @@ static bm_status check_quant(const bm_graph *g, const bm_node *n, const bm_node 
 
 static bm_status shape_dequant(bm_graph *g, bm_node *n) {
   BM_RETURN_IF_ERROR(check_quant(g, n, n->in[0], n->in[1]));
-  set_out(n, BM_DTYPE_F32, 2, n->in[0]->shape);
+  /* f32; a node made (or retyped by fuse_dequant) as f16/bf16 keeps it */
+  bm_dtype t = n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16 ? n->dtype : BM_DTYPE_F32;
+  set_out(n, t, 2, n->in[0]->shape);
   return NULL;
 }
 

@@ -131,6 +131,7 @@ static void sb_attrs(sbuf *b, const bm_node *n) {
     SEP(), sb_ints(b, "pad", a->pad, 2);
     SEP(), sb_ints(b, "dilation", a->dilation, 2);
     SEP(), sb_printf(b, "groups=%d", a->groups);
+    if (a->layout) SEP(), sb_printf(b, "layout=%d", a->layout); /* NCHW (0) is not written */
   }
   if (at & BM_ATTR_PERM) {
     int nd = n->nin > 0 && n->in[0] ? n->in[0]->ndim : n->ndim;
@@ -613,7 +614,7 @@ static int parse_attrs(parser *p, bm_op op, int nin, bm_attrs *a, int *epi_nin, 
                                       "perm", "axis", "begin", "end", "step", "pads", "value",
                                       "scale", "axes", "keepdim", "eps", "rope_mode", "attn_scale",
                                       "causal", "window", "softcap", "attn_flags", "topk", "fill",
-                                      "act", "prog", "epi_nin", "epi"};
+                                      "act", "layout", "prog", "epi_nin", "epi"};
   static const unsigned need[] = {BM_ATTR_TRANS, BM_ATTR_TRANS, BM_ATTR_CONV, BM_ATTR_CONV,
                                   BM_ATTR_CONV, BM_ATTR_CONV | BM_ATTR_GROUPS, BM_ATTR_PERM,
                                   BM_ATTR_SLICE | BM_ATTR_AXIS, BM_ATTR_SLICE, BM_ATTR_SLICE,
@@ -621,7 +622,7 @@ static int parse_attrs(parser *p, bm_op op, int nin, bm_attrs *a, int *epi_nin, 
                                   BM_ATTR_AXES, BM_ATTR_AXES, BM_ATTR_EPS, BM_ATTR_ROPE,
                                   BM_ATTR_ATTN, BM_ATTR_ATTN, BM_ATTR_ATTN, BM_ATTR_ATTN,
                                   BM_ATTR_ATTN, BM_ATTR_TOPK, BM_ATTR_TOPK, BM_ATTR_ACT,
-                                  BM_ATTR_PROG, 0, 0};
+                                  BM_ATTR_CONV, BM_ATTR_PROG, 0, 0};
   _Static_assert(sizeof names / sizeof names[0] == sizeof need / sizeof need[0], "attr tables");
   if (!accept(p, '{')) return 0;
   if (accept(p, '}')) return 0;
@@ -691,15 +692,16 @@ static int parse_attrs(parser *p, bm_op op, int nin, bm_attrs *a, int *epi_nin, 
         a->act = (int32_t)aop;
         break;
       }
-      case 26:
+      case 26: rc = parse_i32(p, &a->layout, name); break;
+      case 27:
         rc = parse_prog(p, &a->prog);
         a->prog.nin = (uint8_t)(nin > 0 ? nin : 0);
         break;
-      case 27:
+      case 28:
         rc = parse_int(p, 1, BM_MAX_IN, &x, name);
         if (!rc) *epi_nin = (int)x;
         break;
-      case 28:
+      case 29:
         rc = parse_prog(p, &a->prog);
         if (!rc && a->prog.n == 0) rc = perr_at(p, start, "an epilogue needs at least one instruction");
         *has_epi = true;

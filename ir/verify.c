@@ -41,7 +41,7 @@ static bool prog_eq(const bm_prog *a, const bm_prog *b) {
 
 /* Field-by-field equality (padding bytes are not compared). */
 static bool attrs_eq(const bm_attrs *a, const bm_attrs *b) {
-  if (a->trans_a != b->trans_a || a->trans_b != b->trans_b || a->groups != b->groups ||
+  if (a->trans_a != b->trans_a || a->trans_b != b->trans_b || a->groups != b->groups || a->layout != b->layout ||
       a->axis != b->axis || a->begin != b->begin || a->end != b->end || a->step != b->step ||
       !feq(a->value, b->value) || a->scale != b->scale || a->axes != b->axes ||
       a->keepdim != b->keepdim || !feq(a->eps, b->eps) || a->rope_mode != b->rope_mode ||
@@ -72,6 +72,7 @@ static bm_attrs attrs_masked(const bm_node *n) {
     memcpy(m.pad, a->pad, sizeof m.pad);
     memcpy(m.dilation, a->dilation, sizeof m.dilation);
     m.groups = a->groups;
+    m.layout = a->layout;
   }
   if (at & BM_ATTR_PERM) memcpy(m.perm, a->perm, sizeof m.perm);
   if (at & BM_ATTR_SLICE) m.axis = a->axis, m.begin = a->begin, m.end = a->end, m.step = a->step;

@@ -34,7 +34,9 @@ static bool shape_static(const bm_node *n, int64_t *numel) {
 static bm_status fold_node(bm_graph *g, bm_node *n, bool *folded) {
   *folded = false;
   int64_t numel;
-  if (!shape_static(n, &numel) || numel > FOLD_MAX_ELEMS) return NULL;
+  /* DEQUANT is never folded: its q and scale are the quantized storage (a
+   * folded one would store the weight in f32 / f16 instead) */
+  if (n->op == BM_OP_DEQUANT || !shape_static(n, &numel) || numel > FOLD_MAX_ELEMS) return NULL;
   for (int k = 0; k < n->nin; k++)
     if (n->in[k]->op != BM_OP_CONST || !n->in[k]->data) return NULL;
 

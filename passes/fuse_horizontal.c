@@ -18,12 +18,13 @@
  * weights read elsewhere too (tied) are not fused. The SLICEs are views (no
  * kernel) when the parts are contiguous in y, i.e. every leading dim is at
  * most 1 (bm_slice_view, plan_memory.c).
- * A gated MLP's act(x @ W_g^T) * (x @ W_u^T) (act silu or gelu_tanh) with at
- * most 4 rows (decode) becomes one MATMUL_GLU (x, W_g, W_u) where the backend
- * supports it (CUDA: the skinny GEMM streams both weights and writes the
- * product); the weights are not copied, so prefill (more rows: two GEMMs)
- * shares them.
- * Then, at the same row bound and backend check, an rms_norm whose only
+ * A gated MLP's act(x @ W_g^T) * (x @ W_u^T) (act silu or gelu_tanh) becomes
+ * one MATMUL_GLU (x, W_g, W_u) where the backend supports it at x's rows
+ * (bm_pass_supports: CUDA says yes where its emitter would run the unfused
+ * matmuls on the skinny GEMM, which then streams both weights and writes the
+ * product; decode); the weights are not copied, so prefill (more rows: two
+ * GEMMs) shares them.
+ * Then, with the same backend check, an rms_norm whose only
  * reader is such a linear layer (the fused q/k/v matmul, a MATMUL_GLU) is
  * folded into it: RMS_MATMUL (x, w_norm, W [, W_up]).
  * BM_NO_HFUSE=1 in bmc's environment turns the pass off (A/B); BM_NO_GLU=1
@@ -248,12 +249,23 @@ static int merge_ropes(bm_graph *g, bm_status *st) {
 
 /* ---- gated MLP: act(x @ W_g^T) * (x @ W_u^T) -> matmul_glu(x, W_g, W_u) */
 
-/* At most 4 rows: the fused kernel is the CUDA-core GEMV (emit_gemv.c), which
- * streams the weights fastest up to 4 rows of 4096-element rows; from 5 rows
- * the tensor-core small-M GEMM (emit_gemm_small.c, ck_gemm_small_use) runs
- * the unfused matmuls 2-6x faster than the GEMV at 16 rows (H100,
- * bench/RESULTS.md "CUDA small-M GEMM"), so batched decode keeps them. */
-#define GLU_MAX_ROWS 4
+/* The rows of the fused skinny forms are the backend's call: its sized
+ * answer (supports_in; CUDA: where emit_matmul would give the unfused x @ W^T
+ * to the GEMV, ck_skinny_fused_ok) decides alone. A backend with `supports`
+ * alone cannot tell rows apart and gets them at decode sizes only: at most
+ * DECODE_ROWS rows. */
+#define DECODE_ROWS 4
+
+static bool few_rows(const bm_graph *g, const bm_node *x, int64_t K) {
+  int64_t nx = bm_node_numel_max(g, x);
+  return K > 0 && nx >= 0 && nx / K <= DECODE_ROWS;
+}
+
+/* Make the fused node tmp (MATMUL_GLU, RMS_MATMUL) whose rows are x's (K wide)? */
+static bool skinny_ok(const bm_graph *g, const bm_pass_options *o, const bm_node *tmp, const bm_node *x, int64_t K) {
+  if (o->supports_in) return o->supports_in(g, tmp);
+  return few_rows(g, x, K) && o->supports(tmp);
+}
 
 /* If a is act(linear g) with g used only there, returns g and sets *act. */
 static bm_node *glu_gate(const int *uses, bm_node *a, int32_t *act) {
@@ -265,7 +277,7 @@ static bm_node *glu_gate(const int *uses, bm_node *a, int32_t *act) {
 }
 
 static int fuse_glu(bm_graph *g, const bm_pass_options *o, const int *uses, int n0, bm_status *st) {
-  if (!o || !o->supports || env_set("BM_NO_GLU")) return 0;
+  if (!o || (!o->supports && !o->supports_in) || env_set("BM_NO_GLU")) return 0;
   int made = 0;
   for (int i = 0; i < n0; i++) {
     bm_node *h = g->nodes[i];
@@ -279,14 +291,12 @@ static int fuse_glu(bm_graph *g, const bm_pass_options *o, const int *uses, int 
           h->ndim != gm->ndim || !bm_dim_eq(h->shape[h->ndim - 1], gm->shape[gm->ndim - 1]))
         continue;
       bm_node *x = gm->in[0];
-      int64_t K = gm->in[1]->shape[1].add, nx = bm_node_numel_max(g, x);
-      if (K <= 0 || nx < 0 || nx / K > GLU_MAX_ROWS) continue; /* prefill: two GEMMs */
       bm_node tmp;
       memset(&tmp, 0, sizeof tmp);
       tmp.op = BM_OP_MATMUL_GLU, tmp.nin = 3, tmp.dtype = h->dtype, tmp.ndim = h->ndim;
       tmp.in[0] = x, tmp.in[1] = gm->in[1], tmp.in[2] = um->in[1], tmp.a.act = act;
       memcpy(tmp.shape, h->shape, sizeof tmp.shape);
-      if (!o->supports(&tmp)) return made;
+      if (!skinny_ok(g, o, &tmp, x, gm->in[1]->shape[1].add)) continue; /* prefill: two GEMMs */
       bm_attrs a;
       memset(&a, 0, sizeof a);
       a.act = act;
@@ -308,13 +318,8 @@ static int fuse_glu(bm_graph *g, const bm_pass_options *o, const int *uses, int 
 
 /* ---- rms_norm(x) -> linear (or MATMUL_GLU) -> RMS_MATMUL */
 
-static bool few_rows(const bm_graph *g, const bm_node *x, int64_t K) {
-  int64_t nx = bm_node_numel_max(g, x);
-  return K > 0 && nx >= 0 && nx / K <= GLU_MAX_ROWS;
-}
-
 static int fuse_rms(bm_graph *g, const bm_pass_options *o, bm_status *st) {
-  if (!o || !o->supports || env_set("BM_NO_RMSMM")) return 0;
+  if (!o || (!o->supports && !o->supports_in) || env_set("BM_NO_RMSMM")) return 0;
   for (int i = 0; i < g->nnodes; i++) g->nodes[i]->id = i;
   int *uses = bm_graph_use_counts(g);
   if (!uses) {
@@ -328,8 +333,7 @@ static int fuse_rms(bm_graph *g, const bm_pass_options *o, bm_status *st) {
     if (!glu && !is_linear(m)) continue;
     bm_node *r = m->in[0];
     if (r->op != BM_OP_RMS_NORM || r->nin != 2 || r->a.prog.n || uses[r->id] != 1 || r->in[1]->op != BM_OP_WEIGHT ||
-        r->in[1]->ndim != 1 || r->dtype != r->in[0]->dtype || r->dtype != m->dtype || r->ndim < 1 ||
-        !few_rows(g, r, m->in[1]->shape[1].add))
+        r->in[1]->ndim != 1 || r->dtype != r->in[0]->dtype || r->dtype != m->dtype || r->ndim < 1)
       continue;
     bm_node tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -339,7 +343,7 @@ static int fuse_rms(bm_graph *g, const bm_pass_options *o, bm_status *st) {
     if (glu) tmp.in[3] = m->in[2];
     tmp.a.eps = r->a.eps, tmp.a.act = glu ? m->a.act : 0;
     memcpy(tmp.shape, m->shape, sizeof tmp.shape);
-    if (!o->supports(&tmp)) continue;
+    if (!skinny_ok(g, o, &tmp, r, m->in[1]->shape[1].add)) continue;
     bm_attrs a;
     memset(&a, 0, sizeof a);
     a.eps = tmp.a.eps, a.act = tmp.a.act;

@@ -22,6 +22,10 @@ typedef struct bm_pass_options {
   /* Backend capability check used by fusion passes: nonzero if the backend
    * can run this (fused) node. NULL = assume everything is supported. */
   int (*supports)(const bm_node *n);
+  /* The same question with the graph (so the symbols' maxima: the rows of a
+   * matmul), used where the answer depends on sizes (fuse_dequant's QMATMUL,
+   * fuse_horizontal's MATMUL_GLU / RMS_MATMUL). NULL = ask `supports`. */
+  int (*supports_in)(const bm_graph *g, const bm_node *n);
   const char *print_after;  /* pass name, or "all"; NULL = none */
   void (*print)(const char *pass, const bm_graph *g, void *user); /* called for print_after */
   void *print_user;
@@ -34,6 +38,14 @@ typedef struct bm_pass_options {
   int quant_group;
   const char *quant_keep;
 } bm_pass_options;
+
+/* The backend's answer for node n of g: supports_in if set, else supports,
+ * else yes (no options or no hook: everything is supported). */
+static inline int bm_pass_supports(const bm_pass_options *o, const bm_graph *g, const bm_node *n) {
+  if (!o) return 1;
+  if (o->supports_in) return o->supports_in(g, n);
+  return o->supports ? o->supports(n) : 1;
+}
 
 typedef bm_status (*bm_pass_fn)(bm_graph *g, const bm_pass_options *o);
 
@@ -49,6 +61,7 @@ bm_status bm_pass_dce(bm_graph *g, const bm_pass_options *o);          /* dce.c 
 bm_status bm_pass_cse(bm_graph *g, const bm_pass_options *o);          /* cse.c */
 bm_status bm_pass_quantize(bm_graph *g, const bm_pass_options *o);     /* quantize.c: weight-only int8/int4 */
 bm_status bm_pass_lower_moe(bm_graph *g, const bm_pass_options *o);    /* lower_moe.c: MOE -> MOE_UP + MOE_DOWN */
+bm_status bm_pass_layout_conv(bm_graph *g, const bm_pass_options *o);  /* layout_conv.c: CONV2D -> NHWC x, (O, KH, KW, Cg) w where supported */
 bm_status bm_pass_fuse_attention(bm_graph *g, const bm_pass_options *o);   /* fuse_attention.c */
 bm_status bm_pass_fuse_dequant(bm_graph *g, const bm_pass_options *o);     /* fuse_dequant.c */
 bm_status bm_pass_fuse_epilogue(bm_graph *g, const bm_pass_options *o);    /* fuse_epilogue.c: ew ops into matmul/conv/norm (GroupNorm+SiLU is a row) */

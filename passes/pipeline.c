@@ -11,6 +11,7 @@ const bm_pass bm_pipeline[] = {
     {"dce", bm_pass_dce, false},
     {"quantize", bm_pass_quantize, false},
     {"lower_moe", bm_pass_lower_moe, false},
+    {"layout_conv", bm_pass_layout_conv, false},
     {"fuse_horizontal", bm_pass_fuse_horizontal, true},
     {"fuse_attention", bm_pass_fuse_attention, true},
     {"fuse_dequant", bm_pass_fuse_dequant, true},

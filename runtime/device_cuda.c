@@ -457,8 +457,9 @@ static CUresult launch_kernel(bm_cuda_session *c, CUfunction fn, unsigned grid, 
  * kernels are launched with cuLaunchKernelEx and a cluster attribute, the
  * grid rounded up to a multiple), then per map: buffer (argument index),
  * element bytes, columns (inner dim), rows, box columns, box rows, swizzle
- * (CUtensorMapSwizzle). For every launch of such a kernel the session
- * encodes the maps over that launch's buffers (cuTensorMapEncodeTiled, 2-d,
+ * (CUtensorMapSwizzle); magic "tmd2" (the NHWC conv) has maps of rank 1..5
+ * instead (tmd_read). For every launch of such a kernel the session
+ * encodes the maps over that launch's buffers (cuTensorMapEncodeTiled,
  * zero fill out of bounds) into one device allocation, puts the address of
  * the launch's maps into the slot, raises the kernel's dynamic shared memory
  * and caps its grid at blocks x multiprocessors, or at the clusters that fit
@@ -468,8 +469,58 @@ static CUresult launch_kernel(bm_cuda_session *c, CUfunction fn, unsigned grid, 
  * kernel runs its cp.async fallback with the bundle's shared memory.
  * Experiments: BM_CUDA_TMA_GRID=N sets the grid cap (0: none),
  * BM_CUDA_TMA_DEBUG=1 prints each TMA kernel's setup to stderr. */
-#define BM_TMD_MAGIC 0x31646d74ll /* "tmd1" */
-#define BM_TMD_MAX 64
+#define BM_TMD_MAGIC 0x31646d74ll  /* "tmd1" */
+#define BM_TMD2_MAGIC 0x32646d74ll /* "tmd2": maps of rank 1..5 (the NHWC conv's 4-d x) */
+#define BM_TMD2_VALS 23
+#define BM_TMD_MAX 96
+
+/* One tensor map of a kernel's _tmd record, checked: the arguments of
+ * cuTensorMapEncodeTiled. tmd1 maps are 7 values (buffer, element bytes,
+ * columns, rows, box columns, box rows, swizzle: 2-d, rows of columns *
+ * element bytes); tmd2 maps BM_TMD2_VALS (buffer, element bytes, rank,
+ * dims[5], strides[4] in bytes, box[5], element strides[5], swizzle). */
+typedef struct tmd_map {
+  int buf, es, rank, swizzle;
+  uint64_t dims[5], strides[4];
+  unsigned box[5], estr[5];
+} tmd_map;
+
+/* The number of maps of record d (n values), or -1 if it is malformed. */
+static int tmd_count(const long long *d, size_t n) {
+  if (n < 6 || (d[0] != BM_TMD_MAGIC && d[0] != BM_TMD2_MAGIC) || d[4] < 1 || d[4] > 4) return -1;
+  size_t per = d[0] == BM_TMD_MAGIC ? 7 : BM_TMD2_VALS;
+  return n >= 6 + per * (size_t)d[4] ? (int)d[4] : -1;
+}
+
+/* Map i of record d (tmd_count maps) into *m; false if a field is out of range. */
+static bool tmd_read(const long long *d, int i, int nargs, tmd_map *m) {
+  memset(m, 0, sizeof *m);
+  if (d[0] == BM_TMD_MAGIC) {
+    const long long *v = d + 6 + 7 * i;
+    if (v[0] < 0 || v[0] >= nargs || (v[1] != 1 && v[1] != 2 && v[1] != 4) || v[2] < 1 || v[2] > (1ll << 32) ||
+        v[3] < 1 || v[3] > (1ll << 32) || v[4] < 1 || v[4] > 256 || v[5] < 1 || v[5] > 256 || v[6] < 0 || v[6] > 3)
+      return false;
+    *m = (tmd_map){(int)v[0], (int)v[1], 2, (int)v[6], {(uint64_t)v[2], (uint64_t)v[3]}, {(uint64_t)(v[2] * v[1])},
+                   {(unsigned)v[4], (unsigned)v[5]}, {1, 1}};
+    return true;
+  }
+  const long long *v = d + 6 + BM_TMD2_VALS * i;
+  if (v[0] < 0 || v[0] >= nargs || (v[1] != 1 && v[1] != 2 && v[1] != 4) || v[2] < 1 || v[2] > 5 || v[22] < 0 ||
+      v[22] > 3)
+    return false;
+  m->buf = (int)v[0], m->es = (int)v[1], m->rank = (int)v[2], m->swizzle = (int)v[22];
+  for (int k = 0; k < m->rank; k++) {
+    const long long dim = v[3 + k], box = v[12 + k], es = v[17 + k];
+    if (dim < 1 || dim > (1ll << 32) || box < 1 || box > 256 || es < 1 || es > 8) return false;
+    m->dims[k] = (uint64_t)dim, m->box[k] = (unsigned)box, m->estr[k] = (unsigned)es;
+    if (k > 0) {
+      const long long st = v[8 + k - 1];
+      if (st < 16 || st % 16 || st >= (1ll << 40)) return false;
+      m->strides[k - 1] = (uint64_t)st;
+    }
+  }
+  return true;
+}
 
 static bm_status tma_setup(bm_cuda_session *c) {
   bm_package *pkg = c->pkg;
@@ -492,11 +543,10 @@ static bm_status tma_setup(bm_cuda_session *c) {
         size_t bytes = 0;
         if (cu.tma_global(&dp, &bytes, c->mod, name) != 0) continue; /* not a TMA kernel */
         long long d[BM_TMD_MAX];
-        CUresult r = bytes >= 5 * sizeof *d && bytes <= sizeof d ? cu.dtoh(d, dp, bytes) : 0;
-        int nm = bytes >= 5 * sizeof *d && bytes <= sizeof d && !r ? (int)d[4] : -1;
-        if (r || nm < 1 || nm > 4 || d[0] != BM_TMD_MAGIC || bytes < (size_t)(6 + 7 * nm) * sizeof *d ||
-            d[3] < kr->nargs || d[3] >= BM_GPU_MAX_ARGS || d[1] < 0 || d[1] > (1 << 20) || d[2] < 0 || d[5] < 1 ||
-            d[5] > 8) {
+        CUresult r = bytes >= 6 * sizeof *d && bytes <= sizeof d ? cu.dtoh(d, dp, bytes) : 0;
+        int nm = bytes >= 6 * sizeof *d && bytes <= sizeof d && !r ? tmd_count(d, bytes / sizeof *d) : -1;
+        if (r || nm < 1 || d[3] < kr->nargs || d[3] >= BM_GPU_MAX_ARGS || d[1] < 0 || d[1] > (1 << 20) || d[2] < 0 ||
+            d[5] < 1 || d[5] > 8) {
           s = CORRUPT("kernel '%s' (function '%s'): bad tensor-map data (%zu bytes)", kr->symbol, fn->name, bytes);
           break;
         }
@@ -508,17 +558,16 @@ static bm_status tma_setup(bm_cuda_session *c) {
         bool ok = (d[5] == 1 || cu.launch_ex) &&
                   cu.func_set_attr(g->fns[k], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)d[1]) == 0;
         for (int i = 0; i < nm && ok; i++) {
-          const long long *m = d + 6 + 7 * i;
-          if (m[0] < 0 || m[0] >= kr->nargs || (m[1] != 1 && m[1] != 2 && m[1] != 4) || m[2] < 1 || m[3] < 1 ||
-              m[4] < 1 || m[4] > 256 || m[5] < 1 || m[5] > 256 || m[6] < 0 || m[6] > 3) {
+          tmd_map m;
+          if (!tmd_read(d, i, kr->nargs, &m)) {
             s = CORRUPT("kernel '%s' (function '%s'): bad tensor map %d", kr->symbol, fn->name, i);
             break;
           }
-          uint64_t dims[2] = {(uint64_t)m[2], (uint64_t)m[3]}, strides[1] = {(uint64_t)(m[2] * m[1])};
-          unsigned box[2] = {(unsigned)m[4], (unsigned)m[5]}, es[2] = {1, 1};
-          int dtype = m[1] == 1 ? 0 : m[1] == 2 ? 1 : 2; /* CU_TENSOR_MAP_DATA_TYPE_UINT8/16/32 */
-          ok = cu.tma_encode(blk + 128 * i, dtype, 2, (void *)(uintptr_t)g->args[k].bufs[m[0]], dims, strides, box, es,
-                             0, (int)m[6], 2 /* L2 promotion 128B */, 0) == 0;
+          int dtype = m.es == 1 ? 0 : m.es == 2 ? 1 : 2; /* CU_TENSOR_MAP_DATA_TYPE_UINT8/16/32 */
+          ok = cu.tma_encode(blk + 128 * i, dtype, (unsigned)m.rank, (void *)(uintptr_t)g->args[k].bufs[m.buf], m.dims,
+                             m.strides, m.box, m.estr, 0, m.swizzle, 2 /* L2 promotion 128B */, 0) == 0;
+          if (!ok && getenv("BM_CUDA_TMA_DEBUG"))
+            fprintf(stderr, "bm tma: %s: map %d (rank %d) refused by cuTensorMapEncodeTiled\n", kr->symbol, i, m.rank);
         }
         if (!s && !ok && getenv("BM_CUDA_TMA_DEBUG"))
           fprintf(stderr, "bm tma: %s (function '%s'): no tensor maps, the fallback body\n", kr->symbol, fn->name);

@@ -16,17 +16,20 @@ typedef struct at_case {
   int64_t d, dv;
   bool causal, mask;
   bm_dtype dt;
+  int64_t seq; /* queries and keys (0: 300) */
+  int window;
 } at_case;
 
-/* the CUDA source of one attention node (2, 4, 300, d) x (2, 2, 300, d); caller frees */
+/* the CUDA source of one attention node (2, 4, seq, d) x (2, 2, seq, d); caller frees */
 static char *attn_source(at_case c) {
   bm_module *m = bm_module_create("attn");
   bm_graph *g = bm_graph_create(m, "main");
-  bm_node *q = bm_input(g, "q", c.dt, 4, (int64_t[]){2, 4, 300, c.d}); // (batch, heads, seq, head_dim)
-  bm_node *k = bm_input(g, "k", c.dt, 4, (int64_t[]){2, 2, 300, c.d});
-  bm_node *v = bm_input(g, "v", c.dt, 4, (int64_t[]){2, 2, 300, c.dv});
-  bm_node *mask = c.mask ? bm_input(g, "mask", BM_DTYPE_F32, 2, (int64_t[]){300, 300}) : NULL;
-  bm_output_add(g, "o", bm_attention(g, q, k, v, mask, 0.0f, c.causal, 0, 0.0f));
+  const int64_t S = c.seq ? c.seq : 300;
+  bm_node *q = bm_input(g, "q", c.dt, 4, (int64_t[]){2, 4, S, c.d}); // (batch, heads, seq, head_dim)
+  bm_node *k = bm_input(g, "k", c.dt, 4, (int64_t[]){2, 2, S, c.d});
+  bm_node *v = bm_input(g, "v", c.dt, 4, (int64_t[]){2, 2, S, c.dv});
+  bm_node *mask = c.mask ? bm_input(g, "mask", BM_DTYPE_F32, 2, (int64_t[]){S, S}) : NULL;
+  bm_output_add(g, "o", bm_attention(g, q, k, v, mask, 0.0f, c.causal, c.window, 0.0f));
   char *src = bm_test_cuda_source(m, g);
   bm_module_destroy(m);
   return src;
@@ -88,9 +91,10 @@ static void test_defaults(void) {
   free(s);
   /* the loads: TMA for head dims 64 and 128, on a persistent grid with Q
    * prefetched and the dynamic scheduler without causal masking or a mask
-   * (the ping-pong at head dim 128 only), one block per task with the
-   * ping-pong with them; cp.async at head dim 64 with causal masking and at
-   * other head dims (w2n128ws) */
+   * (the ping-pong at head dim 128 only) and with causal masking over at
+   * most 8k keys (head groups, the ping-pong), one block per task with the
+   * ping-pong otherwise; cp.async at head dim 64 with causal masking over
+   * more keys, a window or a mask, and at other head dims (w2n128ws) */
   s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
   CHECK(s && is_ws(s) && has_tma(s, 1) && !has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqd */") &&
         strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 128 + wg * 64;") &&
@@ -99,13 +103,28 @@ static void test_defaults(void) {
   s = attn_source((at_case){128, 128, false, false, BM_DTYPE_BF16});
   CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqd_pp"));
   free(s);
+  /* causal over at most 8k keys, no window or mask: the head groups (both head dims) */
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqg_pp") &&
+        strstr(s, "const int qt = nqi - 1 - grk / gsz, bh = g0 + grk % gsz;"));
+  free(s);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16, 8192});
+  CHECK(s && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqg_pp"));
+  free(s);
+  /* longer, or with a window or mask: one block per task (d128), cp.async (d64) */
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16, 8193});
   CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s) && !has_dyn(s) && strstr(s, "wgmma attention w2n128tma_pp"));
+  free(s);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16, 0, 64});
+  CHECK(s && has_tma(s, 0) && !has_dyn(s) && strstr(s, "wgmma attention w2n128tma_pp"));
   free(s);
   s = attn_source((at_case){128, 128, false, true, BM_DTYPE_F16});
   CHECK(s && is_ws(s) && has_tma(s, 0) && has_pp(s));
   free(s);
-  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});
+  s = attn_source((at_case){128, 128, true, true, BM_DTYPE_F16});
+  CHECK(s && has_tma(s, 0) && !has_dyn(s) && strstr(s, "wgmma attention w2n128tma_pp"));
+  free(s);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16, 16384});
   CHECK(s && is_ws(s) && !strstr(s, "_tmd)") && !has_pp(s) && strstr(s, "wgmma attention w2n128ws"));
   free(s);
   s = attn_source((at_case){96, 64, false, false, BM_DTYPE_F16});
@@ -166,6 +185,29 @@ static void test_env(void) {
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
   CHECK(s && has_dyn(s) && strstr(s, "qt = nqi - 1 - t % nqi, bh = t / nqi") &&
         strstr(s, "const int qt2 = nq2 - 1 - t2 % nq2, bh2 = t2 / nq2;"));
+  free(s);
+  /* longest first within groups of heads whose K/V fit in L2: the group
+   * size from Sk (512 bytes a key at head dim 128, f16), the budget (16 MiB,
+   * BM_CUDA_ATTN_L2 at compile time) and the grid; the same order for the
+   * tile and the Q prefetch; without causal masking the static order */
+  setenv("BM_CUDA_ATTN", "w2n128tmaqg_pp", 1);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqg_pp") &&
+        strstr(s, "const int gkv = Sk > 0 ? (int)(16777216ll / ((bm_i64)Sk * 512)) : 1, gq = (int)(Hq / Hkv);") &&
+        strstr(s, "const int tgh = (gn > 1 ? gn : 1) * gq;") &&
+        strstr(s, "const int g0 = t / (tgh * nqi) * tgh, gsz = bhn - g0 < tgh ? bhn - g0 : tgh, grk = t - g0 * nqi;") &&
+        strstr(s, "const int qt = nqi - 1 - grk / gsz, bh = g0 + grk % gsz;") &&
+        strstr(s, "const int qt2 = nq2 - 1 - grk2 / gsz2, bh2 = g02 + grk2 % gsz2;"));
+  free(s);
+  setenv("BM_CUDA_ATTN_L2", "1000000", 1);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_BF16});
+  CHECK(s && has_dyn(s) && strstr(s, "const int gkv = Sk > 0 ? (int)(1000000ll / ((bm_i64)Sk * 256)) : 1,"));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_L2");
+  setenv("BM_CUDA_ATTN", "w2n128tmaqg", 1);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && has_tma(s, 1) && !has_pp(s) && has_dyn(s) && !strstr(s, "tgh") &&
+        strstr(s, "const int qt2 = t2 % nq2, bh2 = t2 / nq2;"));
   free(s);
   setenv("BM_CUDA_ATTN", "w2n128tmapd_pp", 1);
   s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});

@@ -616,6 +616,43 @@ static void b_conv_wg_bf16_k360(bm_graph *g) { /* 3x3, 40 -> 72, 23x11 (N 253), 
   bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_conv2d(g, x, w, b, 1, 1, 1, 1, 1, 1, 1)), r));
 }
 
+/* ---- conv: the NHWC conv on the TMA GEMM (passes/layout_conv.c, emit_gemm.c
+ * ck_conv_nhwc_ok; owner: conv). Bound weights (reordered to (O, KH, KW, Cg)
+ * at compile time) or an input w (a permute); OW 64, 32, 16, 8, 256, 512;
+ * O past a 128-row tile and a cluster pair's second tile past O; positions
+ * past OH*OW; bias, SiLU, residual; batch 2; dilation; f16 and bf16. */
+static bm_node *cw_weight(bm_graph *g, bm_dtype t, int64_t o, int64_t c, int64_t kh, int64_t kw, uint64_t seed) {
+  const int64_t n = o * c * kh * kw;
+  void *d = bm_arena_alloc(g->module->arena, (size_t)n * 2);
+  if (!d) return NULL;
+  uint64_t st = seed;
+  for (int64_t i = 0; i < n; i++) bm_store_f32(d, t, i, bm_test_rand_uniform(&st, -0.1f, 0.1f));
+  char name[32];
+  snprintf(name, sizeof name, "cw%llu", (unsigned long long)seed);
+  return bm_weight(g, name, t, 4, (int64_t[]){o, c, kh, kw}, d, (size_t)n * 2);
+}
+static void cn_case(bm_graph *g, bm_dtype t, int64_t nb, int64_t c, int64_t h, int64_t w, int64_t o, int k, int pad,
+                    int dil, bool bias, bool res, bool winput) {
+  bm_node *x = IN("x", t, nb, c, h, w);
+  bm_node *wt = winput ? IN("w", t, o, c, k, k) : cw_weight(g, t, o, c, k, k, 11 + (uint64_t)o);
+  bm_node *b = bias ? IN("b", t, o) : NULL;
+  bm_node *y = bm_conv2d(g, x, wt, b, 1, 1, pad, pad, dil, dil, 1);
+  if (res) y = bm_add(g, bm_silu(g, y), IN("r", t, nb, o, h + 2 * pad - dil * (k - 1), w + 2 * pad - dil * (k - 1)));
+  bm_output_add(g, "y", y);
+}
+static void b_cn_f16_ow64(bm_graph *g) { cn_case(g, F16, 2, 64, 8, 64, 128, 3, 1, 1, true, true, false); }
+static void b_cn_bf16_ow32(bm_graph *g) { cn_case(g, BF16, 1, 128, 16, 32, 320, 3, 1, 1, true, false, false); }
+static void b_cn_f16_ow16(bm_graph *g) { cn_case(g, F16, 2, 64, 24, 16, 320, 3, 1, 1, true, true, false); }
+static void b_cn_bf16_ow8(bm_graph *g) { cn_case(g, BF16, 1, 64, 40, 8, 64, 3, 1, 1, false, false, false); }
+static void b_cn_f16_ow256(bm_graph *g) { cn_case(g, F16, 1, 64, 2, 256, 64, 3, 1, 1, true, false, false); }
+static void b_cn_f16_ow512(bm_graph *g) { cn_case(g, F16, 1, 64, 1, 512, 64, 3, 1, 1, false, false, false); }
+static void b_cn_f16_1x1(bm_graph *g) { cn_case(g, F16, 2, 128, 16, 16, 200, 1, 0, 1, false, false, false); }
+static void b_cn_bf16_dil2(bm_graph *g) { cn_case(g, BF16, 1, 64, 16, 16, 128, 3, 2, 2, true, true, false); }
+static void b_cn_f16_winput(bm_graph *g) { cn_case(g, F16, 1, 64, 16, 16, 192, 3, 1, 1, true, false, true); }
+static void b_cn_transpose(bm_graph *g) { /* the NCHW -> NHWC transpose alone: tiles past C = 72 and H*W = 120 */
+  bm_output_add(g, "y", bm_permute(g, IN("x", BF16, 2, 72, 5, 24), (int[]){0, 2, 3, 1}));
+}
+
 typedef struct at_cfg {
   int D, Dv, hq, hkv, sq, sk;
   bool causal, mask;
@@ -662,6 +699,28 @@ static void b_at_tc_d96_window_f16(bm_graph *g) { at = (at_cfg){96, 64, 2, 1, 30
 static void b_at_tc_d128_mask_cap_bf16(bm_graph *g) { at = (at_cfg){128, 128, 2, 2, 70, 150, false, true, 0, 20.0f, BF16}; b_attention(g); }
 static void b_at_tc_d256_causal_f16(bm_graph *g) { at = (at_cfg){256, 256, 2, 2, 100, 100, true, false, 0, 0, F16}; b_attention(g); }
 static void b_at_tc_d128_long_f16(bm_graph *g) { at = (at_cfg){128, 128, 4, 2, 600, 600, true, false, 0, 0, F16}; b_attention(g); }
+/* ---- attnl2 (the causal head groups of the dynamic tile scheduler, wa_cfg.dyn 3):
+ * 10 KV heads (2 x 5, GQA 2) of 260 keys at head dim 128: with BM_CUDA_ATTN_L2=500000
+ * groups of 3 KV heads, the last one of 1 (on a grid of a few blocks) */
+static void b_at_tc_d128_groups_f16(bm_graph *g) {
+  at = (at_cfg){128, 128, 10, 5, 260, 260, true, false, 0, 0, F16};
+  b_attention(g);
+}
+/* ---- end attnl2 */
+/* ---- attnexp (exponentials on the FMA pipe, emit_attention.c wa_exp): "attn_exp_" cases
+ * compile with every exponential of the softmax from bm_ex2_poly (BM_CUDA_ATTN_EXP=1/1) and
+ * the stale-max rescaling (BM_CUDA_ATTN_RESCALE=8). Scales above 1/sqrt(D) make the rows
+ * peaky (max|ref| near 1: the tightest tolerances) and their maxima grow by more than 8
+ * (log2) after the first tile in some rows and less in others: both paths of the rescale. */
+static void at_exp(bm_graph *g, int D, int hq, int hkv, int sq, int sk, bool causal, float scale, bm_dtype t) {
+  bm_node *q = IN("q", t, 2, hq, sq, D), *k = IN("k", t, 2, hkv, sk, D), *v = IN("v", t, 2, hkv, sk, D);
+  bm_output_add(g, "o", bm_attention(g, q, k, v, NULL, scale, causal, 0, 0.0f));
+}
+static void b_at_exp_d64_f16(bm_graph *g) { at_exp(g, 64, 4, 4, 300, 300, false, 2.0f, F16); }
+static void b_at_exp_d64_causal_bf16(bm_graph *g) { at_exp(g, 64, 4, 2, 300, 300, true, 2.0f, BF16); }
+static void b_at_exp_d128_causal_f16(bm_graph *g) { at_exp(g, 128, 4, 2, 200, 330, true, 1.5f, F16); }
+static void b_at_exp_d128_bf16(bm_graph *g) { at_exp(g, 128, 2, 2, 150, 400, false, 0.0f, BF16); }
+/* ---- end attnexp */
 /* symbolic Sq = Sk (self-attention), causal, bound below the max */
 static void b_at_tc_sym_bf16(bm_graph *g) {
   int s = bm_sym_declare(g, "seq", 300);
@@ -861,6 +920,46 @@ static void test_hfuse_pipeline(void) {
 }
 /* ---- end decode2 */
 
+/* ---- quantized weights with many rows (owner: qgemm): matmul(x, dequant(q, s), trans_b)
+ * through the pipeline: above the GEMV / small-M rows (ck_qmatmul_keep) with f16/bf16 x,
+ * fuse_dequant leaves DEQUANT (to x's dtype, the 16-byte-chunk kernel) + the TMA wgmma
+ * GEMM; int8 per channel and in groups of 32, int4 in groups of 32 and 128; 65, 128, 300,
+ * 777 rows; symbolic rows (max 2048) run at 5 and 300; the bias + residual epilogue. The
+ * interpreter dequantizes to f32: the rounding of the weight to f16/bf16 is within the
+ * dtype's tolerance. And the GLU rows that now follow the emitter's GEMV rule (f32
+ * weights: up to 16 rows). */
+typedef struct qg_cfg {
+  bm_dtype at, qt;
+  int64_t rows, n, k, groups; /* rows: static, or the symbol's max (sym) */
+  bool sym, epi;
+} qg_cfg;
+static qg_cfg qg;
+
+static void b_qgemm(bm_graph *g) {
+  int s = qg.sym ? bm_sym_declare(g, "m", qg.rows) : -1;
+  int64_t r = qg.sym ? BM_SYM(s) : qg.rows;
+  bm_node *x = IN("x", qg.at, r, qg.k);
+  bm_node *q = qweight(g, qg.qt, qg.n, qg.k, 11), *sc = IN("s", F32, qg.n, qg.groups);
+  bm_node *y = bm_matmul(g, x, bm_dequant(g, q, sc), false, true); // (rows, N)
+  if (qg.epi) y = bm_add(g, bm_add(g, y, IN("bias", qg.at, qg.n)), IN("res", qg.at, r, qg.n));
+  bm_output_add(g, "y", y);
+}
+#define I8 BM_DTYPE_I8
+#define I4 BM_DTYPE_I4
+static void b_qg_bf16_i8_m65_epi(bm_graph *g) { qg = (qg_cfg){BF16, I8, 65, 136, 256, 1, false, true}; b_qgemm(g); }
+static void b_qg_f16_i8g32_m128(bm_graph *g) { qg = (qg_cfg){F16, I8, 128, 200, 256, 8, false, false}; b_qgemm(g); }
+static void b_qg_bf16_i4g32_m300(bm_graph *g) { qg = (qg_cfg){BF16, I4, 300, 264, 384, 12, false, true}; b_qgemm(g); }
+static void b_qg_f16_i4g128_m777_epi(bm_graph *g) { qg = (qg_cfg){F16, I4, 777, 136, 512, 4, false, true}; b_qgemm(g); }
+static void b_qg_bf16_i4g128_m777(bm_graph *g) { qg = (qg_cfg){BF16, I4, 777, 392, 256, 2, false, false}; b_qgemm(g); }
+static void b_qg_f16_i8_m300(bm_graph *g) { qg = (qg_cfg){F16, I8, 300, 500, 128, 1, false, false}; b_qgemm(g); }
+static void b_qg_bf16_i4g32_sym(bm_graph *g) { qg = (qg_cfg){BF16, I4, 2048, 136, 256, 8, true, true}; b_qgemm(g); }
+static void b_qg_f16_i8g32_sym(bm_graph *g) { qg = (qg_cfg){F16, I8, 2048, 72, 256, 8, true, false}; b_qgemm(g); }
+static void b_qg_glu_f32_sym16(bm_graph *g) { hf_act = BM_OP_SILU; b_hf_glu(g, F32, F32, 16, true); }
+static void b_qg_rms_glu_f32_m8(bm_graph *g) { hf_act = BM_OP_SILU, hf_pre = true; b_hf_glu(g, F32, F32, 8, false); }
+#undef I8
+#undef I4
+/* ---- end qgemm */
+
 static const tcase cases[] = {
     {"unary_all", b_unary_all, 2e-5, {0}, true},
     {"binary_bcast", b_binary_bcast, 2e-5, {0}, true},
@@ -970,6 +1069,25 @@ static const tcase cases[] = {
     {"conv2d_wg_f16_320_res_wgn128", b_conv_wg_f16_320, 3e-3, {0}, false},
     {"conv2d_wg_bf16_s2_wgn128", b_conv_wg_bf16_s2, 1.5e-2, {0}, false},
     {"conv2d_wg_bf16_k360_res_wgn128", b_conv_wg_bf16_k360, 1.5e-2, {0}, false},
+    /* the NHWC conv on the TMA GEMM (owner: conv); "_convc1": no clusters, "_convc2": clusters of 2, "_convp": the
+     * store from registers (the default picks clusters by O: conv_tma_cfg) */
+    {"conv2d_nhwc_f16_ow64_res", b_cn_f16_ow64, 3e-3, {0}, true},
+    {"conv2d_nhwc_bf16_ow32_o320", b_cn_bf16_ow32, 1.5e-2, {0}, false},
+    {"conv2d_nhwc_f16_ow16_res_b2", b_cn_f16_ow16, 3e-3, {0}, true},
+    {"conv2d_nhwc_bf16_ow8_o64", b_cn_bf16_ow8, 1.5e-2, {0}, false},
+    {"conv2d_nhwc_f16_ow256", b_cn_f16_ow256, 3e-3, {0}, false},
+    {"conv2d_nhwc_f16_ow512", b_cn_f16_ow512, 3e-3, {0}, false},
+    {"conv2d_nhwc_f16_1x1_o200", b_cn_f16_1x1, 3e-3, {0}, false},
+    {"conv2d_nhwc_bf16_dil2_res", b_cn_bf16_dil2, 1.5e-2, {0}, true},
+    {"conv2d_nhwc_f16_winput", b_cn_f16_winput, 3e-3, {0}, false},
+    {"conv2d_nhwc_transpose_bf16", b_cn_transpose, 0, {0}, false},
+    {"conv2d_nhwc_f16_ow16_res_b2_convc1", b_cn_f16_ow16, 3e-3, {0}, false},
+    {"conv2d_nhwc_f16_ow256_convc1", b_cn_f16_ow256, 3e-3, {0}, false},
+    {"conv2d_nhwc_bf16_ow32_o320_convp", b_cn_bf16_ow32, 1.5e-2, {0}, false},
+    {"conv2d_nhwc_f16_ow64_res_convold", b_cn_f16_ow64, 3e-3, {0}, false},
+    {"conv2d_nhwc_f16_ow16_res_b2_convc2", b_cn_f16_ow16, 3e-3, {0}, false}, /* clusters with O 320 (3 tiles) */
+    {"conv2d_nhwc_f16_ow256_convc2", b_cn_f16_ow256, 3e-3, {0}, false},
+    {"conv2d_nhwc_bf16_ow8_o64_convc2", b_cn_bf16_ow8, 1.5e-2, {0}, false},
     {"attn_plain", b_at_plain, 2e-5, {0}, false},
     {"attn_causal_gqa_f16", b_at_causal_gqa, TOL_TC_F16(0.9) /* 0.99 */, {0}, false},
     {"attn_window_cap_mask", b_at_window_cap, TOL_TC_BF16(0.6) /* 0.61 */, {0}, false},
@@ -984,12 +1102,19 @@ static const tcase cases[] = {
     {"attn_tc_d256_causal_f16", b_at_tc_d256_causal_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
     {"attn_tc_d128_long_f16", b_at_tc_d128_long_f16, TOL_TC_F16(0.9) /* 0.99 */, {0}, false},
     {"attn_tc_sym_bf16", b_at_tc_sym_bf16, TOL_TC_BF16(0.9) /* 0.996 */, {173}, false},
+    {"attn_tc_d128_groups_f16", b_at_tc_d128_groups_f16, TOL_TC_F16(0.9) /* 0.999 */, {0}, false},
     {"attn_tc_kvlen_f16_epi", b_at_tc_kvlen_f16, TOL_TC_F16(0.25) /* 0.28 */, {0}, true},
     {"attn_dec_f16_gqa", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
     {"attn_dec_bf16_window_cap", b_dec_bf16_window_cap, TOL_DEC_BF16, {0}, false},
     {"attn_dec_f32_mask", b_dec_f32_mask, 2e-5, {0}, false},
     {"attn_dec_f16_rowgroups", b_dec_f16_rowgroups, TOL_DEC_F16, {0}, false},
     {"attn_dec_sym_bf16", b_dec_sym_bf16, TOL_DEC_BF16, {1234}, false},
+    /* attnexp: every exponential from the polynomial, the stale max (the tolerances as above:
+     * the polynomial's error, 3e-6 / 9e-5 relative, is within their 1e-5 and bf16's u / 40) */
+    {"attn_exp_d64_f16", b_at_exp_d64_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
+    {"attn_exp_d64_causal_bf16", b_at_exp_d64_causal_bf16, TOL_TC_BF16(0.9) /* 1.0 */, {0}, false},
+    {"attn_exp_d128_causal_f16", b_at_exp_d128_causal_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
+    {"attn_exp_d128_bf16", b_at_exp_d128_bf16, TOL_TC_BF16(0.1) /* 0.112 */, {0}, false},
     {"topk_mask", b_topk, 0, {0}, false},
     {"moe", b_moe, 2e-5, {0}, false},
     /* decode2: q/k/v slice views (batch max 1), the gate/up GLU */
@@ -1007,6 +1132,20 @@ static const tcase cases[] = {
     {"hfuse_rms_glu_bf16_m1", b_hf_rms_glu_bf16_m1, 1.5e-2, {0}, true},
     {"hfuse_rms_glu_f32xbf16_m3_gelu", b_hf_rms_glu_f32xbf16_m3, 2e-5, {0}, false},
     {"hfuse_rms_glu_f32_k102", b_hf_rms_glu_f32_k102, 2e-5, {0}, false},
+    /* ---- qgemm: quantized weights with many rows (DEQUANT + the TMA GEMM) */
+    {"qgemm_bf16_i8_m65_epi", b_qg_bf16_i8_m65_epi, 1.5e-2, {0}, true},
+    {"qgemm_f16_i8g32_m128", b_qg_f16_i8g32_m128, 3e-3, {0}, false},
+    {"qgemm_bf16_i4g32_m300_epi", b_qg_bf16_i4g32_m300, 1.5e-2, {0}, false},
+    {"qgemm_f16_i4g128_m777_epi", b_qg_f16_i4g128_m777_epi, 3e-3, {0}, true},
+    {"qgemm_bf16_i4g128_m777", b_qg_bf16_i4g128_m777, 1.5e-2, {0}, false},
+    {"qgemm_f16_i8_m300", b_qg_f16_i8_m300, 3e-3, {0}, false},
+    {"qgemm_bf16_i4g32_sym5_epi", b_qg_bf16_i4g32_sym, 1.5e-2, {5}, false},
+    {"qgemm_bf16_i4g32_sym300_epi", b_qg_bf16_i4g32_sym, 1.5e-2, {300}, false},
+    {"qgemm_f16_i8g32_sym2048", b_qg_f16_i8g32_sym, 3e-3, {0}, false},
+    {"qgemm_glu_f32_sym16", b_qg_glu_f32_sym16, 2e-5, {0}, false},
+    {"qgemm_glu_f32_sym9", b_qg_glu_f32_sym16, 2e-5, {9}, false},
+    {"qgemm_rms_glu_f32_m8", b_qg_rms_glu_f32_m8, 2e-5, {0}, false},
+    /* ---- end qgemm */
 };
 
 /* BM_TEST_ONLY=a,b,...: the cases whose name contains one of the words */
@@ -1050,10 +1189,34 @@ static void test_cases(void) {
     for (size_t c = 0; c < sizeof smcfg / sizeof *smcfg; c++)
       if (strncmp(cases[i].name, "smallm", 6) == 0 && strstr(cases[i].name, smcfg[c][0])) smc = smcfg[c][1];
     bool smr = strstr(cases[i].name, "smallm") && strstr(cases[i].name, "_rows2");
+    /* the NHWC conv's configuration (emit_gemm.c conv_tma_cfg; owner: conv) */
+    const char *convk = strstr(cases[i].name, "_convc1")   ? "tma_n256s4e"
+                        : strstr(cases[i].name, "_convc2") ? "tma_n256s4c2e"
+                        : strstr(cases[i].name, "_convp")  ? "tma_n256s4c2"
+                        : strstr(cases[i].name, "_convold") ? "old"
+                                                            : NULL;
+    if (convk) setenv("BM_CUDA_CONV", convk, 1);
     if (smc) setenv("BM_CUDA_SMALLM", smc, 1);
     if (smr) setenv("BM_CUDA_SMALLM_ROWS", "2-64", 1);
+    /* attnexp: "attn_exp_" forces the polynomial exponentials and the stale max, then
+     * restores the knobs as they were (a pack may set them for every case) */
+    const bool aexp = strncmp(cases[i].name, "attn_exp_", 9) == 0;
+    char aexp_old[2][64] = {"", ""};
+    static const char *const aexp_knob[2] = {"BM_CUDA_ATTN_EXP", "BM_CUDA_ATTN_RESCALE"};
+    for (int a = 0; aexp && a < 2; a++) {
+      const char *old = getenv(aexp_knob[a]);
+      snprintf(aexp_old[a], sizeof aexp_old[a], "%s", old ? old : "");
+      setenv(aexp_knob[a], a == 0 ? "1/1" : "8", 1);
+    }
     run_one(&cases[i], true);
+    for (int a = 0; aexp && a < 2; a++) {
+      if (aexp_old[a][0])
+        setenv(aexp_knob[a], aexp_old[a], 1);
+      else
+        unsetenv(aexp_knob[a]);
+    }
     if (cases[i].unfused) run_one(&cases[i], false);
+    if (convk) unsetenv("BM_CUDA_CONV");
     if (smc) unsetenv("BM_CUDA_SMALLM");
     if (smr) unsetenv("BM_CUDA_SMALLM_ROWS");
     if (n128 || tman128 || tmac1 || tmae || tmae1 || tmap) unsetenv("BM_CUDA_WGMMA");

@@ -72,6 +72,13 @@ void bm_clike_out_free(bm_clike_out *o);
 
 /* Can the emitter lower node n (dtypes, programs, shapes)? */
 int bm_clike_supports(const bm_node *n);
+/* The same for node n of graph g in language L, where the answer depends on
+ * the rows at the symbols' maxima (emit_internal.h: QMATMUL only where its
+ * GEMV / small-M kernels take it, ck_qmatmul_keep; MATMUL_GLU and RMS_MATMUL
+ * where the unfused matmul would run on the GEMV, ck_skinny_fused_ok).
+ * bm_clike_cuda_supports_in: L = bm_clike_cuda (bm_pass_options.supports_in). */
+int bm_clike_supports_in(const bm_clike_lang *L, const bm_graph *g, const bm_node *n);
+int bm_clike_cuda_supports_in(const bm_graph *g, const bm_node *n);
 
 /* Emits every kernel of every graph of m (after the pass pipeline) into
  * out, and sets node->kernel, tasks and scratch (0). A kernel's task count

@@ -357,8 +357,61 @@ void ck_copy_elem(ck *k, int buf, bm_dtype src, str off, const char *indent) {
 /* Row-major stride of axis d of node x. */
 static str stride_of(const ck *k, const bm_node *x, int d) { return ck_prodx(k, x->shape, d + 1, x->ndim); }
 
+/* DEQUANT to f16/bf16 (fuse_dequant's form for the GEMM with many rows) in the
+ * CUDA prelude's 16-byte chunks: a thread turns one 16-byte chunk of q (16 i8
+ * or 32 i4 values of one row) into 16-byte stores of 8 outputs, each the f32
+ * product q * scale rounded to nearest even (as the reference: bit-identical),
+ * one scale per 8 outputs. Needs K static and a multiple of the chunk, and
+ * groups of a multiple of 8; *ch: the chunk's elements. q streams past L1
+ * where it is a package constant (else volatile loads: the PDL rule). */
+static bool dequant_vec_ok(const ck *k, int *ch) {
+  const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
+  *ch = q->dtype == BM_DTYPE_I4 ? 32 : 16;
+  if (!k->L->tensor_cores || (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) ||
+      (q->dtype != BM_DTYPE_I8 && q->dtype != BM_DTYPE_I4) || !bm_dim_is_static(q->shape[1]) ||
+      !bm_dim_is_static(sc->shape[1]))
+    return false;
+  const int64_t K = q->shape[1].add, G = sc->shape[1].add;
+  return K > 0 && G > 0 && K % *ch == 0 && K % G == 0 && (K / G) % 8 == 0;
+}
+
+static bm_status emit_dequant_vec(ck *k, int CH) {
+  const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
+  const char *I = k->I;
+  const int T = k->threads = 256;
+  const long long K = (long long)q->shape[1].add, G = (long long)sc->shape[1].add;
+  const bool i4 = q->dtype == BM_DTYPE_I4, cst = q->op == BM_OP_WEIGHT || q->op == BM_OP_CONST;
+  k->tasks = ck_task_linear(k->g, 2, n->shape, (int64_t)T * CH);
+  str total = ck_prodx(k, n->shape, 0, 2);
+  P("  const %s nch = %s / %d; /* 16-byte chunks of q */\n", I, total.s, CH);
+  ck_loop_open(k, ck_strf("(nch + %d) / %d", T - 1, T).s);
+  P("    const %s c = t * %d + tid;\n", I, T);
+  P("    if (c < nch) {\n");
+  P("      const %s e0 = c * %d, row = e0 / %lld, col = e0 %% %lld;\n", I, CH, K, K);
+  P("      const bm_u4 r = %s(bm_buf(0) + e0%s);\n", cst ? "bm_ld16_stream" : "bm_ld16", i4 ? " / 2" : "");
+  P("      float v[%d]; /* q exactly */\n", CH);
+  if (i4)
+    P("#pragma unroll\n      for (int e = 0; e < 32; e++) v[e] = (float)((int)(r.w[e >> 3] << (28 - 4 * (e & 7))) >> 28);\n");
+  else
+    P("#pragma unroll\n      for (int e = 0; e < 16; e++) v[e] = (float)(signed char)(r.w[e >> 2] >> (8 * (e & 3)));\n");
+  P("#pragma unroll\n      for (int s8 = 0; s8 < %d; s8++) {\n", CH / 8);
+  str ls = ck_ld(k, 1, sc->dtype, ck_strf("row * %lld + (col + 8 * s8) / %lld", G, K / G));
+  P("        const float sc = %s;\n", ls.s);
+  P("        bm_u4 o;\n");
+  P("#pragma unroll\n        for (int j = 0; j < 4; j++) o.w[j] = %s(v[8 * s8 + 2 * j] * sc, v[8 * s8 + 2 * j + 1] * sc);\n",
+    n->dtype == BM_DTYPE_BF16 ? "bm_pack_bf16x2" : "bm_pack_f16x2");
+  P("        *(bm_u4 *)(bm_out(%d) + 2 * (e0 + 8 * s8)) = o; /* the output: the buffer after the inputs */\n", n->nin);
+  P("      }\n");
+  P("    }\n");
+  ck_loop_close(k);
+  return NULL;
+}
+
 static bm_status emit_movement(ck *k) {
   const bm_node *n = k->n;
+  int dq_chunk;
+  if (n->op == BM_OP_DEQUANT && dequant_vec_ok(k, &dq_chunk)) return emit_dequant_vec(k, dq_chunk);
+  if (ck_nhwc_transpose_ok(k->L, n)) return emit_nhwc_transpose(k); /* the NHWC conv's input (emit_gemm.c) */
   const int T = k->threads = 256;
   int r = n->ndim;
   k->tasks = ck_task_linear(k->g, r, n->shape, T);
@@ -958,10 +1011,20 @@ int bm_clike_supports(const bm_node *n) {
         return 0;
   if (n->op == BM_OP_CONV2D && (!bm_dim_is_static(n->in[1]->shape[2]) || !bm_dim_is_static(n->in[1]->shape[3])))
     return 0;
+  if (n->op == BM_OP_CONV2D && n->a.layout != BM_CONV_NCHW && !ck_conv_nhwc_ok(n)) return 0; /* emit_gemm.c */
   if (n->op == BM_OP_FUSED && !prog_ok(&n->a.prog, n->nin)) return 0;
   if ((bm_op_table[n->op].flags & BM_OPF_EPILOGUE) && n->a.prog.n > 0 && !prog_ok(&n->a.prog, -1)) return 0;
   return 1;
 }
+
+int bm_clike_supports_in(const bm_clike_lang *L, const bm_graph *g, const bm_node *n) {
+  if (!bm_clike_supports(n)) return 0;
+  if (n->op == BM_OP_QMATMUL) return ck_qmatmul_keep(g, L, n);
+  if (n->op == BM_OP_MATMUL_GLU || n->op == BM_OP_RMS_MATMUL) return ck_skinny_fused_ok(g, L, n);
+  return 1;
+}
+
+int bm_clike_cuda_supports_in(const bm_graph *g, const bm_node *n) { return bm_clike_supports_in(&bm_clike_cuda, g, n); }
 
 /* ------------------------------------------------------------------ the driver */
 

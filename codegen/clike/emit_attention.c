@@ -187,6 +187,53 @@ static void emit_len(ck *k, int li) {
   P("    const %s off = len - Sq;\n", k->I);
 }
 
+/* The task order of the tiled prefill kernels, in one place (emit_tile_range
+ * and the WA_WS Q prefetch): declares `const T qt<x>, bh<x>`, the query tile
+ * and the (batch, head) of task t, for nq query tiles a head and bhn
+ * (batch, head) pairs (expressions of type T; x suffixes the names, the
+ * group's g0, gsz, grk included). Not causal, or dyn 0 / 2: a head's query
+ * tiles in a row (causal: longest first). Causal with dyn 1: longest first
+ * across all heads; dyn 3: longest first within groups of tgh (batch, head)
+ * pairs (the kernel's, emit_head_groups: whole KV heads whose K/V stay in
+ * L2), group after group, the last one maybe smaller. */
+static void emit_task_order(ck *k, int dyn, const char *T, const char *t, const char *nq, const char *bhn,
+                            const char *x, const char *ind) {
+  if (!k->n->a.causal || dyn == 0 || dyn == 2) {
+    P("%sconst %s qt%s = %s%s %% %s, bh%s = %s / %s;\n", ind, T, x, k->n->a.causal ? ck_strf("%s - 1 - ", nq).s : "",
+      t, nq, x, t, nq);
+  } else if (dyn == 1) {
+    P("%sconst %s qt%s = %s - 1 - %s / %s, bh%s = %s %% %s;\n", ind, T, x, nq, t, bhn, x, t, bhn);
+  } else { /* g0: the group's first pair, gsz its pairs, grk the task within it */
+    P("%sconst %s g0%s = %s / (tgh * %s) * tgh, gsz%s = %s - g0%s < tgh ? %s - g0%s : tgh, grk%s = %s - g0%s * %s;\n",
+      ind, T, x, t, nq, x, bhn, x, bhn, x, x, t, x, nq);
+    P("%sconst %s qt%s = %s - 1 - grk%s / gsz%s, bh%s = g0%s + grk%s %% gsz%s;\n", ind, T, x, nq, x, x, x, x, x, x);
+  }
+}
+
+/* L2 bytes for a head group's K/V (wa_cfg.dyn 3, emit_head_groups; the H100
+ * has 50 MB in two halves; BM_CUDA_ATTN_L2=bytes overrides it at compile time) */
+#define WA_L2 (16ll << 20)
+/* causal attention over at most this many keys defaults to the head groups (wa_attn_cfg) */
+enum { WA_SHORT_SK = 8192 };
+/* dyn 3's head groups (emit_task_order), per task (a few integer divisions;
+ * nothing more stays live across the tasks): tgh (batch, head) pairs, whole KV heads
+ * (Hq / Hkv query heads each) whose K/V (Sk keys of kvbytes) fit in WA_L2
+ * bytes (BM_CUDA_ATTN_L2 at compile time), at least one, and at least
+ * enough that a group's tasks fill the grid (nblk blocks) */
+static void emit_head_groups(ck *k) {
+  const bm_node *kk = k->n->in[1], *v = k->n->in[2];
+  const int64_t kvbytes = (int64_t)bm_dtype_nbytes(kk->dtype, kk->shape[3].add + v->shape[3].add);
+  const char *env = getenv("BM_CUDA_ATTN_L2");
+  const long long l2 = env && atoll(env) > 0 ? atoll(env) : WA_L2;
+  P("    /* head groups: whole KV heads whose K/V (%lld bytes a key) fit in %lld bytes of L2 */\n", (long long)kvbytes,
+    l2);
+  P("    const int gkv = Sk > 0 ? (int)(%lldll / ((bm_i64)Sk * %lld)) : 1, gq = (int)(Hq / Hkv);\n", l2,
+    (long long)kvbytes);
+  P("    const int gbusy = (int)((nblk + gq * nqi - 1) / (gq * nqi)), gmax = (int)(B * Hkv);\n");
+  P("    int gn = gkv > gbusy ? gkv : gbusy;\n    gn = gn < gmax ? gn : gmax;\n");
+  P("    const int tgh = (gn > 1 ? gn : 1) * gq;\n");
+}
+
 /* The task's query tile and key range, for the tiled prefill kernels: tile
  * qt of BM query rows (causal: the longest tiles first, they finish last
  * otherwise) of head h, batch b, KV head hk; its keys [kbeg, kend) (causal
@@ -196,14 +243,14 @@ static void emit_len(ck *k, int li) {
 static void emit_tile_range(ck *k, int BM, int BN, int li, const char *q_extra, int dyn) {
   const bm_node *n = k->n;
   const char *I = k->I;
-  if (dyn) /* the dynamic scheduler (int tasks); causal 1: the longest tiles of every head first */
-    P("    const int bhn = (int)(B * Hq), nqi = (int)nqt;\n"
-      "    const %s qt = %s, bh = %s, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n",
-      I, !n->a.causal ? "t % nqi" : dyn == 1 ? "nqi - 1 - t / bhn" : "nqi - 1 - t % nqi",
-      n->a.causal && dyn == 1 ? "t % bhn" : "t / nqi");
-  else
-    P("    const %s qt = %s, bh = t / nqt, h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I,
-      n->a.causal ? "nqt - 1 - t % nqt" : "t % nqt");
+  if (dyn) { /* the dynamic scheduler (int tasks) */
+    P("    const int bhn = (int)(B * Hq), nqi = (int)nqt;\n");
+    if (dyn == 3 && n->a.causal) emit_head_groups(k);
+    emit_task_order(k, dyn, "int", "t", "nqi", "bhn", "", "    ");
+  } else {
+    emit_task_order(k, 0, I, "t", "nqt", "", "", "    ");
+  }
+  P("    const %s h = bh %% Hq, b = bh / Hq, hk = h / (Hq / Hkv);\n", I);
   emit_len(k, li);
   P("    const %s q0 = qt * %d, qlast = (q0 + %d < Sq ? q0 + %d : Sq) - 1%s;\n", I, BM, BM, BM, q_extra ? q_extra : "");
   if (q_extra) P("    (void)qlast;\n");
@@ -480,7 +527,8 @@ typedef struct wa_cfg {
              * (named barriers 3 and 4), so one's softmax runs while the other's products do */
   int dyn; /* WA_WS: a dynamic tile scheduler (wa_task_open): a block's first task is its
             * own, then the next is an atomic ticket; causal tasks 1: longest first across
-            * all heads, 2: head-major (a head's tiles in a row, longest first: L2 locality) */
+            * all heads, 2: head-major (a head's tiles in a row, longest first: L2 locality),
+            * 3: longest first within groups of heads whose K/V fit in L2 (emit_head_groups) */
 } wa_cfg;
 
 static const wa_cfg wa_cfgs[] = {
@@ -495,6 +543,7 @@ static const wa_cfg wa_cfgs[] = {
     {"w2n128tmaq", 2, 128, WA_WS, 2, 1, 3},  {"w2n128tmaq_pp", 2, 128, WA_WS, 2, 1, 3, true},
     {"w2n128tmaqd_pp", 2, 128, WA_WS, 2, 1, 3, true, 1}, {"w2n128tmapd_pp", 2, 128, WA_WS, 2, 1, 2, true, 1},
     {"w2n128tmaqd", 2, 128, WA_WS, 2, 1, 3, false, 1},    {"w2n128tmaqh_pp", 2, 128, WA_WS, 2, 1, 3, true, 2},
+    {"w2n128tmaqg_pp", 2, 128, WA_WS, 2, 1, 3, true, 3}, {"w2n128tmaqg", 2, 128, WA_WS, 2, 1, 3, false, 3},
 };
 
 /* TMA loads (wa_cfg.tma): the kernel's `<symbol>_tmd` constant array in
@@ -523,8 +572,8 @@ static int wa_smem(const wa_cfg *w, int dpa, int dva) {
          (w->tma ? 8 * nq * w->nwg : 0) + (w->dyn ? 20 * WA_TQ : 0);
 }
 
-static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
-  const bm_node *q = n->in[0], *v = n->in[2];
+static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_graph *g, const bm_node *n) {
+  const bm_node *q = n->in[0], *kk = n->in[1], *v = n->in[2];
   if (!L || L->tensor_cores < 2) return NULL;
   int64_t D = q->shape[3].add, Dv = v->shape[3].add;
   if (D > 128 || Dv > 128) return NULL;
@@ -540,10 +589,20 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_node *n) {
    * masking, statically 0.53-0.64x, dynamically 0.55-0.94x; with a mask it
    * spills); head dim 64 with those and the other head dims keep the
    * cp.async loads (w2n128ws: TMA measured 2-4% slower at d64 causal; the
-   * other head dims are padded, past the maps' edge) */
+   * other head dims are padded, past the maps' edge); but causal without
+   * a window or mask over at most 8k keys (short tasks that pay the prologue
+   * one block per task) on the persistent grid with the dynamic scheduler
+   * longest first within head groups whose K/V fit in L2 (w2n128tmaqg_pp,
+   * both head dims: 1k d128 0.89x SDPA vs 0.79x, 4k 0.94x vs 0.91x, 4k d64
+   * 0.84x vs 0.83x; at 16k keys one block per task stayed faster, 1.07x
+   * vs 0.97x at d128, 1.00x vs 0.91x at d64) */
   const bool tma_ok = (D == 64 || D == 128) && Dv == D,
-             limited = n->a.causal || n->a.window > 0 || (n->a.attn_flags & BM_ATTN_HAS_MASK);
-  const char *def = !tma_ok || (limited && D <= 64) ? "w2n128ws"
+             limited = n->a.causal || n->a.window > 0 || (n->a.attn_flags & BM_ATTN_HAS_MASK),
+             causal_short = n->a.causal && n->a.window <= 0 && !(n->a.attn_flags & BM_ATTN_HAS_MASK) &&
+                            ck_dim_max(g, kk->shape[2]) <= WA_SHORT_SK;
+  const char *def = !tma_ok                          ? "w2n128ws"
+                    : causal_short                   ? "w2n128tmaqg_pp"
+                    : limited && D <= 64             ? "w2n128ws"
                     : limited                        ? "w2n128tma_pp"
                     : D <= 64                        ? "w2n128tmaqd"
                                                      : "w2n128tmaqd_pp";
@@ -620,6 +679,42 @@ static void wa_wait_pv(ck *k, const wa_ctx *c) {
   P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) bm_wg_keep4(pa[kk]);\n", c->BN / 16);
 }
 
+/* The softmax's exponentials and rescaling (docs/cuda.md, "Exponentials on
+ * the FMA pipe"): the 8-key column blocks x of a tile with x % den < num take
+ * 2^x from bm_ex2_poly (FMA pipe, degree deg) instead of ex2.approx (the
+ * exponential unit, 16 a cycle per multiprocessor: at head dim 64 as busy as
+ * the tensor cores); a row keeps a stale max while its max grows by at most
+ * resc (log2 units, so P <= 2^resc; 0: always rescale), and a warp whose rows
+ * all kept theirs skips rescaling O. Compile-time knobs: BM_CUDA_ATTN_EXP=num/den
+ * (0: off), BM_CUDA_ATTN_EXP_DEG=3..5 (default 4 for f16, 3 for bf16: their
+ * errors 3e-6, 9e-5 are 0.6% and 2% of P's rounding), BM_CUDA_ATTN_RESCALE=resc.
+ * hold: a never-taken branch (bm_wg_hold) in front of the wait for P V, so that
+ * ptxas keeps the wait after the exponentials (it hoists it to the start of
+ * the softmax otherwise: the product did not overlap it). It keeps P, pa and O
+ * live at once: by default only at Dv 64 without causal, window or mask (else
+ * 80-96 bytes spill at d64, and at d128 the wgmmas serialize, C7512);
+ * BM_CUDA_ATTN_HOLD=0 / 1 forces it off / on. */
+typedef struct wa_exp {
+  int num, den, deg, resc;
+  bool hold;
+} wa_exp;
+
+static wa_exp wa_exp_cfg(const bm_node *n, const wa_ctx *c) {
+  const bool limited = n->a.causal || n->a.window > 0 || c->mi >= 0 || c->extra;
+  wa_exp e = {0, 1, strcmp(c->dt, "bf16") == 0 ? 3 : 4, 0, c->dva <= 64 && !limited};
+  const char *fr = getenv("BM_CUDA_ATTN_EXP"), *deg = getenv("BM_CUDA_ATTN_EXP_DEG"),
+             *rs = getenv("BM_CUDA_ATTN_RESCALE"), *hold = getenv("BM_CUDA_ATTN_HOLD");
+  if (hold && *hold) e.hold = strcmp(hold, "0") != 0;
+  int num, den;
+  if (fr && *fr) {
+    e.num = 0; /* "0" or anything not num/den: off */
+    if (sscanf(fr, "%d/%d", &num, &den) == 2 && den > 0 && num >= 0 && num <= den) e.num = num, e.den = den;
+  }
+  if (deg && *deg && atoi(deg) >= 3 && atoi(deg) <= 5) e.deg = atoi(deg);
+  if (rs && *rs && atoi(rs) >= 0 && atoi(rs) <= 16) e.resc = atoi(rs);
+  return e;
+}
+
 /* S_kt (issued, waited for until `wait_s` groups are pending) -> P in pa:
  * mask, online softmax, and with `pv` the wait for the P V product in flight
  * before O is rescaled (rescale: false when O is still zero) */
@@ -627,6 +722,7 @@ static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv,
                     const char *after_pv) {
   const char *I = k->I;
   const int NB = c->NB;
+  const wa_exp ex = wa_exp_cfg(k->n, c);
   P("      {\n");
   P("      const %s j0 = kbeg + (%s) * %d;\n", I, kt, c->BN);
   P("      bm_wgmma_wait_n%d<%d>(s);\n", c->BN, wait_s);
@@ -641,22 +737,39 @@ static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv,
   P("#pragma unroll\n        for (int x = 0; x < %d; x++) mx = fmaxf(mx, fmaxf(s[4 * x + 2 * rr], s[4 * x + 2 * rr + 1]));\n",
     NB);
   P("        mx = fmaxf(mx, BM_SHFL_XOR(mx, 1));\n        mx = fmaxf(mx, BM_SHFL_XOR(mx, 2));\n");
-  P("        const float mnew = fmaxf(mr[rr], mx), mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
-  P("        corr[rr] = bm_ex2(mr[rr] * SC - mu);\n");
+  if (ex.resc) { /* keep the stale max while the row's max grows by at most resc (log2 units) */
+    P("        float mnew = fmaxf(mr[rr], mx);\n");
+    P("        const bool up = !((mnew - mr[rr]) * SC <= %d.0f); /* also from -inf */\n", ex.resc);
+    P("        mnew = up ? mnew : mr[rr];\n");
+    P("        const float mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
+    P("        corr[rr] = up ? bm_ex2(mr[rr] * SC - mu) : 1.0f;\n");
+  } else {
+    P("        const float mnew = fmaxf(mr[rr], mx), mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
+    P("        corr[rr] = bm_ex2(mr[rr] * SC - mu);\n");
+  }
   P("        mr[rr] = mnew;\n");
   P("        float ls = 0.0f;\n");
   P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 2; e++) {\n", NB);
-  P("          const float p = bm_ex2(fmaf(s[4 * x + 2 * rr + e], SC, -mu));\n");
+  P("          const float y = fmaf(s[4 * x + 2 * rr + e], SC, -mu);\n");
+  if (ex.num == 0)
+    P("          const float p = bm_ex2(y);\n");
+  else if (ex.num == ex.den)
+    P("          const float p = bm_ex2_poly(y, %d);\n", ex.deg);
+  else /* x is a constant once unrolled: no branch */
+    P("          const float p = x %% %d < %d ? bm_ex2_poly(y, %d) : bm_ex2(y);\n", ex.den, ex.num, ex.deg);
   P("          s[4 * x + 2 * rr + e] = p;\n          ls += p;\n        }\n");
   P("        lr[rr] = lr[rr] * corr[rr] + ls;\n");
   P("      }\n");
   if (pv) { /* the previous tile's P V is done: O and pa are free */
+    if (ex.hold) P("      bm_wg_hold(lr[1]); /* keeps the wait here */\n");
     wa_wait_pv(k, c);
     if (after_pv) P("%s", after_pv);
   }
-  if (rescale) {
+  if (rescale) { /* (with resc: unless every row of the warp kept its max; no wgmma is in flight) */
+    if (ex.resc) P("      if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {\n");
     P("#pragma unroll\n      for (int x = 0; x < %d; x++) {\n", c->NO);
     P("        o[4 * x] *= corr[0]; o[4 * x + 1] *= corr[0]; o[4 * x + 2] *= corr[1]; o[4 * x + 3] *= corr[1];\n      }\n");
+    if (ex.resc) P("      }\n");
   }
   /* P: the accumulator layout of 16 keys is the A fragment of m64n*k16 */
   P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) {\n", c->BN / 16);
@@ -884,11 +997,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
       if (c->w->dyn) P("      const int tn = bm_att_lds(te0 + %du + 4 * tsl); /* the next task */\n", 8 * WA_TQ);
       P("      if (%s < ntask) {\n", nt);
       P("        const int t2 = (int)(%s), nq2 = (int)nqt;\n", nt);
-      if (c->w->dyn == 1) /* emit_tile_range's order */
-        P("        const int qt2 = %s, bh2 = %s;\n", k->n->a.causal ? "nq2 - 1 - t2 / (int)(B * Hq)" : "t2 % nq2",
-          k->n->a.causal ? "t2 % (int)(B * Hq)" : "t2 / nq2");
-      else
-        P("        const int qt2 = %s, bh2 = t2 / nq2;\n", k->n->a.causal ? "nq2 - 1 - t2 % nq2" : "t2 % nq2");
+      emit_task_order(k, c->w->dyn, "int", "t2", "nq2", "(int)(B * Hq)", "2", "        "); /* emit_tile_range's */
       P("        const int r2 = bh2 * (int)Sq + qt2 * %d + wg * 64; /* its qb + qw0 */\n", c->BM);
       P("        const unsigned int nbar = qbar0 + 16 * wg + 8 * (qs ^ 1u), nsq = sq0 + wg * 8192 + (qs ^ 1u) * %du;\n",
         QB);
@@ -909,8 +1018,9 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
     P("    } else {\n");
   }
   P("    {\n");
+  /* (with maps the fallback: unrolled by 2, a full unroll's hoisted addresses spilled 12 bytes at head dim 128) */
   wa_copy(k, 0, 64, c->dpa / 64, c->BM * 128, D, "sq0 + wg * 8192", "qb + qw0 + row", "qw0 + row < Sq", "(tid & 127)",
-          128, 0);
+          128, tma ? 2 : 0);
   P("    }\n");
   P("    bm_cp_commit();\n    bm_cp_wait<0>();\n    bm_fence_proxy_async();\n    bm_att_bar_sync(1 + wg, 128);\n");
   if (tma) P("    }\n");
@@ -1406,7 +1516,7 @@ bm_status emit_attention(ck *k) {
   bool cuda = k->L && strcmp(k->L->name, "cuda") == 0;
   if (cuda && dec_attn_cfg(k->g, n, &dc)) return emit_attention_decode(k, &dc, mi, li);
   if (k->L && k->L->tensor_cores && tc_attn_cfg(k->g, n, &tc)) {
-    const wa_cfg *w = wa_attn_cfg(k->L, n);
+    const wa_cfg *w = wa_attn_cfg(k->L, k->g, n);
     if (!w) return emit_attention_tc(k, &tc, mi, li);
     /* sm_90a: wgmma; other archs and the PTX: the FA2 kernel on the same
      * launch (4 warps per warpgroup, the same query tile) */

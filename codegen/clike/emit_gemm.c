@@ -25,12 +25,19 @@ typedef struct gemm {
   /* final store of float `v` at (gm, gn) of batch bi */
   void (*store_c)(ck *k, struct gemm *g);
   const bm_node *aux; /* op-specific */
+  bool dyn_smem;      /* As and Bs in dynamic shared memory (the NHWC conv's fallback: its TMA body needs all of it) */
 } gemm;
 
+#define BM_GEMM_SCALAR_SMEM (2 * 16 * 68 * 4)
 static void emit_gemm(ck *k, gemm *g) {
   k->threads = 256;
-  P("  BM_SHARED float As[16][68];\n");
-  P("  BM_SHARED float Bs[16][68];\n");
+  if (g->dyn_smem) { /* BM_GEMM_SCALAR_SMEM bytes of dynamic shared memory */
+    P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
+    P("  float (*As)[68] = (float (*)[68])bm_dsm, (*Bs)[68] = (float (*)[68])(bm_dsm + 16 * 68 * 4);\n");
+  } else {
+    P("  BM_SHARED float As[16][68];\n");
+    P("  BM_SHARED float Bs[16][68];\n");
+  }
   P("  const %s tm = (M + 63) / 64, tn = (N + 63) / 64;\n", k->I);
   P("  const int tx = tid & 15, ty = tid >> 4;\n");
   ck_loop_open(k, "nb * tm * tn");
@@ -735,6 +742,93 @@ static bool tma_store_ok(const tma_cfg *c, const bm_node *n) {
          nd.add % 8 == 0 && nd.add > 0;
 }
 
+/* "tmd2": the same header as tmd1, then per map BM_TMD2_VALS values: buffer,
+ * element bytes, rank (1..5), dims[5] (innermost first), strides[4] (bytes
+ * of dims 1..4), box[5], element strides[5] (traversal), swizzle; unused
+ * entries 0 (dims, strides) or 1 (box, element strides). The runtime
+ * (runtime/device_cuda.c, "Tensor maps") reads tmd1 and tmd2. */
+#define BM_TMD2_MAGIC 0x32646d74l /* "tmd2" */
+#define BM_TMD2_VALS 23
+
+static void tmd2_map(ck *k, int buf, int rank, const int64_t *dims, const int *box, int swz) {
+  P(", %d, 2, %d", buf, rank);
+  for (int d = 0; d < 5; d++) P(", %lld", (long long)(d < rank ? dims[d] : 0));
+  int64_t st = 2;
+  for (int d = 1; d < 5; d++) {
+    if (d < rank) st *= dims[d - 1];
+    P(", %lld", (long long)(d < rank ? st : 0));
+  }
+  for (int d = 0; d < 5; d++) P(", %d", d < rank ? box[d] : 1);
+  P(", 1, 1, 1, 1, 1, %d", swz);
+}
+
+/* The NHWC conv on the TMA GEMM (layout BM_CONV_NHWC, passes/layout_conv.c):
+ * C (O, OH*OW) per image = W (O, K) @ X^T, K = (kh, kw, ci) with the weights
+ * stored (O, KH, KW, Cg) (A: the GEMM's A map, K columns x O rows) and x
+ * (N, H, W, C): a K step (64 channels of one tap kh, kw) of the B tile is,
+ * per output position, 64 contiguous channels = one 128-byte row, the
+ * GEMM's K-major B in the 128-byte swizzle. The tile's 256 positions are
+ * whole output rows (bw = OW, bh = 256 / OW when OW divides 256) or 256 of
+ * one row (OW a multiple of 256), so B is ONE 4-d TMA box (64 channels, bw,
+ * bh, 1 image) at (ci0, ow0 + kw*dil - pad, oh0 + kh*dil - pad, img) of a
+ * map over x (C, W, H, N): the out-of-bounds zero fill is the padding.
+ * With clusters of 2 each block loads half the box (bh / 2 rows, or 128
+ * columns when bh is 1), multicast. Stride 1, groups 1, C a multiple of 64,
+ * OH*OW >= 256 (smaller grids waste most of a 256-wide tile: the old kernel
+ * keeps them). BM_CUDA_CONV=old keeps every conv NCHW (the previous wgmma
+ * kernel), BM_CUDA_CONV=<a tma config> picks one (256-wide; conv_tma_cfg). */
+static const tma_cfg *tma_cfg_named(const char *name) {
+  for (size_t i = 0; i < sizeof tma_cfgs / sizeof *tma_cfgs; i++)
+    if (strcmp(name, tma_cfgs[i].name) == 0) return &tma_cfgs[i];
+  return NULL;
+}
+
+/* n's config: BM_CUDA_CONV names one (256-wide), "old" (or a cp.async
+ * BM_CUDA_WGMMA config) none; by default clusters of 2 (tma_n256s4c2e) when
+ * the O tiles pair up (ceil(O / 128) even), else none (tma_n256s4e): an odd
+ * count leaves the last pair's second tile idle. H100 (docs/cuda.md): O 320,
+ * 640, 128 ran 1.03 / 0.96 / 1.43x cuDNN without clusters and 0.71 / 0.52 /
+ * 0.87x with them; O 512 and 256 on the VAE's large images 1.22 / 1.27x
+ * with clusters, 1.05 / 1.16x without. */
+static const tma_cfg *conv_tma_cfg(const bm_node *n) {
+  const char *wg = getenv("BM_CUDA_WGMMA"); /* a cp.async wgmma config or 0 forces the old kernel's body */
+  if (wg && *wg && strncmp(wg, "tma_", 4) != 0) return NULL;
+  const char *env = getenv("BM_CUDA_CONV");
+  if (env && *env) {
+    const tma_cfg *c = tma_cfg_named(env);
+    return c && c->bn == 256 ? c : NULL; /* "old" or an unknown name: the NCHW kernel */
+  }
+  const int64_t tm = (n->in[1]->shape[0].add + 127) / 128;
+  return tma_cfg_named(tm % 2 == 0 ? "tma_n256s4c2e" : "tma_n256s4e");
+}
+
+bool ck_conv_nhwc_ok(const bm_node *n) {
+  if (n->op != BM_OP_CONV2D || n->a.layout != BM_CONV_NHWC || !conv_tma_cfg(n)) return false;
+  const bm_node *x = n->in[0], *w = n->in[1];
+  if (x->dtype != w->dtype || (x->dtype != BM_DTYPE_F16 && x->dtype != BM_DTYPE_BF16)) return false;
+  if (n->a.groups != 1 || n->a.stride[0] != 1 || n->a.stride[1] != 1 || n->nin >= BM_TMA_SLOT) return false;
+  for (int d = 1; d < 4; d++)
+    if (!bm_dim_is_static(x->shape[d]) || !bm_dim_is_static(n->shape[d])) return false;
+  const int64_t C = x->shape[3].add, OH = n->shape[2].add, OW = n->shape[3].add;
+  if (C % 64 || OH * OW < 256 || x->shape[1].add >= (1 << 30) || x->shape[2].add >= (1 << 30)) return false;
+  return (OW <= 256 && 256 % OW == 0) || OW % 256 == 0;
+}
+
+/* a conv tile's B box: bw x bh positions; each of a cluster's C blocks loads
+ * boxw x boxh of them at (offw, offh) x its rank */
+typedef struct conv_box {
+  int bw, bh, boxw, boxh, offw, offh;
+} conv_box;
+
+static conv_box conv_box_of(const bm_node *n, int C) {
+  const int64_t OW = n->shape[3].add;
+  conv_box b = {OW <= 256 ? (int)OW : 256, OW <= 256 ? (int)(256 / OW) : 1, 0, 0, 0, 0};
+  b.boxw = b.bw, b.boxh = b.bh;
+  if (C > 1 && b.bh >= C) b.boxh = b.bh / C, b.offh = b.boxh;
+  else if (C > 1) b.boxw = b.bw / C, b.offw = b.boxw;
+  return b;
+}
+
 /* work item t -> bi, m0, n0 (groups of 8 M-tiles walk N together); with
  * clusters of 2 an item is a pair of M-tiles, the block's is 2 pm + crank */
 static void tma_tile(ck *k, const tma_cfg *c) {
@@ -760,37 +854,70 @@ static void tma_load_b(ck *k, int C, int bh, const char *ind, const char *extra,
     P("%sbm_tma_load2d(sa + 16384%s, tmb, %s, %s, fb);\n", ind, extra, col, row);
 }
 
+/* the conv's bias of output channel gm added to v and v1 (two positions) */
+static void conv_bias2(ck *k) {
+  str b = ck_ld(k, 2, k->n->in[2]->dtype, ck_strf("gm"));
+  P("      { const float bv = %s; v += bv; v1 += bv; }\n", b.s);
+}
+
 static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
   const char *I = k->I, *dt = b->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
-  const bool kn = !n->a.trans_b, ts = tma_store_ok(c, n); /* B stored (K, N); the TMA store */
+  const bool conv = n->op == BM_OP_CONV2D; /* the NHWC conv (ck_conv_nhwc_ok): 4-d B box, weights as A */
+  const bool kn = !conv && !n->a.trans_b; /* B stored (K, N) */
+  const bool ts = tma_store_ok(c, n) && (!conv || n->in[1]->shape[0].add % 64 == 0); /* the TMA store */
   const int BN = c->bn, S = c->stages, C = c->cluster, stage = tma_stage_bytes(c), smem = tma_smem(c, ts);
   const int bh = BN / C; /* B rows (columns when kn) each block of a cluster loads */
   assert(!kn || BN == 256);
+  assert(!conv || BN == 256);
   int64_t Kc = a->shape[a->ndim - 1].add; /* static (tc_gemm_ok) */
   int64_t Nc = n->shape[n->ndim - 1].add; /* static when kn or ts (tc_gemm_ok, tma_store_ok) */
-  int64_t ra = max_elems(k->g, a) / Kc, rb = max_elems(k->g, b) / (kn ? Nc : Kc);
-  /* the runtime's data (BM_TMD_MAGIC layout); the body names the config,
-   * so kernels with other data never share a source. B (N, K): box 64 K
-   * columns x bh rows; B (K, N): box 64 N columns x 64 K rows (bh / 64 per
-   * step and block); the output (ts): box 64 x 64 */
+  int64_t ra = 0, rb = 0;
+  const long magic = conv ? BM_TMD2_MAGIC : BM_TMD_MAGIC;
   bm_sb *saved = k->b;
   k->b = &k->decl;
   P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
-  P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, %d, %d, 0, 2, %lld, %lld, 64, 128, 3, 1, "
-    "2, %lld, %lld, 64, %d, 3",
-    BM_TMD_MAGIC, smem, BM_TMA_SLOT, ts ? 3 : 2, C, (long long)Kc, (long long)ra, (long long)(kn ? Nc : Kc),
-    (long long)rb, kn ? 64 : bh);
-  if (ts) P(", %d, 2, %lld, %lld, 64, 64, 3", n->nin, (long long)Nc, (long long)(max_elems(k->g, n) / Nc));
+  if (conv) { /* A: the weights (K columns, O rows); B: x (C, W, H, images); the output: (OH*OW, images * O) */
+    const bm_node *x = n->in[0], *w = n->in[1];
+    const conv_box cb = conv_box_of(n, C);
+    Kc = w->shape[1].add * w->shape[2].add * w->shape[3].add;
+    Nc = n->shape[2].add * n->shape[3].add;
+    ra = w->shape[0].add;
+    rb = ck_dim_max(k->g, x->shape[0]);
+    const int64_t da[2] = {Kc, ra}, db[4] = {x->shape[3].add, x->shape[2].add, x->shape[1].add, rb},
+                  dc[2] = {Nc, max_elems(k->g, n) / Nc};
+    const int boxa[2] = {64, 128}, boxb[4] = {64, cb.boxw, cb.boxh, 1}, boxc[2] = {64, 64};
+    P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, %d, %d", magic, smem, BM_TMA_SLOT,
+      ts ? 3 : 2, C);
+    tmd2_map(k, 1, 2, da, boxa, 3);
+    tmd2_map(k, 0, 4, db, boxb, 3);
+    if (ts) tmd2_map(k, n->nin, 2, dc, boxc, 3);
+  } else {
+    ra = max_elems(k->g, a) / Kc, rb = max_elems(k->g, b) / (kn ? Nc : Kc);
+    /* the runtime's data (BM_TMD_MAGIC layout); the body names the config,
+     * so kernels with other data never share a source. B (N, K): box 64 K
+     * columns x bh rows; B (K, N): box 64 N columns x 64 K rows (bh / 64 per
+     * step and block); the output (ts): box 64 x 64 */
+    P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, %d, %d, 0, 2, %lld, %lld, 64, 128, 3, 1, "
+      "2, %lld, %lld, 64, %d, 3",
+      BM_TMD_MAGIC, smem, BM_TMA_SLOT, ts ? 3 : 2, C, (long long)Kc, (long long)ra, (long long)(kn ? Nc : Kc),
+      (long long)rb, kn ? 64 : bh);
+    if (ts) P(", %d, 2, %lld, %lld, 64, 64, 3", n->nin, (long long)Nc, (long long)(max_elems(k->g, n) / Nc));
+  }
   P("}; }\n");
   P("#endif\n");
   k->b = saved;
-  P("  /* tma %s%s%s: A rows %lld, B rows %lld, K %lld */\n", c->name, kn ? ", B (K, N)" : "", ts ? ", TMA store" : "",
-    (long long)ra, (long long)rb, (long long)Kc);
-  P("  if (bm_a.bufs[%d] == 0ull || bm_dyn_smem() < %du || BM_KSYM(_tmd)[0] != %ldll) {\n", BM_TMA_SLOT, smem,
-    BM_TMD_MAGIC);
+  if (conv)
+    P("  /* tma %s, NHWC conv%s: O %lld, images %lld, K %lld */\n", c->name, ts ? ", TMA store" : "", (long long)ra,
+      (long long)rb, (long long)Kc);
+  else
+    P("  /* tma %s%s%s: A rows %lld, B rows %lld, K %lld */\n", c->name, kn ? ", B (K, N)" : "", ts ? ", TMA store" : "",
+      (long long)ra, (long long)rb, (long long)Kc);
+  P("  if (bm_a.bufs[%d] == 0ull || bm_dyn_smem() < %du || BM_KSYM(_tmd)[0] != %ldll) {\n", BM_TMA_SLOT, smem, magic);
   P("  if (tid >= 256) return;\n");
-  if (kn)
+  if (conv)
+    emit_gemm(k, g); /* the scalar tile (correct, slow: no maps is an old runtime or BM_CUDA_TMA=0) */
+  else if (kn)
     emit_gemm_tc(k, g); /* its dynamic shared memory: emit_matmul's k->smem */
   else
     emit_gemm_wgmma(k, g, &wg_cfgs[0]);
@@ -821,7 +948,9 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   P("    for (%s t = (%s)bid0 / %d; t < nitems; t += ncl) {\n", I, I, C);
   tma_tile(k, c);
   P("%s", g->batch_setup.s);
-  if (kn) /* B's map: (stacked K rows, N columns); this block's bh columns */
+  if (conv) /* the tile's first output position (oh0, ow0) of image bi */
+    P("      const int ra = (int)m0, oh0 = (int)(n0 / OW), ow0 = (int)(n0 %% OW);\n");
+  else if (kn) /* B's map: (stacked K rows, N columns); this block's bh columns */
     P("      const int ra = (int)(a_off / K + m0), rb = (int)(b_off / N), cb = (int)n0 + %d * (int)crank;\n", bh);
   else
     P("      const int ra = (int)(a_off / K + m0), rb = (int)(b_off / K + n0) + %d * (int)crank;\n", bh);
@@ -830,7 +959,20 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   P("        bm_mbar_wait(bar + %d + 8 * s, ((it / %du) & 1u) ^ 1u); /* the consumers freed it */\n", 8 * S, S);
   P("        bm_mbar_expect_tx(fb, %du);\n", stage);
   P("        bm_tma_load2d(sa, tma, (int)(kt * 64), ra, fb);\n");
-  if (kn) { /* 64-column blocks of 64 K rows x 128 bytes (the MN-major descriptor's LBO: 8192) */
+  if (conv) { /* K step kt: tap (kh, kw) = kt * 64 / C, channels ci0.. of it; this block's part of the box */
+    const bm_node *w = n->in[1];
+    const int64_t Ci = w->shape[3].add, KW = w->shape[2].add;
+    const conv_box cb = conv_box_of(n, C);
+    P("        const int tap = (int)(kt * 64) / %lld, ci0 = (int)(kt * 64) %% %lld;\n", (long long)Ci, (long long)Ci);
+    P("        const int ih = oh0 + (tap / %lld) * %d - %d, iw = ow0 + (tap %% %lld) * %d - %d;\n", (long long)KW,
+      n->a.dilation[0], n->a.pad[0], (long long)KW, n->a.dilation[1], n->a.pad[1]);
+    if (C > 1)
+      P("        bm_tma_load4d_mc(sa + 16384 + %d * crank, tmb, ci0, iw + %d * (int)crank, ih + %d * (int)crank, (int)img, fb, "
+        "(unsigned short)%d);\n",
+        cb.boxw * cb.boxh * 128, cb.offw, cb.offh, (1 << C) - 1);
+    else
+      P("        bm_tma_load4d(sa + 16384, tmb, ci0, iw, ih, (int)img, fb);\n");
+  } else if (kn) { /* 64-column blocks of 64 K rows x 128 bytes (the MN-major descriptor's LBO: 8192) */
     P("#pragma unroll\n        for (int j = 0; j < %d; j++)\n", bh / 64);
     tma_load_b(k, C, bh, "          ", " + 8192 * j", "cb + 64 * j", "rb + (int)(kt * 64)");
   } else {
@@ -845,7 +987,10 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   if (ts) { /* the warpgroup's two 8 KiB buffers (64 rows x 64 columns, 128-byte swizzle), its first thread stores */
     P("    const unsigned long long tmc = tma + 256;\n");
     P("    const unsigned int eb0 = sm0 + %d + wg * 16384;\n", S * stage);
-    P("    const bool tstore = M %% 128 == 0; /* whole tiles: the map's rows are the batches' stacked rows */\n");
+    if (conv) /* O % 64 == 0: a warpgroup's 64 rows lie all below O or all past it */
+      P("    const bool tstore = true;\n");
+    else
+      P("    const bool tstore = M %% 128 == 0; /* whole tiles: the map's rows are the batches' stacked rows */\n");
     P("    if ((tid & 127) == 0) bm_tmap_acquire(tmc);\n");
   }
   P("    unsigned int it = 0;\n");
@@ -885,11 +1030,15 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   const bm_dim nd = n->shape[n->ndim - 1];
   const bool pair = (n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16) && bm_dim_is_static(nd) && nd.add % 2 == 0;
   const char *pk = n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  const bool cbias = conv && bm_node_base_nin(n) >= 3; /* the conv's bias (input 2) before the epilogue */
   if (ts) { /* whole tiles: per 64-column chunk h, the warpgroup writes its 64 rows into buffer h & 1 (after the
              * store of chunk h - 2 has read it), then its first thread stores them with one TMA tensor store; the
              * warpgroup goes on to the next tile while the stores drain. Columns past N: clipped by the map. */
     P("      if (tstore) {\n");
-    P("      if (m0 < M) { /* a cluster pair's second tile may lie past M */\n");
+    if (conv)
+      P("      if (m0 + wg * 64 < M) { /* the warpgroup's rows: below O (a pair's second tile may lie past it) */\n");
+    else
+      P("      if (m0 < M) { /* a cluster pair's second tile may lie past M */\n");
     P("      const int crow = (int)(bi * M + m0) + wg * 64;\n");
     P("#pragma unroll\n      for (int h = 0; h < %d; h++) {\n", BN / 64);
     P("      const unsigned int eb = eb0 + (h & 1) * 8192;\n");
@@ -898,12 +1047,16 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
     P("#pragma unroll\n      for (int j = 0; j < 8; j++)\n#pragma unroll\n      for (int q = 0; q < 4; q += 2) {\n");
     P("      const int r = wq * 16 + (lane >> 2) + (q >> 1) * 8;\n");
     P("      float v = acc[(h * 8 + j) * 4 + q], v1 = acc[(h * 8 + j) * 4 + q + 1];\n");
-    if (bm_op_table[n->op].flags & BM_OPF_EPILOGUE && n->a.prog.n > 0) {
+    const bool epi = bm_op_table[n->op].flags & BM_OPF_EPILOGUE && n->a.prog.n > 0;
+    if (epi || cbias) {
       P("      const %s gm = m0 + wg * 64 + r, gn = n0 + h * 64 + j * 8 + (lane & 3) * 2;\n", I);
       P("      if (gn < N) {\n");
-      P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
-      ck_emit_epilogue(k, "v", "oi");
-      ck_emit_epilogue(k, "v1", "oi1");
+      if (cbias) conv_bias2(k);
+      if (epi) {
+        P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
+        ck_emit_epilogue(k, "v", "oi");
+        ck_emit_epilogue(k, "v1", "oi1");
+      }
       P("      }\n");
     }
     P("      bm_st_shared_u32(eb + r * 128 + ((j ^ (r & 7)) << 4) + (lane & 3) * 4, bm_pack_%sx2(v, v1));\n", pk);
@@ -922,6 +1075,7 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   P("      if (gm < M && gn < N) {\n");
   if (pair) {
     P("      float v = acc[j * 4 + q], v1 = acc[j * 4 + q + 1];\n");
+    if (cbias) conv_bias2(k);
     P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
     ck_emit_epilogue(k, "v", "oi");
     ck_emit_epilogue(k, "v1", "oi1");
@@ -964,14 +1118,56 @@ static str batch_off(ck *k, const bm_node *x, int nbd) {
   return ck_bcast_off(k, &tmp, nbd, "bc");
 }
 
+/* Does emit_matmul give MATMUL n to the GEMV? Decode: a few rows stream the
+ * weights; from 5 rows on, the CUDA-core GEMV is bound by its activation
+ * reads (16 rows: 0.2x cuBLAS on an H100) and the tensor-core tile is faster
+ * where it applies; the small-M GEMM first (emit_gemm_small.c). */
+static bool matmul_gemv_use(const bm_graph *g, const bm_clike_lang *L, const bm_node *n) {
+  int64_t rows;
+  return !ck_gemm_small_use(g, L, n) && ck_gemv_ok(g, L, n, &rows) && (rows <= 4 || !tc_gemm_ok(L, n));
+}
+
+/* A MATMUL probe of x @ W^T (W (N, K) of dtype wt) with n's output type: what the
+ * emitter would do with the unfused form of n. */
+static bm_node linear_probe(const bm_node *n, const bm_node *x, const bm_node *w, bm_node *wcopy, bm_dtype wt) {
+  *wcopy = *w;
+  wcopy->dtype = wt;
+  bm_node mm;
+  memset(&mm, 0, sizeof mm);
+  mm.op = BM_OP_MATMUL, mm.nin = 2, mm.in[0] = (bm_node *)x, mm.in[1] = wcopy, mm.a.trans_b = 1;
+  mm.dtype = n->dtype, mm.ndim = n->ndim;
+  memcpy(mm.shape, n->shape, sizeof mm.shape);
+  return mm;
+}
+
+bool ck_qmatmul_fast(const bm_graph *g, const bm_clike_lang *L, const bm_node *n) {
+  int64_t rows;
+  return ck_gemm_small_use(g, L, n) || ck_gemv_ok(g, L, n, &rows);
+}
+
+bool ck_qmatmul_keep(const bm_graph *g, const bm_clike_lang *L, const bm_node *n) {
+  if (n->op != BM_OP_QMATMUL || ck_qmatmul_fast(g, L, n)) return true;
+  const char *env = getenv("BM_CUDA_QGEMM");
+  if (env && !strcmp(env, "old")) return true;
+  const bm_node *x = n->in[0];
+  if (x->dtype != BM_DTYPE_F16 && x->dtype != BM_DTYPE_BF16) return true; /* f32: no rounding of the weight */
+  bm_node w;
+  bm_node mm = linear_probe(n, x, n->in[1], &w, x->dtype);
+  return !tc_gemm_ok(L, &mm);
+}
+
+bool ck_skinny_fused_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n) {
+  if (n->op != BM_OP_MATMUL_GLU && n->op != BM_OP_RMS_MATMUL) return true;
+  const bm_node *w = n->in[n->op == BM_OP_RMS_MATMUL ? 2 : 1];
+  bm_node wc;
+  bm_node mm = linear_probe(n, n->in[0], w, &wc, w->dtype);
+  return matmul_gemv_use(g, L, &mm);
+}
+
 bm_status emit_matmul(ck *k) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
-  /* decode: a few rows stream the weights; from 5 rows on, the CUDA-core
-   * GEMV is bound by its activation reads (16 rows: 0.2x cuBLAS on an H100)
-   * and the tensor-core tile is faster where it applies */
-  int64_t rows;
   if (ck_gemm_small_use(k->g, k->L, n)) return emit_gemm_small(k); /* 2..64 rows: emit_gemm_small.c */
-  if (ck_gemv_ok(k->g, k->L, n, &rows) && (rows <= 4 || !tc_gemm_ok(k->L, n))) return emit_gemv(k);
+  if (matmul_gemv_use(k->g, k->L, n)) return emit_gemv(k);
   int ro = n->ndim, nbd = ro - 2;
   str M = ck_dimx(k, n->shape[ro - 2]), N = ck_dimx(k, n->shape[ro - 1]);
   str K = ck_dimx(k, n->a.trans_a ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1]);
@@ -1045,6 +1241,10 @@ static void qmm_load_b(ck *k, gemm *g) {
   P("          val = %s * %s;\n", lq.s, ls.s);
 }
 
+/* More rows than the GEMV and the small-M GEMM take: the scalar tile. The
+ * pipeline keeps QMATMUL there only where ck_qmatmul_keep says so (f32
+ * activations, no tensor-core GEMM, BM_CUDA_QGEMM=old) or where a graph
+ * was built with QMATMUL itself; else it is DEQUANT + MATMUL. */
 bm_status emit_qmatmul(ck *k) {
   const bm_node *n = k->n, *q = n->in[1];
   int64_t nrows;
@@ -1073,6 +1273,63 @@ bm_status emit_qmatmul(ck *k) {
   return NULL;
 }
 
+/* PERMUTE (N, C, H, W) -> (N, H, W, C) of 16-bit elements (the NHWC conv's
+ * input, passes/layout_conv.c) as a batched transpose (C, H*W) -> (H*W, C)
+ * through shared memory: 64 x 64 tiles per block of 256 threads, 16-byte
+ * loads along H*W and 16-byte stores along C (C and H*W multiples of 8:
+ * chunks are all in or all out), 66-element rows of shared memory (8
+ * channels of one position are read 33 words apart: no bank conflict).
+ * The elementwise permute reads C with a stride of H*W elements. */
+bool ck_nhwc_transpose_ok(const bm_clike_lang *L, const bm_node *n) {
+  if (!L || !L->tensor_cores || n->op != BM_OP_PERMUTE || n->ndim != 4 || n->in[0]->dtype != n->dtype) return false;
+  if (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) return false;
+  const bm_node *x = n->in[0];
+  if (n->a.perm[0] != 0 || n->a.perm[1] != 2 || n->a.perm[2] != 3 || n->a.perm[3] != 1) return false;
+  for (int d = 1; d < 4; d++)
+    if (!bm_dim_is_static(x->shape[d])) return false;
+  return x->shape[1].add % 8 == 0 && (x->shape[2].add * x->shape[3].add) % 8 == 0;
+}
+
+bm_status emit_nhwc_transpose(ck *k) {
+  const bm_node *n = k->n, *x = n->in[0];
+  const char *I = k->I;
+  k->threads = 256;
+  const int64_t C = x->shape[1].add, P = x->shape[2].add * x->shape[3].add;
+  bm_dim dims[3] = {x->shape[0], bm_dim_c(C), bm_dim_c(P)};
+  const int64_t divs[3] = {1, 64, 64};
+  k->tasks = ck_task_grid(k->g, 3, dims, divs);
+  str nb = ck_dimx(k, x->shape[0]);
+  P("  /* (N, C, H*W) -> (N, H*W, C): 64 x 64 tiles through shared memory */\n");
+  P("  BM_SHARED unsigned short ts[64 * 66];\n");
+  P("  const %s C = %lld, P = %lld, tc = (C + 63) / 64, tp = (P + 63) / 64;\n", I, (long long)C, (long long)P);
+  ck_loop_open(k, ck_strf("%s * tc * tp", nb.s).s);
+  P("    const %s img = t / (tc * tp), c0 = ((t / tp) %% tc) * 64, p0 = (t %% tp) * 64;\n", I);
+  P("    const unsigned short *xs = (const unsigned short *)bm_buf(0) + (bm_i64)img * C * P;\n");
+  P("    unsigned short *ys = (unsigned short *)bm_out(1) + (bm_i64)img * C * P;\n");
+  P("#pragma unroll\n    for (int i = 0; i < 2; i++) { /* load: row r (a channel), 8 positions from 8 q */\n");
+  P("      const int e = tid + 256 * i, r = e >> 3, q = e & 7;\n");
+  P("      const %s c = c0 + r, p = p0 + 8 * q;\n", I);
+  P("      bm_u4 v = {{0u, 0u, 0u, 0u}};\n");
+  P("      if (c < C && p < P) v = bm_ld16(xs + (bm_i64)c * P + p);\n");
+  P("#pragma unroll\n      for (int j = 0; j < 4; j++) {\n");
+  P("        ts[r * 66 + 8 * q + 2 * j] = (unsigned short)(v.w[j] & 0xffffu);\n");
+  P("        ts[r * 66 + 8 * q + 2 * j + 1] = (unsigned short)(v.w[j] >> 16);\n");
+  P("      }\n");
+  P("    }\n");
+  P("    BM_SYNC();\n");
+  P("#pragma unroll\n    for (int i = 0; i < 2; i++) { /* store: position row pr, 8 channels from 8 q */\n");
+  P("      const int e = tid + 256 * i, pr = e >> 3, q = e & 7;\n");
+  P("      const %s c = c0 + 8 * q, p = p0 + pr;\n", I);
+  P("      bm_u4 v;\n");
+  P("#pragma unroll\n      for (int j = 0; j < 4; j++)\n");
+  P("        v.w[j] = (unsigned int)ts[(8 * q + 2 * j) * 66 + pr] | ((unsigned int)ts[(8 * q + 2 * j + 1) * 66 + pr] << 16);\n");
+  P("      if (c < C && p < P) *(bm_u4 *)(ys + (bm_i64)p * C + c) = v;\n");
+  P("    }\n");
+  P("    BM_SYNC(); /* the next tile reuses ts */\n");
+  ck_loop_close(k);
+  return NULL;
+}
+
 static void conv_load_a(ck *k, gemm *g) {
   P("          val = %s;\n", ck_ld(k, 1, k->n->in[1]->dtype, ck_strf("(grp * M + gm) * K + gk")).s);
 }
@@ -1086,6 +1343,17 @@ static void conv_load_b(ck *k, gemm *g) {
   str l = ck_ld(k, 0, x->dtype, ck_strf("((img * Cin + grp * Cg + c) * H + ih) * W + iw"));
   P("          if (ih >= 0 && ih < H && iw >= 0 && iw < W) val = %s;\n", l.s);
 }
+/* the NHWC form (groups 1): k = (kh, kw, ci), x (N, H, W, C) */
+static void conv_load_b_nhwc(ck *k, gemm *g) {
+  const bm_node *n = k->n, *x = n->in[0], *w = n->in[1];
+  int64_t KW = w->shape[2].add;
+  P("          const %s c = gk %% Cin, kh = (gk / Cin) / %lld, kw = (gk / Cin) %% %lld;\n", k->I, (long long)KW,
+    (long long)KW);
+  P("          const %s ih = (gn / OW) * %d - %d + kh * %d, iw = (gn %% OW) * %d - %d + kw * %d;\n", k->I,
+    n->a.stride[0], n->a.pad[0], n->a.dilation[0], n->a.stride[1], n->a.pad[1], n->a.dilation[1]);
+  str l = ck_ld(k, 0, x->dtype, ck_strf("((img * H + ih) * W + iw) * Cin + c"));
+  P("          if (ih >= 0 && ih < H && iw >= 0 && iw < W) val = %s;\n", l.s);
+}
 static void conv_store(ck *k, gemm *g) {
   const bm_node *n = k->n;
   P("      const %s oi = ((img * O + grp * M + gm) * OH * OW) + gn;\n", k->I);
@@ -1096,10 +1364,15 @@ static void conv_store(ck *k, gemm *g) {
 
 bm_status emit_conv2d(ck *k) {
   const bm_node *n = k->n, *x = n->in[0], *w = n->in[1];
+  const bool nhwc = n->a.layout == BM_CONV_NHWC; /* x (N, H, W, C), w (O, KH, KW, Cg): ck_conv_nhwc_ok */
+  if (nhwc && !ck_conv_nhwc_ok(n))
+    return bm_status_make(BM_ERR_UNSUPPORTED, "conv2d: an NHWC conv the TMA kernel does not take");
   int64_t G = n->a.groups > 0 ? n->a.groups : 1;
-  str Nimg = ck_dimx(k, x->shape[0]), Cin = ck_dimx(k, x->shape[1]), H = ck_dimx(k, x->shape[2]), W = ck_dimx(k, x->shape[3]);
-  str O = ck_dimx(k, w->shape[0]), Cg = ck_dimx(k, w->shape[1]), OH = ck_dimx(k, n->shape[2]), OW = ck_dimx(k, n->shape[3]);
-  int64_t KHW = w->shape[2].add * w->shape[3].add;
+  str Nimg = ck_dimx(k, x->shape[0]), Cin = ck_dimx(k, x->shape[nhwc ? 3 : 1]), H = ck_dimx(k, x->shape[nhwc ? 1 : 2]),
+      W = ck_dimx(k, x->shape[nhwc ? 2 : 3]);
+  str O = ck_dimx(k, w->shape[0]), Cg = ck_dimx(k, w->shape[nhwc ? 3 : 1]), OH = ck_dimx(k, n->shape[2]),
+      OW = ck_dimx(k, n->shape[3]);
+  int64_t KHW = w->shape[1].add * w->shape[2].add * w->shape[3].add / w->shape[nhwc ? 3 : 1].add;
   P("  const %s Cin = %s, H = %s, W = %s, O = %s, Cg = %s, OH = %s, OW = %s;\n", k->I, Cin.s, H.s, W.s, O.s,
     Cg.s, OH.s, OW.s);
   P("  const %s M = O / %lld, N = OH * OW, K = Cg * %lld, nb = %s * %lld;\n", k->I, (long long)G,
@@ -1116,21 +1389,33 @@ bm_status emit_conv2d(ck *k) {
     dims[3] = (bm_dim){oh.add * ow.add, ow.sym, (int32_t)(ow.mul * oh.add)};
   else
     dims[3] = bm_dim_c(ck_dim_max(k->g, oh) * ck_dim_max(k->g, ow));
-  const bool tc = tc_conv_ok(k->L, n);
+  const bool tc = !nhwc && tc_conv_ok(k->L, n);
   const wg_cfg *wc = NULL;
   const bool wgc = tc && wgmma_conv_ok(k->L, n, &wc);
-  int64_t divs[4] = {1, 1, tc ? 128 : 64, wgc ? wc->bn : tc ? 128 : 64};
+  const bool tma = nhwc && k->L && k->L->tensor_cores >= 2; /* the NHWC conv on the TMA GEMM (sm_90a) */
+  int64_t divs[4] = {1, 1, tc || tma ? 128 : 64, tma ? 256 : wgc ? wc->bn : tc ? 128 : 64};
   if (!bm_dim_is_static(x->shape[0]) && !bm_dim_is_static(dims[3])) dims[0] = bm_dim_c(ck_dim_max(k->g, x->shape[0]));
   k->tasks = ck_task_grid(k->g, 4, dims, divs);
   gemm g = {0};
   snprintf(g.batch_setup.s, sizeof g.batch_setup.s,
            "    const %s img = bi / %lld, grp = bi %% %lld, a_off = grp * M * K;\n", k->I, (long long)G, (long long)G);
   g.load_a = conv_load_a;
-  g.load_b = conv_load_b;
+  g.load_b = nhwc ? conv_load_b_nhwc : conv_load_b;
   g.a_k_fast = true;
-  g.b_k_fast = false;
+  g.b_k_fast = nhwc;
   g.store_c = conv_store;
-  if (wgc) { /* as emit_matmul: wgmma on sm_90a, mma.sync elsewhere */
+  if (tma) { /* sm_90a: the TMA kernel (its fallback: the scalar tile); elsewhere the scalar tile on 256 of 384 threads */
+    g.dyn_smem = true; /* no static shared memory: the TMA body's 225 KiB + static would exceed 227 KiB */
+    k->smem = BM_GEMM_SCALAR_SMEM;
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    emit_gemm_tma(k, &g, conv_tma_cfg(n));
+    P("#else\n");
+    P("  if (tid >= 256) return;\n");
+    emit_gemm(k, &g);
+    P("#endif\n");
+    k->threads = 384;
+    k->min_blocks = 1;
+  } else if (wgc) { /* as emit_matmul: wgmma on sm_90a, mma.sync elsewhere */
     k->smem = wg_smem(wc);
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
     emit_gemm_wgmma(k, &g, wc);
@@ -1145,4 +1430,3 @@ bm_status emit_conv2d(ck *k) {
   }
   return NULL;
 }
-

@@ -87,6 +87,11 @@ void ck_copy_elem(ck *k, int buf, bm_dtype src, str off, const char *indent);
 bm_status emit_matmul(ck *k);  /* emit_gemm.c */
 bm_status emit_qmatmul(ck *k); /* emit_gemm.c */
 bm_status emit_conv2d(ck *k);  /* emit_gemm.c */
+/* an NHWC conv (layout BM_CONV_NHWC) the CUDA TMA conv takes (emit_gemm.c; bm_clike_supports) */
+bool ck_conv_nhwc_ok(const bm_node *n);
+/* PERMUTE NCHW -> NHWC of 16-bit elements as a tiled transpose (emit_gemm.c; from emit_movement) */
+bool ck_nhwc_transpose_ok(const bm_clike_lang *L, const bm_node *n);
+bm_status emit_nhwc_transpose(ck *k);
 bm_status emit_attention(ck *k); /* emit_attention.c */
 /* The skinny GEMM (emit_gemv.c): MATMUL with B (N, K) shared by every row
  * and QMATMUL, at most 16 rows (batch dims folded, symbols at their max;
@@ -106,6 +111,19 @@ bool ck_gemm_small_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *
  * (BM_CUDA_SMALLM_ROWS=lo-hi overrides it at compile time, for comparisons). */
 bool ck_gemm_small_use(const bm_graph *g, const bm_clike_lang *L, const bm_node *n);
 bm_status emit_gemm_small(ck *k);
+/* QMATMUL n on the GEMV or the small-M GEMM (ck_gemm_small_use || ck_gemv_ok:
+ * the rows at the symbols' maxima), as emit_qmatmul picks them (emit_gemm.c). */
+bool ck_qmatmul_fast(const bm_graph *g, const bm_clike_lang *L, const bm_node *n);
+/* Should QMATMUL n stay one kernel? Yes where ck_qmatmul_fast, where x is f32,
+ * where x @ W^T with W in x's dtype would not get the tensor-core GEMM, and
+ * for every QMATMUL with BM_CUDA_QGEMM=old (read by bmc: the scalar tile
+ * above 64 rows, for comparisons); else the pipeline leaves it DEQUANT (to
+ * x's dtype) + MATMUL on the TMA wgmma GEMM (fuse_dequant). Other ops: yes. */
+bool ck_qmatmul_keep(const bm_graph *g, const bm_clike_lang *L, const bm_node *n);
+/* MATMUL_GLU / RMS_MATMUL n (the skinny GEMM's fused forms) at the rows where
+ * emit_matmul would give the unfused x @ W^T to the GEMV (fuse_horizontal asks
+ * through bm_clike_supports_in). Other ops: yes. */
+bool ck_skinny_fused_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n);
 /* Can emit_attention lower this ATTENTION node (head dims, shared memory)? */
 bool ck_attention_ok(const bm_node *n);
 

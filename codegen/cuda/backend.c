@@ -20,6 +20,7 @@
 #define MAX_ARCHS 8
 
 static int cuda_supports(const bm_node *n) { return bm_clike_supports(n); }
+static int cuda_supports_in(const bm_graph *g, const bm_node *n) { return bm_clike_cuda_supports_in(g, n); }
 
 static bm_status cuda_available(void) { return bm_nvrtc_load(); }
 
@@ -195,6 +196,7 @@ static bm_status cuda_compile(bm_module *m, const bm_target *t, bm_object *out) 
 const bm_backend bm_backend_cuda = {
     .name = "cuda",
     .supports = cuda_supports,
+    .supports_in = cuda_supports_in,
     .compile = cuda_compile,
     .available = cuda_available,
 };

@@ -110,6 +110,7 @@ static int cpu_supports(const bm_node *n) {
     return n->dtype != BM_DTYPE_I4 && n->in[1]->dtype != BM_DTYPE_I4 &&
            (n->dtype == n->in[1]->dtype || bm_cg_dtype_storable(n->dtype));
   if (!bm_cg_dtype_storable(n->dtype)) return 0;
+  if (n->op == BM_OP_CONV2D && n->a.layout != BM_CONV_NCHW) return 0; /* NHWC: the CUDA TMA conv only */
   for (int i = 0; i < n->nin; i++)
     if (!n->in[i] || !bm_cg_dtype_loadable(n->in[i]->dtype)) return 0;
   if (n->op == BM_OP_FUSED && !prog_ok(&n->a.prog, n->nin)) return 0;
