@@ -1,8 +1,8 @@
 /* test_cuda_attn_exp.c - the softmax exponentials on the FMA pipe of the
  * wgmma attention (codegen/cuda/lang.c bm_ex2_poly, emit_attention.c wa_exp):
  * the prelude's polynomial coefficients against 2^x on the host, and which
- * exponentials and rescaling a kernel gets per knob. No NVRTC, no GPU
- * (test_ops_cuda's "attn_exp_" cases run the kernels). */
+ * exponentials, rescaling and hold (bm_wg_hold) a kernel gets per knob. No
+ * NVRTC, no GPU (test_ops_cuda's "attn_exp_" cases run the kernels). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -170,6 +170,13 @@ static void test_hold(void) {
   s = attn_source(64, false, BM_DTYPE_F16, NULL, NULL, NULL, "0");
   k = kernel(s);
   CHECK(k && strstr(k, "bm_wgmma_wait_n64<0>(o);") && !strstr(k, "bm_wg_hold("));
+  free(s);
+  /* never in the barrier-synchronized kernels (there it serializes the wgmmas, C7518) */
+  setenv("BM_CUDA_ATTN", "w1n128p", 1);
+  s = attn_source(64, false, BM_DTYPE_F16, NULL, NULL, NULL, "1");
+  unsetenv("BM_CUDA_ATTN");
+  k = kernel(s);
+  CHECK(k && strstr(k, "wgmma attention w1n128p") && strstr(k, "bm_wgmma_wait_n64<0>(o);") && !strstr(k, "bm_wg_hold("));
   free(s);
 }
 

@@ -214,6 +214,23 @@ static void test_typed_dequant(void) {
   free(txt);
   bm_module_destroy(m2);
   bm_module_destroy(m);
+  /* the CPU backend compiles a bf16 / f16 DEQUANT as the interpreter runs it */
+  for (int t = 0; t < 2; t++) {
+    m = bm_module_create("tc");
+    g = bm_graph_create(m, "main");
+    bm_node *qi = bm_input(g, "q", t ? BM_DTYPE_I4 : BM_DTYPE_I8, 2, (int64_t[]){24, 64});
+    bm_node *si = bm_input(g, "s", F32, 2, (int64_t[]){24, 2});
+    bm_output_add(g, "d", bm_node_make_typed(g, BM_OP_DEQUANT, 2, (bm_node *[]){qi, si}, NULL, t ? F16 : BF16, 2,
+                                             qi->shape));
+    bm_tensor in2[2];
+    CHECK_OK(bm_opcheck_random_inputs(g, NULL, 5, in2));
+    double err = 1;
+    bm_opcheck_options oo = {.fuse = true};
+    CHECK_OK(bm_opcheck(g, in2, &oo, &err));
+    CHECK_MSG(err == 0, "cpu typed dequant %d: rel err %g", t, err);
+    bm_tensor_free(&in2[0]), bm_tensor_free(&in2[1]);
+    bm_module_destroy(m);
+  }
   /* another dtype is refused with the inferred one named */
   m = bm_module_create("t2");
   g = bm_graph_create(m, "main");

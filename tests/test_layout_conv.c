@@ -142,15 +142,16 @@ static void test_refused_unchanged(void) {
 }
 
 /* the CUDA backend's predicate (bm_clike_supports -> ck_conv_nhwc_ok): f16/bf16,
- * channels a multiple of 64, stride 1, groups 1, OW dividing 256 or a multiple
- * of it, OH*OW >= 256, static spatial dims; everything else keeps NCHW */
+ * channels a multiple of 64, stride 1 (or 2 with OW 2..128 dividing 256),
+ * groups 1, OW dividing 256 or a multiple of it, OH*OW >= 256, static
+ * spatial dims; everything else keeps NCHW */
 static void test_cuda_predicate(void) {
   struct { conv_cfg c; bool sym; bool want; } t[] = {
       {{BM_DTYPE_F16, 1, 64, 16, 16, 128, 3, 1, 1, 1, 1, true, false}, false, true},
       {{BM_DTYPE_BF16, 2, 128, 8, 64, 64, 1, 1, 0, 1, 1, false, false}, false, true},
       {{BM_DTYPE_F16, 1, 64, 16, 16, 128, 3, 1, 1, 1, 1, true, true}, false, true},    /* w an input */
       {{BM_DTYPE_F16, 1, 40, 16, 16, 128, 3, 1, 1, 1, 1, true, false}, false, false},  /* 40 channels */
-      {{BM_DTYPE_F16, 1, 64, 32, 32, 128, 3, 2, 1, 1, 1, true, false}, false, false},  /* stride 2 */
+      {{BM_DTYPE_F16, 1, 64, 32, 32, 128, 3, 2, 1, 1, 1, true, false}, false, true},   /* stride 2 (16x16) */
       {{BM_DTYPE_F16, 1, 128, 16, 16, 128, 3, 1, 1, 1, 2, true, false}, false, false}, /* groups */
       {{BM_DTYPE_F16, 1, 64, 8, 8, 128, 3, 1, 1, 1, 1, true, false}, false, false},    /* 64 positions */
       {{BM_DTYPE_F16, 1, 64, 16, 24, 128, 3, 1, 1, 1, 1, true, false}, false, false},  /* OW 24 */
@@ -182,6 +183,31 @@ static void test_cuda_predicate(void) {
   CHECK(count_nhwc(g) == 0);
   unsetenv("BM_CUDA_CONV");
   bm_module_destroy(m);
+  /* BM_CUDA_CONV_S2=0 keeps stride 2 on the NCHW kernel */
+  setenv("BM_CUDA_CONV_S2", "0", 1);
+  m = bm_module_create("t");
+  g = conv_graph(m, &t[4].c, false);
+  CHECK_OK(bm_pass_run_named(g, "layout_conv", &po));
+  CHECK_MSG(count_nhwc(g) == 0, "BM_CUDA_CONV_S2=0: %d NHWC convs", count_nhwc(g));
+  bm_module_destroy(m);
+  /* stride 2 (the default; BM_CUDA_CONV_S2=1 as well): OW 2..128 dividing 256 (the strided box: 2 OW columns) */
+  setenv("BM_CUDA_CONV_S2", "1", 1);
+  struct { conv_cfg c; bool want; } s2[] = {
+      {{BM_DTYPE_F16, 1, 64, 32, 32, 128, 3, 2, 1, 1, 1, true, false}, true},    /* 16x16 */
+      {{BM_DTYPE_BF16, 2, 128, 64, 64, 320, 3, 2, 1, 1, 1, true, false}, true},  /* 32x32 */
+      {{BM_DTYPE_F16, 1, 64, 4, 512, 64, 3, 2, 1, 1, 1, false, false}, false},   /* OW 256 */
+      {{BM_DTYPE_F16, 1, 64, 48, 24, 64, 3, 2, 1, 1, 1, false, false}, false},   /* OW 12 */
+      {{BM_DTYPE_F16, 1, 64, 46, 46, 64, 3, 3, 1, 1, 1, false, false}, false},   /* stride 3 (16x16) */
+  };
+  for (int i = 0; i < (int)(sizeof s2 / sizeof *s2); i++) {
+    m = bm_module_create("t");
+    g = conv_graph(m, &s2[i].c, false);
+    CHECK_OK(bm_pass_run_named(g, "layout_conv", &po));
+    CHECK_MSG(count_nhwc(g) == (int)s2[i].want, "stride 2 case %d: %d NHWC convs, want %d", i, count_nhwc(g),
+              s2[i].want);
+    bm_module_destroy(m);
+  }
+  unsetenv("BM_CUDA_CONV_S2");
 }
 
 /* the generated CUDA: the TMA conv (a 4-d box per K step, the tmd2 record);
@@ -210,6 +236,41 @@ static void test_cuda_source(void) {
     bm_module_destroy(m);
     if (t[i].env) unsetenv("BM_CUDA_CONV");
   }
+}
+
+/* count of needle in hay */
+static int count_str(const char *hay, const char *needle) {
+  int c = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) c++;
+  return c;
+}
+
+/* the NHWC conv's other bodies (owner: conv2): the mma.sync tile with B rows by
+ * cp.async from NHWC x (tc_load_conv_nhwc), once as the sm_90a kernel's
+ * no-maps fallback and once under #else (sm_80/86/89, the PTX); no scalar
+ * tile and no static shared memory in the kernel (the TMA body needs 225 of
+ * the 227 KiB); the 384-thread launch of the TMA body */
+static void test_cuda_fallback_source(void) {
+  bm_module *m = bm_module_create("t");
+  bm_graph *g = bm_graph_create(m, "main");
+  bm_node *x = bm_input(g, "x", BM_DTYPE_BF16, 4, (int64_t[]){1, 128, 16, 32});
+  bm_output_add(g, "y", bm_conv2d(g, x, weight(g, "w", BM_DTYPE_BF16, 320, 128, 3, 3), NULL, 1, 1, 1, 1, 1, 1, 1));
+  char *src = bm_test_cuda_source(m, g);
+  CHECK(src != NULL);
+  const char *kern = src ? strstr(src, "_conv2d(") : NULL;
+  CHECK(kern != NULL);
+  if (kern) {
+    CHECK(strstr(src, "__launch_bounds__(384, 1)") != NULL);
+    /* two bodies, each loading in its prologue and its main loop */
+    CHECK_MSG(count_str(kern, "tap = gk / Cin") == 4, "NHWC cp.async B loads: %d", count_str(kern, "tap = gk / Cin"));
+    CHECK(count_str(kern, "bm_mma_bf16(") == 2);
+    CHECK(strstr(kern, "As[16][68]") == NULL); /* no scalar tile */
+    CHECK(strstr(kern, "bm_sm[") == NULL);     /* no static shared memory */
+    CHECK(strstr(kern, "xb[i]") == NULL);      /* no register-staged im2col */
+    CHECK(strstr(kern, "bm_tma_load4d(sa") != NULL);
+  }
+  free(src);
+  bm_module_destroy(m);
 }
 
 /* shape inference of the NHWC form names the layout; the text form keeps it */
@@ -261,6 +322,7 @@ int main(void) {
   RUN(test_refused_unchanged);
   RUN(test_cuda_predicate);
   RUN(test_cuda_source);
+  RUN(test_cuda_fallback_source);
   RUN(test_shape_and_text);
   return bm_test_finish();
 }

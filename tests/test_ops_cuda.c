@@ -30,6 +30,7 @@ typedef struct tcase {
   double tol;
   int64_t syms[BM_MAX_SYMS]; /* 0 = the bound */
   bool unfused;              /* also run without fusion */
+  bool ptx; /* export: also the compute_80 PTX, run again with BM_CUDA_FORCE_PTX=1 (the non-sm_90a bodies) */
 } tcase;
 
 static bm_status write_file(const char *path, const void *data, size_t n) {
@@ -119,7 +120,11 @@ static void run_one(const tcase *c, bool fuse) {
     bm_tensor *in = calloc((size_t)g->ninputs + 1, sizeof *in);
     CHECK(in != NULL);
     CHECK_OK(bm_opcheck_random_inputs(g, syms, 77, in));
-    bm_status s = export_case(m, g, in, c->name, c->tol, fuse, NULL, false);
+    char archs[256] = ""; /* a [ptx] case: the exported cubin(s) and the compute_80 PTX */
+    const char *ea = getenv("BM_CUDA_ARCHS");
+    if (c->ptx)
+      snprintf(archs, sizeof archs, "%s%s", ea && *ea ? ea : "sm_90", ea && strstr(ea, "compute_") ? "" : ",compute_80");
+    bm_status s = export_case(m, g, in, c->name, c->tol, fuse, c->ptx ? archs : NULL, c->ptx);
     if (s) {
       fprintf(stderr, "%s (fuse %d): %s\n", c->name, fuse, bm_status_message(s));
       bm_status_free(s);
@@ -649,6 +654,19 @@ static void b_cn_f16_ow512(bm_graph *g) { cn_case(g, F16, 1, 64, 1, 512, 64, 3, 
 static void b_cn_f16_1x1(bm_graph *g) { cn_case(g, F16, 2, 128, 16, 16, 200, 1, 0, 1, false, false, false); }
 static void b_cn_bf16_dil2(bm_graph *g) { cn_case(g, BF16, 1, 64, 16, 16, 128, 3, 2, 2, true, true, false); }
 static void b_cn_f16_winput(bm_graph *g) { cn_case(g, F16, 1, 64, 16, 16, 192, 3, 1, 1, true, false, true); }
+/* stride 2 (owner: conv2; the NHWC form only with BM_CUDA_CONV_S2=1: the "_convs2" cases) */
+static void cn_s2(bm_graph *g, bm_dtype t, int64_t nb, int64_t c, int64_t h, int64_t w, int64_t o, bool res) {
+  bm_node *x = IN("x", t, nb, c, h, w);
+  bm_node *y = bm_conv2d(g, x, cw_weight(g, t, o, c, 3, 3, 31 + (uint64_t)o), IN("b", t, o), 2, 2, 1, 1, 1, 1, 1);
+  if (res) y = bm_add(g, bm_silu(g, y), IN("r", t, nb, o, (h - 1) / 2 + 1, (w - 1) / 2 + 1));
+  bm_output_add(g, "y", y);
+}
+/* the SD downsampler's shape at 32x32 -> 16x16; O 256: clusters by default */
+static void b_cn_s2_f16_ow16(bm_graph *g) { cn_s2(g, F16, 1, 64, 32, 32, 256, false); }
+/* odd H and W (the last row's and column's taps past the image), OH*OW 384 (a tile past it), O 320, batch 2 */
+static void b_cn_s2_bf16_ow16_res(bm_graph *g) { cn_s2(g, BF16, 2, 128, 47, 31, 320, true); }
+/* OW 64 (a box of 128 x 8 input columns x rows), 512 positions: two tiles of 4 rows */
+static void b_cn_s2_f16_ow64(bm_graph *g) { cn_s2(g, F16, 1, 64, 16, 128, 128, false); }
 static void b_cn_transpose(bm_graph *g) { /* the NCHW -> NHWC transpose alone: tiles past C = 72 and H*W = 120 */
   bm_output_add(g, "y", bm_permute(g, IN("x", BF16, 2, 72, 5, 24), (int[]){0, 2, 3, 1}));
 }
@@ -954,6 +972,9 @@ static void b_qg_bf16_i4g128_m777(bm_graph *g) { qg = (qg_cfg){BF16, I4, 777, 39
 static void b_qg_f16_i8_m300(bm_graph *g) { qg = (qg_cfg){F16, I8, 300, 500, 128, 1, false, false}; b_qgemm(g); }
 static void b_qg_bf16_i4g32_sym(bm_graph *g) { qg = (qg_cfg){BF16, I4, 2048, 136, 256, 8, true, true}; b_qgemm(g); }
 static void b_qg_f16_i8g32_sym(bm_graph *g) { qg = (qg_cfg){F16, I8, 2048, 72, 256, 8, true, false}; b_qgemm(g); }
+/* groups smaller than the 16-byte chunk: a scale per 8 outputs */
+static void b_qg_f16_i4g16_m100(bm_graph *g) { qg = (qg_cfg){F16, I4, 100, 136, 256, 16, false, false}; b_qgemm(g); }
+static void b_qg_bf16_i8g8_m70_epi(bm_graph *g) { qg = (qg_cfg){BF16, I8, 70, 200, 128, 16, false, true}; b_qgemm(g); }
 static void b_qg_glu_f32_sym16(bm_graph *g) { hf_act = BM_OP_SILU; b_hf_glu(g, F32, F32, 16, true); }
 static void b_qg_rms_glu_f32_m8(bm_graph *g) { hf_act = BM_OP_SILU, hf_pre = true; b_hf_glu(g, F32, F32, 8, false); }
 #undef I8
@@ -1071,15 +1092,17 @@ static const tcase cases[] = {
     {"conv2d_wg_bf16_k360_res_wgn128", b_conv_wg_bf16_k360, 1.5e-2, {0}, false},
     /* the NHWC conv on the TMA GEMM (owner: conv); "_convc1": no clusters, "_convc2": clusters of 2, "_convp": the
      * store from registers (the default picks clusters by O: conv_tma_cfg) */
-    {"conv2d_nhwc_f16_ow64_res", b_cn_f16_ow64, 3e-3, {0}, true},
-    {"conv2d_nhwc_bf16_ow32_o320", b_cn_bf16_ow32, 1.5e-2, {0}, false},
-    {"conv2d_nhwc_f16_ow16_res_b2", b_cn_f16_ow16, 3e-3, {0}, true},
-    {"conv2d_nhwc_bf16_ow8_o64", b_cn_bf16_ow8, 1.5e-2, {0}, false},
-    {"conv2d_nhwc_f16_ow256", b_cn_f16_ow256, 3e-3, {0}, false},
-    {"conv2d_nhwc_f16_ow512", b_cn_f16_ow512, 3e-3, {0}, false},
-    {"conv2d_nhwc_f16_1x1_o200", b_cn_f16_1x1, 3e-3, {0}, false},
-    {"conv2d_nhwc_bf16_dil2_res", b_cn_bf16_dil2, 1.5e-2, {0}, true},
-    {"conv2d_nhwc_f16_winput", b_cn_f16_winput, 3e-3, {0}, false},
+    /* [ptx] (owner: conv2): also run from the PTX, i.e. the mma.sync body of the non-sm_90a images
+     * (tc_load_conv_nhwc: B rows by cp.async) */
+    {"conv2d_nhwc_f16_ow64_res", b_cn_f16_ow64, 3e-3, {0}, true, true},
+    {"conv2d_nhwc_bf16_ow32_o320", b_cn_bf16_ow32, 1.5e-2, {0}, false, true},
+    {"conv2d_nhwc_f16_ow16_res_b2", b_cn_f16_ow16, 3e-3, {0}, true, true},
+    {"conv2d_nhwc_bf16_ow8_o64", b_cn_bf16_ow8, 1.5e-2, {0}, false, true},
+    {"conv2d_nhwc_f16_ow256", b_cn_f16_ow256, 3e-3, {0}, false, true},
+    {"conv2d_nhwc_f16_ow512", b_cn_f16_ow512, 3e-3, {0}, false, true},
+    {"conv2d_nhwc_f16_1x1_o200", b_cn_f16_1x1, 3e-3, {0}, false, true},
+    {"conv2d_nhwc_bf16_dil2_res", b_cn_bf16_dil2, 1.5e-2, {0}, true, true},
+    {"conv2d_nhwc_f16_winput", b_cn_f16_winput, 3e-3, {0}, false, true},
     {"conv2d_nhwc_transpose_bf16", b_cn_transpose, 0, {0}, false},
     {"conv2d_nhwc_f16_ow16_res_b2_convc1", b_cn_f16_ow16, 3e-3, {0}, false},
     {"conv2d_nhwc_f16_ow256_convc1", b_cn_f16_ow256, 3e-3, {0}, false},
@@ -1088,6 +1111,13 @@ static const tcase cases[] = {
     {"conv2d_nhwc_f16_ow16_res_b2_convc2", b_cn_f16_ow16, 3e-3, {0}, false}, /* clusters with O 320 (3 tiles) */
     {"conv2d_nhwc_f16_ow256_convc2", b_cn_f16_ow256, 3e-3, {0}, false},
     {"conv2d_nhwc_bf16_ow8_o64_convc2", b_cn_bf16_ow8, 1.5e-2, {0}, false},
+    /* stride 2 on the NHWC conv (owner: conv2): "_convs2" compiles with BM_CUDA_CONV_S2=1 (TMA element strides on
+     * sm_90a; [ptx]: the mma.sync body); "_convs2c1" / "_convs2c2" without / with clusters */
+    {"conv2d_nhwc_s2_f16_ow16_convs2", b_cn_s2_f16_ow16, 3e-3, {0}, false, true},
+    {"conv2d_nhwc_s2_bf16_ow16_res_convs2", b_cn_s2_bf16_ow16_res, 1.5e-2, {0}, true, true},
+    {"conv2d_nhwc_s2_f16_ow64_convs2", b_cn_s2_f16_ow64, 3e-3, {0}, false, true},
+    {"conv2d_nhwc_s2_bf16_ow16_res_convs2c2", b_cn_s2_bf16_ow16_res, 1.5e-2, {0}, false},
+    {"conv2d_nhwc_s2_f16_ow16_convs2c1", b_cn_s2_f16_ow16, 3e-3, {0}, false},
     {"attn_plain", b_at_plain, 2e-5, {0}, false},
     {"attn_causal_gqa_f16", b_at_causal_gqa, TOL_TC_F16(0.9) /* 0.99 */, {0}, false},
     {"attn_window_cap_mask", b_at_window_cap, TOL_TC_BF16(0.6) /* 0.61 */, {0}, false},
@@ -1142,6 +1172,8 @@ static const tcase cases[] = {
     {"qgemm_bf16_i4g32_sym5_epi", b_qg_bf16_i4g32_sym, 1.5e-2, {5}, false},
     {"qgemm_bf16_i4g32_sym300_epi", b_qg_bf16_i4g32_sym, 1.5e-2, {300}, false},
     {"qgemm_f16_i8g32_sym2048", b_qg_f16_i8g32_sym, 3e-3, {0}, false},
+    {"qgemm_f16_i4g16_m100", b_qg_f16_i4g16_m100, 3e-3, {0}, false},
+    {"qgemm_bf16_i8g8_m70_epi", b_qg_bf16_i8g8_m70_epi, 1.5e-2, {0}, false},
     {"qgemm_glu_f32_sym16", b_qg_glu_f32_sym16, 2e-5, {0}, false},
     {"qgemm_glu_f32_sym9", b_qg_glu_f32_sym16, 2e-5, {9}, false},
     {"qgemm_rms_glu_f32_m8", b_qg_rms_glu_f32_m8, 2e-5, {0}, false},
@@ -1190,12 +1222,14 @@ static void test_cases(void) {
       if (strncmp(cases[i].name, "smallm", 6) == 0 && strstr(cases[i].name, smcfg[c][0])) smc = smcfg[c][1];
     bool smr = strstr(cases[i].name, "smallm") && strstr(cases[i].name, "_rows2");
     /* the NHWC conv's configuration (emit_gemm.c conv_tma_cfg; owner: conv) */
-    const char *convk = strstr(cases[i].name, "_convc1")   ? "tma_n256s4e"
-                        : strstr(cases[i].name, "_convc2") ? "tma_n256s4c2e"
+    const char *convk = strstr(cases[i].name, "_convc1") || strstr(cases[i].name, "_convs2c1") ? "tma_n256s4e"
+                        : strstr(cases[i].name, "_convc2") || strstr(cases[i].name, "_convs2c2") ? "tma_n256s4c2e"
                         : strstr(cases[i].name, "_convp")  ? "tma_n256s4c2"
                         : strstr(cases[i].name, "_convold") ? "old"
                                                             : NULL;
     if (convk) setenv("BM_CUDA_CONV", convk, 1);
+    const bool convs2 = strstr(cases[i].name, "_convs2") != NULL; /* stride 2 on the NHWC conv (owner: conv2) */
+    if (convs2) setenv("BM_CUDA_CONV_S2", "1", 1);
     if (smc) setenv("BM_CUDA_SMALLM", smc, 1);
     if (smr) setenv("BM_CUDA_SMALLM_ROWS", "2-64", 1);
     /* attnexp: "attn_exp_" forces the polynomial exponentials and the stale max, then
@@ -1217,6 +1251,7 @@ static void test_cases(void) {
     }
     if (cases[i].unfused) run_one(&cases[i], false);
     if (convk) unsetenv("BM_CUDA_CONV");
+    if (convs2) unsetenv("BM_CUDA_CONV_S2");
     if (smc) unsetenv("BM_CUDA_SMALLM");
     if (smr) unsetenv("BM_CUDA_SMALLM_ROWS");
     if (n128 || tman128 || tmac1 || tmae || tmae1 || tmap) unsetenv("BM_CUDA_WGMMA");

@@ -361,7 +361,7 @@ static str stride_of(const ck *k, const bm_node *x, int d) { return ck_prodx(k, 
  * CUDA prelude's 16-byte chunks: a thread turns one 16-byte chunk of q (16 i8
  * or 32 i4 values of one row) into 16-byte stores of 8 outputs, each the f32
  * product q * scale rounded to nearest even (as the reference: bit-identical),
- * one scale per 8 outputs. Needs K static and a multiple of the chunk, and
+ * one scale per chunk (groups of a multiple of the chunk) or per 8 outputs. Needs K static and a multiple of the chunk, and
  * groups of a multiple of 8; *ch: the chunk's elements. q streams past L1
  * where it is a package constant (else volatile loads: the PDL rule). */
 static bool dequant_vec_ok(const ck *k, int *ch) {
@@ -394,9 +394,11 @@ static bm_status emit_dequant_vec(ck *k, int CH) {
     P("#pragma unroll\n      for (int e = 0; e < 32; e++) v[e] = (float)((int)(r.w[e >> 3] << (28 - 4 * (e & 7))) >> 28);\n");
   else
     P("#pragma unroll\n      for (int e = 0; e < 16; e++) v[e] = (float)(signed char)(r.w[e >> 2] >> (8 * (e & 3)));\n");
+  const bool one = (K / G) % CH == 0; /* the chunk inside one group: one scale */
+  if (one) P("      const float sc = %s;\n", ck_ld(k, 1, sc->dtype, ck_strf("row * %lld + col / %lld", G, K / G)).s);
   P("#pragma unroll\n      for (int s8 = 0; s8 < %d; s8++) {\n", CH / 8);
-  str ls = ck_ld(k, 1, sc->dtype, ck_strf("row * %lld + (col + 8 * s8) / %lld", G, K / G));
-  P("        const float sc = %s;\n", ls.s);
+  if (!one)
+    P("        const float sc = %s;\n", ck_ld(k, 1, sc->dtype, ck_strf("row * %lld + (col + 8 * s8) / %lld", G, K / G)).s);
   P("        bm_u4 o;\n");
   P("#pragma unroll\n        for (int j = 0; j < 4; j++) o.w[j] = %s(v[8 * s8 + 2 * j] * sc, v[8 * s8 + 2 * j + 1] * sc);\n",
     n->dtype == BM_DTYPE_BF16 ? "bm_pack_bf16x2" : "bm_pack_f16x2");

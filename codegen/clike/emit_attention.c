@@ -685,15 +685,18 @@ static void wa_wait_pv(ck *k, const wa_ctx *c) {
  * exponential unit, 16 a cycle per multiprocessor: at head dim 64 as busy as
  * the tensor cores); a row keeps a stale max while its max grows by at most
  * resc (log2 units, so P <= 2^resc; 0: always rescale), and a warp whose rows
- * all kept theirs skips rescaling O. Compile-time knobs: BM_CUDA_ATTN_EXP=num/den
+ * all kept theirs skips rescaling O. Both are off by default: slower on the
+ * H100 at every fraction (1/16..1/4) and at d64 with the stale max (the softmax
+ * is latency-bound, not exp-bound). Compile-time knobs: BM_CUDA_ATTN_EXP=num/den
  * (0: off), BM_CUDA_ATTN_EXP_DEG=3..5 (default 4 for f16, 3 for bf16: their
  * errors 3e-6, 9e-5 are 0.6% and 2% of P's rounding), BM_CUDA_ATTN_RESCALE=resc.
  * hold: a never-taken branch (bm_wg_hold) in front of the wait for P V, so that
  * ptxas keeps the wait after the exponentials (it hoists it to the start of
  * the softmax otherwise: the product did not overlap it). It keeps P, pa and O
- * live at once: by default only at Dv 64 without causal, window or mask (else
- * 80-96 bytes spill at d64, and at d128 the wgmmas serialize, C7512);
- * BM_CUDA_ATTN_HOLD=0 / 1 forces it off / on. */
+ * live at once: by default only in the warp-specialized kernels (WA_WS; the
+ * others get C7518) at Dv 64 without causal, window or mask (else
+ * 80-96 bytes spill at d64, and at d128 the wgmmas serialize, C7512; on the
+ * H100 1k d64 +3%, 4k d64 -1%); BM_CUDA_ATTN_HOLD=0 / 1 forces it off / on. */
 typedef struct wa_exp {
   int num, den, deg, resc;
   bool hold;
@@ -702,9 +705,11 @@ typedef struct wa_exp {
 static wa_exp wa_exp_cfg(const bm_node *n, const wa_ctx *c) {
   const bool limited = n->a.causal || n->a.window > 0 || c->mi >= 0 || c->extra;
   wa_exp e = {0, 1, strcmp(c->dt, "bf16") == 0 ? 3 : 4, 0, c->dva <= 64 && !limited};
+  const bool ws = c->w->mode == WA_WS; /* (WA_PIPE: the branch serializes the wgmmas, C7518) */
   const char *fr = getenv("BM_CUDA_ATTN_EXP"), *deg = getenv("BM_CUDA_ATTN_EXP_DEG"),
              *rs = getenv("BM_CUDA_ATTN_RESCALE"), *hold = getenv("BM_CUDA_ATTN_HOLD");
   if (hold && *hold) e.hold = strcmp(hold, "0") != 0;
+  e.hold = e.hold && ws;
   int num, den;
   if (fr && *fr) {
     e.num = 0; /* "0" or anything not num/den: off */

@@ -25,19 +25,12 @@ typedef struct gemm {
   /* final store of float `v` at (gm, gn) of batch bi */
   void (*store_c)(ck *k, struct gemm *g);
   const bm_node *aux; /* op-specific */
-  bool dyn_smem;      /* As and Bs in dynamic shared memory (the NHWC conv's fallback: its TMA body needs all of it) */
 } gemm;
 
-#define BM_GEMM_SCALAR_SMEM (2 * 16 * 68 * 4)
 static void emit_gemm(ck *k, gemm *g) {
   k->threads = 256;
-  if (g->dyn_smem) { /* BM_GEMM_SCALAR_SMEM bytes of dynamic shared memory */
-    P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
-    P("  float (*As)[68] = (float (*)[68])bm_dsm, (*Bs)[68] = (float (*)[68])(bm_dsm + 16 * 68 * 4);\n");
-  } else {
-    P("  BM_SHARED float As[16][68];\n");
-    P("  BM_SHARED float Bs[16][68];\n");
-  }
+  P("  BM_SHARED float As[16][68];\n");
+  P("  BM_SHARED float Bs[16][68];\n");
   P("  const %s tm = (M + 63) / 64, tn = (N + 63) / 64;\n", k->I);
   P("  const int tx = tid & 15, ty = tid >> 4;\n");
   ck_loop_open(k, "nb * tm * tn");
@@ -230,12 +223,35 @@ static void tc_put_conv(ck *k) {
   P("      }\n");
 }
 
+/* The NHWC conv (layout BM_CONV_NHWC, groups 1, C a multiple of 8: ck_conv_nhwc_ok):
+ * the im2col tile is B (N, K) K-major, K = (kh, kw, ci), so a 16-byte chunk of
+ * a B row (8 channels of one tap) is 16 contiguous bytes of x (N, H, W, C):
+ * one cp.async per chunk, as a matmul's B, with src-size 0 (zero fill) for
+ * padding and for rows past OH*OW or chunks past K. 128 rows (output
+ * positions n0..) x 32 of K into the swizzled rows at sb. */
+static void tc_load_conv_nhwc(ck *k) {
+  const bm_node *n = k->n, *w = n->in[1];
+  const char *I = k->I;
+  const long long KW = (long long)w->shape[2].add;
+  P("      for (int e = tid; e < 512; e += 256) {\n");
+  P("        const int row = e >> 2, c = e & 3;\n");
+  P("        const %s gn = n0 + row, gk = k0 + c * 8, tap = gk / Cin, ci = gk - tap * Cin;\n", I);
+  P("        const %s oh = gn / OW, ow = gn - oh * OW;\n", I);
+  P("        const %s ih = oh * %d - %d + (tap / %lld) * %d, iw = ow * %d - %d + (tap %% %lld) * %d;\n", I,
+    n->a.stride[0], n->a.pad[0], KW, n->a.dilation[0], n->a.stride[1], n->a.pad[1], KW, n->a.dilation[1]);
+  P("        const bool ok = gn < N && gk < K && ih >= 0 && ih < H && iw >= 0 && iw < W;\n");
+  P("        const unsigned char *src = bm_buf(0) + (ok ? (bm_i64)(((img * H + ih) * W + iw) * Cin + ci) * 2 : 0);\n");
+  P("        bm_cp_async16(sb + row * 64 + ((c ^ ((row >> 1) & 3)) << 4), src, ok ? 16 : 0);\n");
+  P("      }\n");
+}
+
 static void emit_gemm_tc(ck *k, gemm *g) {
   const bm_node *n = k->n;
   const bool conv = n->op == BM_OP_CONV2D, split = !conv && tc_split(n);
+  const bool nhwc = conv && n->a.layout == BM_CONV_NHWC; /* B by cp.async from x (N, H, W, C) */
   const char *I = k->I, *mma = n->in[1]->dtype == BM_DTYPE_BF16 ? "bm_mma_bf16" : "bm_mma_f16";
-  /* conv: A = the weights (K contiguous), B = im2col(x) (N contiguous) */
-  bool a_km = conv || !n->a.trans_a, b_km = !conv && n->a.trans_b;
+  /* conv: A = the weights (K contiguous), B = im2col(x) (N contiguous; K contiguous when nhwc) */
+  bool a_km = conv || !n->a.trans_a, b_km = nhwc || (!conv && n->a.trans_b);
   /* a stage: A (hi, lo when split), then B, 8 KiB each */
   const int stage = split ? 24576 : 16384, boff = split ? 16384 : 8192;
   k->threads = 256;
@@ -271,7 +287,8 @@ static void emit_gemm_tc(ck *k, gemm *g) {
   /* conv: the weights are input 1, x input 0 */
   if (!split) tc_load(k, conv ? 1 : 0, a_km, "M", "m0", "a_off", "sa");
   if (!conv) tc_load(k, 1, b_km, "N", "n0", "b_off", "sb");
-  const bool staged = split || conv; /* an operand goes through registers */
+  if (nhwc) tc_load_conv_nhwc(k);
+  const bool staged = split || (conv && !nhwc); /* an operand goes through registers */
   if (staged) {
     k->b = &fetch;
     if (split)
@@ -288,7 +305,7 @@ static void emit_gemm_tc(ck *k, gemm *g) {
   k->b = saved;
   const char *lds = ld.s ? ld.s : "", *fs = fetch.s ? fetch.s : "", *ps = put.s ? put.s : "";
   if (split) P("    bm_u4 xa[2][2];\n");
-  if (conv) P("    bm_u4 xb[2];\n");
+  if (conv && staged) P("    bm_u4 xb[2];\n");
   P("    for (int s = 0; s < 2; s++) {\n");
   P("      if (s < ktiles) {\n      const %s kt = s; const int st = s;\n  %s", I, lds);
   if (staged) P("      {\n%s%s      }\n", fs, ps);
@@ -750,7 +767,9 @@ static bool tma_store_ok(const tma_cfg *c, const bm_node *n) {
 #define BM_TMD2_MAGIC 0x32646d74l /* "tmd2" */
 #define BM_TMD2_VALS 23
 
-static void tmd2_map(ck *k, int buf, int rank, const int64_t *dims, const int *box, int swz) {
+/* estr: the element (traversal) strides, NULL for 1s; box[d] counts the
+ * elements traversed (box[d] / estr[d] of them are loaded) */
+static void tmd2_map(ck *k, int buf, int rank, const int64_t *dims, const int *box, const int *estr, int swz) {
   P(", %d, 2, %d", buf, rank);
   for (int d = 0; d < 5; d++) P(", %lld", (long long)(d < rank ? dims[d] : 0));
   int64_t st = 2;
@@ -759,7 +778,8 @@ static void tmd2_map(ck *k, int buf, int rank, const int64_t *dims, const int *b
     P(", %lld", (long long)(d < rank ? st : 0));
   }
   for (int d = 0; d < 5; d++) P(", %d", d < rank ? box[d] : 1);
-  P(", 1, 1, 1, 1, 1, %d", swz);
+  for (int d = 0; d < 5; d++) P(", %d", d < rank && estr ? estr[d] : 1);
+  P(", %d", swz);
 }
 
 /* The NHWC conv on the TMA GEMM (layout BM_CONV_NHWC, passes/layout_conv.c):
@@ -802,15 +822,29 @@ static const tma_cfg *conv_tma_cfg(const bm_node *n) {
   return tma_cfg_named(tm % 2 == 0 ? "tma_n256s4c2e" : "tma_n256s4e");
 }
 
+/* Stride 2: the same box with the TMA's element strides (traversal stride
+ * 2 along W and H: a box of 2 bw x 2 bh input elements loads bw x bh of
+ * them, at the output positions' taps), so OW <= 128; the mma.sync bodies
+ * take any stride. On by default (H100: the SD downsampler 1.12x cuDNN, the
+ * NCHW kernel 0.61x; docs/cuda.md); BM_CUDA_CONV_S2=0 keeps stride 2 on
+ * the NCHW kernel. */
+static bool conv_stride2_on(void) {
+  const char *e = getenv("BM_CUDA_CONV_S2");
+  return !e || !*e || atoi(e) > 0;
+}
+
 bool ck_conv_nhwc_ok(const bm_node *n) {
   if (n->op != BM_OP_CONV2D || n->a.layout != BM_CONV_NHWC || !conv_tma_cfg(n)) return false;
   const bm_node *x = n->in[0], *w = n->in[1];
   if (x->dtype != w->dtype || (x->dtype != BM_DTYPE_F16 && x->dtype != BM_DTYPE_BF16)) return false;
-  if (n->a.groups != 1 || n->a.stride[0] != 1 || n->a.stride[1] != 1 || n->nin >= BM_TMA_SLOT) return false;
+  const int s = n->a.stride[0];
+  if (n->a.groups != 1 || n->a.stride[1] != s || !(s == 1 || (s == 2 && conv_stride2_on())) || n->nin >= BM_TMA_SLOT)
+    return false;
   for (int d = 1; d < 4; d++)
     if (!bm_dim_is_static(x->shape[d]) || !bm_dim_is_static(n->shape[d])) return false;
   const int64_t C = x->shape[3].add, OH = n->shape[2].add, OW = n->shape[3].add;
   if (C % 64 || OH * OW < 256 || x->shape[1].add >= (1 << 30) || x->shape[2].add >= (1 << 30)) return false;
+  if (s == 2) return OW >= 2 && OW <= 128 && 256 % OW == 0; /* the box's 2 OW x 2 bh traversed: at most 256 each */
   return (OW <= 256 && 256 % OW == 0) || OW % 256 == 0;
 }
 
@@ -886,12 +920,14 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
     rb = ck_dim_max(k->g, x->shape[0]);
     const int64_t da[2] = {Kc, ra}, db[4] = {x->shape[3].add, x->shape[2].add, x->shape[1].add, rb},
                   dc[2] = {Nc, max_elems(k->g, n) / Nc};
-    const int boxa[2] = {64, 128}, boxb[4] = {64, cb.boxw, cb.boxh, 1}, boxc[2] = {64, 64};
+    const int sw = n->a.stride[1], sh = n->a.stride[0]; /* stride 2: traversal strides (conv_stride2_on) */
+    const int boxa[2] = {64, 128}, boxb[4] = {64, cb.boxw * sw, cb.boxh * sh, 1}, boxc[2] = {64, 64};
+    const int estrb[4] = {1, sw, sh, 1};
     P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, 1, %d, %d, %d", magic, smem, BM_TMA_SLOT,
       ts ? 3 : 2, C);
-    tmd2_map(k, 1, 2, da, boxa, 3);
-    tmd2_map(k, 0, 4, db, boxb, 3);
-    if (ts) tmd2_map(k, n->nin, 2, dc, boxc, 3);
+    tmd2_map(k, 1, 2, da, boxa, NULL, 3);
+    tmd2_map(k, 0, 4, db, boxb, estrb, 3);
+    if (ts) tmd2_map(k, n->nin, 2, dc, boxc, NULL, 3);
   } else {
     ra = max_elems(k->g, a) / Kc, rb = max_elems(k->g, b) / (kn ? Nc : Kc);
     /* the runtime's data (BM_TMD_MAGIC layout); the body names the config,
@@ -915,10 +951,8 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
       (long long)ra, (long long)rb, (long long)Kc);
   P("  if (bm_a.bufs[%d] == 0ull || bm_dyn_smem() < %du || BM_KSYM(_tmd)[0] != %ldll) {\n", BM_TMA_SLOT, smem, magic);
   P("  if (tid >= 256) return;\n");
-  if (conv)
-    emit_gemm(k, g); /* the scalar tile (correct, slow: no maps is an old runtime or BM_CUDA_TMA=0) */
-  else if (kn)
-    emit_gemm_tc(k, g); /* its dynamic shared memory: emit_matmul's k->smem */
+  if (conv || kn) /* the mma.sync tile (the NHWC conv: B rows by cp.async), in k->smem of dynamic shared memory */
+    emit_gemm_tc(k, g);
   else
     emit_gemm_wgmma(k, g, &wg_cfgs[0]);
   P("  } else {\n");
@@ -964,12 +998,13 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
     const int64_t Ci = w->shape[3].add, KW = w->shape[2].add;
     const conv_box cb = conv_box_of(n, C);
     P("        const int tap = (int)(kt * 64) / %lld, ci0 = (int)(kt * 64) %% %lld;\n", (long long)Ci, (long long)Ci);
-    P("        const int ih = oh0 + (tap / %lld) * %d - %d, iw = ow0 + (tap %% %lld) * %d - %d;\n", (long long)KW,
-      n->a.dilation[0], n->a.pad[0], (long long)KW, n->a.dilation[1], n->a.pad[1]);
+    const int sh = n->a.stride[0], sw = n->a.stride[1]; /* the box's first input element (stride 2: traversed by 2) */
+    P("        const int ih = oh0 * %d + (tap / %lld) * %d - %d, iw = ow0 * %d + (tap %% %lld) * %d - %d;\n", sh,
+      (long long)KW, n->a.dilation[0], n->a.pad[0], sw, (long long)KW, n->a.dilation[1], n->a.pad[1]);
     if (C > 1)
       P("        bm_tma_load4d_mc(sa + 16384 + %d * crank, tmb, ci0, iw + %d * (int)crank, ih + %d * (int)crank, (int)img, fb, "
         "(unsigned short)%d);\n",
-        cb.boxw * cb.boxh * 128, cb.offw, cb.offh, (1 << C) - 1);
+        cb.boxw * cb.boxh * 128, cb.offw * sw, cb.offh * sh, (1 << C) - 1);
     else
       P("        bm_tma_load4d(sa + 16384, tmb, ci0, iw, ih, (int)img, fb);\n");
   } else if (kn) { /* 64-column blocks of 64 K rows x 128 bytes (the MN-major descriptor's LBO: 8192) */
@@ -1393,7 +1428,9 @@ bm_status emit_conv2d(ck *k) {
   const wg_cfg *wc = NULL;
   const bool wgc = tc && wgmma_conv_ok(k->L, n, &wc);
   const bool tma = nhwc && k->L && k->L->tensor_cores >= 2; /* the NHWC conv on the TMA GEMM (sm_90a) */
-  int64_t divs[4] = {1, 1, tc || tma ? 128 : 64, tma ? 256 : wgc ? wc->bn : tc ? 128 : 64};
+  /* the NHWC conv: the mma.sync tile's 128 x 128 tasks (the TMA body's grid is capped and loops over its 128 x 256
+   * tiles) */
+  int64_t divs[4] = {1, 1, tc || tma ? 128 : 64, wgc ? wc->bn : tc || tma ? 128 : 64};
   if (!bm_dim_is_static(x->shape[0]) && !bm_dim_is_static(dims[3])) dims[0] = bm_dim_c(ck_dim_max(k->g, x->shape[0]));
   k->tasks = ck_task_grid(k->g, 4, dims, divs);
   gemm g = {0};
@@ -1404,14 +1441,14 @@ bm_status emit_conv2d(ck *k) {
   g.a_k_fast = true;
   g.b_k_fast = nhwc;
   g.store_c = conv_store;
-  if (tma) { /* sm_90a: the TMA kernel (its fallback: the scalar tile); elsewhere the scalar tile on 256 of 384 threads */
-    g.dyn_smem = true; /* no static shared memory: the TMA body's 225 KiB + static would exceed 227 KiB */
-    k->smem = BM_GEMM_SCALAR_SMEM;
+  if (tma) { /* sm_90a: the TMA kernel (without maps: the mma.sync tile); elsewhere the mma.sync tile on 256 of 384
+             * threads, B rows by cp.async from NHWC x (tc_load_conv_nhwc) */
+    k->smem = 3 * 16384; /* the mma.sync tile's, dynamic: the TMA body needs 225 of the 227 KiB (no static) */
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
     emit_gemm_tma(k, &g, conv_tma_cfg(n));
     P("#else\n");
     P("  if (tid >= 256) return;\n");
-    emit_gemm(k, &g);
+    emit_gemm_tc(k, &g);
     P("#endif\n");
     k->threads = 384;
     k->min_blocks = 1;
