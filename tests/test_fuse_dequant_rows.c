@@ -349,18 +349,7 @@ static void test_cuda_source(void) {
  * re-rolls the bf16 roundings of the activations (the two bf16 runs are
  * ~1e-2 apart) but hardly adds to their error: measured int8 0.0234 vs
  * 0.0228, int4 g32 0.0867 vs 0.0864 (rms relative over the logits);
- * asserted: at most 1.25x QMATMUL's. */
-
-static double rms_rel(const float *a, const float *b, int64_t n) {
-  double num = 0, den = 1e-300;
-  for (int64_t i = 0; i < n; i++) {
-    double d = (double)a[i] - (double)b[i];
-    if (isnan(d)) return NAN;
-    num += d * d;
-    den += (double)b[i] * b[i];
-  }
-  return sqrt(num / den);
-}
+ * asserted: at most 1.25x QMATMUL's (bm_test_rms_rel). */
 
 /* logits (1, P, V) of the golden prompt's first P tokens through `forward`
  * after the pipeline with po; the DEQUANTs left in *ndq */
@@ -414,7 +403,7 @@ static void test_llm_bf16(void) {
     CHECK_MSG(ok, "logits missing");
     if (ok) {
       const float *rf = r[0].data, *af = a[0].data, *bf = b[0].data;
-      double eo = rms_rel(af, rf, n), en = rms_rel(bf, rf, n), d = rms_rel(bf, af, n);
+      double eo = bm_test_rms_rel(af, rf, n), en = bm_test_rms_rel(bf, rf, n), d = bm_test_rms_rel(bf, af, n);
       if (getenv("BM_TEST_VERBOSE"))
         fprintf(stderr, "  llama2 %s, bf16 vs f32 logits rms rel: qmatmul %.4g, dequant + matmul %.4g (apart %.4g)\n",
                 qi ? "int4 g32" : "int8", eo, en, d);

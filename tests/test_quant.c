@@ -44,18 +44,6 @@ static void fill_normal(float *p, int64_t n, uint64_t seed) {
   }
 }
 
-/* ||a - b|| / ||b|| */
-static double rms_rel(const float *a, const float *b, int64_t n) {
-  double num = 0, den = 1e-300;
-  for (int64_t i = 0; i < n; i++) {
-    double d = (double)a[i] - (double)b[i];
-    if (isnan(d)) return NAN;
-    num += d * d;
-    den += (double)b[i] * b[i];
-  }
-  return sqrt(num / den);
-}
-
 static int count_op(const bm_graph *g, bm_op op) {
   int c = 0;
   for (int i = 0; i < g->nnodes; i++) c += g->nodes[i]->op == op;
@@ -246,7 +234,7 @@ static void check_linear(const lin_case *c) {
           yf[i * N + j] = (float)af;
           yd[i * N + j] = (float)ad;
         }
-      double kern = bm_test_rel_err(y, yd, M * N), rho = rms_rel(y, yf, M * N);
+      double kern = bm_test_rel_err(y, yd, M * N), rho = bm_test_rms_rel(y, yf, M * N);
       if (getenv("BM_QUANT_VERBOSE"))
         fprintf(stderr, "  linear M %lld K %lld N %lld %s g%d: kernel %.2e, rms rel err vs f32 %.4f\n",
                 (long long)M, (long long)K, (long long)N, bm_dtype_name(q->dtype), c->group, kern, rho);
@@ -323,7 +311,7 @@ static void test_mlp(void) {
                   "qmatmul %d matmul %d dequant %d fused %d", count_op(g, BM_OP_QMATMUL), count_op(g, BM_OP_MATMUL),
                   count_op(g, BM_OP_DEQUANT), count_op(g, BM_OP_FUSED));
         bm_module_destroy(m);
-        double rho = rms_rel(yq, yf, M * 64);
+        double rho = bm_test_rms_rel(yq, yf, M * 64);
         if (getenv("BM_QUANT_VERBOSE"))
           fprintf(stderr, "  mlp M %lld mode %d: rms rel err vs f32 %.4f\n", (long long)M, mode, rho);
         /* two layers, errors add in quadrature: sqrt(2) times one layer's */
@@ -545,7 +533,7 @@ static void test_llama2_golden(void) {
     for (int i = 0; i < STEPS && !s; i++) s = lm_run(&L, "decode", &toks[i], 1, (int32_t)(P + i), out + (P + i) * V, V);
     CHECK_OK(s);
     if (!s) {
-      double rp = rms_rel(out, ref, P * V), rd = rms_rel(out + P * V, ref + P * V, STEPS * V);
+      double rp = bm_test_rms_rel(out, ref, P * V), rd = bm_test_rms_rel(out + P * V, ref + P * V, STEPS * V);
       int agree = 0;
       for (int64_t r = 0; r < P + STEPS; r++) agree += argmax(out + r * V, V) == argmax(ref + r * V, V);
       fprintf(stderr, "  llama2 %s: logits rms rel err forward %.4f, decode %.4f; argmax agrees %d/%lld\n",

@@ -73,6 +73,17 @@ double bm_test_rel_err(const float *a, const float *b, int64_t n) {
   return maxdiff / maxref;
 }
 
+double bm_test_rms_rel(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 1e-300;
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)a[i] - (double)b[i];
+    if (isnan(d)) return NAN;
+    num += d * d;
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num / den);
+}
+
 int64_t bm_test_count_mismatch(const float *a, const float *b, int64_t n, double atol, double rtol) {
   int64_t bad = 0;
   for (int64_t i = 0; i < n; i++) {

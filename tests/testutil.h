@@ -62,6 +62,8 @@ void bm_test_fill_uniform(float *p, int64_t n, uint64_t seed, float lo, float hi
 
 /* max |a-b| / max(max|b|, tiny): one relative error for a whole tensor. */
 double bm_test_rel_err(const float *a, const float *b, int64_t n);
+/* ||a - b|| / ||b|| (2-norms; NaN if any difference is NaN) */
+double bm_test_rms_rel(const float *a, const float *b, int64_t n);
 /* max over elements of |a-b| / (atol + rtol*|b|) > 1 -> number of violations */
 int64_t bm_test_count_mismatch(const float *a, const float *b, int64_t n, double atol, double rtol);
 

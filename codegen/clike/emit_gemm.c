@@ -1199,6 +1199,23 @@ bool ck_skinny_fused_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node
   return matmul_gemv_use(g, L, &mm);
 }
 
+/* The two bodies of a TMA GEMM launch (matmul, NHWC conv): the warp-
+ * specialized TMA kernel on sm_90a (its own fallback without maps), the
+ * mma.sync tile on 256 of the 384 threads elsewhere; `smem` is the dynamic
+ * shared memory of the fallback (the runtime raises it to the TMA body's,
+ * BM_KSYM(_tmd)). */
+static void emit_tma_bodies(ck *k, gemm *g, const tma_cfg *c, int smem) {
+  k->smem = smem;
+  P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+  emit_gemm_tma(k, g, c);
+  P("#else\n");
+  P("  if (tid >= 256) return;\n");
+  emit_gemm_tc(k, g);
+  P("#endif\n");
+  k->threads = 384;
+  k->min_blocks = 1;
+}
+
 bm_status emit_matmul(ck *k) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
   if (ck_gemm_small_use(k->g, k->L, n)) return emit_gemm_small(k); /* 2..64 rows: emit_gemm_small.c */
@@ -1240,15 +1257,7 @@ bm_status emit_matmul(ck *k) {
   if (tc9) { /* sm_90a: TMA + wgmma (or its cp.async fallback); elsewhere mma.sync on 256 of the 384 threads */
     /* the fallback's (B (K, N): the mma.sync tile's 3 stages, dynamic); the runtime raises it to the TMA
      * body's (BM_KSYM(_tmd)) */
-    k->smem = n->a.trans_b ? wg_smem(&wg_cfgs[0]) : 3 * 16384;
-    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
-    emit_gemm_tma(k, &g, tc9);
-    P("#else\n");
-    P("  if (tid >= 256) return;\n");
-    emit_gemm_tc(k, &g);
-    P("#endif\n");
-    k->threads = 384;
-    k->min_blocks = 1;
+    emit_tma_bodies(k, &g, tc9, n->a.trans_b ? wg_smem(&wg_cfgs[0]) : 3 * 16384);
   } else if (wc) { /* sm_90a: wgmma; other archs and the PTX: mma.sync, same launch (128x128 tasks) */
     k->smem = wg_smem(wc);
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
@@ -1443,15 +1452,8 @@ bm_status emit_conv2d(ck *k) {
   g.store_c = conv_store;
   if (tma) { /* sm_90a: the TMA kernel (without maps: the mma.sync tile); elsewhere the mma.sync tile on 256 of 384
              * threads, B rows by cp.async from NHWC x (tc_load_conv_nhwc) */
-    k->smem = 3 * 16384; /* the mma.sync tile's, dynamic: the TMA body needs 225 of the 227 KiB (no static) */
-    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
-    emit_gemm_tma(k, &g, conv_tma_cfg(n));
-    P("#else\n");
-    P("  if (tid >= 256) return;\n");
-    emit_gemm_tc(k, &g);
-    P("#endif\n");
-    k->threads = 384;
-    k->min_blocks = 1;
+    /* the mma.sync tile's shared memory, dynamic: the TMA body needs 225 of the 227 KiB (no static) */
+    emit_tma_bodies(k, &g, conv_tma_cfg(n), 3 * 16384);
   } else if (wgc) { /* as emit_matmul: wgmma on sm_90a, mma.sync elsewhere */
     k->smem = wg_smem(wc);
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
