@@ -151,6 +151,8 @@ static void test_emit(void) {
  * Dv 64 without causal masking (else it spills or serializes the wgmmas), or forced */
 static void test_hold(void) {
   static const char *const hold = "      bm_wg_hold(lr[1]); /* keeps the wait here */\n      bm_wgmma_wait_n64<0>(o);";
+  /* (the two-warpgroup kernels: the three-warpgroup default at d64 has no hold, attn3wg) */
+  setenv("BM_CUDA_ATTN", "w2n128tmaqd", 1);
   char *s = attn_source(64, false, BM_DTYPE_F16, NULL, NULL, NULL, NULL);
   const char *k = kernel(s);
   CHECK(k && strstr(k, hold));
@@ -166,6 +168,15 @@ static void test_hold(void) {
   s = attn_source(64, true, BM_DTYPE_F16, NULL, NULL, NULL, "1");
   k = kernel(s);
   CHECK(k && strstr(k, hold));
+  free(s);
+  unsetenv("BM_CUDA_ATTN");
+  s = attn_source(64, false, BM_DTYPE_F16, NULL, NULL, NULL, NULL); /* three warpgroups: never (it spills) */
+  k = kernel(s);
+  CHECK(k && strstr(k, "wgmma attention w3n128tmaqd_pp") && !strstr(k, "bm_wg_hold("));
+  free(s);
+  s = attn_source(64, true, BM_DTYPE_F16, NULL, NULL, NULL, "1");
+  k = kernel(s);
+  CHECK(k && strstr(k, "wgmma attention w3n128tmaqg_pp") && !strstr(k, "bm_wg_hold("));
   free(s);
   s = attn_source(64, false, BM_DTYPE_F16, NULL, NULL, NULL, "0");
   k = kernel(s);

@@ -66,13 +66,30 @@ static bool has_pp(const char *s) {
   return strstr(s, "bm_att_bar_sync(3 + wg, 256);") && strstr(s, "bm_att_bar_arrive(3 + (wg ^ 1), 256);");
 }
 
+/* three consumer warpgroups (attn3wg): 512 threads, producers 32 registers, consumers 160 */
+static bool is_ws3(const char *s) {
+  return strstr(s, "__launch_bounds__(512, 1)") && strstr(s, "bm_att_setmaxnreg_dec<32>()") &&
+         strstr(s, "bm_att_setmaxnreg_inc<160>()");
+}
+
+/* their ping-pong: a ring of named barriers 4, 5, 6 */
+static bool has_pp3(const char *s) {
+  return strstr(s, "if (wg == 2) bm_att_bar_arrive(4, 256);") && strstr(s, "bm_att_bar_sync(4 + wg, 256);") &&
+         strstr(s, "bm_att_bar_arrive(wg == 2 ? 4 : 5 + wg, 256);");
+}
+
 static void test_defaults(void) {
-  /* head dim 64: the warp-specialized kernel; FA2 in #else, storing only its 8 warps' rows */
+  /* head dim 64: the warp-specialized kernel with three consumer warpgroups (attn3wg);
+   * FA2 in #else, storing only its 12 warps' rows */
   char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
-  CHECK(s && has_wgmma(s) && is_ws(s) && strstr(s, "bm_wgmma_rs_f16_n64(o"));
+  CHECK(s && has_wgmma(s) && is_ws3(s) && strstr(s, "bm_wgmma_rs_f16_n64(o"));
   const char *kern = s ? strstr(s, "_attention(const bm_gpu_args") : NULL; /* past the prelude */
   CHECK(kern && strstr(kern, "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n") && strstr(kern, "#else\n") &&
-        strstr(kern, "bm_mma_f16(o[") && strstr(kern, "warp < 8"));
+        strstr(kern, "bm_mma_f16(o[") && strstr(kern, "warp < 12"));
+  free(s);
+  /* with a mask: two (w2n128ws) */
+  s = attn_source((at_case){64, 64, false, true, BM_DTYPE_F16});
+  CHECK(s && is_ws(s) && strstr(s, "wgmma attention w2n128ws") && strstr(s, "warp < 8"));
   free(s);
   /* head dim 128, causal, bf16; without masking; with a mask: the same kernel, 128-key tiles */
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
@@ -96,8 +113,8 @@ static void test_defaults(void) {
    * ping-pong otherwise; cp.async at head dim 64 with causal masking over
    * more keys, a window or a mask, and at other head dims (w2n128ws) */
   s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
-  CHECK(s && is_ws(s) && has_tma(s, 1) && !has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqd */") &&
-        strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 128 + wg * 64;") &&
+  CHECK(s && is_ws3(s) && has_tma(s, 1) && has_pp3(s) && has_dyn(s) && strstr(s, "wgmma attention w3n128tmaqd_pp */") &&
+        strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 192 + wg * 64;") &&
         strstr(s, "const int qt2 = t2 % nq2, bh2 = t2 / nq2;"));
   free(s);
   s = attn_source((at_case){128, 128, false, false, BM_DTYPE_BF16});
@@ -109,7 +126,8 @@ static void test_defaults(void) {
         strstr(s, "const int qt = nqi - 1 - grk / gsz, bh = g0 + grk % gsz;"));
   free(s);
   s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16, 8192});
-  CHECK(s && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqg_pp"));
+  CHECK(s && is_ws3(s) && has_tma(s, 1) && has_pp3(s) && has_dyn(s) && strstr(s, "wgmma attention w3n128tmaqg_pp") &&
+        strstr(s, "const int qt = nqi - 1 - grk / gsz, bh = g0 + grk % gsz;"));
   free(s);
   /* longer, or with a window or mask: one block per task (d128), cp.async (d64) */
   s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16, 8193});
@@ -124,7 +142,12 @@ static void test_defaults(void) {
   s = attn_source((at_case){128, 128, true, true, BM_DTYPE_F16});
   CHECK(s && has_tma(s, 0) && !has_dyn(s) && strstr(s, "wgmma attention w2n128tma_pp"));
   free(s);
+  /* head dim 64 causal over more keys: three warpgroups, longest first across the heads */
   s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16, 16384});
+  CHECK(s && is_ws3(s) && has_tma(s, 1) && has_pp3(s) && has_dyn(s) && strstr(s, "wgmma attention w3n128tmaqd_pp") &&
+        strstr(s, "qt = nqi - 1 - t / bhn, bh = t % bhn"));
+  free(s);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16, 0, 64}); /* a window: w2n128ws */
   CHECK(s && is_ws(s) && !strstr(s, "_tmd)") && !has_pp(s) && strstr(s, "wgmma attention w2n128ws"));
   free(s);
   s = attn_source((at_case){96, 64, false, false, BM_DTYPE_F16});
@@ -216,8 +239,89 @@ static void test_env(void) {
   unsetenv("BM_CUDA_ATTN");
 }
 
+/* ---- attn3wg: three consumer warpgroups (w3n*: 192 query rows a block, 512 threads; the
+ * producers at 32 registers, the consumers at 160; no hold; the ping-pong a ring of named
+ * barriers 4 + wg past the Q barriers 1 + wg) */
+static void test_three_wg(void) {
+  setenv("BM_CUDA_ATTN", "w3n128tmaqd", 1);
+  char *s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && strstr(s, "wgmma attention w3n128tmaqd */") && strstr(s, "__launch_bounds__(512, 1)") &&
+        strstr(s, "bm_att_setmaxnreg_dec<32>()") && strstr(s, "bm_att_setmaxnreg_inc<160>()") && has_tma(s, 1) &&
+        has_dyn(s) && !strstr(s, "bm_wg_hold(lr") && !strstr(s, "bm_att_bar_sync(4 + wg") &&
+        strstr(s, "bm_att_bar_sync(1 + wg, 128);") && strstr(s, "bm_att_mbar_init(ek0 + 8 * x, 12u);") &&
+        strstr(s, "bm_att_mbar_init(te0 + 8 * x, 512u);") && strstr(s, "for (int x = 0; x < 6; x++) bm_att_mbar_init(qbar0") &&
+        strstr(s, "const int nqt = (Sq + 191) / 192;") && strstr(s, "const int r2 = bh2 * (int)Sq + qt2 * 192 + wg * 64;") &&
+        strstr(s, "bm_wgmma_ss_f16_n128(s") && strstr(s, "warp < 12"));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w3n64tmaqd_pp", 1);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_BF16});
+  CHECK(s && strstr(s, "bm_wgmma_ss_bf16_n64(s") && has_pp3(s) && !has_pp(s));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w3n64tmaqg_pp", 1);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});
+  CHECK(s && has_dyn(s) && strstr(s, "const int qt = nqi - 1 - grk / gsz, bh = g0 + grk % gsz;") &&
+        has_pp3(s));
+  free(s);
+  setenv("BM_CUDA_ATTN", "w3n64tma_pp", 1);
+  s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16});
+  CHECK(s && has_tma(s, 0) && !has_dyn(s) && strstr(s, "bm_att_setmaxnreg_dec<40>()") &&
+        strstr(s, "bm_att_setmaxnreg_inc<152>()"));
+  free(s);
+  /* two warpgroups keep barriers 3 + wg (the generated code unchanged) */
+  setenv("BM_CUDA_ATTN", "w2n128tmaqd_pp", 1);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && has_pp(s) && strstr(s, "if (wg == 1) bm_att_bar_arrive(3, 256);") && is_ws(s));
+  free(s);
+  unsetenv("BM_CUDA_ATTN");
+}
+/* ---- end attn3wg */
+
+/* ---- attnsum: the softmax's short chains (wa_soft, BM_CUDA_ATTN_ILP): Dv above 64 by
+ * default the max trees and 4 partial sums a row; Dv 64 and ILP 0 the old chains (one
+ * running max, a 32-deep sum); the peeled first step of w2n128ws at Dv 128 keeps them */
+static bool ilp_chains(const char *s, int ilp) {
+  char want[64];
+  snprintf(want, sizeof want, "float ls[2][%d];", ilp);
+  return strstr(s, "float mt[2][16];") && strstr(s, "mt[rr][x] = fmaxf(mt[rr][x], mt[rr][x + 8]);") &&
+         strstr(s, "mx2[rr] = fmaxf(mx2[rr], BM_SHFL_XOR(mx2[rr], 2));") && strstr(s, want) &&
+         strstr(s, "lr[rr] = lr[rr] * corr[rr] + ls[rr][0];");
+}
+static bool old_chains(const char *s) { return strstr(s, "ls += p;") && strstr(s, "lr[rr] = lr[rr] * corr[rr] + ls;"); }
+
+static void test_softmax_ilp(void) {
+  char *s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16}); /* w2n128tmaqd_pp */
+  CHECK(s && ilp_chains(s, 4) && strstr(s, "ls[rr][x] += ls[rr][x + 2];") && !old_chains(s));
+  free(s);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
+  CHECK(s && ilp_chains(s, 4) && !old_chains(s));
+  free(s);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && old_chains(s) && !strstr(s, "float mt[2]"));
+  free(s);
+  /* head dim 80 (w2n128ws, no ping-pong): the first step the old chains, the loop the short */
+  s = attn_source((at_case){80, 80, true, false, BM_DTYPE_BF16});
+  CHECK(s && strstr(s, "wgmma attention w2n128ws */") && old_chains(s) && ilp_chains(s, 4));
+  free(s);
+  setenv("BM_CUDA_ATTN_ILP", "0", 1);
+  s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
+  CHECK(s && old_chains(s) && !strstr(s, "float mt[2]"));
+  free(s);
+  setenv("BM_CUDA_ATTN_ILP", "8", 1);
+  s = attn_source((at_case){64, 64, false, false, BM_DTYPE_F16});
+  CHECK(s && ilp_chains(s, 8) && strstr(s, "ls[rr][x] += ls[rr][x + 4];") && !old_chains(s));
+  free(s);
+  setenv("BM_CUDA_ATTN_ILP", "9", 1); /* out of range: the default */
+  s = attn_source((at_case){128, 128, false, false, BM_DTYPE_F16});
+  CHECK(s && ilp_chains(s, 4));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_ILP");
+}
+/* ---- end attnsum */
+
 int main(void) {
   RUN(test_defaults);
   RUN(test_env);
+  RUN(test_three_wg);
+  RUN(test_softmax_ilp);
   return bm_test_finish();
 }

@@ -671,6 +671,80 @@ static void b_cn_transpose(bm_graph *g) { /* the NCHW -> NHWC transpose alone: t
   bm_output_add(g, "y", bm_permute(g, IN("x", BF16, 2, 72, 5, 24), (int[]){0, 2, 3, 1}));
 }
 
+/* ---- mov: the movement kernels' vector copy, tiled transpose and 2x upsample
+ * (codegen/clike/emit_movement.c), each beside its element-wise fallback */
+/* permutes keeping the last dim: the attention head split/merge (16-byte vectors, batch
+ * symbolic), 12-byte rows (4-byte vectors), f32 (16-byte), odd last dims (the fallback) */
+static void b_mv_perm_keep(bm_graph *g) {
+  int b = bm_sym_declare(g, "b", 3);
+  bm_node *x = IN("x", F16, BM_SYM(b), 77, 8, 40);
+  bm_node *h = bm_permute(g, x, (int[]){0, 2, 1, 3}); /* (b, 8, 77, 40) */
+  bm_output_add(g, "heads", h);
+  bm_output_add(g, "merge", bm_permute(g, bm_mul(g, h, bm_scalar(g, 2.0f)), (int[]){0, 2, 1, 3}));
+  bm_node *y = IN("y", BF16, 3, 5, 7, 6);
+  bm_output_add(g, "bf16_12b", bm_permute(g, y, (int[]){2, 0, 1, 3}));
+  bm_node *z = IN("z", F32, 4, 6, 8);
+  bm_output_add(g, "f32_16b", bm_permute(g, z, (int[]){1, 0, 2}));
+  bm_node *o = IN("o", F16, 3, 5, 7);
+  bm_output_add(g, "odd", bm_permute(g, o, (int[]){1, 0, 2}));
+  bm_output_add(g, "f32_last", bm_permute(g, z, (int[]){0, 2, 1})); /* f32 moving the last dim: fallback */
+}
+/* permutes swapping two blocks of dims (the tiled transpose): (B, R, C) -> (B, C, R) with
+ * tail tiles, NHWC -> NCHW, 2-D, batch symbolic; R or C not a multiple of 8: the fallback */
+static void b_mv_transpose(bm_graph *g) {
+  int b = bm_sym_declare(g, "b", 2);
+  bm_node *x = IN("x", F16, BM_SYM(b), 72, 136);
+  bm_output_add(g, "t3", bm_permute(g, x, (int[]){0, 2, 1}));
+  bm_node *y = IN("y", BF16, 2, 5, 8, 16);
+  bm_output_add(g, "nchw", bm_permute(g, y, (int[]){0, 3, 1, 2}));
+  bm_output_add(g, "nhwc", bm_permute(g, y, (int[]){0, 2, 3, 1})); /* C 5: the fallback */
+  bm_node *z = IN("z", F16, 48, 24);
+  bm_output_add(g, "t2", bm_permute(g, z, (int[]){1, 0}));
+  bm_node *w = IN("w", F16, 2, 3, 16, 8);
+  bm_output_add(g, "batch2", bm_permute(g, w, (int[]){0, 1, 3, 2}));
+  bm_output_add(g, "odd", bm_permute(g, IN("o", F16, 2, 12, 20), (int[]){0, 2, 1})); /* 12, 20: fallback */
+}
+/* slices along each axis: the GEGLU / q-k-v split (last dim, 16-byte vectors at an offset),
+ * step 2 (the fallback), a negative begin of a symbolic dim, odd offsets (4-byte vectors or none) */
+static void b_mv_slice(bm_graph *g) {
+  int b = bm_sym_declare(g, "b", 3);
+  bm_node *x = IN("x", F16, BM_SYM(b), 9, 48);
+  bm_output_add(g, "last_hi", bm_slice(g, x, 2, 24, 48, 1));
+  bm_output_add(g, "last_mid", bm_slice(g, x, 2, 8, 16, 1));
+  bm_output_add(g, "last_odd", bm_slice(g, x, 2, 3, 9, 1));
+  bm_output_add(g, "last_2", bm_slice(g, x, 2, 2, 8, 1)); /* 4-byte vectors */
+  bm_output_add(g, "mid", bm_slice(g, x, 1, 2, 7, 1));
+  bm_output_add(g, "mid_step2", bm_slice(g, x, 1, 1, 9, 2));
+  bm_output_add(g, "first_neg", bm_slice(g, x, 0, -2, INT64_MAX, 1));
+  bm_node *y = IN("y", F32, 2, 5, 12);
+  bm_output_add(g, "f32", bm_slice(g, y, 2, 4, 12, 1));
+  bm_output_add(g, "f32_odd", bm_slice(g, y, 2, 1, 12, 1));
+}
+/* concats along each axis: the UNet's skip concat (channels of NCHW), axis 0 with a
+ * symbolic batch, the last axis (the fallback), f32 with odd inner runs (the fallback) */
+static void b_mv_concat(bm_graph *g) {
+  int b = bm_sym_declare(g, "b", 3);
+  bm_node *x = IN("x", F16, BM_SYM(b), 6, 5, 8), *y = IN("y", F16, BM_SYM(b), 3, 5, 8);
+  bm_output_add(g, "ch", bm_concat(g, 2, (bm_node *[]){x, y}, 1));
+  bm_output_add(g, "ch3", bm_concat(g, 3, (bm_node *[]){y, x, y}, 1));
+  bm_output_add(g, "h", bm_concat(g, 2, (bm_node *[]){x, bm_mul(g, x, bm_scalar(g, 2.0f))}, 2));
+  bm_output_add(g, "w", bm_concat(g, 2, (bm_node *[]){x, x}, 3));
+  bm_output_add(g, "batch", bm_concat(g, 2, (bm_node *[]){x, x}, 0));
+  bm_node *p = IN("p", BF16, 2, 3, 4), *q = IN("q", BF16, 2, 5, 4);
+  bm_output_add(g, "bf16_8b", bm_concat(g, 2, (bm_node *[]){p, q}, 1));
+  bm_node *u = IN("u", F32, 2, 3, 5), *v = IN("v", F32, 2, 4, 5);
+  bm_output_add(g, "f32_odd", bm_concat(g, 2, (bm_node *[]){u, v}, 1));
+}
+/* 2x nearest upsample: 16-bit with W a multiple of 4 (the vector path), odd H, batch
+ * symbolic; W 6 (the fallback) */
+static void b_mv_upsample(bm_graph *g) {
+  int b = bm_sym_declare(g, "b", 3);
+  bm_output_add(g, "f16", bm_upsample_nearest(g, IN("x", F16, BM_SYM(b), 3, 5, 12), 2));
+  bm_output_add(g, "bf16", bm_upsample_nearest(g, IN("y", BF16, 1, 2, 3, 8), 2));
+  bm_output_add(g, "w6", bm_upsample_nearest(g, IN("z", F16, 1, 2, 3, 6), 2));
+}
+/* ---- end mov */
+
 typedef struct at_cfg {
   int D, Dv, hq, hkv, sq, sk;
   bool causal, mask;
@@ -739,6 +813,12 @@ static void b_at_exp_d64_causal_bf16(bm_graph *g) { at_exp(g, 64, 4, 2, 300, 300
 static void b_at_exp_d128_causal_f16(bm_graph *g) { at_exp(g, 128, 4, 2, 200, 330, true, 1.5f, F16); }
 static void b_at_exp_d128_bf16(bm_graph *g) { at_exp(g, 128, 2, 2, 150, 400, false, 0.0f, BF16); }
 /* ---- end attnexp */
+/* ---- attn3wg (three consumer warpgroups, 192 query rows a block: w3n*): ragged last
+ * tiles (450 rows: its second warpgroup holds 2 rows, the third none; 330 rows over 520
+ * keys, causal: a diagonal tile split across the warpgroups) */
+static void b_at_w3_d64_ragged_f16(bm_graph *g) { at = (at_cfg){64, 64, 6, 2, 450, 450, false, false, 0, 0, F16}; b_attention(g); }
+static void b_at_w3_d64_causal_bf16(bm_graph *g) { at = (at_cfg){64, 64, 4, 4, 330, 520, true, false, 0, 0, BF16}; b_attention(g); }
+/* ---- end attn3wg */
 /* symbolic Sq = Sk (self-attention), causal, bound below the max */
 static void b_at_tc_sym_bf16(bm_graph *g) {
   int s = bm_sym_declare(g, "seq", 300);
@@ -1145,6 +1225,9 @@ static const tcase cases[] = {
     {"attn_exp_d64_causal_bf16", b_at_exp_d64_causal_bf16, TOL_TC_BF16(0.9) /* 1.0 */, {0}, false},
     {"attn_exp_d128_causal_f16", b_at_exp_d128_causal_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
     {"attn_exp_d128_bf16", b_at_exp_d128_bf16, TOL_TC_BF16(0.1) /* 0.112 */, {0}, false},
+    /* attn3wg */
+    {"attn_w3_d64_ragged_f16", b_at_w3_d64_ragged_f16, TOL_TC_F16(0.1) /* 0.106 */, {0}, false},
+    {"attn_w3_d64_causal_bf16", b_at_w3_d64_causal_bf16, TOL_TC_BF16(0.15) /* 0.155 */, {0}, false},
     {"topk_mask", b_topk, 0, {0}, false},
     {"moe", b_moe, 2e-5, {0}, false},
     /* decode2: q/k/v slice views (batch max 1), the gate/up GLU */
@@ -1178,6 +1261,13 @@ static const tcase cases[] = {
     {"qgemm_glu_f32_sym9", b_qg_glu_f32_sym16, 2e-5, {9}, false},
     {"qgemm_rms_glu_f32_m8", b_qg_rms_glu_f32_m8, 2e-5, {0}, false},
     /* ---- end qgemm */
+    /* ---- mov: the movement kernels (emit_movement.c) */
+    {"move_perm_keep", b_mv_perm_keep, 0, {2}, false},
+    {"move_transpose", b_mv_transpose, 0, {2}, false},
+    {"move_slice", b_mv_slice, 0, {3}, false},
+    {"move_concat", b_mv_concat, 0, {2}, false},
+    {"move_upsample", b_mv_upsample, 0, {2}, false},
+    /* ---- end mov */
 };
 
 /* BM_TEST_ONLY=a,b,...: the cases whose name contains one of the words */

@@ -413,7 +413,8 @@ static bm_status emit_movement(ck *k) {
   const bm_node *n = k->n;
   int dq_chunk;
   if (n->op == BM_OP_DEQUANT && dequant_vec_ok(k, &dq_chunk)) return emit_dequant_vec(k, dq_chunk);
-  if (ck_nhwc_transpose_ok(k->L, n)) return emit_nhwc_transpose(k); /* the NHWC conv's input (emit_gemm.c) */
+  bm_status fast;
+  if (ck_movement_fast(k, &fast)) return fast; /* vectors / tiled transpose (emit_movement.c) */
   const int T = k->threads = 256;
   int r = n->ndim;
   k->tasks = ck_task_linear(k->g, r, n->shape, T);

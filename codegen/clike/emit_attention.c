@@ -524,11 +524,13 @@ typedef struct wa_cfg {
             * persistent grid of one block per multiprocessor; 3 persistent with two Q buffers, the
             * next task's Q loading during this one */
   bool pp;  /* WA_WS: FA3's ping-pong, the consumer warpgroups take turns issuing their products
-             * (named barriers 3 and 4), so one's softmax runs while the other's products do */
+             * (named barriers 2 + nwg + wg, a ring: 3 and 4 with two), so one's softmax runs while
+             * another's products do */
   int dyn; /* WA_WS: a dynamic tile scheduler (wa_task_open): a block's first task is its
             * own, then the next is an atomic ticket; causal tasks 1: longest first across
             * all heads, 2: head-major (a head's tiles in a row, longest first: L2 locality),
             * 3: longest first within groups of heads whose K/V fit in L2 (emit_head_groups) */
+  int preg; /* WA_WS: the producers' registers (setmaxnreg; 0: WA_PREG); the consumers get the rest */
 } wa_cfg;
 
 static const wa_cfg wa_cfgs[] = {
@@ -544,6 +546,15 @@ static const wa_cfg wa_cfgs[] = {
     {"w2n128tmaqd_pp", 2, 128, WA_WS, 2, 1, 3, true, 1}, {"w2n128tmapd_pp", 2, 128, WA_WS, 2, 1, 2, true, 1},
     {"w2n128tmaqd", 2, 128, WA_WS, 2, 1, 3, false, 1},    {"w2n128tmaqh_pp", 2, 128, WA_WS, 2, 1, 3, true, 2},
     {"w2n128tmaqg_pp", 2, 128, WA_WS, 2, 1, 3, true, 3}, {"w2n128tmaqg", 2, 128, WA_WS, 2, 1, 3, false, 3},
+    /* three consumer warpgroups (192 query rows a block, 512 threads: 128 registers a thread at launch;
+     * ptxas allocates each role's code within its setmaxnreg count): producers 32 (24 spilled 16
+     * bytes), consumers 160, no hold (wa_exp_cfg). No spills at head dim 64 with 128-key tiles
+     * without causal masking (with it 12-20 bytes) and with 64-key tiles (d64 all; d128 without
+     * causal masking) */
+    {"w3n128tmaqd", 3, 128, WA_WS, 2, 1, 3, false, 1, 32}, {"w3n128tmaqd_pp", 3, 128, WA_WS, 2, 1, 3, true, 1, 32},
+    {"w3n64tmaqd", 3, 64, WA_WS, 2, 1, 3, false, 1, 32},   {"w3n64tmaqd_pp", 3, 64, WA_WS, 2, 1, 3, true, 1, 32},
+    {"w3n64tmaqg", 3, 64, WA_WS, 2, 1, 3, false, 3, 32},   {"w3n64tmaqg_pp", 3, 64, WA_WS, 2, 1, 3, true, 3, 32},
+    {"w3n64tma_pp", 3, 64, WA_WS, 2, 1, 1, true, 0, 40},   {"w3n128tmaqg_pp", 3, 128, WA_WS, 2, 1, 3, true, 3, 32},
 };
 
 /* TMA loads (wa_cfg.tma): the kernel's `<symbol>_tmd` constant array in
@@ -595,12 +606,24 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_graph *g, cons
    * longest first within head groups whose K/V fit in L2 (w2n128tmaqg_pp,
    * both head dims: 1k d128 0.89x SDPA vs 0.79x, 4k 0.94x vs 0.91x, 4k d64
    * 0.84x vs 0.83x; at 16k keys one block per task stayed faster, 1.07x
-   * vs 0.97x at d128, 1.00x vs 0.91x at d64) */
+   * vs 0.97x at d128, 1.00x vs 0.91x at d64). Head dim 64 without a window
+   * or mask (and tensors under 2^30 elements: int indices, wa_index): three
+   * consumer warpgroups with the ping-pong, w3n128tmaqd_pp (1k 1.00x SDPA vs
+   * 0.86x, 4k 1.09x vs 0.87x; causal 4k 0.91x vs 0.86x, 8k 1.00x vs 0.89x,
+   * 16k 1.07x vs 1.00x), causal over at most 8k keys in head groups
+   * (w3n128tmaqg_pp: the L2 order, as w2n128tmaqg_pp); not with kv_len
+   * (a cache: its consumers spill 4 bytes at 160 registers) */
   const bool tma_ok = (D == 64 || D == 128) && Dv == D,
              limited = n->a.causal || n->a.window > 0 || (n->a.attn_flags & BM_ATTN_HAS_MASK),
              causal_short = n->a.causal && n->a.window <= 0 && !(n->a.attn_flags & BM_ATTN_HAS_MASK) &&
                             ck_dim_max(g, kk->shape[2]) <= WA_SHORT_SK;
+  bool small = elems_max(g, n) < (1ll << 30); /* (wa_index: int indices in w3n*) */
+  for (int i = 0; i < 3; i++) small = small && elems_max(g, n->in[i]) < (1ll << 30);
+  const bool w3 = tma_ok && D == 64 && small && n->a.window <= 0 &&
+                  !(n->a.attn_flags & (BM_ATTN_HAS_MASK | BM_ATTN_HAS_KV_LEN)); /* (kv_len: 4 bytes spill) */
   const char *def = !tma_ok                          ? "w2n128ws"
+                    : w3 && causal_short             ? "w3n128tmaqg_pp"
+                    : w3                             ? "w3n128tmaqd_pp"
                     : causal_short                   ? "w2n128tmaqg_pp"
                     : limited && D <= 64             ? "w2n128ws"
                     : limited                        ? "w2n128tma_pp"
@@ -611,6 +634,18 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_graph *g, cons
   for (size_t i = 0; i < sizeof wa_cfgs / sizeof *wa_cfgs; i++)
     if (strcmp(env, wa_cfgs[i].name) == 0) w = &wa_cfgs[i];
   return w && wa_smem(w, wa_pad(D), wa_pad(Dv)) <= 227 * 1024 ? w : NULL;
+}
+
+/* The index type of the wgmma kernel: the node's (k->I), but int in the three-warpgroup
+ * configs (160 registers a consumer) without a mask when q, k, v and the output have fewer
+ * than 2^30 elements: k->I is 64-bit for the B Hq Sq Sk mask coordinates alone
+ * (emit.c index_type), and the 64-bit tile indices spilled 8-20 bytes with causal masking */
+static const char *wa_index(const ck *k, const wa_cfg *w, int mi) {
+  const bm_node *n = k->n;
+  if (w->nwg < 3 || mi >= 0) return k->I;
+  for (int i = 0; i < 3; i++)
+    if (elems_max(k->g, n->in[i]) >= (1ll << 30)) return k->I;
+  return elems_max(k->g, n) < (1ll << 30) ? "int" : k->I;
 }
 
 /* cp.async of `rows` rows of a (.., width) f16/bf16 tensor into `atoms`
@@ -696,20 +731,31 @@ static void wa_wait_pv(ck *k, const wa_ctx *c) {
  * live at once: by default only in the warp-specialized kernels (WA_WS; the
  * others get C7518) at Dv 64 without causal, window or mask (else
  * 80-96 bytes spill at d64, and at d128 the wgmmas serialize, C7512; on the
- * H100 1k d64 +3%, 4k d64 -1%); BM_CUDA_ATTN_HOLD=0 / 1 forces it off / on. */
+ * H100 1k d64 +3%, 4k d64 -1%); BM_CUDA_ATTN_HOLD=0 / 1 forces it off / on.
+ * ilp (docs/cuda.md, "Shorter softmax chains"): the row maxima as trees and
+ * the row sums in ilp independent partial sums (combined as a tree), the two
+ * rows' work adjacent, so the softmax is not one long chain of dependent
+ * FMNMX / FADD per row (ptxas does not reassociate them); 0: the old chains
+ * (a max over the 16 column blocks, a 32-deep sum). By default WA_ILP at Dv
+ * above 64 (H100: +1-5% at d128) and 0 at Dv 64 (there every ilp measured
+ * slower, 4k d64 0.86x SDPA vs 0.92x); BM_CUDA_ATTN_ILP=0..8 forces one. */
+enum { WA_ILP = 4 };
 typedef struct wa_exp {
   int num, den, deg, resc;
   bool hold;
+  int ilp;
 } wa_exp;
 
 static wa_exp wa_exp_cfg(const bm_node *n, const wa_ctx *c) {
   const bool limited = n->a.causal || n->a.window > 0 || c->mi >= 0 || c->extra;
-  wa_exp e = {0, 1, strcmp(c->dt, "bf16") == 0 ? 3 : 4, 0, c->dva <= 64 && !limited};
+  wa_exp e = {0, 1, strcmp(c->dt, "bf16") == 0 ? 3 : 4, 0, c->dva <= 64 && !limited, c->dva > 64 ? WA_ILP : 0};
   const bool ws = c->w->mode == WA_WS; /* (WA_PIPE: the branch serializes the wgmmas, C7518) */
   const char *fr = getenv("BM_CUDA_ATTN_EXP"), *deg = getenv("BM_CUDA_ATTN_EXP_DEG"),
-             *rs = getenv("BM_CUDA_ATTN_RESCALE"), *hold = getenv("BM_CUDA_ATTN_HOLD");
+             *rs = getenv("BM_CUDA_ATTN_RESCALE"), *hold = getenv("BM_CUDA_ATTN_HOLD"),
+             *ilp = getenv("BM_CUDA_ATTN_ILP");
+  if (ilp && *ilp && atoi(ilp) >= 0 && atoi(ilp) <= 8) e.ilp = atoi(ilp);
   if (hold && *hold) e.hold = strcmp(hold, "0") != 0;
-  e.hold = e.hold && ws;
+  e.hold = e.hold && ws && c->w->nwg < 3; /* (three warpgroups: 160 registers, the hold spills) */
   int num, den;
   if (fr && *fr) {
     e.num = 0; /* "0" or anything not num/den: off */
@@ -720,6 +766,49 @@ static wa_exp wa_exp_cfg(const bm_node *n, const wa_ctx *c) {
   return e;
 }
 
+/* row rr's running max from its tile max mx: declares mnew and mu (the
+ * exponents' offset, mnew * SC), sets corr[rr] (the factor of O and l) and
+ * mr[rr]; with ex->resc the stale max is kept while it grows by at most resc */
+static void wa_max_update(ck *k, const wa_exp *ex) {
+  if (ex->resc) { /* keep the stale max while the row's max grows by at most resc (log2 units) */
+    P("        float mnew = fmaxf(mr[rr], mx);\n");
+    P("        const bool up = !((mnew - mr[rr]) * SC <= %d.0f); /* also from -inf */\n", ex->resc);
+    P("        mnew = up ? mnew : mr[rr];\n");
+    P("        const float mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
+    P("        corr[rr] = up ? bm_ex2(mr[rr] * SC - mu) : 1.0f;\n");
+  } else {
+    P("        const float mnew = fmaxf(mr[rr], mx), mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
+    P("        corr[rr] = bm_ex2(mr[rr] * SC - mu);\n");
+  }
+  P("        mr[rr] = mnew;\n");
+}
+
+/* p = 2^(s * SC - mu) of value (x, rr, e) (ex2.approx, or bm_ex2_poly for the
+ * column blocks x % den < num) */
+static void wa_exp_p(ck *k, const wa_exp *ex, const char *mu) {
+  P("          const float y = fmaf(s[4 * x + 2 * rr + e], SC, -%s);\n", mu);
+  if (ex->num == 0)
+    P("          const float p = bm_ex2(y);\n");
+  else if (ex->num == ex->den)
+    P("          const float p = bm_ex2_poly(y, %d);\n", ex->deg);
+  else /* x is a constant once unrolled: no branch */
+    P("          const float p = x %% %d < %d ? bm_ex2_poly(y, %d) : bm_ex2(y);\n", ex->den, ex->num, ex->deg);
+}
+
+/* a[rr][0] = the max (sum: the sum) of a[rr][0..n-1] for both rows, as a
+ * tree: each level folds the upper half onto the lower, the two rows' ops
+ * adjacent (the levels' ops are independent of each other) */
+static void wa_tree(ck *k, const char *a, int n, bool sum) {
+  for (; n > 1; n = (n + 1) / 2) {
+    const int h = (n + 1) / 2;
+    P("#pragma unroll\n      for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int rr = 0; rr < 2; rr++) ", n - h);
+    if (sum)
+      P("%s[rr][x] += %s[rr][x + %d];\n", a, a, h);
+    else
+      P("%s[rr][x] = fmaxf(%s[rr][x], %s[rr][x + %d]);\n", a, a, a, h);
+  }
+}
+
 /* S_kt (issued, waited for until `wait_s` groups are pending) -> P in pa:
  * mask, online softmax, and with `pv` the wait for the P V product in flight
  * before O is rescaled (rescale: false when O is still zero) */
@@ -727,7 +816,11 @@ static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv,
                     const char *after_pv) {
   const char *I = k->I;
   const int NB = c->NB;
-  const wa_exp ex = wa_exp_cfg(k->n, c);
+  wa_exp ex = wa_exp_cfg(k->n, c);
+  /* the peeled first step (no P V in flight) without the ping-pong at Dv 128 keeps the old chains:
+   * with the short ones ptxas hoists the next S's wgmmas into its softmax (S, P and O live at
+   * once: w2n128ws at head dim 80 spilled 100 bytes) */
+  if (!pv && !c->w->pp && c->dva > 64) ex.ilp = 0;
   P("      {\n");
   P("      const %s j0 = kbeg + (%s) * %d;\n", I, kt, c->BN);
   P("      bm_wgmma_wait_n%d<%d>(s);\n", c->BN, wait_s);
@@ -737,34 +830,39 @@ static void wa_soft(ck *k, const wa_ctx *c, const char *kt, int wait_s, bool pv,
   /* online softmax: rows g8 (e = 0, 1) and g8 + 8 (e = 2, 3) of the warp's
    * 16; a row's keys are spread over the 4 lanes of a quad */
   P("      float corr[2];\n");
-  P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) {\n");
-  P("        float mx = -BM_INF;\n");
-  P("#pragma unroll\n        for (int x = 0; x < %d; x++) mx = fmaxf(mx, fmaxf(s[4 * x + 2 * rr], s[4 * x + 2 * rr + 1]));\n",
-    NB);
-  P("        mx = fmaxf(mx, BM_SHFL_XOR(mx, 1));\n        mx = fmaxf(mx, BM_SHFL_XOR(mx, 2));\n");
-  if (ex.resc) { /* keep the stale max while the row's max grows by at most resc (log2 units) */
-    P("        float mnew = fmaxf(mr[rr], mx);\n");
-    P("        const bool up = !((mnew - mr[rr]) * SC <= %d.0f); /* also from -inf */\n", ex.resc);
-    P("        mnew = up ? mnew : mr[rr];\n");
-    P("        const float mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
-    P("        corr[rr] = up ? bm_ex2(mr[rr] * SC - mu) : 1.0f;\n");
-  } else {
-    P("        const float mnew = fmaxf(mr[rr], mx), mu = mnew == -BM_INF ? 0.0f : mnew * SC;\n");
-    P("        corr[rr] = bm_ex2(mr[rr] * SC - mu);\n");
+  if (ex.ilp == 0) { /* the old chains, a row after the other */
+    P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) {\n");
+    P("        float mx = -BM_INF;\n");
+    P("#pragma unroll\n        for (int x = 0; x < %d; x++) mx = fmaxf(mx, fmaxf(s[4 * x + 2 * rr], s[4 * x + 2 * rr + 1]));\n",
+      NB);
+    P("        mx = fmaxf(mx, BM_SHFL_XOR(mx, 1));\n        mx = fmaxf(mx, BM_SHFL_XOR(mx, 2));\n");
+    wa_max_update(k, &ex);
+    P("        float ls = 0.0f;\n");
+    P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 2; e++) {\n", NB);
+    wa_exp_p(k, &ex, "mu");
+    P("          s[4 * x + 2 * rr + e] = p;\n          ls += p;\n        }\n");
+    P("        lr[rr] = lr[rr] * corr[rr] + ls;\n");
+    P("      }\n");
+  } else { /* both rows at once: max trees, ilp partial sums a row */
+    P("      float mu2[2];\n      {\n      float mt[2][%d];\n", NB);
+    P("#pragma unroll\n      for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int rr = 0; rr < 2; rr++)", NB);
+    P(" mt[rr][x] = fmaxf(s[4 * x + 2 * rr], s[4 * x + 2 * rr + 1]);\n");
+    wa_tree(k, "mt", NB, false);
+    P("      float mx2[2] = {mt[0][0], mt[1][0]};\n");
+    P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) mx2[rr] = fmaxf(mx2[rr], BM_SHFL_XOR(mx2[rr], 1));\n");
+    P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) mx2[rr] = fmaxf(mx2[rr], BM_SHFL_XOR(mx2[rr], 2));\n");
+    P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) {\n        const float mx = mx2[rr];\n");
+    wa_max_update(k, &ex);
+    P("        mu2[rr] = mu;\n      }\n      }\n");
+    P("      float ls[2][%d]; /* value v of a row goes to partial sum v %% %d */\n", ex.ilp, ex.ilp);
+    P("#pragma unroll\n      for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int rr = 0; rr < 2; rr++)\n", NB);
+    P("#pragma unroll\n        for (int e = 0; e < 2; e++) {\n");
+    wa_exp_p(k, &ex, "mu2[rr]");
+    P("          const int v = 2 * x + e, q = v %% %d;\n", ex.ilp);
+    P("          s[4 * x + 2 * rr + e] = p;\n          ls[rr][q] = v < %d ? p : ls[rr][q] + p;\n        }\n", ex.ilp);
+    wa_tree(k, "ls", ex.ilp, true);
+    P("#pragma unroll\n      for (int rr = 0; rr < 2; rr++) lr[rr] = lr[rr] * corr[rr] + ls[rr][0];\n");
   }
-  P("        mr[rr] = mnew;\n");
-  P("        float ls = 0.0f;\n");
-  P("#pragma unroll\n        for (int x = 0; x < %d; x++)\n#pragma unroll\n        for (int e = 0; e < 2; e++) {\n", NB);
-  P("          const float y = fmaf(s[4 * x + 2 * rr + e], SC, -mu);\n");
-  if (ex.num == 0)
-    P("          const float p = bm_ex2(y);\n");
-  else if (ex.num == ex.den)
-    P("          const float p = bm_ex2_poly(y, %d);\n", ex.deg);
-  else /* x is a constant once unrolled: no branch */
-    P("          const float p = x %% %d < %d ? bm_ex2_poly(y, %d) : bm_ex2(y);\n", ex.den, ex.num, ex.deg);
-  P("          s[4 * x + 2 * rr + e] = p;\n          ls += p;\n        }\n");
-  P("        lr[rr] = lr[rr] * corr[rr] + ls;\n");
-  P("      }\n");
   if (pv) { /* the previous tile's P V is done: O and pa are free */
     if (ex.hold) P("      bm_wg_hold(lr[1]); /* keeps the wait here */\n");
     wa_wait_pv(k, c);
@@ -919,9 +1017,10 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
    * first GPU run did). The roles share no code after it (else ptxas
    * ignores it: C7507). */
   int launch = 65536 / (k->threads * (k->min_blocks > 1 ? k->min_blocks : 1)) / 8 * 8;
-  int creg = (launch * k->threads - 128 * WA_PREG) / (128 * NWG) / 8 * 8;
+  const int preg = c->w->preg ? c->w->preg : WA_PREG;
+  int creg = (launch * k->threads - 128 * preg) / (128 * NWG) / 8 * 8;
   P("  if (wg == %d) { /* the producer warpgroup */\n", NWG);
-  P("  bm_att_setmaxnreg_dec<%d>();\n", WA_PREG);
+  P("  bm_att_setmaxnreg_dec<%d>();\n", preg);
   if (tma) {
     P("  const bool lead = (tid & 127) == 0;\n");
     P("  if (tmq != 0ull && lead) { bm_att_tmap_acquire(tmq + 128ull); bm_att_tmap_acquire(tmq + 256ull); }\n");
@@ -965,15 +1064,17 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   P("  bm_cp_wait<0>(); /* no copies in flight at exit */\n");
   P("  } else { /* the consumer warpgroups */\n");
   P("  bm_att_setmaxnreg_inc<%d>();\n", creg > 240 ? 240 : creg);
-  /* ping-pong: a warpgroup waits for its turn (barrier 3 + wg: itself and the
-   * previous one's arrival) before issuing a step's products and hands the
-   * turn to the next after (a ring); the last gives warpgroup 0 the first
-   * turn. All run the same code (else ptxas serializes the wgmmas, C7520) */
-  str turn = ck_strf("      bm_att_bar_sync(3 + wg, 256);\n");
-  str hand = NWG == 2 ? ck_strf("      bm_att_bar_arrive(3 + (wg ^ 1), 256);\n")
-                      : ck_strf("      bm_att_bar_arrive(3 + (wg + 1) %% %d, 256);\n", NWG);
+  /* ping-pong: a warpgroup waits for its turn (barrier pb + wg, pb = 1 + NWG
+   * past the Q barriers 1 + wg: itself and the previous one's arrival) before
+   * issuing a step's products and hands the turn to the next after (a ring);
+   * the last gives warpgroup 0 the first turn. All run the same code (else
+   * ptxas serializes the wgmmas, C7520) */
+  const int pb = 1 + NWG;
+  str turn = ck_strf("      bm_att_bar_sync(%d + wg, 256);\n", pb);
+  str hand = NWG == 2 ? ck_strf("      bm_att_bar_arrive(%d + (wg ^ 1), 256);\n", pb)
+                      : ck_strf("      bm_att_bar_arrive(wg == %d ? %d : %d + wg, 256);\n", NWG - 1, pb, pb + 1);
   if (!c->w->pp) turn.s[0] = hand.s[0] = '\0';
-  if (c->w->pp) P("  if (wg == %d) bm_att_bar_arrive(3, 256);\n", NWG - 1);
+  if (c->w->pp) P("  if (wg == %d) bm_att_bar_arrive(%d, 256);\n", NWG - 1, pb);
   const bool qpf = tma && c->w->tma == 3;
   if (tma) {
     P("  unsigned int qn = 0; /* the warpgroup's tasks so far: the phase of its Q barrier%s */\n",
@@ -1038,7 +1139,15 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   str relk = ck_strf("      bm_att_mbar_arrive_if(ek0 + 8 * (ci %% %du), lane == 0);\n", NS);
   str relv = ck_strf("      bm_att_mbar_arrive_if(ev0 + 8 * ((ci - 1u) %% %du), lane == 0);\n", NS);
   /* step 0: S only */
-  P("    if (ntile > 0) {\n      const %s kt0 = 0;\n      const unsigned int ci = it;\n", I);
+  /* three warpgroups (160 registers): the steps' loop kept rolled (kv_len's spilled 4 bytes)
+   * and without kv_len the key tile count opaque to the compiler (a count known at compile
+   * time, static Sk, unrolled the steps into straight code that spilled 112 bytes; with
+   * kv_len the copy spilled 4) */
+  const bool opaque = NWG == 3 && !(k->n->a.attn_flags & BM_ATTN_HAS_KV_LEN);
+  const char *nt = opaque ? "ntc" : "ntile";
+  if (opaque)
+    P("    %s ntc = ntile;\n    asm volatile(\"\" : \"+%s\"(ntc));\n", I, strcmp(I, "int") == 0 ? "r" : "l");
+  P("    if (%s > 0) {\n      const %s kt0 = 0;\n      const unsigned int ci = it;\n", nt, I);
   P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n      bm_fence_proxy_async();\n", NS, NS);
   P("%s", turn.s);
   wa_issue_s(k, c, "ci");
@@ -1046,7 +1155,8 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   wa_soft(k, c, "kt0", 0, false, false, relk.s, NULL);
   P("    }\n");
   /* steps 1..: S_j and P_{j-1} V_{j-1} */
-  P("    for (%s kt0 = 1; kt0 < ntile; kt0++) {\n", I);
+  if (NWG == 3) P("#pragma unroll 1\n");
+  P("    for (%s kt0 = 1; kt0 < %s; kt0++) {\n", I, nt);
   P("      const unsigned int ci = it + (unsigned int)kt0;\n");
   P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n", NS, NS);
   P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
@@ -1058,7 +1168,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   wa_soft(k, c, "kt0", 1, true, true, relk.s, relv.s);
   P("    }\n");
   /* the last tile's P V */
-  P("    if (ntile > 0) {\n      const unsigned int ci = it + (unsigned int)ntile;\n");
+  P("    if (%s > 0) {\n      const unsigned int ci = it + (unsigned int)%s;\n", nt, nt);
   P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
   P("      bm_fence_proxy_async();\n");
   P("%s", turn.s);
@@ -1067,7 +1177,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   wa_wait_pv(k, c);
   P("%s", relv.s);
   P("    }\n");
-  P("    it += (unsigned int)ntile;\n");
+  P("    it += (unsigned int)%s;\n", nt);
   wa_store(k, c, Dv);
   wa_task_close(k, c);
   P("  }\n");
@@ -1529,7 +1639,10 @@ bm_status emit_attention(ck *k) {
     tc.bm = 16 * tc.nw;
     tc.smem = tc.bm * tc.sqb + 3 * tc.bn * (tc.sqb + tc.svb);
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    const char *idx = k->I;
+    k->I = wa_index(k, w, mi);
     emit_attention_wg(k, w, mi, li);
+    k->I = idx;
     int smem = k->smem, minb = k->min_blocks, threads = k->threads; /* threads: + the producer warp of WA_WS */
     P("#else\n");
     bm_status st = emit_attention_tc(k, &tc, mi, li);

@@ -1317,63 +1317,6 @@ bm_status emit_qmatmul(ck *k) {
   return NULL;
 }
 
-/* PERMUTE (N, C, H, W) -> (N, H, W, C) of 16-bit elements (the NHWC conv's
- * input, passes/layout_conv.c) as a batched transpose (C, H*W) -> (H*W, C)
- * through shared memory: 64 x 64 tiles per block of 256 threads, 16-byte
- * loads along H*W and 16-byte stores along C (C and H*W multiples of 8:
- * chunks are all in or all out), 66-element rows of shared memory (8
- * channels of one position are read 33 words apart: no bank conflict).
- * The elementwise permute reads C with a stride of H*W elements. */
-bool ck_nhwc_transpose_ok(const bm_clike_lang *L, const bm_node *n) {
-  if (!L || !L->tensor_cores || n->op != BM_OP_PERMUTE || n->ndim != 4 || n->in[0]->dtype != n->dtype) return false;
-  if (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) return false;
-  const bm_node *x = n->in[0];
-  if (n->a.perm[0] != 0 || n->a.perm[1] != 2 || n->a.perm[2] != 3 || n->a.perm[3] != 1) return false;
-  for (int d = 1; d < 4; d++)
-    if (!bm_dim_is_static(x->shape[d])) return false;
-  return x->shape[1].add % 8 == 0 && (x->shape[2].add * x->shape[3].add) % 8 == 0;
-}
-
-bm_status emit_nhwc_transpose(ck *k) {
-  const bm_node *n = k->n, *x = n->in[0];
-  const char *I = k->I;
-  k->threads = 256;
-  const int64_t C = x->shape[1].add, P = x->shape[2].add * x->shape[3].add;
-  bm_dim dims[3] = {x->shape[0], bm_dim_c(C), bm_dim_c(P)};
-  const int64_t divs[3] = {1, 64, 64};
-  k->tasks = ck_task_grid(k->g, 3, dims, divs);
-  str nb = ck_dimx(k, x->shape[0]);
-  P("  /* (N, C, H*W) -> (N, H*W, C): 64 x 64 tiles through shared memory */\n");
-  P("  BM_SHARED unsigned short ts[64 * 66];\n");
-  P("  const %s C = %lld, P = %lld, tc = (C + 63) / 64, tp = (P + 63) / 64;\n", I, (long long)C, (long long)P);
-  ck_loop_open(k, ck_strf("%s * tc * tp", nb.s).s);
-  P("    const %s img = t / (tc * tp), c0 = ((t / tp) %% tc) * 64, p0 = (t %% tp) * 64;\n", I);
-  P("    const unsigned short *xs = (const unsigned short *)bm_buf(0) + (bm_i64)img * C * P;\n");
-  P("    unsigned short *ys = (unsigned short *)bm_out(1) + (bm_i64)img * C * P;\n");
-  P("#pragma unroll\n    for (int i = 0; i < 2; i++) { /* load: row r (a channel), 8 positions from 8 q */\n");
-  P("      const int e = tid + 256 * i, r = e >> 3, q = e & 7;\n");
-  P("      const %s c = c0 + r, p = p0 + 8 * q;\n", I);
-  P("      bm_u4 v = {{0u, 0u, 0u, 0u}};\n");
-  P("      if (c < C && p < P) v = bm_ld16(xs + (bm_i64)c * P + p);\n");
-  P("#pragma unroll\n      for (int j = 0; j < 4; j++) {\n");
-  P("        ts[r * 66 + 8 * q + 2 * j] = (unsigned short)(v.w[j] & 0xffffu);\n");
-  P("        ts[r * 66 + 8 * q + 2 * j + 1] = (unsigned short)(v.w[j] >> 16);\n");
-  P("      }\n");
-  P("    }\n");
-  P("    BM_SYNC();\n");
-  P("#pragma unroll\n    for (int i = 0; i < 2; i++) { /* store: position row pr, 8 channels from 8 q */\n");
-  P("      const int e = tid + 256 * i, pr = e >> 3, q = e & 7;\n");
-  P("      const %s c = c0 + 8 * q, p = p0 + pr;\n", I);
-  P("      bm_u4 v;\n");
-  P("#pragma unroll\n      for (int j = 0; j < 4; j++)\n");
-  P("        v.w[j] = (unsigned int)ts[(8 * q + 2 * j) * 66 + pr] | ((unsigned int)ts[(8 * q + 2 * j + 1) * 66 + pr] << 16);\n");
-  P("      if (c < C && p < P) *(bm_u4 *)(ys + (bm_i64)p * C + c) = v;\n");
-  P("    }\n");
-  P("    BM_SYNC(); /* the next tile reuses ts */\n");
-  ck_loop_close(k);
-  return NULL;
-}
-
 static void conv_load_a(ck *k, gemm *g) {
   P("          val = %s;\n", ck_ld(k, 1, k->n->in[1]->dtype, ck_strf("(grp * M + gm) * K + gk")).s);
 }

@@ -89,9 +89,15 @@ bm_status emit_qmatmul(ck *k); /* emit_gemm.c */
 bm_status emit_conv2d(ck *k);  /* emit_gemm.c */
 /* an NHWC conv (layout BM_CONV_NHWC) the CUDA TMA conv takes (emit_gemm.c; bm_clike_supports) */
 bool ck_conv_nhwc_ok(const bm_node *n);
-/* PERMUTE NCHW -> NHWC of 16-bit elements as a tiled transpose (emit_gemm.c; from emit_movement) */
+/* PERMUTE of 16-bit elements swapping two blocks of dims (NCHW -> NHWC, (B, R, C)
+ * -> (B, C, R)) as a tiled transpose (emit_movement.c; BM_CUDA_MOVE=old: NCHW -> NHWC only) */
 bool ck_nhwc_transpose_ok(const bm_clike_lang *L, const bm_node *n);
 bm_status emit_nhwc_transpose(ck *k);
+/* The bandwidth paths of PERMUTE / SLICE / CONCAT / RESHAPE / UPSAMPLE in a language
+ * with the CUDA prelude (emit_movement.c): true with *st set where one took node
+ * k->n; false: emit.c's element-wise kernel (every op but the transpose under
+ * BM_CUDA_MOVE=old, read at compile time). */
+bool ck_movement_fast(ck *k, bm_status *st);
 bm_status emit_attention(ck *k); /* emit_attention.c */
 /* The skinny GEMM (emit_gemv.c): MATMUL with B (N, K) shared by every row
  * and QMATMUL, at most 16 rows (batch dims folded, symbols at their max;
