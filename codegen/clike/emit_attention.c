@@ -797,7 +797,7 @@ static void wa_exp_p(ck *k, const wa_exp *ex, const char *mu) {
 
 /* a[rr][0] = the max (sum: the sum) of a[rr][0..n-1] for both rows, as a
  * tree: each level folds the upper half onto the lower, the two rows' ops
- * adjacent (the levels' ops are independent of each other) */
+ * adjacent (the ops of a level are independent of each other) */
 static void wa_tree(ck *k, const char *a, int n, bool sum) {
   for (; n > 1; n = (n + 1) / 2) {
     const int h = (n + 1) / 2;
