@@ -91,6 +91,18 @@ def write_folder(d):
             dst.write(src.read())
 
 
+def profile(bmrun, pkg, fn, renv, what, kernels=False):
+    """bmrun --profile of function fn (a synchronization after every kernel): the per-op lines (with
+    `kernels` also each op's slowest kernels), logged"""
+    p = subprocess.run([bmrun, pkg, "--function", fn, "--random-inputs", "1", "--repeat", "2", "--profile"],
+                       env=renv, capture_output=True, text=True)
+    prof = (p.stdout + p.stderr).strip()
+    ops = [l for l in prof.splitlines() if re.match(r"^  [a-z_0-9]+ +\d+ +[0-9.]+ +[0-9.]+%", l) or "profile of" in l
+           or "op / kernel" in l or (kernels and re.match(r"^    \S+ +[0-9.]+ +[0-9.]+%", l))]
+    log(f"bm per-op profile of {what}:\n" + "\n".join(ops))
+    return ops
+
+
 def bm_part(carry, res, reps, arch):
     folder = os.path.join(WORK, "sd15")
     write_folder(folder)
@@ -135,13 +147,7 @@ def bm_part(carry, res, reps, arch):
     m = re.search(r"run 1: ([0-9.]+) ms", out)
     res["bm_first_ms"] = float(m.group(1)) if m else None
     # the per-op breakdown (a synchronization after every kernel)
-    p = subprocess.run([bmrun, pkg, "--function", "unet", "--random-inputs", "1", "--repeat", "2", "--profile"],
-                       env=renv, capture_output=True, text=True)
-    prof = (p.stdout + p.stderr).strip()
-    ops = [l for l in prof.splitlines() if re.match(r"^  [a-z_0-9]+ +\d+ +[0-9.]+ +[0-9.]+%", l) or "profile of" in l
-           or "op / kernel" in l]
-    log("bm per-op profile of one step:\n" + "\n".join(ops))
-    res["bm_profile"] = ops
+    res["bm_profile"] = profile(bmrun, pkg, "unet", renv, "one step")
     # the VAE decoder alone: one 64x64 latent -> a 512x512 image (what txt2img decodes)
     p = subprocess.run([bmrun, pkg, "--function", "vae_decoder", "--random-inputs", "1", "--repeat", str(reps + 1)],
                        env=renv, capture_output=True, text=True)
@@ -153,6 +159,7 @@ def bm_part(carry, res, reps, arch):
     else:
         res["bm_vae_ms"], res["bm_vae_best_ms"] = float(m.group(1)), float(m.group(2))
         log(f"bmrun vae_decoder (1x4x64x64 -> 1x3x512x512): {res['bm_vae_ms']:.2f} ms (best {res['bm_vae_best_ms']:.2f})")
+        res["bm_vae_profile"] = profile(bmrun, pkg, "vae_decoder", renv, "the VAE decode", kernels=True)
     # a whole txt2img, minus the package open (bmrun --list opens and verifies it)
     t0 = time.perf_counter()
     p = subprocess.run([bmrun, pkg, "--list"], env=renv, capture_output=True, text=True)

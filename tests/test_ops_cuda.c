@@ -282,6 +282,24 @@ static void b_groupnorm_silu(bm_graph *g) {
   bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, w, b, 8, 1e-5f)), r));
 }
 
+/* GROUP_NORM on 16-byte vectors (emit.c group_norm_vec_ok: the spatial
+ * size a multiple of the vector): the SD VAE's 128 channels in 32 groups
+ * with SiLU and a residual (f16), a wide bf16 group without weight or bias,
+ * f32 with a batch of 2 */
+static void b_gn_vec_f16(bm_graph *g) {
+  bm_node *x = IN("x", F16, 1, 128, 32, 48), *w = IN("w", F16, 128), *b = IN("b", F16, 128);
+  bm_node *r = IN("r", F16, 1, 128, 32, 48);
+  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, w, b, 32, 1e-6f)), r));
+}
+static void b_gn_vec_bf16(bm_graph *g) {
+  bm_node *x = IN("x", BF16, 1, 256, 64, 64);
+  bm_output_add(g, "y", bm_group_norm(g, x, NULL, NULL, 8, 1e-5f));
+}
+static void b_gn_vec_f32(bm_graph *g) {
+  bm_node *x = IN("x", F32, 2, 40, 4, 8), *w = IN("w", F32, 40), *b = IN("b", F32, 40);
+  bm_output_add(g, "y", bm_silu(g, bm_group_norm(g, x, w, b, 8, 1e-5f)));
+}
+
 static void b_rope(bm_graph *g) {
   int s = bm_sym_declare(g, "seq", 7);
   bm_node *x = IN("x", F32, 2, BM_SYM(s), 3, 16), *pos = IN("pos", BM_DTYPE_I32, 2, BM_SYM(s));
@@ -1072,6 +1090,9 @@ static const tcase cases[] = {
     {"softmax", b_softmax, 2e-3, {0}, false},
     {"norms", b_norms, 1e-2, {4}, false},
     {"groupnorm_silu", b_groupnorm_silu, 2e-5, {0}, true},
+    {"groupnorm_vec_f16", b_gn_vec_f16, 3e-3, {0}, true},
+    {"groupnorm_vec_bf16", b_gn_vec_bf16, 1.5e-2, {0}, false},
+    {"groupnorm_vec_f32", b_gn_vec_f32, 2e-5, {0}, true},
     {"rope", b_rope, 2e-5, {5}, false},
     {"matmul_f32", b_mm_f32, 2e-5, {70}, false},
     {"matmul_f32_tt_epi", b_mm_f32_tt, 2e-5, {33}, true},

@@ -89,8 +89,9 @@ bool ck_gemv_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node *n, int
 }
 
 /* dst[0..SUB) = SUB f32/f16/bf16 elements at ptr, as f32, with volatile
- * 16- or 8-byte loads (activations and the norm weight: the PDL rule). */
-static void load_floats(ck *k, const char *dst, const char *ptr, bm_dtype t, int SUB) {
+ * 16- or 8-byte loads (activations and the norm weight: the PDL rule);
+ * SUB 8 (16-bit) or a multiple of 4 (f32). */
+void ck_load_floats(ck *k, const char *dst, const char *ptr, bm_dtype t, int SUB) {
   if (t == BM_DTYPE_F32) {
     P("#pragma unroll\n            for (int q = 0; q < %d; q++) {\n", SUB / 4);
     P("              const bm_u4 r = bm_ld16(%s + 16 * q);\n", ptr);
@@ -210,14 +211,14 @@ bm_status emit_gemv(ck *k) {
       P("          float gv[%d];\n", SUB);
       P("          {\n            const unsigned char *gp = bm_buf(1) + (bm_i64)(kb + j * %d) * %d;\n", SUB,
         (int)bm_dtype_nbytes(nw->dtype, 1));
-      load_floats(k, "gv", "gp", nw->dtype, SUB);
+      ck_load_floats(k, "gv", "gp", nw->dtype, SUB);
       P("          }\n");
     }
     P("#pragma unroll\n          for (int m = 0; m < %d; m++) {\n", MR);
     P("            if (m >= M) break;\n");
     P("            const unsigned char *ap = bm_buf(0) + ((bm_i64)m * K + kb + j * %d) * %d;\n", SUB, esa);
     P("            float av[%d];\n", SUB);
-    load_floats(k, "av", "ap", a->dtype, SUB);
+    ck_load_floats(k, "av", "ap", a->dtype, SUB);
     if (wc.ascale) P("#pragma unroll\n            for (int e = 0; e < %d; e++) av[e] *= %s(e);\n", SUB, wc.ascale);
     if (rmsn)
       P("#pragma unroll\n            for (int e = 0; e < %d; e++) { ssq[m] += av[e] * av[e]; av[e] *= gv[e]; }\n", SUB);

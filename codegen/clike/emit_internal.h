@@ -133,4 +133,9 @@ bool ck_skinny_fused_ok(const bm_graph *g, const bm_clike_lang *L, const bm_node
 /* Can emit_attention lower this ATTENTION node (head dims, shared memory)? */
 bool ck_attention_ok(const bm_node *n);
 
+/* emit_gemv.c: dst[0..SUB) = SUB f32/f16/bf16 elements at the byte pointer
+ * `ptr` as f32, by volatile 16-byte (8-byte for SUB 4 of 16-bit) loads
+ * (CUDA prelude; SUB 8 for 16-bit, a multiple of 4 for f32). */
+void ck_load_floats(ck *k, const char *dst, const char *ptr, bm_dtype t, int SUB);
+
 #endif
