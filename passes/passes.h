@@ -61,6 +61,7 @@ bm_status bm_pass_dce(bm_graph *g, const bm_pass_options *o);          /* dce.c 
 bm_status bm_pass_cse(bm_graph *g, const bm_pass_options *o);          /* cse.c */
 bm_status bm_pass_quantize(bm_graph *g, const bm_pass_options *o);     /* quantize.c: weight-only int8/int4 */
 bm_status bm_pass_lower_moe(bm_graph *g, const bm_pass_options *o);    /* lower_moe.c: MOE -> MOE_UP + MOE_DOWN */
+bm_status bm_pass_lower_attention(bm_graph *g, const bm_pass_options *o); /* lower_attention.c: ATTENTION -> GEMMs + softmax where the backend prefers */
 bm_status bm_pass_layout_conv(bm_graph *g, const bm_pass_options *o);  /* layout_conv.c: CONV2D -> NHWC x, (O, KH, KW, Cg) w where supported */
 bm_status bm_pass_fuse_attention(bm_graph *g, const bm_pass_options *o);   /* fuse_attention.c */
 bm_status bm_pass_fuse_dequant(bm_graph *g, const bm_pass_options *o);     /* fuse_dequant.c */

@@ -14,6 +14,7 @@ const bm_pass bm_pipeline[] = {
     {"layout_conv", bm_pass_layout_conv, false},
     {"fuse_horizontal", bm_pass_fuse_horizontal, true},
     {"fuse_attention", bm_pass_fuse_attention, true},
+    {"lower_attention", bm_pass_lower_attention, false},
     {"fuse_dequant", bm_pass_fuse_dequant, true},
     {"fuse_epilogue", bm_pass_fuse_epilogue, true},
     {"fuse_elementwise", bm_pass_fuse_elementwise, true},

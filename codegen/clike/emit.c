@@ -1099,6 +1099,12 @@ int bm_clike_supports_in(const bm_clike_lang *L, const bm_graph *g, const bm_nod
   if (!bm_clike_supports(n)) return 0;
   if (n->op == BM_OP_QMATMUL) return ck_qmatmul_keep(g, L, n);
   if (n->op == BM_OP_MATMUL_GLU || n->op == BM_OP_RMS_MATMUL) return ck_skinny_fused_ok(g, L, n);
+  /* f16/bf16 head dims above 256 have no tensor-core attention (the scalar
+   * kernel: the SD VAE's 512-channel head took 6.3 ms on an H100): ask
+   * passes/lower_attention.c for the GEMMs + softmax */
+  if (n->op == BM_OP_ATTENTION && L->tensor_cores && n->in[0]->shape[3].add > 256 &&
+      (n->in[0]->dtype == BM_DTYPE_F16 || n->in[0]->dtype == BM_DTYPE_BF16))
+    return 0;
   return 1;
 }
 
