@@ -808,8 +808,8 @@ static void b_at_d320_bf16(bm_graph *g) { at = (at_cfg){320, 320, 2, 2, 130, 200
 /* - the lowered form of head dims above 256 (passes/lower_attention.c) also
  *   rounds the scores Q K^T to the input dtype before the f32 softmax (a
  *   relative error of u |s| in each p, |s| = the scaled score: at most smax,
- *   2 for these inputs: 512 products of [-1, 1] values over sqrt(512) have a
- *   standard deviation of 0.33): tol = (1 + smax) u / rho + 2u' + 1e-5 */
+ *   measured on these inputs as rho is, 1.45 and 1.43 for the two cases):
+ *   tol = (1 + smax) u / rho + 2u' + 1e-5 */
 #define TOL_LOW_F16(rho, smax) ((1.0 + (smax)) * 0x1p-11 / (rho) + 0x1p-10 + 1e-5)
 #define TOL_LOW_BF16(rho, smax) ((1.0 + (smax)) * 0x1p-8 / (rho) + 0x1p-7 + 1e-5)
 #define TOL_DEC_F16 (0x1p-10 + 1e-5)
@@ -1236,8 +1236,8 @@ static const tcase cases[] = {
     {"attn_d256_mask", b_at_d256, 2e-5, {0}, false},
     {"attn_d96_decode", b_at_d96, 2e-5, {0}, false},
     {"attn_d512_vae", b_at_d512, 2e-5, {0}, false},
-    {"attn_d512_vae_f16", b_at_d512_f16, TOL_LOW_F16(0.15, 2.0) /* max|ref| 0.156 */, {0}, false},
-    {"attn_d320_bf16", b_at_d320_bf16, TOL_LOW_BF16(0.15, 2.0) /* 0.170 */, {0}, false},
+    {"attn_d512_vae_f16", b_at_d512_f16, TOL_LOW_F16(0.15, 1.5) /* max|ref| 0.156, smax 1.45 */, {0}, false},
+    {"attn_d320_bf16", b_at_d320_bf16, TOL_LOW_BF16(0.15, 1.5) /* 0.170, smax 1.43 */, {0}, false},
     {"kv_write_attn", b_kv, TOL_DEC_F16, {0}, false},
     {"attn_tc_d64_f16", b_at_tc_d64_f16, TOL_TC_F16(0.15) /* max|ref| 0.18 */, {0}, false},
     {"attn_tc_d80_gqa_causal_bf16", b_at_tc_d80_gqa_bf16, TOL_TC_BF16(0.3) /* 0.31 */, {0}, false},
@@ -1319,6 +1319,69 @@ static bool only_match(const char *only, const char *name) {
   return false;
 }
 
+/* Compile-time knobs a case forces by its name: a case whose name starts
+ * with `prefix` (NULL: any) and contains `tag` compiles (and runs) with
+ * `var` set to `value`, the first matching row per variable; the
+ * variable's previous value (a pack may set it for every case) comes back
+ * after the case. */
+typedef struct case_knob {
+  const char *prefix, *tag, *var, *value;
+} case_knob;
+
+static const case_knob case_knobs[] = {
+    /* the wgmma conv's 128-wide N tiles; the TMA GEMM's configurations: 128 x 128 tiles, no clusters,
+     * the TMA store epilogue with / without clusters, the previous store */
+    {NULL, "_wgn128", "BM_CUDA_WGMMA", "n128k64s3"},
+    {NULL, "_tman128", "BM_CUDA_WGMMA", "tma_n128s6"},
+    {NULL, "_tmac1", "BM_CUDA_WGMMA", "tma_n256s4"},
+    {NULL, "_tmae1", "BM_CUDA_WGMMA", "tma_n256s4e"},
+    {NULL, "_tmae", "BM_CUDA_WGMMA", "tma_n256s4c2e"},
+    {NULL, "_tmap", "BM_CUDA_WGMMA", "tma_n256s4c2"},
+    /* the small-M GEMM's configuration (emit_gemm_small.c) or row range */
+    {"smallm", "_t2w16", "BM_CUDA_SMALLM", "t2w16"},
+    {"smallm", "_t4w8", "BM_CUDA_SMALLM", "t4w8"},
+    {"smallm", "_t2w8s0", "BM_CUDA_SMALLM", "t2w8s0"},
+    {"smallm", "_p1", "BM_CUDA_SMALLM", "p1"},
+    {"smallm", "_t1w4", "BM_CUDA_SMALLM", "t1w4"},
+    {"smallm", "_rows2", "BM_CUDA_SMALLM_ROWS", "2-64"},
+    /* the NHWC conv's configuration (emit_gemm.c conv_tma_cfg), the NCHW kernel, stride 2 forced on */
+    {NULL, "_convc1", "BM_CUDA_CONV", "tma_n256s4e"},
+    {NULL, "_convs2c1", "BM_CUDA_CONV", "tma_n256s4e"},
+    {NULL, "_convc2", "BM_CUDA_CONV", "tma_n256s4c2e"},
+    {NULL, "_convs2c2", "BM_CUDA_CONV", "tma_n256s4c2e"},
+    {NULL, "_convp", "BM_CUDA_CONV", "tma_n256s4c2"},
+    {NULL, "_convold", "BM_CUDA_CONV", "old"},
+    {NULL, "_convs2", "BM_CUDA_CONV_S2", "1"},
+    /* every exponential from the polynomial, and the stale max (emit_attention.c wa_exp_cfg) */
+    {"attn_exp_", "", "BM_CUDA_ATTN_EXP", "1/1"},
+    {"attn_exp_", "", "BM_CUDA_ATTN_RESCALE", "8"},
+};
+enum { NKNOBS = sizeof case_knobs / sizeof *case_knobs };
+
+/* Sets the knobs `name` asks for; old[] keeps what to restore (set[i]: row i was applied). */
+static void knobs_set(const char *name, bool set[NKNOBS], char old[NKNOBS][64], bool had[NKNOBS]) {
+  for (int i = 0; i < NKNOBS; i++) {
+    const case_knob *r = &case_knobs[i];
+    set[i] = (!r->prefix || strncmp(name, r->prefix, strlen(r->prefix)) == 0) && strstr(name, r->tag);
+    for (int j = 0; set[i] && j < i; j++) set[i] = !(set[j] && strcmp(case_knobs[j].var, r->var) == 0);
+    if (!set[i]) continue;
+    const char *v = getenv(r->var);
+    had[i] = v != NULL;
+    snprintf(old[i], sizeof old[i], "%s", v ? v : "");
+    setenv(r->var, r->value, 1);
+  }
+}
+
+static void knobs_restore(const bool set[NKNOBS], char old[NKNOBS][64], const bool had[NKNOBS]) {
+  for (int i = 0; i < NKNOBS; i++) {
+    if (!set[i]) continue;
+    if (had[i])
+      setenv(case_knobs[i].var, old[i], 1);
+    else
+      unsetenv(case_knobs[i].var);
+  }
+}
+
 static void test_cases(void) {
   const char *only = getenv("BM_TEST_ONLY");
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -1326,59 +1389,12 @@ static void test_cases(void) {
       skipped++;
       continue;
     }
-    /* "_wgn128": compiled with the wgmma conv's 128-wide N tiles forced */
-    bool n128 = strstr(cases[i].name, "_wgn128") != NULL, tman128 = strstr(cases[i].name, "_tman128") != NULL;
-    bool tmac1 = strstr(cases[i].name, "_tmac1") != NULL;
-    /* "_tmae" / "_tmae1": the TMA store epilogue, with / without clusters */
-    bool tmae1 = strstr(cases[i].name, "_tmae1") != NULL, tmae = !tmae1 && strstr(cases[i].name, "_tmae") != NULL;
-    bool tmap = strstr(cases[i].name, "_tmap") != NULL;
-    if (n128) setenv("BM_CUDA_WGMMA", "n128k64s3", 1);
-    if (tman128) setenv("BM_CUDA_WGMMA", "tma_n128s6", 1);
-    if (tmac1) setenv("BM_CUDA_WGMMA", "tma_n256s4", 1);
-    if (tmae) setenv("BM_CUDA_WGMMA", "tma_n256s4c2e", 1);
-    if (tmae1) setenv("BM_CUDA_WGMMA", "tma_n256s4e", 1);
-    if (tmap) setenv("BM_CUDA_WGMMA", "tma_n256s4c2", 1);
-    /* the small-M GEMM's configuration (emit_gemm_small.c) or row range forced */
-    static const char *const smcfg[][2] = {{"_t2w16", "t2w16"}, {"_t4w8", "t4w8"}, {"_t2w8s0", "t2w8s0"}, {"_p1", "p1"},
-                                              {"_t1w4", "t1w4"}};
-    const char *smc = NULL;
-    for (size_t c = 0; c < sizeof smcfg / sizeof *smcfg; c++)
-      if (strncmp(cases[i].name, "smallm", 6) == 0 && strstr(cases[i].name, smcfg[c][0])) smc = smcfg[c][1];
-    bool smr = strstr(cases[i].name, "smallm") && strstr(cases[i].name, "_rows2");
-    /* the NHWC conv's configuration (emit_gemm.c conv_tma_cfg; owner: conv) */
-    const char *convk = strstr(cases[i].name, "_convc1") || strstr(cases[i].name, "_convs2c1") ? "tma_n256s4e"
-                        : strstr(cases[i].name, "_convc2") || strstr(cases[i].name, "_convs2c2") ? "tma_n256s4c2e"
-                        : strstr(cases[i].name, "_convp")  ? "tma_n256s4c2"
-                        : strstr(cases[i].name, "_convold") ? "old"
-                                                            : NULL;
-    if (convk) setenv("BM_CUDA_CONV", convk, 1);
-    const bool convs2 = strstr(cases[i].name, "_convs2") != NULL; /* stride 2 on the NHWC conv (owner: conv2) */
-    if (convs2) setenv("BM_CUDA_CONV_S2", "1", 1);
-    if (smc) setenv("BM_CUDA_SMALLM", smc, 1);
-    if (smr) setenv("BM_CUDA_SMALLM_ROWS", "2-64", 1);
-    /* attnexp: "attn_exp_" forces the polynomial exponentials and the stale max, then
-     * restores the knobs as they were (a pack may set them for every case) */
-    const bool aexp = strncmp(cases[i].name, "attn_exp_", 9) == 0;
-    char aexp_old[2][64] = {"", ""};
-    static const char *const aexp_knob[2] = {"BM_CUDA_ATTN_EXP", "BM_CUDA_ATTN_RESCALE"};
-    for (int a = 0; aexp && a < 2; a++) {
-      const char *old = getenv(aexp_knob[a]);
-      snprintf(aexp_old[a], sizeof aexp_old[a], "%s", old ? old : "");
-      setenv(aexp_knob[a], a == 0 ? "1/1" : "8", 1);
-    }
+    bool set[NKNOBS], had[NKNOBS];
+    char old[NKNOBS][64];
+    knobs_set(cases[i].name, set, old, had);
     run_one(&cases[i], true);
-    for (int a = 0; aexp && a < 2; a++) {
-      if (aexp_old[a][0])
-        setenv(aexp_knob[a], aexp_old[a], 1);
-      else
-        unsetenv(aexp_knob[a]);
-    }
     if (cases[i].unfused) run_one(&cases[i], false);
-    if (convk) unsetenv("BM_CUDA_CONV");
-    if (convs2) unsetenv("BM_CUDA_CONV_S2");
-    if (smc) unsetenv("BM_CUDA_SMALLM");
-    if (smr) unsetenv("BM_CUDA_SMALLM_ROWS");
-    if (n128 || tman128 || tmac1 || tmae || tmae1 || tmap) unsetenv("BM_CUDA_WGMMA");
+    knobs_restore(set, old, had);
   }
 }
 
