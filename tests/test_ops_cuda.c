@@ -295,6 +295,24 @@ static void b_gn_vec_bf16(bm_graph *g) {
   bm_node *x = IN("x", BF16, 1, 256, 64, 64);
   bm_output_add(g, "y", bm_group_norm(g, x, NULL, NULL, 8, 1e-5f));
 }
+/* a group split over a cluster of blocks (emit.c group_norm_cluster, sm_90a:
+ * at least 2 vectors a thread per block, at most 8 blocks): 4 blocks a group
+ * with a batch of 2 and SiLU + residual (f16); 8 with one group (f32); a
+ * symbolic batch (bf16, 4 blocks). _cl1: the same with one block a group. */
+static void b_gn_cl_f16(bm_graph *g) {
+  bm_node *x = IN("x", F16, 2, 64, 64, 64), *w = IN("w", F16, 64), *b = IN("b", F16, 64);
+  bm_node *r = IN("r", F16, 2, 64, 64, 64);
+  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, w, b, 4, 1e-6f)), r));
+}
+static void b_gn_cl_f32(bm_graph *g) {
+  bm_node *x = IN("x", F32, 1, 32, 64, 64);
+  bm_output_add(g, "y", bm_group_norm(g, x, NULL, NULL, 1, 1e-5f));
+}
+static void b_gn_cl_bf16_sym(bm_graph *g) {
+  int s = bm_sym_declare(g, "n", 3);
+  bm_node *x = IN("x", BF16, BM_SYM(s), 64, 32, 64), *w = IN("w", BF16, 64), *b = IN("b", BF16, 64);
+  bm_output_add(g, "y", bm_group_norm(g, x, w, b, 2, 1e-5f));
+}
 static void b_gn_vec_f32(bm_graph *g) {
   bm_node *x = IN("x", F32, 2, 40, 4, 8), *w = IN("w", F32, 40), *b = IN("b", F32, 40);
   bm_output_add(g, "y", bm_silu(g, bm_group_norm(g, x, w, b, 8, 1e-5f)));
@@ -1104,6 +1122,10 @@ static const tcase cases[] = {
     {"groupnorm_vec_f16", b_gn_vec_f16, 3e-3, {0}, true},
     {"groupnorm_vec_bf16", b_gn_vec_bf16, 1.5e-2, {0}, false},
     {"groupnorm_vec_f32", b_gn_vec_f32, 2e-5, {0}, true},
+    {"groupnorm_cl_f16", b_gn_cl_f16, 3e-3, {0}, true},
+    {"groupnorm_cl_f32", b_gn_cl_f32, 2e-5, {0}, false},
+    {"groupnorm_cl_bf16_sym", b_gn_cl_bf16_sym, 1.5e-2, {2}, false},
+    {"groupnorm_cl_f16_cl1", b_gn_cl_f16, 3e-3, {0}, false},
     {"rope", b_rope, 2e-5, {5}, false},
     {"matmul_f32", b_mm_f32, 2e-5, {70}, false},
     {"matmul_f32_tt_epi", b_mm_f32_tt, 2e-5, {33}, true},
@@ -1355,6 +1377,8 @@ static const case_knob case_knobs[] = {
     /* every exponential from the polynomial, and the stale max (emit_attention.c wa_exp_cfg) */
     {"attn_exp_", "", "BM_CUDA_ATTN_EXP", "1/1"},
     {"attn_exp_", "", "BM_CUDA_ATTN_RESCALE", "8"},
+    /* the group norm in one block a group (emit.c group_norm_cluster) */
+    {"groupnorm_cl", "_cl1", "BM_CUDA_GN_CLUSTER", "1"},
 };
 enum { NKNOBS = sizeof case_knobs / sizeof *case_knobs };
 

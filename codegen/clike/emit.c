@@ -707,6 +707,26 @@ static bool group_norm_vec_ok(const ck *k) {
   return x->ndim >= 3 && S > 0 && S % V == 0 && n->a.groups > 0;
 }
 
+/* A group split over a cluster (sm_90a): `cl` blocks of 1024 threads per
+ * (image, group) instead of one, so the SD VAE's 32 groups at batch 1 fill
+ * more than 32 of the multiprocessors. The blocks of a cluster take every
+ * cl-th vector of their group; each pass's block sum goes to the block's
+ * shared memory, a cluster barrier, then every block adds the cl sums in
+ * rank order (the same mean and rstd in all of them) from its peers' shared
+ * memory (mapa). The last pass runs between an arrival and the wait of the
+ * barrier that keeps the sums readable until every peer has read them.
+ * Images without clusters (sm_80-89, PTX) run the same grid: block rank 0 of
+ * each cl takes the whole group as cl = 1 does, the others return. At least
+ * 2 vectors a thread per block; at most 8 blocks (the portable cluster);
+ * BM_CUDA_GN_CLUSTER=N caps it at compile time (1: the single block). */
+static int group_norm_cluster(const ck *k, int64_t nv) {
+  if (k->L->tensor_cores < 2) return 1;
+  const char *e = getenv("BM_CUDA_GN_CLUSTER");
+  int cap = e && *e ? atoi(e) : 8, cl = 1;
+  while (cl < 8 && cl * 2 <= cap && nv >= (int64_t)cl * 2 * 2048) cl *= 2;
+  return cl;
+}
+
 static bm_status emit_group_norm_vec(ck *k, bool has_w, bool has_b) {
   const bm_node *n = k->n, *x = n->in[0];
   const char *I = k->I;
@@ -714,44 +734,70 @@ static bm_status emit_group_norm_vec(ck *k, bool has_w, bool has_b) {
   const int64_t G = n->a.groups, es = (int64_t)bm_dtype_nbytes(x->dtype, 1);
   int64_t S = 1;
   for (int d = 2; d < x->ndim; d++) S *= x->shape[d].add;
-  bm_dim dims[2] = {x->shape[0], bm_dim_c(G)};
-  int64_t divs[2] = {1, 1};
-  k->tasks = ck_task_grid(k->g, 2, dims, divs);
+  const int cl = group_norm_cluster(k, x->shape[1].add / G * S / V);
+  bm_dim dims[3] = {x->shape[0], bm_dim_c(G), bm_dim_c(cl)};
+  int64_t divs[3] = {1, 1, 1};
+  k->tasks = ck_task_grid(k->g, 3, dims, divs);
+  k->cluster = cl;
   str N = ck_dimx(k, x->shape[0]), C = ck_dimx(k, x->shape[1]);
   P("  BM_SHARED float red[32];\n");
+  if (cl > 1) P("  BM_SHARED float gsum[2]; /* this block's sums: read by the cluster's blocks */\n");
   P("  const %s C = %s, S = %lld, cg = C / %lld, len = cg * S, nv = len / %d;\n", I, C.s, (long long)S,
     (long long)G, V);
-  ck_loop_open(k, ck_strf("%s * %lld", N.s, (long long)G).s);
-  P("    const %s g = t %% %lld, base = t * len;\n", I, (long long)G);
+  ck_loop_open(k, ck_strf("%s * %lld", N.s, (long long)(G * cl)).s);
+  if (cl > 1) {
+    P("    const %s tg = t / %d; /* (image, group) */\n", I, cl);
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    P("    const int cr = (int)(t %% %d), cn = %d; /* the cluster's blocks: t, t + 1, ... */\n", cl, cl);
+    P("#else\n");
+    P("    if (t %% %d != 0) continue; /* no clusters: one block per group */\n", cl);
+    P("    const int cr = 0, cn = 1;\n");
+    P("#endif\n");
+  } else {
+    P("    const %s tg = t;\n    const int cr = 0, cn = 1;\n", I);
+  }
+  P("    const %s g = tg %% %lld, base = tg * len;\n", I, (long long)G);
   P("    const unsigned char *xb = bm_buf(0) + (bm_i64)base * %lld;\n", (long long)es);
-  P("    float s = 0.0f;\n");
-  P("#pragma unroll 4\n    for (%s iv = tid; iv < nv; iv += %d) {\n", I, T);
-  P("      float xv[%d];\n      {\n        const unsigned char *xp = xb + (bm_i64)iv * 16;\n", V);
-  ck_load_floats(k, "xv", "xp", x->dtype, V);
-  P("      }\n#pragma unroll\n      for (int e = 0; e < %d; e++) s += xv[e];\n    }\n", V);
-  P("    const float mean = bm_block_sum(s, red, tid, %d) / (float)len;\n", T);
-  P("    float q = 0.0f;\n");
-  P("#pragma unroll 4\n    for (%s iv = tid; iv < nv; iv += %d) {\n", I, T);
-  P("      float xv[%d];\n      {\n        const unsigned char *xp = xb + (bm_i64)iv * 16;\n", V);
-  ck_load_floats(k, "xv", "xp", x->dtype, V);
-  P("      }\n#pragma unroll\n      for (int e = 0; e < %d; e++) { const float d = xv[e] - mean; q += d * d; }\n    }\n", V);
-  P("    const float rstd = 1.0f / sqrtf(bm_block_sum(q, red, tid, %d) / (float)len + %s);\n", T,
-    ck_flt(n->a.eps).s);
-  P("#pragma unroll 2\n    for (%s iv = tid; iv < nv; iv += %d) {\n", I, T);
-  P("      float xv[%d];\n      {\n        const unsigned char *xp = xb + (bm_i64)iv * 16;\n", V);
-  ck_load_floats(k, "xv", "xp", x->dtype, V);
-  P("      }\n");
-  P("      const %s j0 = iv * %d, ch = g * cg + j0 / S;\n", I, V);
-  if (has_w) P("      const float wv = %s;\n", ck_ld(k, 1, n->in[1]->dtype, ck_strf("ch")).s);
-  if (has_b) P("      const float bv = %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("ch")).s);
-  P("      (void)ch;\n#pragma unroll\n      for (int e = 0; e < %d; e++) {\n", V);
-  P("        const %s oi = base + j0 + e;\n", I);
-  P("        float v = (xv[e] - mean) * rstd;\n");
-  if (has_w) P("        v *= wv;\n");
-  if (has_b) P("        v += bv;\n");
-  ck_emit_epilogue(k, "v", "oi");
-  ck_store(k, "oi", "v");
-  P("      }\n    }\n");
+  /* the three passes over the block's vectors: iv = cr T + tid, step cn T */
+  for (int pass = 0; pass < 3; pass++) {
+    if (pass < 2) P("    float %s = 0.0f;\n", pass ? "q" : "s");
+    P("#pragma unroll %d\n    for (%s iv = cr * %d + tid; iv < nv; iv += cn * %d) {\n", pass < 2 ? 4 : 2, I, T, T);
+    P("      float xv[%d];\n      {\n        const unsigned char *xp = xb + (bm_i64)iv * 16;\n", V);
+    ck_load_floats(k, "xv", "xp", x->dtype, V);
+    P("      }\n");
+    if (pass == 0) P("#pragma unroll\n      for (int e = 0; e < %d; e++) s += xv[e];\n    }\n", V);
+    if (pass == 1)
+      P("#pragma unroll\n      for (int e = 0; e < %d; e++) { const float d = xv[e] - mean; q += d * d; }\n    }\n", V);
+    if (pass < 2) {
+      const char *v = pass ? "q" : "s";
+      P("    float %s_all = bm_block_sum(%s, red, tid, %d);\n", v, v, T);
+      if (cl > 1) {
+        P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+        P("    if (tid == 0) gsum[%d] = %s_all;\n    bm_cluster_sync();\n", pass, v);
+        P("    %s_all = 0.0f;\n", v);
+        P("    for (int r = 0; r < %d; r++) %s_all += bm_cluster_ld_f32(bm_smem_addr(&gsum[%d]), (unsigned int)r);\n",
+          cl, v, pass);
+        if (pass == 1) P("    bm_cluster_arrive(); /* done reading the peers' sums (the wait: below) */\n");
+        P("#endif\n");
+      }
+      if (pass == 0) P("    const float mean = s_all / (float)len;\n");
+      else
+        P("    const float rstd = 1.0f / sqrtf(q_all / (float)len + %s);\n", ck_flt(n->a.eps).s);
+      continue;
+    }
+    P("      const %s j0 = iv * %d, ch = g * cg + j0 / S;\n", I, V);
+    if (has_w) P("      const float wv = %s;\n", ck_ld(k, 1, n->in[1]->dtype, ck_strf("ch")).s);
+    if (has_b) P("      const float bv = %s;\n", ck_ld(k, 2, n->in[2]->dtype, ck_strf("ch")).s);
+    P("      (void)ch;\n#pragma unroll\n      for (int e = 0; e < %d; e++) {\n", V);
+    P("        const %s oi = base + j0 + e;\n", I);
+    P("        float v = (xv[e] - mean) * rstd;\n");
+    if (has_w) P("        v *= wv;\n");
+    if (has_b) P("        v += bv;\n");
+    ck_emit_epilogue(k, "v", "oi");
+    ck_store(k, "oi", "v");
+    P("      }\n    }\n");
+  }
+  if (cl > 1) P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n    bm_cluster_wait(); /* the peers have read gsum */\n#endif\n");
   ck_loop_close(k);
   return NULL;
 }
@@ -1130,7 +1176,7 @@ static const char *index_type(const bm_graph *g, const bm_node *n) {
 typedef struct kent {
   uint64_t hash;
   char *body;
-  int threads, min_blocks, smem;
+  int threads, min_blocks, smem, cluster;
   int index; /* into out->kernels */
 } kent;
 
@@ -1168,11 +1214,11 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
       }
       if (k.min_blocks < 1) k.min_blocks = 1;
       uint64_t h = XXH3_64bits(body.s, body.len) ^ (uint64_t)k.threads ^ ((uint64_t)k.min_blocks << 32) ^
-                   ((uint64_t)k.smem << 40);
+                   ((uint64_t)k.smem << 40) ^ ((uint64_t)k.cluster << 56);
       int found = -1;
       for (int j = 0; j < nseen && found < 0; j++)
         if (seen[j].hash == h && seen[j].threads == k.threads && seen[j].min_blocks == k.min_blocks &&
-            seen[j].smem == k.smem && strcmp(seen[j].body, body.s) == 0)
+            seen[j].smem == k.smem && seen[j].cluster == k.cluster && strcmp(seen[j].body, body.s) == 0)
           found = seen[j].index;
       if (found < 0) {
         char sym[128];
@@ -1203,14 +1249,20 @@ bm_status bm_clike_emit_module(const bm_clike_lang *L, bm_module *m, bm_clike_ou
         }
         found = out->nkernels++;
         out->kernels[found] = (bm_clike_kernel){strdup(sym), k.threads, k.smem};
-        seen[nseen++] = (kent){h, body.s, k.threads, k.min_blocks, k.smem, found};
+        seen[nseen++] = (kent){h, body.s, k.threads, k.min_blocks, k.smem, k.cluster, found};
         body.s = NULL; /* owned by seen */
         bm_sb_printf(&out->src, "/* %s: function '%s' node %d */\n", sym, g->name, n->id);
         if (k.decl.s) bm_sb_printf(&out->src, "#define BM_KSYM(x) %s##x\n%s", sym, k.decl.s);
         if (k.pdl_in_body) bm_sb_puts(&out->src, "#define BM_PDL_IN_BODY\n");
+        if (k.cluster > 1) /* clusters on sm_90a images only (the prelude's BM_KATTR: empty) */
+          bm_sb_printf(&out->src,
+                       "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n#undef BM_KATTR\n#define BM_KATTR __cluster_dims__(%d, 1, 1)\n"
+                       "#endif\n",
+                       k.cluster);
         bm_sb_printf(&out->src, L->kernel_open, sym, k.threads, k.min_blocks);
         bm_sb_puts(&out->src, seen[nseen - 1].body);
         bm_sb_puts(&out->src, L->kernel_close);
+        if (k.cluster > 1) bm_sb_puts(&out->src, "#undef BM_KATTR\n#define BM_KATTR\n");
         if (k.pdl_in_body) bm_sb_puts(&out->src, "#undef BM_PDL_IN_BODY\n");
         if (k.decl.s) bm_sb_puts(&out->src, "#undef BM_KSYM\n");
       }

@@ -21,6 +21,9 @@ typedef struct ck {
   int threads;
   int min_blocks;      /* blocks per multiprocessor for __launch_bounds__ (0: 1) */
   int smem;            /* dynamic shared memory bytes (0: static shared memory only) */
+  int cluster;         /* blocks per cluster along x (CUDA sm_90a images: __cluster_dims__
+                        * through BM_KATTR; the other images launch the same grid without
+                        * clusters, so the body must work both ways); 0, 1: none */
   bool pdl_in_body;    /* the body calls BM_PDL_WAIT() / BM_PDL_TRIGGER() itself (CUDA
                         * programmatic dependent launch: it does weight-only work
                         * first); otherwise the kernel header waits on entry */
