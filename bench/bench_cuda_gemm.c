@@ -179,6 +179,9 @@ typedef struct acase {
   bm_dtype dt;
   int64_t b, h, s, d;
   int causal;
+  int64_t hkv; /* KV heads (GQA; 0: h) */
+  int kvc;     /* decode: chained attentions over kvc distinct K/V copies per run (0: one), so that a
+                * short one is timed from HBM, not L2, and without a run's launch and sync each */
 } acase;
 
 /* batch * heads chosen so each case runs a few ms; S = 1 is the decode step
@@ -199,6 +202,13 @@ static const acase attns[] = {
     {"attn_s8192_d128_causal_bf16", BM_DTYPE_BF16, 2, 16, 8192, 128, 1},
     {"attn_dec_s4096_d128", BM_DTYPE_F16, 8, 32, -4096, 128, 0},
     {"attn_dec_s16384_d128_bf16", BM_DTYPE_BF16, 4, 32, -16384, 128, 0},
+    /* attndec: LLaMA-3-8B's decode (32 query heads on 8 KV heads) at batch 1 and 8; a batch-1 MHA
+     * decode (LLaMA-2-7B) */
+    {"attn_dec_llama3_s1024_d128_bf16", BM_DTYPE_BF16, 1, 32, -1024, 128, 0, 8, 7},
+    {"attn_dec_llama3_s8192_d128_bf16", BM_DTYPE_BF16, 1, 32, -8192, 128, 0, 8, 7},
+    {"attn_dec_llama3_s16384_d128_bf16", BM_DTYPE_BF16, 1, 32, -16384, 128, 0, 8, 7},
+    {"attn_dec_llama3_b8_s4096_d128_bf16", BM_DTYPE_BF16, 8, 32, -4096, 128, 0, 8, 4},
+    {"attn_dec_b1_s4096_d128", BM_DTYPE_F16, 1, 32, -4096, 128, 0, 0, 7},
 };
 
 /* BM_BENCH_KINDS (comma-separated kinds; unset: all) includes `kind`? */
@@ -385,24 +395,36 @@ int main(int argc, char **argv) {
     const acase *c = &attns[i];
     bm_module *m = bm_module_create("attn");
     bm_graph *g = bm_graph_create(m, "main");
-    int64_t sk = c->s < 0 ? -c->s : c->s;
-    int64_t sh[4] = {c->b, c->h, sk, c->d}, shq[4] = {c->b, c->h, c->s < 0 ? 1 : sk, c->d}; // (batch, heads, seq, head_dim)
+    int64_t sk = c->s < 0 ? -c->s : c->s, hkv = c->hkv ? c->hkv : c->h;
+    int64_t sh[4] = {c->b, hkv, sk, c->d}, shq[4] = {c->b, c->h, c->s < 0 ? 1 : sk, c->d}; // (batch, heads, seq, head_dim)
     bm_node *q = bm_input(g, "q", c->dt, 4, shq), *k = bm_input(g, "k", c->dt, 4, sh);
     bm_node *v = bm_input(g, "v", c->dt, 4, sh);
+    if (getenv("BM_BENCH_ATTN_ONLY") && !strstr(c->name, getenv("BM_BENCH_ATTN_ONLY"))) {
+      bm_module_destroy(m);
+      continue;
+    }
     /* prefill: about 2 ms of attention per run at 400 TFLOP/s, at most 8 */
     double flop = 4.0 * (double)(c->b * c->h) * (double)sk * (double)sk * (double)c->d * (c->causal ? 0.5 : 1.0);
     int64_t reps = c->s < 0 ? 1 : (int64_t)(2.0 / (flop / 4e11)) + 1; /* ms at 4e11 FLOP/ms */
     if (reps > 8) reps = 8;
     if (getenv("BM_BENCH_ATTN_REPS") && atoi(getenv("BM_BENCH_ATTN_REPS")) > 0) /* experiments: a fixed count */
       reps = atoi(getenv("BM_BENCH_ATTN_REPS"));
+    if (c->s < 0 && c->kvc > 1) reps = c->kvc;
     bm_node *o = q; // (batch, heads, seq, head_dim)
-    for (int64_t r = 0; r < reps; r++) o = bm_attention(g, o, k, v, NULL, 0.0f, c->causal, 0, 0.0f);
+    for (int64_t r = 0; r < reps; r++) {
+      if (r > 0 && c->s < 0 && c->kvc > 1) { /* copy r of K and V */
+        char kn[16], vn[16];
+        snprintf(kn, sizeof kn, "k%d", (int)r), snprintf(vn, sizeof vn, "v%d", (int)r);
+        k = bm_input(g, kn, c->dt, 4, sh), v = bm_input(g, vn, c->dt, 4, sh);
+      }
+      o = bm_attention(g, o, k, v, NULL, 0.0f, c->causal, 0, 0.0f);
+    }
     bm_output_add(g, "o", o);
     snprintf(path, sizeof path, "%s/%s.bmpk", dir, c->name);
     st = compile_to(m, g, archs, path);
     bm_module_destroy(m);
-    fprintf(list, "attn %s %s %lld %lld %lld %lld %d %lld\n", c->name, bm_dtype_name(c->dt), (long long)c->b,
-            (long long)c->h, (long long)c->s, (long long)c->d, c->causal, (long long)reps);
+    fprintf(list, "attn %s %s %lld %lld %lld %lld %d %lld %lld\n", c->name, bm_dtype_name(c->dt), (long long)c->b,
+            (long long)c->h, (long long)c->s, (long long)c->d, c->causal, (long long)reps, (long long)hkv);
   }
   fclose(list);
   if (st) {

@@ -50,6 +50,7 @@ DT = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
 print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, {reps} reps (mean)")
 print(f"{'case':34s} {'dtype':5s} {'bm ms':>9s} {'bm TF/s':>8s} {'torch ms':>9s} {'torch TF/s':>10s} {'bm/torch':>8s}")
 gemv_cases = []  # printed after the loop, with bandwidth columns
+dec_rows, dec_t = [], {}  # decode attention: (name, dtype, K/V bytes), torch ms (GB/s after the loop)
 for c in cases:
     kind, name = c[0], c[1]
     if kind == "gemv":
@@ -72,14 +73,42 @@ for c in cases:
         flop = 2.0 * m * n * k
     else:
         bsz, h, s, d, causal = map(int, c[3:8])
+        hkv = int(c[9]) if len(c) > 9 else h  # KV heads (GQA: SDPA's enable_gqa)
+        dec = s < 0
         sq = 1 if s < 0 else s  # s < 0: the decode step, one query row over -s keys
         s = abs(s)
         q = torch.rand(bsz, h, sq, d, device="cuda", dtype=dt) - 0.5
-        kk, v = (torch.rand(bsz, h, s, d, device="cuda", dtype=dt) - 0.5 for _ in range(2))
-        fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=bool(causal))
+        # decode with REPS > 1: bm chains REPS attentions over distinct K/V copies; torch cycles
+        # over as many copies (eager, and replayed from a CUDA graph: the faster counts)
+        ncopy = int(c[8]) if dec and len(c) > 8 else 1
+        kvs = [[torch.rand(bsz, hkv, s, d, device="cuda", dtype=dt) - 0.5 for _ in range(2)] for _ in range(ncopy)]
+        gqa = {"enable_gqa": True} if hkv != h else {}
+        kk, v = kvs[0]
+        if ncopy > 1:
+            def fn():
+                for kc, vc_ in kvs:
+                    torch.nn.functional.scaled_dot_product_attention(q, kc, vc_, is_causal=bool(causal), **gqa)
+        else:
+            fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=bool(causal), **gqa)
         flop = 4.0 * bsz * h * sq * s * d * (0.5 if causal else 1.0)
+        if dec:  # the K/V bytes one attention reads (GB/s below)
+            dec_rows.append((name, c[2], 2.0 * bsz * hkv * s * d * dt.itemsize))
         # bm runs REPS chained attentions per session run (list.txt's 9th field)
     t = torch_ms(fn, reps)
+    if kind == "attn" and dec and ncopy > 1:
+        try:  # the copies' attentions captured once, replayed
+            torch.cuda.synchronize()
+            cg = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cg):
+                fn()
+            t = min(t, torch_ms(cg.replay, reps))
+            del cg
+        except Exception as e:  # noqa: BLE001 (report and keep the eager time)
+            print(f"{name}: torch CUDA graph failed: {e}")
+        t /= ncopy
+        del kvs
+    if kind == "attn" and dec:
+        dec_t[name] = t
     for v, _ in vdirs:
         b = bm_vms[v].get(name)
         vc = vreps[v].get(name, c)
@@ -93,6 +122,26 @@ for c in cases:
         print(f"{label:34s} {c[2]:5s} {bm_s} {t:9.3f} {flop / t / 1e9:10.1f} {ratio}")
     del fn
     torch.cuda.empty_cache()
+
+# decode attention: the K/V bytes read per attention / time, against a 1 GiB device-to-device copy
+if dec_rows:
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    copy_gbs = 2 * (1 << 30) / torch_ms(lambda: dst.copy_(src), reps) / 1e6
+    del src, dst
+    torch.cuda.empty_cache()
+    print(f"decode attention bandwidth (K/V bytes / time; device-to-device copy {copy_gbs:.0f} GB/s, 1 GiB, read + write)")
+    for name, dtn, nb in dec_rows:
+        tt = dec_t.get(name)
+        for v, _ in vdirs:
+            b = bm_vms[v].get(name)
+            vc = vreps[v].get(name)
+            if not b or not tt:
+                continue
+            b /= int(vc[8]) if vc and len(vc) > 8 else 1
+            label = f"{name}[{v}]" if v else name
+            print(f"{label:42s} {dtn:4s} bm {b * 1e3:8.1f} us {nb / b / 1e6:6.0f} GB/s {100 * nb / b / 1e6 / copy_gbs:4.0f}% copy"
+                  f"  torch {tt * 1e3:8.1f} us {nb / tt / 1e6:6.0f} GB/s  bm/torch {tt / b:6.3f}")
 
 # decode GEMV: bm runs REPS GEMVs over distinct weights per session run (about
 # 1 GiB, so launch + synchronization are amortized and L2 holds none of them);

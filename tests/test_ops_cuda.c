@@ -866,6 +866,36 @@ static void b_at_exp_d128_bf16(bm_graph *g) { at_exp(g, 128, 2, 2, 150, 400, fal
 static void b_at_w3_d64_ragged_f16(bm_graph *g) { at = (at_cfg){64, 64, 6, 2, 450, 450, false, false, 0, 0, F16}; b_attention(g); }
 static void b_at_w3_d64_causal_bf16(bm_graph *g) { at = (at_cfg){64, 64, 4, 4, 330, 520, true, false, 0, 0, BF16}; b_attention(g); }
 /* ---- end attn3wg */
+/* ---- attnstore (the staged O store: O through the warpgroup's Q buffer and TMA tensor stores,
+ * emit_attention.c wa_store): query lengths of whole 64-row tiles over 8 (batch, head) pairs
+ * (every tile by TMA; a tile past its head's end would write the next head's rows), the
+ * plain and causal defaults at head dims 64 and 128 (w3n128tmaqg_pp, w2n128tmaqd_pp,
+ * w2n128tmaqg_pp), the single Q buffer (_tma1: w2n128tma_pp), and a fused residual add over
+ * 200 rows (the node's epilogue before the staging; the last tile from registers) */
+static void b_at_ost_res_f16(bm_graph *g) {
+  bm_node *q = IN("q", F16, 2, 4, 200, 128), *k = IN("k", F16, 2, 2, 200, 128), *v = IN("v", F16, 2, 2, 200, 128);
+  bm_node *r = IN("r", F16, 2, 4, 200, 128);
+  bm_output_add(g, "o", bm_add(g, bm_attention(g, q, k, v, NULL, 0.0f, true, 0, 0.0f), r));
+}
+static void b_at_ost_d128_f16(bm_graph *g) { at_exp(g, 128, 4, 2, 256, 320, false, 2.0f, F16); }
+static void b_at_ost_d128_causal_f16(bm_graph *g) { at_exp(g, 128, 4, 2, 256, 256, true, 0.0f, F16); }
+static void b_at_ost_d64_causal_bf16(bm_graph *g) { at_exp(g, 64, 4, 4, 384, 384, true, 0.0f, BF16); }
+/* ---- end attnstore */
+/* ---- attnx (cross-task pipelining, emit_attention.c wa_xtask_end: a task's last P V with the next
+ * task's S_0): tasks of different key counts in a row (on a grid of 2 blocks, BM_CUDA_TMA_GRID=2, a
+ * block runs many): d128 kv_len 130 * (len - 1) = 0 and 260 (the batch of length 0: tasks without a
+ * key tile, rows of zeros), 3 query tiles of 128 (the last one's second warpgroup empty); d128 causal,
+ * 450 rows over 700 keys (3..6 key tiles a task, the last tile's second warpgroup 2 rows); "_xt0" the
+ * previous loop (BM_CUDA_ATTN_XTASK=0) */
+static void b_at_xt_d128_kvlen0_bf16(bm_graph *g) {
+  bm_node *q = IN("q", BF16, 2, 4, 300, 128), *kc = IN("kc", BF16, 2, 2, 512, 128), *vc = IN("vc", BF16, 2, 2, 512, 128);
+  bm_node *len = IN("len", BM_DTYPE_I32, 2);
+  bm_node *lenp = bm_cast(g, bm_mul(g, bm_sub(g, bm_cast(g, len, F32), bm_scalar(g, 1.0f)), bm_scalar(g, 130.0f)),
+                          BM_DTYPE_I32);
+  bm_output_add(g, "o", bm_attention_kv(g, q, kc, vc, NULL, lenp, 0.0f, false, 0, 0.0f));
+}
+static void b_at_xt_d128_causal_f16(bm_graph *g) { at = (at_cfg){128, 128, 6, 2, 450, 700, true, false, 0, 0, F16}; b_attention(g); }
+/* ---- end attnx */
 /* symbolic Sq = Sk (self-attention), causal, bound below the max */
 static void b_at_tc_sym_bf16(bm_graph *g) {
   int s = bm_sym_declare(g, "seq", 300);
@@ -909,6 +939,18 @@ static void b_dec_sym_bf16(bm_graph *g) {
   bm_node *v = IN("v", BF16, 1, 8, BM_SYM(s), 128);
   bm_output_add(g, "o", bm_attention(g, q, k, v, NULL, 0.0f, false, 0, 0.0f));
 }
+
+/* ---- attndec: the streaming decode kernel (emit_attention.c emit_attention_decode_stream: f16/bf16
+ * K/V, D = Dv a power of two, at most 8 rows a kv head): MHA and GQA, kv_len with causal rows, a window,
+ * a mask, soft-capping, d64/d128/d256; 5 live keys of 2048 (one live split of 64) and kv_len 0 */
+static void b_dec2_mha_f16_d128(bm_graph *g) { dat = (dec_at){2, 2, 1, 1200, 128, 0, false, 0, 300, 300, F16}; b_dec(g); }
+static void b_dec2_gqa8_bf16_d128(bm_graph *g) { dat = (dec_at){16, 2, 1, 2500, 128, 0, false, 0, 300, 700, BF16}; b_dec(g); }
+static void b_dec2_gqa4_sq2_f16_d64_win(bm_graph *g) { dat = (dec_at){8, 2, 2, 2000, 64, 300, false, 0, 600, 450, F16}; b_dec(g); }
+static void b_dec2_sq4_bf16_d64_mask(bm_graph *g) { dat = (dec_at){4, 4, 4, 1200, 64, 0, true, 0, 100, 350, BF16}; b_dec(g); }
+static void b_dec2_llama_short_f16(bm_graph *g) { dat = (dec_at){8, 2, 1, 2048, 128, 0, false, 0, 5, 0, F16}; b_dec(g); }
+static void b_dec2_len0_f16(bm_graph *g) { dat = (dec_at){4, 2, 1, 512, 128, 0, false, 0, 0, 0, F16}; b_dec(g); }
+static void b_dec2_d256_cap_bf16(bm_graph *g) { dat = (dec_at){4, 2, 1, 700, 256, 0, false, 30.0f, 200, 150, BF16}; b_dec(g); }
+/* ---- end attndec */
 
 static void b_kv(bm_graph *g) {
   bm_node *cache = bm_state(g, "kcache", F16, 4, (int64_t[]){2, 2, 16, 32});
@@ -1275,6 +1317,30 @@ static const tcase cases[] = {
     {"attn_dec_f32_mask", b_dec_f32_mask, 2e-5, {0}, false},
     {"attn_dec_f16_rowgroups", b_dec_f16_rowgroups, TOL_DEC_F16, {0}, false},
     {"attn_dec_sym_bf16", b_dec_sym_bf16, TOL_DEC_BF16, {1234}, false},
+    /* attndec: the streaming decode kernel; "_decold" the tiled kernel, "_decpf" / "_decp0" / "_dece0" / "_decu8" /
+     * "_decu2" / "_decw8" / "_decb2k" other configurations (BM_CUDA_ATTN_DEC, the knob table below) */
+    {"attn_dec2_mha_f16_d128", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_gqa8_bf16_d128", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, true},
+    {"attn_dec2_gqa4_sq2_f16_d64_win", b_dec2_gqa4_sq2_f16_d64_win, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_sq4_bf16_d64_mask", b_dec2_sq4_bf16_d64_mask, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_llama_short_f16", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_len0_f16", b_dec2_len0_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_d256_cap_bf16", b_dec2_d256_cap_bf16, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_mha_f16_d128_decold", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_gqa8_bf16_d128_decold", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, false},
+    {"attn_dec_f16_gqa_decold", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
+    {"attn_dec_bf16_window_cap_decold", b_dec_bf16_window_cap, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_mha_f16_d128_decpf", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_gqa4_sq2_f16_d64_win_decpf", b_dec2_gqa4_sq2_f16_d64_win, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_mha_f16_d128_decu8", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_sq4_bf16_d64_mask_decu2", b_dec2_sq4_bf16_d64_mask, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_mha_f16_d128_decp0", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_gqa8_bf16_d128_dece0", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, false},
+    {"attn_dec_f16_gqa_dece0", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_mha_f16_d128_decw8", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec_bf16_window_cap_decw8", b_dec_bf16_window_cap, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_llama_short_f16_decb2k", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec_f16_gqa_decb2k", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
     /* attnexp: every exponential from the polynomial, the stale max (the tolerances as above:
      * the polynomial's error, 3e-6 / 9e-5 relative, is within their 1e-5 and bf16's u / 40) */
     {"attn_exp_d64_f16", b_at_exp_d64_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
@@ -1284,6 +1350,16 @@ static const tcase cases[] = {
     /* attn3wg */
     {"attn_w3_d64_ragged_f16", b_at_w3_d64_ragged_f16, TOL_TC_F16(0.1) /* 0.106 */, {0}, false},
     {"attn_w3_d64_causal_bf16", b_at_w3_d64_causal_bf16, TOL_TC_BF16(0.15) /* 0.155 */, {0}, false},
+    /* attnx (rho measured with the interpreter: 0.155, 0.149) */
+    {"attn_xt_d128_kvlen0_bf16", b_at_xt_d128_kvlen0_bf16, TOL_TC_BF16(0.15), {0}, false},
+    {"attn_xt_d128_causal_f16", b_at_xt_d128_causal_f16, TOL_TC_F16(0.14), {0}, false},
+    {"attn_xt_d128_causal_f16_xt0", b_at_xt_d128_causal_f16, TOL_TC_F16(0.14), {0}, false},
+    /* attnstore (rho: causal rows that see one key copy a row of v; scale 2 makes rows peaky, as attn_exp_) */
+    {"attn_ost_d128_f16", b_at_ost_d128_f16, TOL_TC_F16(0.9), {0}, false},
+    {"attn_ost_d128_causal_f16", b_at_ost_d128_causal_f16, TOL_TC_F16(0.9), {0}, false},
+    {"attn_ost_d128_causal_f16_tma1", b_at_ost_d128_causal_f16, TOL_TC_F16(0.9), {0}, false},
+    {"attn_ost_d64_causal_bf16", b_at_ost_d64_causal_bf16, TOL_TC_BF16(0.9), {0}, false},
+    {"attn_ost_res_f16", b_at_ost_res_f16, TOL_TC_F16(0.9), {0}, true},
     {"topk_mask", b_topk, 0, {0}, false},
     {"moe", b_moe, 2e-5, {0}, false},
     /* decode2: q/k/v slice views (batch max 1), the gate/up GLU */
@@ -1376,7 +1452,20 @@ static const case_knob case_knobs[] = {
     {NULL, "_convs2", "BM_CUDA_CONV_S2", "1"},
     /* every exponential from the polynomial, and the stale max (emit_attention.c wa_exp_cfg) */
     {"attn_exp_", "", "BM_CUDA_ATTN_EXP", "1/1"},
+    /* the decode kernel (emit_attention.c dec_knob_get): the tiled kernel, other streaming configurations */
+    {"attn_dec", "_decold", "BM_CUDA_ATTN_DEC", "old"},
+    {"attn_dec", "_decpf", "BM_CUDA_ATTN_DEC", "p1"},
+    {"attn_dec", "_decu8", "BM_CUDA_ATTN_DEC", "u8p0"},
+    {"attn_dec", "_decu2", "BM_CUDA_ATTN_DEC", "u2"},
+    {"attn_dec", "_decp0", "BM_CUDA_ATTN_DEC", "p0"},
+    {"attn_dec", "_dece0", "BM_CUDA_ATTN_DEC", "e0"},
+    {"attn_dec", "_decw8", "BM_CUDA_ATTN_DEC", "w8"},
+    {"attn_dec", "_decb2k", "BM_CUDA_ATTN_DEC", "b2048"},
     {"attn_exp_", "", "BM_CUDA_ATTN_RESCALE", "8"},
+    /* attnx: the previous consumer loop (emit_attention.c wa_xtask_on) */
+    {"attn_xt_", "_xt0", "BM_CUDA_ATTN_XTASK", "0"},
+    /* attnstore: the staged O store with one Q buffer (emit_attention.c wa_store) */
+    {"attn_ost_", "_tma1", "BM_CUDA_ATTN", "w2n128tma_pp"},
     /* the group norm in one block a group (emit.c group_norm_cluster) */
     {"groupnorm_cl", "_cl1", "BM_CUDA_GN_CLUSTER", "1"},
 };

@@ -563,7 +563,8 @@ static const wa_cfg wa_cfgs[] = {
  * argument slot of the maps, 3 maps, cluster 1, then per map buffer,
  * element bytes, columns, rows, box columns, box rows, swizzle): Q, K, V
  * as 2-d (rows, head dim) tensors, boxes of 64 columns (128-byte swizzle, the
- * wgmma layout) by 64 query rows or BN keys. The runtime encodes them per
+ * wgmma layout) by 64 query rows or BN keys; with the staged O store
+ * (wa_store) a 4th, the output as (rows, Dv), boxes of 64 x 64. The runtime encodes them per
  * launch and puts their address into the slot (0: none, the cp.async body). */
 #define BM_ATT_TMD_MAGIC 0x31646d74l /* "tmd1" */
 #define BM_ATT_TMA_SLOT 15
@@ -677,6 +678,10 @@ typedef struct wa_ctx {
   int dpa, dva, BM, BN, NB, NO, KB, VB, NS, mi;
   const char *dt, *pack;
   bool extra;
+  int ostore; /* WA_WS with maps: O staged in the warpgroup's Q buffer, then 1: TMA tensor stores, 2: 16-byte
+              * stores by the warpgroup's threads (wa_store, wa_ostore_ok; 0: from registers) */
+  int obuf;   /* with ostore: bytes of a dedicated staging buffer at so0 (8 KiB boxes, the warpgroups'
+               * in a row; BM_CUDA_ATTN_OBUF), 0: the warpgroup's Q buffer */
 } wa_ctx;
 
 /* the stage of tile `kt` */
@@ -712,6 +717,44 @@ static void wa_issue_pv(ck *k, const wa_ctx *c, const char *kt) {
 static void wa_wait_pv(ck *k, const wa_ctx *c) {
   P("      bm_wgmma_wait_n%d<0>(o);\n", c->dva);
   P("#pragma unroll\n      for (int kk = 0; kk < %d; kk++) bm_wg_keep4(pa[kk]);\n", c->BN / 16);
+}
+
+/* One issue group of the warp-specialized consumer (pipeline tile ci: S =
+ * Q K_ci^T with `s`, O += P V_{ci-1} with `pv`): waits for the tiles (full
+ * mbarriers), the proxy fence, the ping-pong turn, the products, the hand-over */
+static void wa_issue_group(ck *k, const wa_ctx *c, bool s, bool pv, const char *turn, const char *hand) {
+  const int NS = c->NS;
+  if (s) P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n", NS, NS);
+  if (pv) P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
+  P("      bm_fence_proxy_async();\n");
+  P("%s", turn);
+  if (s) wa_issue_s(k, c, "ci");
+  if (pv) wa_issue_pv(k, c, "ci - 1u");
+  P("%s", hand);
+}
+
+/* the consumer's per-task state: S, O, the row maxima and sums, P (the A fragments) */
+static void wa_state_decl(ck *k, const wa_ctx *c) {
+  P("    float s[%d], o[%d], mr[2] = {-BM_INF, -BM_INF}, lr[2] = {0.0f, 0.0f};\n", c->NB * 4, c->NO * 4);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) s[x] = 0.0f;\n", c->NB * 4);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", c->NO * 4);
+  P("    unsigned int pa[%d][4];\n", c->BN / 16);
+}
+
+/* Cross-task pipelining (FA3's, wa_cfg.tma 3 with maps): the step pipeline
+ * runs on over a block's tasks. At a task's end the next task's S_0 = Q' K'_0
+ * is issued with this task's last P V (its Q rows were prefetched into the
+ * other Q buffer when this task started, its first key tile is the next in
+ * the pipeline), its first softmax (its own row maxima and sums; this task's
+ * sums saved first) overlaps the P V, then this task's O is stored and the
+ * next task starts at its step 1 (xc). The next task's indices come from the
+ * setup emitted again in a scope of its own (t = the next task). Every
+ * consumer warpgroup takes the same branches (block-uniform conditions), so
+ * the ping-pong turns stay paired. BM_CUDA_ATTN_XTASK=0 at compile time: the
+ * previous loop (the last P V alone, a peeled step 0 in every task). */
+static bool wa_xtask_on(void) {
+  const char *e = getenv("BM_CUDA_ATTN_XTASK");
+  return !(e && *e && strcmp(e, "0") == 0);
 }
 
 /* The softmax's exponentials and rescaling (docs/cuda.md, "Exponentials on
@@ -901,8 +944,8 @@ static void wa_step_top(ck *k, const wa_ctx *c, const char *lk, const char *lv) 
   P("      bm_cp_commit();\n");
 }
 
-/* O / l, the epilogue, the store (the thread's rows i0, i0 + 8) */
-static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
+/* O / l, the epilogue and the store from registers (the thread's rows i0, i0 + 8) */
+static void wa_store_regs(ck *k, const wa_ctx *c, int64_t Dv) {
   const char *I = k->I;
   /* O / l, the epilogue, the store */
   P("#pragma unroll\n    for (int rr = 0; rr < 2; rr++) {\n");
@@ -933,6 +976,113 @@ static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
   ck_emit_epilogue(k, "v", "oi");
   ck_store(k, "oi", "v");
   P("        }\n      }\n      }\n    }\n");
+}
+
+/* The staged O store (FA3's epilogue; wa_ctx.ostore, wa_ostore_ok): the 64
+ * rows of a warpgroup whose rows all lie below Sq, divided by l and through
+ * the node's epilogue in registers, go into the warpgroup's Q buffer of the
+ * finished task (sqw; dead: its last S = Q K^T has completed, the P V that
+ * followed it in every warp has too) in the layout of the Q map's boxes (64
+ * columns of 128-byte rows, the 128-byte swizzle), one stmatrix per two
+ * 8-column blocks (a warp writes its own 16 rows: 8 rows a matrix, distinct
+ * 16-byte slots under the swizzle, no bank conflicts); then each writer's
+ * proxy fence, the warpgroup's barrier, and its first thread issues one TMA
+ * tensor store per 64-column box (map 3: the output as (rows, Dv), the
+ * batches and heads stacked) and commits them as one bulk group; the
+ * warpgroup goes on without waiting. That thread waits for the read of its
+ * stores (wa_q_free) before a TMA load rewrites a Q buffer, and for their
+ * completion before the kernel exits (wa_store_drain). A warpgroup whose
+ * rows reach past Sq (the map would write the next head's rows) or a launch
+ * without maps (tmq 0; Q came by cp.async into the same layout) copies its
+ * rows below Sq out of the staged tile, 16 bytes a thread (a store from
+ * registers on this branch beside the staging spilled 12-20 bytes in the
+ * three-warpgroup kernels at 160 registers). With wa_ctx.obuf the tile goes
+ * to a dedicated buffer instead (its first thread waits for the read of its
+ * last stores, then the warpgroup's barrier). On an H100 (docs/cuda.md,
+ * "The staged O store") 1k d128 0.99-1.00x SDPA vs 0.92-0.93x from registers. */
+static void wa_store(ck *k, const wa_ctx *c, int64_t Dv) {
+  if (!c->ostore) {
+    wa_store_regs(k, c, Dv);
+    return;
+  }
+  const bm_node *n = k->n;
+  const char *I = k->I, *pk = n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  P("    float oinv[2]; /* 1 / l of rows i0, i0 + 8 */\n");
+  P("#pragma unroll\n    for (int rr = 0; rr < 2; rr++) {\n");
+  P("      float l = lr[rr];\n      l += BM_SHFL_XOR(l, 1);\n      l += BM_SHFL_XOR(l, 2);\n");
+  P("      oinv[rr] = l > 0.0f ? 1.0f / l : 0.0f;\n    }\n");
+  /* the staging tile: the Q buffer (boxes BM rows apart) or the dedicated one (8 KiB boxes) */
+  const str sb = c->obuf ? ck_strf("(so0 + wg * %du)", c->dva / 64 * 8192) : ck_strf("sqw");
+  const int bs = c->obuf ? 8192 : c->BM * 128;
+  if (c->obuf) { /* its last stores have read it (issued a task ago) */
+    P("    if ((tid & 127) == 0) bm_bulk_wait_read<0>();\n");
+    P("    bm_att_bar_sync(1 + wg, 128);\n");
+  }
+  P("    { /* staged in %s */\n", sb.s);
+  P("#pragma unroll\n    for (int x = 0; x < %d; x += 2) {\n", c->NO);
+  P("      unsigned int w[4]; /* matrix m: rows + (m & 1) * 8, column block x + (m >> 1) */\n");
+  P("#pragma unroll\n      for (int m = 0; m < 4; m++) {\n");
+  P("        const int rr = m & 1, xb = x + (m >> 1);\n");
+  P("        const %s oi = (qb + i0 + rr * 8) * %lld + xb * 8 + t4 * 2, oi1 = oi + 1;\n", I, (long long)Dv);
+  P("        float v = o[4 * xb + 2 * rr] * oinv[rr], v1 = o[4 * xb + 2 * rr + 1] * oinv[rr];\n");
+  if (bm_op_table[n->op].flags & BM_OPF_EPILOGUE && n->a.prog.n > 0) { /* (its loads: rows below Sq only) */
+    P("        if (i0 + rr * 8 < Sq) {\n");
+    ck_emit_epilogue(k, "v", "oi");
+    ck_emit_epilogue(k, "v1", "oi1");
+    P("        }\n");
+  }
+  P("        w[m] = bm_pack_%sx2(v, v1);\n      }\n", pk);
+  P("      const int r = wq * 16 + (lane & 15), cb = x + (lane >> 4); /* this lane's row address */\n");
+  P("      bm_att_stmatrix_x4(%s + (cb >> 3) * %du + r * 128 + (((cb & 7) ^ (r & 7)) << 4), w[0], w[1], w[2], w[3]);\n",
+    sb.s, bs);
+  P("    }\n");
+  P("    }\n");
+  P("    bm_fence_proxy_async(); /* visible to the TMA (async proxy) */\n");
+  P("    bm_att_bar_sync(1 + wg, 128);\n");
+  if (c->ostore == 1)
+    P("    if (tmq != 0ull && qw0 + 64 <= Sq) { /* TMA tensor stores */\n");
+  else /* (BM_CUDA_ATTN_OSTORE=2: the threads' stores for every tile) */
+    P("    if (false) {\n");
+  P("    if ((tid & 127) == 0) {\n");
+  for (int a = 0; a < c->dva / 64; a++)
+    P("      bm_tma_store2d(tmq + 384ull, %s + %du, %d, (int)(qb + qw0));\n", sb.s, a * bs, a * 64);
+  P("      bm_bulk_commit();\n    }\n");
+  P("    } else { /* the rows below Sq from the staged tile */\n");
+  const int ch = c->dva / 8; /* 16-byte chunks a row */
+  P("#pragma unroll 2\n    for (int e = (tid & 127); e < %d; e += 128) {\n", 64 * ch);
+  P("      const int row = e / %d, cc = e %% %d;\n", ch, ch);
+  P("      if (qw0 + row < Sq) {\n");
+  P("        const bm_u4 ov = bm_att_ld_shared16(%s + (cc >> 3) * %du + row * 128 + (((cc & 7) ^ (row & 7)) << 4));\n",
+    sb.s, bs);
+  P("        *(bm_u4 *)(bm_out(%d) + ((bm_i64)(qb + qw0 + row) * %lld + cc * 8) * 2) = ov;\n", n->nin, (long long)Dv);
+  P("      }\n    }\n    }\n");
+}
+
+/* wa_store's staged store: the Q buffer at `buf` is about to be rewritten by
+ * a TMA load issued by this (the store-issuing) thread: its stores have read
+ * it (bulk groups are per thread; ind: the indentation) */
+static void wa_q_free(ck *k, const wa_ctx *c, const char *ind) {
+  if (c->ostore == 1 && !c->obuf) P("%sbm_bulk_wait_read<0>(); /* the staged O stores have read the Q buffer */\n", ind);
+}
+
+/* wa_store's staged store: the TMA stores are done before the consumer exits */
+static void wa_store_drain(ck *k, const wa_ctx *c) {
+  if (c->ostore == 1) P("  if (tmq != 0ull && (tid & 127) == 0) bm_bulk_wait<0>(); /* the O stores are done */\n");
+}
+
+/* wa_store's staged store (wa_ctx.ostore), for a WA_WS kernel with TMA
+ * maps: an f16/bf16 output (plain (B, Hq, Sq, Dv) layout: the kernel's)
+ * whose Dv is exactly the padded 64 or 128 (no padded columns) and whose
+ * tile fits the Q buffer (Dv <= the padded D): 1 (TMA stores), else 0.
+ * BM_CUDA_ATTN_OSTORE at compile time: 0 the store from registers (the
+ * previous kernel), 2 staged but every tile stored by the threads. */
+static int wa_ostore_ok(const bm_node *n, const wa_ctx *c) {
+  const char *env = getenv("BM_CUDA_ATTN_OSTORE");
+  const int mode = env && *env ? atoi(env) : 1;
+  const int64_t Dv = n->in[2]->shape[3].add;
+  const bool ok = c->w->mode == WA_WS && (n->dtype == BM_DTYPE_F16 || n->dtype == BM_DTYPE_BF16) && Dv == c->dva &&
+                  c->dva <= c->dpa && n->shape[3].add == Dv;
+  return ok && mode >= 1 && mode <= 2 ? mode : 0;
 }
 
 /* The dynamic scheduler's "done" step (wa_cfg.dyn): a block's lead
@@ -991,6 +1141,64 @@ static void wa_task_close(ck *k, const wa_ctx *c) {
   ck_loop_close(k);
 }
 
+/* After a step 0 that is a real branch (a key tile count not known at compile
+ * time: causal masking, kv_len; or xt's carried S_0) ptxas computed the steps'
+ * wgmma descriptors in vector registers (64-bit adds and R2UR moves around
+ * every wgmma, 2-3x the instructions between them) rather than in uniform
+ * registers as it does when the branch folds away (static Sk without causal
+ * masking); a __syncwarp() after it (the warp reconverged) restores the
+ * uniform form (checked in the SASS). BM_CUDA_ATTN_WSYNC=0 at compile time:
+ * without it (the previous kernels). */
+static bool wa_wsync_on(void) {
+  const char *e = getenv("BM_CUDA_ATTN_WSYNC");
+  return !(e && *e && strcmp(e, "0") == 0);
+}
+
+/* xt's task boundary: `nt` the task's key tiles, relk / relv the stage
+ * releases, turn / hand the ping-pong, setup the task setup (emit_tile_range) */
+static void wa_xtask_end(ck *k, const wa_ctx *c, const char *nt, const char *setup, const char *turn,
+                         const char *hand, const char *relk, const char *relv, int64_t Dv) {
+  const char *I = k->I, *T = c->w->dyn ? "int" : I;
+  const int QB = c->BM * c->dpa * 2;
+  P("    float lsv[2] = {lr[0], lr[1]}; /* this task's row sums (the next task's softmax starts its own) */\n");
+  P("    bool xn = false; /* the next task's S_0 issued with this task's last P V */\n");
+  P("    if (%s > 0) {\n      const unsigned int ci = it + (unsigned int)%s;\n", nt, nt);
+  if (c->w->dyn)
+    P("      const int tn = bm_att_lds(te0 + %du + 4 * tsl); /* the next task */\n", 8 * WA_TQ);
+  else
+    P("      const %s tn = t + (%s)nblk; /* the next task */\n", I, I);
+  P("      if (tmq != 0ull && tn < ntask) {\n");
+  P("        const %s t = tn; /* the next task's setup */\n", T);
+  P("%s", setup);
+  P("        if (ntile > 0) {\n          xn = true;\n");
+  P("          const %s i0 = qw0 + wq * 16 + g8, kt0 = 0;\n", I);
+  P("          const unsigned int nqs = qn & 1u; /* its Q buffer, prefetched */\n");
+  P("          bm_att_mbar_wait(qbar0 + 16 * wg + 8 * nqs, (qn >> 1) & 1u);\n");
+  P("          const unsigned long long dq = bm_wgmma_desc(sq0 + wg * 8192 + nqs * %du, true);\n", QB);
+  wa_issue_group(k, c, true, true, turn, hand);
+  P("          mr[0] = mr[1] = -BM_INF;\n          lr[0] = lr[1] = 0.0f;\n");
+  wa_soft(k, c, "kt0", 1, true, false, relk, relv);
+  P("        }\n      }\n");
+  P("      if (!xn) { /* the last tile's P V alone */\n");
+  wa_issue_group(k, c, false, true, turn, hand);
+  wa_wait_pv(k, c);
+  P("%s", relv);
+  P("      }\n    }\n");
+  P("    it += (unsigned int)%s;\n", nt);
+  P("    {\n    const float lr[2] = {lsv[0], lsv[1]};\n");
+  if (c->w->nwg == 3) { /* (160 registers: the store's indices derived again from t, opaque to the
+                         * compiler, rather than live over the boundary, which spilled 4-20 bytes) */
+    P("    %s to = t;\n    asm volatile(\"\" : \"+%s\"(to));\n", T, strcmp(T, "int") == 0 ? "r" : "l");
+    P("    {\n    const %s t = to;\n%s", T, setup);
+    P("    const %s i0 = qw0 + wq * 16 + g8;\n", I);
+  }
+  wa_store(k, c, Dv);
+  if (c->w->nwg == 3) P("    }\n");
+  P("    }\n");
+  P("#pragma unroll\n    for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", c->NO * 4);
+  P("    xc = xn;\n");
+}
+
 /* The warp-specialized body (WA_WS, FA3's producer): warpgroup NWG loads K
  * and V tiles with cp.async into NS stages, each stage guarded by mbarriers
  * (full: the 128 producers' copies landed, cp.async.mbarrier.arrive; empty:
@@ -1007,7 +1215,8 @@ static void wa_task_close(ck *k, const wa_ctx *c) {
  * way; a tile reaching past len (its rows there zero-filled), or any tile
  * without maps, is the 128 threads' cp.async as before. The consumers load
  * their Q rows by TMA too (one mbarrier per warpgroup; tma 3: two buffers,
- * the next task's rows issued when this task starts). */
+ * the next task's rows issued when this task starts; with them the steps run
+ * on across the tasks, wa_xtask_end). */
 static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const char *lk, const char *lv, int64_t D,
                               int64_t Dv, bool tma) {
   const char *I = k->I;
@@ -1080,6 +1289,15 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
     P("  unsigned int qn = 0; /* the warpgroup's tasks so far: the phase of its Q barrier%s */\n",
       qpf ? " and Q buffer" : "");
     P("  if (tmq != 0ull && (tid & 127) == 0) bm_att_tmap_acquire(tmq);\n");
+    if (c->ostore == 1) P("  if (tmq != 0ull && (tid & 127) == 0) bm_att_tmap_acquire(tmq + 384ull); /* O */\n");
+  }
+  /* xt: the step pipeline continuous over the tasks (wa_xtask_end); the state lives across them.
+   * Three warpgroups (160 registers) only with static Sq and Sk: symbolic ones spilled 12 bytes */
+  const bool xt = qpf && wa_xtask_on() &&
+                  (NWG < 3 || (bm_dim_is_static(k->n->in[0]->shape[2]) && bm_dim_is_static(k->n->in[1]->shape[2])));
+  if (xt) {
+    wa_state_decl(k, c);
+    P("    bool xc = false; /* this task's S_0 was issued (and its softmax run) at the previous task's end */\n");
   }
   wa_task_open(k, c, false);
   P("%s", setup);
@@ -1107,6 +1325,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
       P("        const int r2 = bh2 * (int)Sq + qt2 * %d + wg * 64; /* its qb + qw0 */\n", c->BM);
       P("        const unsigned int nbar = qbar0 + 16 * wg + 8 * (qs ^ 1u), nsq = sq0 + wg * 8192 + (qs ^ 1u) * %du;\n",
         QB);
+      wa_q_free(k, c, "        ");
       P("        bm_att_mbar_expect_tx(nbar, %du);\n", qbytes);
       for (int a = 0; a < c->dpa / 64; a++)
         P("        bm_att_tma_load2d(nsq + %du, tmq, %d, r2, nbar);\n", a * c->BM * 128, a * 64);
@@ -1115,6 +1334,7 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
     } else {
       P("    const unsigned int qbar = qbar0 + 8 * wg, qph = qn & 1u;\n");
       P("    if ((tid & 127) == 0) {\n");
+      wa_q_free(k, c, "      ");
       P("      bm_att_mbar_expect_tx(qbar, %du);\n", qbytes);
       for (int a = 0; a < c->dpa / 64; a++)
         P("      bm_att_tma_load2d(sqw + %du, tmq, %d, (int)(qb + qw0), qbar);\n", a * c->BM * 128, a * 64);
@@ -1130,15 +1350,12 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   P("    }\n");
   P("    bm_cp_commit();\n    bm_cp_wait<0>();\n    bm_fence_proxy_async();\n    bm_att_bar_sync(1 + wg, 128);\n");
   if (tma) P("    }\n");
-  P("    float s[%d], o[%d], mr[2] = {-BM_INF, -BM_INF}, lr[2] = {0.0f, 0.0f};\n", c->NB * 4, c->NO * 4);
-  P("#pragma unroll\n    for (int x = 0; x < %d; x++) s[x] = 0.0f;\n", c->NB * 4);
-  P("#pragma unroll\n    for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", c->NO * 4);
-  P("    unsigned int pa[%d][4];\n", c->BN / 16);
+  if (!xt) wa_state_decl(k, c);
   P("    const %s i0 = qw0 + wq * 16 + g8;\n", I);
   P("    const unsigned long long dq = bm_wgmma_desc(sqw, true);\n");
   str relk = ck_strf("      bm_att_mbar_arrive_if(ek0 + 8 * (ci %% %du), lane == 0);\n", NS);
   str relv = ck_strf("      bm_att_mbar_arrive_if(ev0 + 8 * ((ci - 1u) %% %du), lane == 0);\n", NS);
-  /* step 0: S only */
+  /* step 0: S only (xt: unless the previous task issued it, xc) */
   /* three warpgroups (160 registers): the steps' loop kept rolled (kv_len's spilled 4 bytes)
    * and without kv_len the key tile count opaque to the compiler (a count known at compile
    * time, static Sk, unrolled the steps into straight code that spilled 112 bytes; with
@@ -1147,39 +1364,32 @@ static void emit_attention_ws(ck *k, const wa_ctx *c, const char *setup, const c
   const char *nt = opaque ? "ntc" : "ntile";
   if (opaque)
     P("    %s ntc = ntile;\n    asm volatile(\"\" : \"+%s\"(ntc));\n", I, strcmp(I, "int") == 0 ? "r" : "l");
-  P("    if (%s > 0) {\n      const %s kt0 = 0;\n      const unsigned int ci = it;\n", nt, I);
-  P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n      bm_fence_proxy_async();\n", NS, NS);
-  P("%s", turn.s);
-  wa_issue_s(k, c, "ci");
-  P("%s", hand.s);
+  if (xt) P("    if (!xc) {\n      mr[0] = mr[1] = -BM_INF;\n      lr[0] = lr[1] = 0.0f;\n    }\n");
+  P("    if (%s%s > 0) {\n      const %s kt0 = 0;\n      const unsigned int ci = it;\n", xt ? "!xc && " : "", nt, I);
+  wa_issue_group(k, c, true, false, turn.s, hand.s);
   wa_soft(k, c, "kt0", 0, false, false, relk.s, NULL);
   P("    }\n");
+  if (wa_wsync_on()) P("    __syncwarp(); /* reconverged: the steps' wgmma descriptors stay uniform (wa_wsync_on) */\n");
   /* steps 1..: S_j and P_{j-1} V_{j-1} */
   if (NWG == 3) P("#pragma unroll 1\n");
   P("    for (%s kt0 = 1; kt0 < %s; kt0++) {\n", I, nt);
   P("      const unsigned int ci = it + (unsigned int)kt0;\n");
-  P("      bm_att_mbar_wait(fk0 + 8 * (ci %% %du), (ci / %du) & 1u);\n", NS, NS);
-  P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
-  P("      bm_fence_proxy_async();\n");
-  P("%s", turn.s);
-  wa_issue_s(k, c, "ci");
-  wa_issue_pv(k, c, "ci - 1u");
-  P("%s", hand.s);
+  wa_issue_group(k, c, true, true, turn.s, hand.s);
   wa_soft(k, c, "kt0", 1, true, true, relk.s, relv.s);
   P("    }\n");
-  /* the last tile's P V */
-  P("    if (%s > 0) {\n      const unsigned int ci = it + (unsigned int)%s;\n", nt, nt);
-  P("      bm_att_mbar_wait(fv0 + 8 * ((ci - 1u) %% %du), ((ci - 1u) / %du) & 1u);\n", NS, NS);
-  P("      bm_fence_proxy_async();\n");
-  P("%s", turn.s);
-  wa_issue_pv(k, c, "ci - 1u");
-  P("%s", hand.s);
-  wa_wait_pv(k, c);
-  P("%s", relv.s);
-  P("    }\n");
-  P("    it += (unsigned int)%s;\n", nt);
-  wa_store(k, c, Dv);
+  if (xt) { /* the next task's S_0 with the last P V, then the store */
+    wa_xtask_end(k, c, nt, setup, turn.s, hand.s, relk.s, relv.s, Dv);
+  } else { /* the last tile's P V, then the store */
+    P("    if (%s > 0) {\n      const unsigned int ci = it + (unsigned int)%s;\n", nt, nt);
+    wa_issue_group(k, c, false, true, turn.s, hand.s);
+    wa_wait_pv(k, c);
+    P("%s", relv.s);
+    P("    }\n");
+    P("    it += (unsigned int)%s;\n", nt);
+    wa_store(k, c, Dv);
+  }
   wa_task_close(k, c);
+  wa_store_drain(k, c);
   P("  }\n");
 }
 
@@ -1202,14 +1412,27 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   /* TMA loads: head dims exactly 64 or 128 (no column past the map's edge) */
   const bool tma = ws && w->tma && D == c.dpa && Dv == c.dva && n->nin < BM_ATT_TMA_SLOT;
   int64_t rq = elems_max(k->g, q) / D, rk = elems_max(k->g, kk) / D, rv = elems_max(k->g, v) / Dv;
+  c.ostore = tma ? wa_ostore_ok(n, &c) : 0;
+  /* BM_CUDA_ATTN_OBUF=1 (compile time): a dedicated staging buffer where it fits (wa_store; fits
+   * everywhere, at d128 with two Q buffers 230576 bytes); off: on an H100 the same speed within 1% as
+   * staging in the Q buffer (the wait for the stores' read before a Q load costs nothing measurable) */
+  const char *ob = getenv("BM_CUDA_ATTN_OBUF");
+  const int obytes = w->nwg * 64 * c.dva * 2;
+  if (c.ostore && ob && *ob && atoi(ob) > 0 && k->smem + obytes <= 227 * 1024) {
+    c.obuf = obytes;
+    k->smem += obytes;
+  }
   if (tma) { /* the runtime's tensor-map data (runtime/device_cuda.c, "Tensor maps"), sm_90a only */
     bm_sb *sv = k->b;
     k->b = &k->decl;
     P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
-    P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, %d, %d, 3, 1, "
-      "0, 2, %lld, %lld, 64, 64, 3, 1, 2, %lld, %lld, 64, %d, 3, 2, 2, %lld, %lld, 64, %d, 3}; }\n",
-      BM_ATT_TMD_MAGIC, k->smem, w->tma >= 2 ? 1 : 0, BM_ATT_TMA_SLOT, (long long)D, (long long)rq, (long long)D,
-      (long long)rk, BN, (long long)Dv, (long long)rv, BN);
+    P("extern \"C\" { __constant__ long long BM_KSYM(_tmd)[] = {%ldll, %d, %d, %d, %d, 1, "
+      "0, 2, %lld, %lld, 64, 64, 3, 1, 2, %lld, %lld, 64, %d, 3, 2, 2, %lld, %lld, 64, %d, 3",
+      BM_ATT_TMD_MAGIC, k->smem, w->tma >= 2 ? 1 : 0, BM_ATT_TMA_SLOT, c.ostore == 1 ? 4 : 3, (long long)D, (long long)rq,
+      (long long)D, (long long)rk, BN, (long long)Dv, (long long)rv, BN);
+    if (c.ostore == 1) /* the output (wa_store): (rows, Dv), box 64 x 64 */
+      P(", %d, 2, %lld, %lld, 64, 64, 3", n->nin, (long long)Dv, (long long)(elems_max(k->g, n) / Dv));
+    P("}; }\n");
     P("#endif\n");
     k->b = sv;
   }
@@ -1230,8 +1453,9 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
   P("  const %s B = %s, Hq = %s, Sq = %s, Hkv = %s, Sk = %s;\n", I, B.s, Hq.s, Sq.s, Hkv.s, Sk.s);
   P("  const int wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, g8 = lane >> 2, t4 = lane & 3;\n");
   if (ws) { /* K, V full (the producers' copies landed), K, V empty (the 4 NWG consumer warps are done) */
-    P("  const unsigned int fk0 = sv0 + %d, fv0 = fk0 + %d, ek0 = fv0 + %d, ev0 = ek0 + %d;\n", NS * c.VB, 8 * NS,
-      8 * NS, 8 * NS);
+    if (c.obuf) P("  const unsigned int so0 = sv0 + %d; /* the O staging tiles (wa_store) */\n", NS * c.VB);
+    P("  const unsigned int fk0 = sv0 + %d, fv0 = fk0 + %d, ek0 = fv0 + %d, ev0 = ek0 + %d;\n", NS * c.VB + c.obuf,
+      8 * NS, 8 * NS, 8 * NS);
     if (tma) {
       P("  /* tma: Q rows %lld, K rows %lld, V rows %lld (maps at bm_a.bufs[%d], 0: none) */\n", (long long)rq,
         (long long)rk, (long long)rv, BM_ATT_TMA_SLOT);
@@ -1360,9 +1584,57 @@ static void emit_attention_wg(ck *k, const wa_cfg *w, int mi, int li) {
 typedef struct dec_cfg {
   int rb, nrg, ns, dp4, u, smem;
   int64_t bmax, hkv, dv, parts;
+  /* the streaming kernel (emit_attention_decode_stream; fast: chosen): nw warps,
+   * unr 16-byte K (and V) loads a lane per step, lk lanes per key row (kpw keys
+   * per warp load), pf: the next step's loads issued before this step's math */
+  bool fast;
+  int nw, unr, lk, kpw, pf, minb, fexp;
+  /* tb: the streaming kernel's target blocks per run (its splits per (batch, kv
+   * head) at run time: tb / (B Hkv), at most ns); dv4: Dv rounded up to 4,
+   * pst = dv4 + 4: a partial row's floats (acc, then m and l at dv4: 16-byte rows) */
+  int tb;
+  int64_t dv4, pst;
 } dec_cfg;
 
-enum { DEC_T = 128, DEC_KT = 32 };
+enum { DEC_T = 128, DEC_KT = 32, DEC_OLD_UNROLL = 1 };
+/* the multiprocessors the streaming kernel's grid is sized for (an H100 SXM) */
+enum { DEC_SMS = 132 };
+
+/* The streaming decode kernel's configuration, BM_CUDA_ATTN_DEC at compile
+ * time: "old" (the tiled kernel above for every node), else letters with
+ * numbers: u<loads a lane per step; default 4, 2 above 4 rows> w<warps>
+ * m<blocks per multiprocessor for the register bound; default by the rows:
+ * 4 warps x 4 blocks (128 registers) up to 2 rows, x 3 up to 4, x 2 above>
+ * v<waves: the target blocks per run are v x 132 multiprocessors x m; 1>
+ * b<target blocks (instead of v)> p<0|1: prefetch; default 1 up to 2 rows>
+ * e<0|1: the softmax's exponentials by __expf (ex2.approx; the default) or
+ * expf>, e.g. "u2p1v2". */
+typedef struct dec_knob {
+  bool old;
+  int unr, nw, blocks, waves, pf, minb, fexp;
+} dec_knob;
+
+static dec_knob dec_knob_get(void) {
+  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1};
+  const char *e = getenv("BM_CUDA_ATTN_DEC");
+  if (!e || !*e) return kb;
+  if (strcmp(e, "old") == 0) {
+    kb.old = true;
+    return kb;
+  }
+  for (const char *p = e; *p;) {
+    char c = *p++;
+    int v = (int)strtol(p, (char **)&p, 10);
+    if (c == 'u' && (v == 1 || v == 2 || v == 4 || v == 8)) kb.unr = v;
+    if (c == 'w' && (v == 2 || v == 4 || v == 8)) kb.nw = v;
+    if (c == 'b' && v >= 32 && v <= 8192) kb.blocks = v;
+    if (c == 'v' && v >= 1 && v <= 16) kb.waves = v;
+    if (c == 'e' && (v == 0 || v == 1)) kb.fexp = v;
+    if (c == 'p' && (v == 0 || v == 1)) kb.pf = v;
+    if (c == 'm' && v >= 1 && v <= 8) kb.minb = v;
+  }
+  return kb;
+}
 
 static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
   const bm_node *q = n->in[0], *kk = n->in[1], *v = n->in[2];
@@ -1374,21 +1646,47 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
   if (R > 64) return false;
   c->rb = (int)(R < 16 ? R : 16);
   c->nrg = (int)((R + c->rb - 1) / c->rb);
-  /* splits: about 512 blocks at batch 1, each split at least 64 keys */
-  c->ns = (int)((512 + Hkv * c->nrg - 1) / (Hkv * c->nrg));
-  if (c->ns > (sk + 63) / 64) c->ns = (int)((sk + 63) / 64);
-  if (c->ns > 64) c->ns = 64;
+  /* the streaming kernel: f16/bf16 K and V rows of D = Dv elements that are
+   * 1-32 lanes of 16 bytes (D 8..256, a power of two), at most 8 rows */
+  const dec_knob kb = dec_knob_get();
+  const bool kv16 = (kk->dtype == BM_DTYPE_F16 || kk->dtype == BM_DTYPE_BF16) &&
+                    (v->dtype == BM_DTYPE_F16 || v->dtype == BM_DTYPE_BF16);
+  c->fast = !kb.old && kv16 && D == Dv && D % 8 == 0 && 32 % (D / 8) == 0 && R <= 8;
+  c->nw = kb.nw;
+  c->fexp = kb.fexp;
+  c->pf = kb.pf >= 0 ? kb.pf : R <= 2;
+  c->unr = kb.unr ? kb.unr : R <= 4 ? 4 : 2;
+  c->minb = kb.minb ? kb.minb : (R <= 2 ? 16 : R <= 4 ? 12 : 8) / c->nw;
+  if (c->minb < 1) c->minb = 1;
+  c->tb = kb.blocks ? kb.blocks : kb.waves * DEC_SMS * c->minb;
+  c->lk = (int)(D / 8), c->kpw = 32 / c->lk;
+  if (c->fast) {
+    /* splits: tb blocks at batch 1 (fewer per (batch, kv head) at run time
+     * with more of them), each split at least one block step of keys; the
+     * combine's weights of at most 256 splits */
+    const int step = c->nw * c->kpw * c->unr;
+    c->ns = (int)((c->tb + Hkv - 1) / Hkv);
+    if (c->ns > (sk + step - 1) / step) c->ns = (int)((sk + step - 1) / step);
+    if (c->ns > 256) c->ns = 256;
+  } else {
+    /* splits: about 512 blocks at batch 1, each split at least 64 keys */
+    c->ns = (int)((512 + Hkv * c->nrg - 1) / (Hkv * c->nrg));
+    if (c->ns > (sk + 63) / 64) c->ns = (int)((sk + 63) / 64);
+    if (c->ns > 64) c->ns = 64;
+  }
   if (c->ns < 1) c->ns = 1;
   c->dp4 = (int)((D + 3) / 4 * 4);
   c->u = (int)((Dv + DEC_T - 1) / DEC_T);
   c->dv = Dv;
+  c->dv4 = (Dv + 3) / 4 * 4;
+  c->pst = c->dv4 + 4;
   c->hkv = Hkv;
   c->bmax = ck_dim_max(g, q->shape[0]);
   if (c->bmax < 1) return false;
   c->smem = 4 * (DEC_KT * (c->dp4 + 4) + DEC_KT * (int)Dv + c->rb * c->dp4 + c->rb * DEC_KT + c->rb);
   /* the partials' scratch: at most 64 MiB (fewer splits when bigger) */
   for (;;) {
-    c->parts = c->bmax * Hkv * c->nrg * c->ns * c->rb * (Dv + 2);
+    c->parts = c->bmax * Hkv * c->nrg * c->ns * c->rb * c->pst;
     if (c->parts * 4 <= (64ll << 20) || c->ns == 1) break;
     c->ns = (c->ns + 1) / 2;
   }
@@ -1441,6 +1739,160 @@ static void dec_vec_store(ck *k, bm_dtype t, int64_t w, const char *arr, bool ke
   P("        }\n      }\n");
 }
 
+/* The decode kernels' task grid (batch, kv head, row group x split), their
+ * shared and static arrays (the combine's weights, the partials and the
+ * counters), the sizes B, Hq, Sq, Hkv, Sk, G, R, warp and lane, and the
+ * loop over the tasks. */
+static void dec_open(ck *k, const dec_cfg *c, int T) {
+  const bm_node *q = k->n->in[0], *kk = k->n->in[1];
+  const char *I = k->I;
+  const int NS = c->ns, NRG = c->nrg, RB = c->rb;
+  bm_dim dims[3] = {q->shape[0], kk->shape[1], bm_dim_c((int64_t)NRG * NS)};
+  int64_t divs[3] = {1, 1, 1};
+  k->tasks = ck_task_grid(k->g, 3, dims, divs);
+  str B = ck_dimx(k, q->shape[0]), Hq = ck_dimx(k, q->shape[1]), Sq = ck_dimx(k, q->shape[2]),
+      Hkv = ck_dimx(k, kk->shape[1]), Sk = ck_dimx(k, kk->shape[2]);
+  P("  __shared__ int last_;\n");
+  P("  __shared__ float cw[%d], cL[%d]; /* the combine's split weights and row sums */\n", NS * RB, RB);
+  P("  __shared__ __align__(16) float cred[%d]; /* the combine's sums per split group */\n", 4 * T);
+  P("  static __align__(16) float bm_part[%lld]; /* (B, Hkv, row groups, splits, rows, pst): acc, m, l */\n",
+    (long long)c->parts);
+  P("  static unsigned int bm_cnt[%lld]; /* blocks done per (B, Hkv, row group) */\n",
+    (long long)(c->bmax * c->hkv * NRG));
+  P("  const %s B = %s, Hq = %s, Sq = %s, Hkv = %s, Sk = %s, G = Hq / Hkv, R = G * Sq;\n", I, B.s, Hq.s, Sq.s,
+    Hkv.s, Sk.s);
+  P("  const int warp = tid >> 5, lane = tid & 31;\n");
+  ck_loop_open(k, ck_strf("B * Hkv * %d", NRG * NS).s);
+}
+
+/* The task of a decode block: t -> split sp, row group rg, (batch, kv head)
+ * bh = (b, hk); declares len/off, the rows r0.. (nr of them), the live key
+ * span [kbeg, kend) (kv_len, causal and window limits) cut into splits of
+ * `chunk` keys (a multiple of `unit`) for the nsr splits of this run (an
+ * expression; splits past it leave at once), this split's keys [c0, c1),
+ * nact (the splits that hold keys) and nlive (the blocks the counter waits
+ * for); an empty split leaves (continue) unless all_splits. Ends with a
+ * barrier (the block's shared memory is free for this task). */
+static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, bool all_splits, const char *nsr) {
+  const bm_node *n = k->n;
+  const char *I = k->I;
+  const int NS = c->ns, NRG = c->nrg, RB = c->rb;
+  P("    const %s sp = t %% %d, rest = t / %d, rg = rest %% %d, bh = rest / %d, hk = bh %% Hkv, b = bh / Hkv;\n", I,
+    NS, NS, NRG, NRG);
+  P("    const %s nsr = %s; /* the splits of this run */\n", I, nsr);
+  P("    if (sp >= nsr) continue;\n");
+  emit_len(k, li);
+  P("    const %s r0 = rg * %d, nr = R - r0 < %d ? R - r0 : %d;\n", I, RB, RB, RB);
+  P("    %s kend = len, kbeg = 0;\n", I);
+  if (n->a.causal) P("    if (Sq - 1 + off + 1 < kend) kend = Sq - 1 + off + 1;\n");
+  if (n->a.window > 0) {
+    P("    kbeg = off - %d + 1;\n", n->a.window);
+    P("    if (kbeg < 0) kbeg = 0;\n");
+  }
+  P("    const %s span = kend > kbeg ? kend - kbeg : 0, chunk = ((span + nsr - 1) / nsr + %d) / %d * %d;\n", I,
+    unit - 1, unit, unit);
+  P("    const %s c0 = kbeg + sp * chunk, c1 = c0 + chunk < kend ? c0 + chunk : kend;\n", I);
+  /* the splits that hold keys (at least one: it writes zeros for an empty span) */
+  P("    const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0, nlive = %s;\n",
+    all_splits ? "(int)nsr" : "nact > 0 ? nact : 1");
+  if (!all_splits) P("    if (sp >= nlive) continue; /* an empty split (the whole block): nothing to write */\n");
+  P("    BM_SYNC();\n");
+}
+
+/* After a block wrote its partial (acc, m, l of its rows) to bm_part: the
+ * counter of its (batch, kv head, row group); the last of the nlive blocks
+ * resets it for the next run and combines the nact splits' partials with
+ * every load of a phase in flight at once: a warp per row loads the splits'
+ * (m, l), finds the maximum M and each split's weight w = exp(m - M) (into
+ * shared cw) and the row's L = sum w l (cL); then each thread sums w acc
+ * over a share of the splits for 4 columns (16-byte loads; groups of splits
+ * when the rows have fewer 4-column chunks than the block threads, summed
+ * through shared cred) and applies the epilogue to O / L. T threads; the
+ * split loop unrolled `unroll` times (loads in flight; 0: the compiler's
+ * choice, which keeps the tiled kernel's registers as they were). */
+static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll) {
+  const char *I = k->I;
+  const int NS = c->ns, NRG = c->nrg, RB = c->rb, NW = T / 32, NSL = (NS + 31) / 32;
+  const long long Dv = (long long)c->dv, PST = (long long)c->pst, DV4 = (long long)c->dv4;
+  const int VW = Dv % 4 == 0 ? 4 : 1, NC = (int)(Dv / VW), NE = RB * NC, NG = NE >= T ? 1 : T / NE;
+  P("    __threadfence();\n    BM_SYNC();\n");
+  P("    if (tid == 0) {\n");
+  P("      const unsigned int done = atomicAdd(&bm_cnt[bh * %d + rg], 1u);\n", NRG);
+  P("      last_ = done == (unsigned int)nlive - 1u;\n");
+  P("      if (last_) bm_cnt[bh * %d + rg] = 0u; /* for the next run */\n", NRG);
+  P("    }\n");
+  P("    BM_SYNC();\n");
+  P("    if (last_) {\n");
+  P("      __threadfence();\n");
+  P("      const float *pb = bm_part + (bm_i64)(bh * %d + rg) * %d * %lld;\n", NRG, NS, RB * PST);
+  /* only the splits that held keys: a short cache (kv_len 136 of 4096 slots) fills a few */
+  P("      for (int rr = warp; rr < nr; rr += %d) {\n", NW);
+  P("        float2 ml[%d];\n        float M = -BM_INF, L = 0.0f;\n", NSL);
+  P("#pragma unroll\n        for (int y = 0; y < %d; y++) {\n", NSL);
+  P("          const int s2 = lane + 32 * y;\n");
+  P("          ml[y] = s2 < nact ? __ldcg((const float2 *)(pb + (s2 * %d + rr) * %lld + %lld)) : make_float2(-BM_INF, "
+    "0.0f);\n", RB, PST, DV4);
+  P("          M = fmaxf(M, ml[y].x);\n        }\n");
+  P("        M = bm_warp_max(M);\n");
+  P("#pragma unroll\n        for (int y = 0; y < %d; y++) {\n", NSL);
+  P("          const int s2 = lane + 32 * y;\n");
+  P("          const float w = ml[y].x == -BM_INF ? 0.0f : expf(ml[y].x - M);\n");
+  P("          if (s2 < nact) cw[s2 * %d + rr] = w;\n", RB);
+  P("          L += w * ml[y].y;\n        }\n");
+  P("        L = bm_warp_sum(L);\n");
+  P("        if (lane == 0) cL[rr] = L;\n      }\n");
+  P("      BM_SYNC();\n");
+  /* the output of chunk e (4 or 1 columns of a row) from its sums o */
+  const char *out = "          {\n"
+                    "            const %s r = r0 + rr, h = hk * G + r / Sq, i = r %% Sq;\n"
+                    "            const float L = cL[rr];\n"
+                    "#pragma unroll\n"
+                    "            for (int x = 0; x < %d; x++) {\n"
+                    "              const %s oi = ((b * Hq + h) * Sq + i) * %lld + cc * %d + x;\n"
+                    "              float v = L > 0.0f ? o[x] / L : 0.0f;\n";
+  P("      for (int e0 = tid; e0 < %d; e0 += %d) {\n", NE * NG, T);
+  P("        const int e = e0 %% %d, g = e0 / %d, rr = e / %d, cc = e %% %d;\n", NE, NE, NC, NC);
+  P("        float o[%d];\n", VW);
+  P("#pragma unroll\n        for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", VW);
+  P("        if (rr < nr) {\n");
+  if (unroll > 0) P("#pragma unroll %d\n", unroll);
+  P("          for (int s2 = g; s2 < nact; s2 += %d) {\n", NG);
+  P("            const float w = cw[s2 * %d + rr];\n", RB);
+  if (VW == 4) {
+    P("            const float4 a = __ldcg((const float4 *)(pb + (s2 * %d + rr) * %lld) + cc);\n", RB, PST);
+    P("            o[0] += w * a.x;\n            o[1] += w * a.y;\n            o[2] += w * a.z;\n            o[3] += w * a.w;\n");
+  } else {
+    P("            o[0] += w * __ldcg(pb + (s2 * %d + rr) * %lld + cc);\n", RB, PST);
+  }
+  P("          }\n");
+  if (NG == 1) {
+    P(out, I, VW, I, Dv, VW);
+    ck_emit_epilogue(k, "v", "oi");
+    ck_store(k, "oi", "v");
+    P("            }\n          }\n");
+    P("        }\n      }\n");
+  } else {
+    P("        }\n");
+    P("#pragma unroll\n        for (int x = 0; x < %d; x++) cred[e0 * %d + x] = o[x];\n", VW, VW);
+    P("      }\n");
+    P("      BM_SYNC();\n");
+    P("      for (int e = tid; e < %d; e += %d) {\n", NE, T);
+    P("        const int rr = e / %d, cc = e %% %d;\n", NC, NC);
+    P("        float o[%d];\n", VW);
+    P("#pragma unroll\n        for (int x = 0; x < %d; x++) {\n", VW);
+    P("          o[x] = 0.0f;\n");
+    P("#pragma unroll\n          for (int g = 0; g < %d; g++) o[x] += cred[(g * %d + e) * %d + x];\n", NG, NE, VW);
+    P("        }\n");
+    P("        if (rr < nr)\n");
+    P(out, I, VW, I, Dv, VW);
+    ck_emit_epilogue(k, "v", "oi");
+    ck_store(k, "oi", "v");
+    P("            }\n          }\n");
+    P("      }\n");
+  }
+  P("    }\n");
+}
+
 static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) {
   const bm_node *n = k->n, *q = n->in[0], *kk = n->in[1], *v = n->in[2];
   const char *I = k->I;
@@ -1450,41 +1902,11 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   const bool all_splits = ae && *ae && strcmp(ae, "0") != 0;
   k->threads = DEC_T;
   k->smem = c->smem;
-  bm_dim dims[3] = {q->shape[0], kk->shape[1], bm_dim_c((int64_t)NRG * NS)};
-  int64_t divs[3] = {1, 1, 1};
-  k->tasks = ck_task_grid(k->g, 3, dims, divs);
-  str B = ck_dimx(k, q->shape[0]), Hq = ck_dimx(k, q->shape[1]), Sq = ck_dimx(k, q->shape[2]),
-      Hkv = ck_dimx(k, kk->shape[1]), Sk = ck_dimx(k, kk->shape[2]);
   P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
   P("  float *ks = (float *)bm_dsm, *vs = ks + %d, *qs = vs + %d, *ps = qs + %d, *rsc = ps + %d;\n",
     KT * DEC_KS(k), KT * (int)Dv, RB * DP4, RB * KT);
-  P("  __shared__ int last_;\n");
-  P("  static float bm_part[%lld]; /* (B, Hkv, row groups, splits, rows, Dv + 2): acc, m, l */\n",
-    (long long)c->parts);
-  P("  static unsigned int bm_cnt[%lld]; /* blocks done per (B, Hkv, row group) */\n",
-    (long long)(c->bmax * c->hkv * NRG));
-  P("  const %s B = %s, Hq = %s, Sq = %s, Hkv = %s, Sk = %s, G = Hq / Hkv, R = G * Sq;\n", I, B.s, Hq.s, Sq.s,
-    Hkv.s, Sk.s);
-  P("  const int warp = tid >> 5, lane = tid & 31;\n");
-  ck_loop_open(k, ck_strf("B * Hkv * %d", NRG * NS).s);
-  P("    const %s sp = t %% %d, rest = t / %d, rg = rest %% %d, bh = rest / %d, hk = bh %% Hkv, b = bh / Hkv;\n", I,
-    NS, NS, NRG, NRG);
-  emit_len(k, li);
-  P("    const %s r0 = rg * %d, nr = R - r0 < %d ? R - r0 : %d;\n", I, RB, RB, RB);
-  P("    %s kend = len, kbeg = 0;\n", I);
-  if (n->a.causal) P("    if (Sq - 1 + off + 1 < kend) kend = Sq - 1 + off + 1;\n");
-  if (n->a.window > 0) {
-    P("    kbeg = off - %d + 1;\n", n->a.window);
-    P("    if (kbeg < 0) kbeg = 0;\n");
-  }
-  P("    const %s span = kend > kbeg ? kend - kbeg : 0, chunk = ((span + %d) / %d + %d) / %d * %d;\n", I, NS - 1, NS,
-    KT - 1, KT, KT);
-  P("    const %s c0 = kbeg + sp * chunk, c1 = c0 + chunk < kend ? c0 + chunk : kend;\n", I);
-  /* the splits that hold keys (at least one: it writes zeros for an empty span) */
-  P("    const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0, nlive = %s;\n",
-    all_splits ? ck_strf("%d", NS).s : "nact > 0 ? nact : 1");
-  if (!all_splits) P("    if (sp >= nlive) continue; /* an empty split (the whole block): nothing to write */\n");
-  P("    BM_SYNC();\n");
+  dec_open(k, c, DEC_T);
+  dec_split_range(k, c, KT, li, all_splits, ck_strf("%d", NS).s);
   /* the query rows: row r of the group is head hk * G + r / Sq, position r % Sq */
   str lq = ck_ld(k, 0, q->dtype, ck_strf("((b * Hq + hk * G + r / Sq) * Sq + r %% Sq) * %lld + d", (long long)D));
   P("    for (int e = tid; e < %d; e += %d) {\n", RB * DP4, DEC_T);
@@ -1573,47 +1995,170 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   P("            }\n          }\n        }\n      }\n");
   P("    }\n");
   /* the partials of this split */
-  P("    float *pp = bm_part + (bm_i64)((bh * %d + rg) * %d + sp) * %lld;\n", NRG, NS, (long long)(RB * (Dv + 2)));
+  P("    float *pp = bm_part + (bm_i64)((bh * %d + rg) * %d + sp) * %lld;\n", NRG, NS, (long long)RB * c->pst);
   P("#pragma unroll\n    for (int x = 0; x < %d; x++) {\n", RPW);
   P("      const int rr = warp + 4 * x;\n");
   P("      if (rr < %d && lane == 0) { pp[rr * %lld + %lld] = mrow[x]; pp[rr * %lld + %lld] = lrow[x]; }\n", RB,
-    (long long)(Dv + 2), (long long)Dv, (long long)(Dv + 2), (long long)(Dv + 1));
+    (long long)c->pst, (long long)c->dv4, (long long)c->pst, (long long)c->dv4 + 1);
   P("    }\n");
   P("#pragma unroll\n    for (int r = 0; r < %d; r++)\n#pragma unroll\n    for (int u = 0; u < %d; u++) {\n", RB, U);
   P("      const int dd = tid + %d * u;\n", DEC_T);
-  P("      if (dd < %lld) pp[r * %lld + dd] = acc[r][u];\n", (long long)Dv, (long long)(Dv + 2));
+  P("      if (dd < %lld) pp[r * %lld + dd] = acc[r][u];\n", (long long)Dv, (long long)c->pst);
   P("    }\n");
-  P("    __threadfence();\n    BM_SYNC();\n");
-  P("    if (tid == 0) {\n");
-  P("      const unsigned int done = atomicAdd(&bm_cnt[bh * %d + rg], 1u);\n", NRG);
-  P("      last_ = done == (unsigned int)nlive - 1u;\n");
-  P("      if (last_) bm_cnt[bh * %d + rg] = 0u; /* for the next run */\n", NRG);
+  dec_finish(k, c, DEC_T, DEC_OLD_UNROLL);
+  ck_loop_close(k);
+  return NULL;
+}
+
+/* The streaming decode kernel (FlashDecoding / FlashInfer's layout) for
+ * f16/bf16 K and V with D = Dv a power of two from 8 to 256 and at most 8
+ * query rows per kv head: a block of nw warps takes one (batch, kv head,
+ * split) as the tiled kernel does (the same task grid, partials, counter and
+ * combine: dec_open, dec_split_range, dec_finish), but K and V go straight
+ * from global memory into registers, 16 bytes a lane: lk = D / 8 lanes hold
+ * one key row (lane c its columns 8c..8c+7), so a warp load covers kpw =
+ * 32 / lk keys, and each lane has unr K and unr V loads in flight per step
+ * (issued together, before any math). The query rows sit in registers as
+ * f32 (8 columns a lane); a score is 8 FMAs and log2(lk) shuffles; each lane
+ * group (the lanes of one key) keeps its own online softmax (m, l, and acc
+ * for its 8 columns of every row) over the keys it saw, so P V needs no
+ * exchange; after the loop the groups of a warp merge by shuffles, the warps
+ * through shared memory, into the block's partial. All f32. */
+static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, int li) {
+  const bm_node *n = k->n, *q = n->in[0], *kk = n->in[1], *v = n->in[2];
+  const char *I = k->I;
+  const int64_t D = q->shape[3].add, Dv = v->shape[3].add;
+  const int RB = c->rb, NS = c->ns, NW = c->nw, UNR = c->unr, LK = c->lk, KPW = c->kpw, T = 32 * c->nw;
+  const int step = NW * KPW * UNR; /* keys a block step */
+  const char *ae = getenv("BM_CUDA_DEC_EMPTY_SPLITS");
+  const bool all_splits = ae && *ae && strcmp(ae, "0") != 0;
+  const char *xk = kk->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16";
+  const char *xv = v->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16";
+  k->threads = T;
+  /* the register bound (no spills at 4 warps: up to 2 rows 128 registers, 4 rows 168, 8 rows 255) */
+  k->min_blocks = c->minb;
+  k->smem = (int)(4 * NW * RB * Dv);
+  P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
+  P("  float *wacc = (float *)bm_dsm; /* (warps, rows, Dv): the warps' acc */\n");
+  P("  __shared__ float wm[%d], wl[%d]; /* the warps' m and l per row */\n", NW * RB, NW * RB);
+  dec_open(k, c, T);
+  /* this run's splits per (batch, kv head): tb blocks in all, at most ns */
+  dec_split_range(k, c, step, li, all_splits, ck_strf("(%s)%d / (B * Hkv) < 1 ? 1 : (%s)%d / (B * Hkv) > %d ? %d : (%s)%d / (B * Hkv)", I, c->tb, I, c->tb, NS, NS, I, c->tb).s);
+  P("    const int kg = lane / %d, kc = lane %% %d; /* the lane's key in a warp load, its 16-byte column */\n", LK, LK);
+  /* the query rows (row r: head hk * G + r / Sq, position r % Sq), columns 8 kc.. */
+  P("    float qr[%d][8], mr[%d], lr[%d], acc[%d][8];\n", RB, RB, RB, RB);
+  P("    int ri[%d]; /* the rows' positions (rows past nr: -1) */\n", RB);
+  str lq = ck_ld(k, 0, q->dtype, ck_strf("((b * Hq + h) * Sq + i) * %lld + kc * 8 + x", (long long)D));
+  P("#pragma unroll\n    for (int rr = 0; rr < %d; rr++) {\n", RB);
+  P("      const %s r = r0 + rr, h = hk * G + r / Sq, i = r %% Sq;\n", I);
+  P("      ri[rr] = rr < nr ? (int)i : -1;\n");
+  P("#pragma unroll\n      for (int x = 0; x < 8; x++) { qr[rr][x] = rr < nr ? %s : 0.0f; acc[rr][x] = 0.0f; }\n", lq.s);
+  P("      mr[rr] = -BM_INF;\n      lr[rr] = 0.0f;\n");
   P("    }\n");
+  P("    const %s kvb = (b * Hkv + hk) * Sk;\n", I);
+  P("    const unsigned char *kp = bm_buf(1) + (bm_i64)kvb * %lld + kc * 16, *vp = bm_buf(2) + (bm_i64)kvb * %lld + "
+    "kc * 16;\n", (long long)D * 2, (long long)Dv * 2);
+  /* a step's loads: key j0 + u kpw + kg (past c1: the last key again, masked below) */
+  const char *ld = "      for (int u = 0; u < %d; u++) {\n"
+                   "        const %s j = %s + u * %d + kg, jc = j < c1 ? j : c1 - 1;\n"
+                   "        %s[u] = bm_ld16(kp + (bm_i64)jc * %lld);\n"
+                   "        %s[u] = bm_ld16(vp + (bm_i64)jc * %lld);\n"
+                   "      }\n";
+  P("    %s j0 = c0 + warp * %d;\n", I, KPW * UNR);
+  P("    bm_u4 kr[%d], vr[%d];\n", UNR, UNR);
+  if (c->pf) {
+    P("    bm_u4 kn[%d], vn[%d];\n", UNR, UNR);
+    P("    if (j0 < c1) {\n#pragma unroll\n");
+    P(ld, UNR, I, "j0", KPW, "kn", (long long)D * 2, "vn", (long long)Dv * 2);
+    P("    }\n");
+  }
+  P("    for (; j0 < c1; j0 += %d) {\n", step);
+  if (c->pf) {
+    P("#pragma unroll\n      for (int u = 0; u < %d; u++) { kr[u] = kn[u]; vr[u] = vn[u]; }\n", UNR);
+    P("      if (j0 + %d < c1) {\n#pragma unroll\n", step);
+    P(ld, UNR, I, ck_strf("(j0 + %d)", step).s, KPW, "kn", (long long)D * 2, "vn", (long long)Dv * 2);
+    P("      }\n");
+  } else {
+    P("#pragma unroll\n");
+    P(ld, UNR, I, "j0", KPW, "kr", (long long)D * 2, "vr", (long long)Dv * 2);
+  }
+  /* scores: this lane's 8 columns, summed over the key's lk lanes */
+  P("      float s[%d][%d];\n", RB, UNR);
+  P("#pragma unroll\n      for (int u = 0; u < %d; u++) {\n", UNR);
+  P("        float kf[8];\n");
+  P("#pragma unroll\n        for (int x = 0; x < 8; x++) kf[x] = %s(kr[u], x);\n", xk);
+  P("#pragma unroll\n        for (int rr = 0; rr < %d; rr++) {\n", RB);
+  P("          float a = qr[rr][0] * kf[0];\n");
+  P("#pragma unroll\n          for (int x = 1; x < 8; x++) a = fmaf(qr[rr][x], kf[x], a);\n");
+  P("          s[rr][u] = a;\n        }\n      }\n");
+  if (LK > 1) {
+    P("#pragma unroll\n      for (int o = 1; o < %d; o <<= 1)\n", LK);
+    P("#pragma unroll\n        for (int rr = 0; rr < %d; rr++)\n", RB);
+    P("#pragma unroll\n          for (int u = 0; u < %d; u++) s[rr][u] += BM_SHFL_XOR(s[rr][u], o);\n", UNR);
+  }
+  /* the online softmax of each row over this lane group's unr keys, then P V */
+  P("      float vf[%d][8];\n", UNR);
+  P("#pragma unroll\n      for (int u = 0; u < %d; u++)\n", UNR);
+  P("#pragma unroll\n        for (int x = 0; x < 8; x++) vf[u][x] = %s(vr[u], x);\n", xv);
+  P("#pragma unroll\n      for (int rr = 0; rr < %d; rr++) {\n", RB);
+  P("        float mx = mr[rr];\n");
+  P("#pragma unroll\n        for (int u = 0; u < %d; u++) {\n", UNR);
+  P("          const %s i = ri[rr], j = j0 + u * %d + kg, h = hk * G + (r0 + rr) / Sq;\n", I, KPW);
+  P("          (void)h;\n");
+  emit_key_ok(k, "          ");
+  P("          ok = ok && i >= 0 && j < c1;\n");
+  P("          float y = s[rr][u];\n");
+  emit_score_fix(k, "y", "          ", mi);
+  P("          s[rr][u] = ok ? y : -BM_INF;\n");
+  P("          mx = fmaxf(mx, s[rr][u]);\n");
+  P("        }\n");
+  const char *ex = c->fexp ? "__expf" : "expf";
+  P("        const float mu = mx == -BM_INF ? 0.0f : mx, corr = %s(mr[rr] - mu);\n", ex);
+  P("        mr[rr] = mx;\n");
+  P("        float p[%d], ps = 0.0f;\n", UNR);
+  P("#pragma unroll\n        for (int u = 0; u < %d; u++) { p[u] = %s(s[rr][u] - mu); ps += p[u]; }\n", UNR, ex);
+  P("        lr[rr] = lr[rr] * corr + ps;\n");
+  P("#pragma unroll\n        for (int x = 0; x < 8; x++) {\n");
+  P("          float a = acc[rr][x] * corr;\n");
+  P("#pragma unroll\n          for (int u = 0; u < %d; u++) a = fmaf(p[u], vf[u][x], a);\n", UNR);
+  P("          acc[rr][x] = a;\n        }\n      }\n");
+  P("    }\n");
+  /* the warp's lane groups merged (shuffles across groups of the same column) */
+  if (KPW > 1) {
+    P("#pragma unroll\n    for (int rr = 0; rr < %d; rr++) {\n", RB);
+    P("      float M = mr[rr];\n");
+    P("#pragma unroll\n      for (int o = %d; o < 32; o <<= 1) M = fmaxf(M, BM_SHFL_XOR(M, o));\n", LK);
+    P("      const float f = mr[rr] == -BM_INF ? 0.0f : expf(mr[rr] - M);\n");
+    P("      mr[rr] = M;\n      lr[rr] *= f;\n");
+    P("#pragma unroll\n      for (int x = 0; x < 8; x++) acc[rr][x] *= f;\n");
+    P("#pragma unroll\n      for (int o = %d; o < 32; o <<= 1) {\n", LK);
+    P("        lr[rr] += BM_SHFL_XOR(lr[rr], o);\n");
+    P("#pragma unroll\n        for (int x = 0; x < 8; x++) acc[rr][x] += BM_SHFL_XOR(acc[rr][x], o);\n");
+    P("      }\n    }\n");
+  }
+  P("    if (kg == 0) {\n");
+  P("#pragma unroll\n      for (int rr = 0; rr < %d; rr++) {\n", RB);
+  P("#pragma unroll\n        for (int x = 0; x < 8; x++) wacc[(warp * %d + rr) * %lld + kc * 8 + x] = acc[rr][x];\n", RB,
+    (long long)Dv);
+  P("        if (kc == 0) { wm[warp * %d + rr] = mr[rr]; wl[warp * %d + rr] = lr[rr]; }\n", RB, RB);
+  P("      }\n    }\n");
   P("    BM_SYNC();\n");
-  P("    if (last_) {\n");
-  P("      __threadfence();\n");
-  P("      const float *pb = bm_part + (bm_i64)(bh * %d + rg) * %d * %lld;\n", NRG, NS, (long long)(RB * (Dv + 2)));
-  /* only the splits that held keys: a short cache (kv_len 136 of 4096 slots) fills a few */
-  P("      for (int e = tid; e < %d; e += %d) {\n", RB * U * DEC_T, DEC_T);
-  P("        const int rr = e / %d, dd = e %% %d;\n", U * DEC_T, U * DEC_T);
-  P("        if (rr < nr && dd < %lld) {\n", (long long)Dv);
-  P("          float M = -BM_INF;\n");
-  P("          for (int s2 = 0; s2 < nact; s2++) M = fmaxf(M, __ldcg(pb + (s2 * %d + rr) * %lld + %lld));\n", RB,
-    (long long)(Dv + 2), (long long)Dv);
-  P("          float L = 0.0f, O = 0.0f;\n");
-  P("          if (M != -BM_INF)\n");
-  P("            for (int s2 = 0; s2 < nact; s2++) {\n");
-  P("              const float *ps2 = pb + (s2 * %d + rr) * %lld;\n", RB, (long long)(Dv + 2));
-  P("              const float w = expf(__ldcg(ps2 + %lld) - M);\n", (long long)Dv);
-  P("              L += w * __ldcg(ps2 + %lld);\n", (long long)(Dv + 1));
-  P("              O += w * __ldcg(ps2 + dd);\n");
-  P("            }\n");
-  P("          const %s r = r0 + rr, h = hk * G + r / Sq, i = r %% Sq;\n", I);
-  P("      const %s oi = ((b * Hq + h) * Sq + i) * %lld + dd;\n", I, (long long)Dv);
-  P("      float v = L > 0.0f ? O / L : 0.0f;\n");
-  ck_emit_epilogue(k, "v", "oi");
-  ck_store(k, "oi", "v");
-  P("        }\n      }\n    }\n");
+  /* the block's partial: the warps merged, a thread per (row, column) */
+  P("    float *pp = bm_part + (bm_i64)(bh * %d + sp) * %lld;\n", NS, (long long)RB * c->pst);
+  P("    for (int e = tid; e < %lld; e += %d) {\n", (long long)RB * Dv, T);
+  P("      const int rr = e / %lld, dd = e %% %lld;\n", (long long)Dv, (long long)Dv);
+  P("      float M = -BM_INF, L = 0.0f, O = 0.0f;\n");
+  P("#pragma unroll\n      for (int w = 0; w < %d; w++) M = fmaxf(M, wm[w * %d + rr]);\n", NW, RB);
+  P("#pragma unroll\n      for (int w = 0; w < %d; w++) {\n", NW);
+  P("        const float mw = wm[w * %d + rr], f = mw == -BM_INF ? 0.0f : expf(mw - M);\n", RB);
+  P("        L += f * wl[w * %d + rr];\n", RB);
+  P("        O += f * wacc[(w * %d + rr) * %lld + dd];\n", RB, (long long)Dv);
+  P("      }\n");
+  P("      pp[rr * %lld + dd] = O;\n", (long long)c->pst);
+  P("      if (dd == 0) { pp[rr * %lld + %lld] = M; pp[rr * %lld + %lld] = L; }\n", (long long)c->pst,
+    (long long)c->dv4, (long long)c->pst, (long long)c->dv4 + 1);
+  P("    }\n");
+  dec_finish(k, c, T, 16);
   ck_loop_close(k);
   return NULL;
 }
@@ -1629,7 +2174,8 @@ bm_status emit_attention(ck *k) {
   tc_cfg tc;
   /* the decode kernel uses CUDA's atomics and static device arrays */
   bool cuda = k->L && strcmp(k->L->name, "cuda") == 0;
-  if (cuda && dec_attn_cfg(k->g, n, &dc)) return emit_attention_decode(k, &dc, mi, li);
+  if (cuda && dec_attn_cfg(k->g, n, &dc))
+    return dc.fast ? emit_attention_decode_stream(k, &dc, mi, li) : emit_attention_decode(k, &dc, mi, li);
   if (k->L && k->L->tensor_cores && tc_attn_cfg(k->g, n, &tc)) {
     const wa_cfg *w = wa_attn_cfg(k->L, k->g, n);
     if (!w) return emit_attention_tc(k, &tc, mi, li);

@@ -250,6 +250,16 @@ static const char cuda_prelude[] =
     "BM_DEV void bm_att_tma_load2d(unsigned int dst, unsigned long long tm, int c0, int c1, unsigned int bar) {\n"
     "  asm volatile(\"cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\"\n"
     "               :: \"r\"(dst), \"l\"(tm), \"r\"(c0), \"r\"(c1), \"r\"(bar) : \"memory\"); }\n"
+    "/* the staged O store (wa_store): four 8x8 b16 matrices from registers into shared\n"
+    " * memory (register m of a lane: row lane / 4, columns 2 (lane % 4) and + 1 of matrix\n"
+    " * m, an mma accumulator pair; lanes 8m..8m+7 give matrix m's row addresses), and\n"
+    " * a 16-byte shared load (the staged tile's rows copied out by the threads) */\n"
+    "BM_DEV void bm_att_stmatrix_x4(unsigned int a, unsigned int r0, unsigned int r1, unsigned int r2, unsigned int r3) {\n"
+    "  asm volatile(\"stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\"\n"
+    "               :: \"r\"(a), \"r\"(r0), \"r\"(r1), \"r\"(r2), \"r\"(r3) : \"memory\"); }\n"
+    "BM_DEV bm_u4 bm_att_ld_shared16(unsigned int a) { bm_u4 v;\n"
+    "  asm volatile(\"ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\" : \"=r\"(v.w[0]), \"=r\"(v.w[1]), \"=r\"(v.w[2]), \"=r\"(v.w[3]) : \"r\"(a) : \"memory\");\n"
+    "  return v; }\n"
     "#endif\n"
     /* ---- end of the attention helpers */
     /* ---- the TMA GEMM (codegen/clike/emit_gemm.c, emit_gemm_tma; owner: gemm) */

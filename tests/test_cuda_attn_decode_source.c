@@ -1,0 +1,89 @@
+/* test_cuda_attn_decode_source.c - which CUDA decode attention kernel a node
+ * gets (codegen/clike/emit_attention.c "decode"): the streaming kernel for
+ * f16/bf16 K/V with D = Dv a power of two and at most 8 rows a kv head, the
+ * tiled one otherwise and with BM_CUDA_ATTN_DEC=old, and the streaming
+ * kernel's configuration knobs. Source text only (no NVRTC, no GPU:
+ * test_ops_cuda compiles and runs the kernels). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_source.h"
+#include "testutil.h"
+
+/* the CUDA source of one decode attention: q (1, hq, sq, d) over a cache
+ * (1, hkv, 4096, d) with kv_len; caller frees */
+static char *dec_source(int64_t hq, int64_t hkv, int64_t sq, int64_t d, bm_dtype q_dt, bm_dtype kv_dt) {
+  bm_module *m = bm_module_create("dec");
+  bm_graph *g = bm_graph_create(m, "main");
+  bm_node *q = bm_input(g, "q", q_dt, 4, (int64_t[]){1, hq, sq, d});        // (batch, heads, seq, head_dim)
+  bm_node *k = bm_input(g, "k", kv_dt, 4, (int64_t[]){1, hkv, 4096, d});    // (batch, kv heads, cache, head_dim)
+  bm_node *v = bm_input(g, "v", kv_dt, 4, (int64_t[]){1, hkv, 4096, d});
+  bm_node *len = bm_input(g, "len", BM_DTYPE_I32, 1, (int64_t[]){1});
+  bm_output_add(g, "o", bm_attention_kv(g, q, k, v, NULL, len, 0.0f, true, 0, 0.0f));
+  char *src = bm_test_cuda_source(m, g);
+  bm_module_destroy(m);
+  return src;
+}
+
+/* the streaming kernel keeps the warps' acc in shared wacc; the tiled one stages keys in ks */
+static bool is_stream(const char *s) { return s && strstr(s, "float *wacc = (float *)bm_dsm;") != NULL; }
+static bool is_tiled(const char *s) { return s && strstr(s, "float *ks = (float *)bm_dsm") != NULL; }
+
+static void test_choice(void) {
+  unsetenv("BM_CUDA_ATTN_DEC");
+  struct {
+    int64_t hq, hkv, sq, d;
+    bm_dtype q, kv;
+    bool stream;
+  } cases[] = {
+      {32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16, true},  /* LLaMA-3-8B decode: 4 rows a kv head */
+      {32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16, true},   /* MHA */
+      {16, 2, 1, 64, BM_DTYPE_F16, BM_DTYPE_F16, true},     /* 8 rows */
+      {8, 8, 2, 256, BM_DTYPE_F32, BM_DTYPE_BF16, true},    /* an f32 query over a bf16 cache */
+      {32, 2, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16, false},   /* 16 rows */
+      {8, 8, 1, 128, BM_DTYPE_F32, BM_DTYPE_F32, false},    /* f32 cache */
+      {8, 8, 1, 96, BM_DTYPE_F16, BM_DTYPE_F16, false},     /* 12 lanes a key row */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char *s = dec_source(cases[i].hq, cases[i].hkv, cases[i].sq, cases[i].d, cases[i].q, cases[i].kv);
+    CHECK(s != NULL);
+    if (!s) continue;
+    if (is_stream(s) != cases[i].stream || is_tiled(s) == cases[i].stream)
+      fprintf(stderr, "case %zu: stream %d tiled %d, want stream %d\n", i, is_stream(s), is_tiled(s), cases[i].stream);
+    CHECK(is_stream(s) == cases[i].stream);
+    CHECK(is_tiled(s) != cases[i].stream);
+    free(s);
+  }
+}
+
+static void test_knobs(void) {
+  setenv("BM_CUDA_ATTN_DEC", "old", 1);
+  char *s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(is_tiled(s) && !is_stream(s));
+  free(s);
+  /* defaults at 4 rows: 4 K loads a lane per step (2 keys a warp load: a step of 32 keys), no
+   * prefetch, 3 blocks per multiprocessor (396 blocks a run: 49 splits of 8 kv heads), __expf */
+  unsetenv("BM_CUDA_ATTN_DEC");
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "__launch_bounds__(128, 3)") && strstr(s, "j0 += 32)") && !strstr(s, "bm_u4 kn[") &&
+        strstr(s, "(int)396 / (B * Hkv)") && strstr(s, "__expf(s[rr][u] - mu)"));
+  free(s);
+  /* one row: prefetch on, 4 blocks per multiprocessor */
+  s = dec_source(32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16);
+  CHECK(s && strstr(s, "__launch_bounds__(128, 4)") && strstr(s, "bm_u4 kn[4], vn[4];"));
+  free(s);
+  /* forced: 2 loads, 8 warps, expf, 1000 blocks */
+  setenv("BM_CUDA_ATTN_DEC", "u2w8e0b1000", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "__launch_bounds__(256, 1)") && strstr(s, "j0 += 32)") && strstr(s, "(int)1000 / (B * Hkv)") &&
+        strstr(s, " expf(s[rr][u] - mu)"));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_DEC");
+}
+
+int main(void) {
+  RUN(test_choice);
+  RUN(test_knobs);
+  return bm_test_finish();
+}
