@@ -688,10 +688,8 @@ static void norm_store(ck *k, const char *xj, bool has_w, bool has_b) {
  * the element kernel below, but each thread reads 16 bytes at a time
  * (`ck_load_floats`: volatile loads, the PDL rule), 4 in flight, and the
  * channel (its weight and bias) once per vector, with no division per
- * element. The statistics take one pass: each vector's count, mean and
- * squared deviations merged into the thread's (Chan's merge, bm_wf_merge),
- * the threads' merged per warp and then per block in warp order; a second
- * pass normalizes (the element kernel reads x three times). The SD VAE's group
+ * element. The sums run in the same two passes (mean, then the squared
+ * deviations), only grouped per thread differently. The SD VAE's group
  * norms over 128-512 channels x 64^2-512^2 pixels: 2.41 -> 0.53 ms each on
  * an H100 (the element kernel: 256 threads, 2-byte loads, a division per
  * element), the VAE decode 47.3 -> 19.0 ms (docs/cuda.md). BM_CUDA_GN_OLD=1
@@ -712,12 +710,11 @@ static bool group_norm_vec_ok(const ck *k) {
 /* A group split over a cluster (sm_90a): `cl` blocks of 1024 threads per
  * (image, group) instead of one, so the SD VAE's 32 groups at batch 1 fill
  * more than 32 of the multiprocessors. The blocks of a cluster take every
- * cl-th vector of their group; each block's statistics (count, mean,
- * squared deviations) go to its shared memory, a cluster barrier, then every
- * block merges the cl of them in rank order (the same mean and rstd in all
- * of them) from its peers' shared memory (mapa). The normalizing pass runs
- * between an arrival and the wait of the barrier that keeps the statistics
- * readable until every peer has read them.
+ * cl-th vector of their group; each pass's block sum goes to the block's
+ * shared memory, a cluster barrier, then every block adds the cl sums in
+ * rank order (the same mean and rstd in all of them) from its peers' shared
+ * memory (mapa). The last pass runs between an arrival and the wait of the
+ * barrier that keeps the sums readable until every peer has read them.
  * Images without clusters (sm_80-89, PTX) run the same grid: block rank 0 of
  * each cl takes the whole group as cl = 1 does, the others return. At least
  * 2 vectors a thread per block; at most 8 blocks (the portable cluster);
@@ -743,8 +740,8 @@ static bm_status emit_group_norm_vec(ck *k, bool has_w, bool has_b) {
   k->tasks = ck_task_grid(k->g, 3, dims, divs);
   k->cluster = cl;
   str N = ck_dimx(k, x->shape[0]), C = ck_dimx(k, x->shape[1]);
-  P("  BM_SHARED float red[96];\n");
-  if (cl > 1) P("  BM_SHARED float gsum[3]; /* this block's statistics: read by the cluster's blocks */\n");
+  P("  BM_SHARED float red[32];\n");
+  if (cl > 1) P("  BM_SHARED float gsum[2]; /* this block's sums: read by the cluster's blocks */\n");
   P("  const %s C = %s, S = %lld, cg = C / %lld, len = cg * S, nv = len / %d;\n", I, C.s, (long long)S,
     (long long)G, V);
   ck_loop_open(k, ck_strf("%s * %lld", N.s, (long long)(G * cl)).s);
@@ -761,34 +758,31 @@ static bm_status emit_group_norm_vec(ck *k, bool has_w, bool has_b) {
   }
   P("    const %s g = tg %% %lld, base = tg * len;\n", I, (long long)G);
   P("    const unsigned char *xb = bm_buf(0) + (bm_i64)base * %lld;\n", (long long)es);
-  /* two passes over the block's vectors (iv = cr T + tid, step cn T): the statistics, one
-   * vector's merged into the thread's (bm_wf_merge), then the normalization */
-  for (int pass = 0; pass < 2; pass++) {
-    if (pass == 0) P("    bm_wf w; w.n = 0.0f; w.mu = 0.0f; w.m2 = 0.0f;\n");
-    P("#pragma unroll %d\n    for (%s iv = cr * %d + tid; iv < nv; iv += cn * %d) {\n", pass ? 2 : 4, I, T, T);
+  /* the three passes over the block's vectors: iv = cr T + tid, step cn T */
+  for (int pass = 0; pass < 3; pass++) {
+    if (pass < 2) P("    float %s = 0.0f;\n", pass ? "q" : "s");
+    P("#pragma unroll %d\n    for (%s iv = cr * %d + tid; iv < nv; iv += cn * %d) {\n", pass < 2 ? 4 : 2, I, T, T);
     P("      float xv[%d];\n      {\n        const unsigned char *xp = xb + (bm_i64)iv * 16;\n", V);
     ck_load_floats(k, "xv", "xp", x->dtype, V);
     P("      }\n");
-    if (pass == 0) {
-      P("      float ls = 0.0f, lq = 0.0f;\n");
-      P("#pragma unroll\n      for (int e = 0; e < %d; e++) ls += xv[e];\n", V);
-      P("      bm_wf o; o.n = %d.0f; o.mu = ls * %s;\n", V, V == 8 ? "0.125f" : "0.25f");
-      P("#pragma unroll\n      for (int e = 0; e < %d; e++) { const float d = xv[e] - o.mu; lq += d * d; }\n", V);
-      P("      o.m2 = lq;\n      w = bm_wf_merge(w, o);\n    }\n");
-      P("    w = bm_block_wf(w, red, tid, %d);\n", T);
+    if (pass == 0) P("#pragma unroll\n      for (int e = 0; e < %d; e++) s += xv[e];\n    }\n", V);
+    if (pass == 1)
+      P("#pragma unroll\n      for (int e = 0; e < %d; e++) { const float d = xv[e] - mean; q += d * d; }\n    }\n", V);
+    if (pass < 2) {
+      const char *v = pass ? "q" : "s";
+      P("    float %s_all = bm_block_sum(%s, red, tid, %d);\n", v, v, T);
       if (cl > 1) {
         P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
-        P("    if (tid == 0) { gsum[0] = w.n; gsum[1] = w.mu; gsum[2] = w.m2; }\n    bm_cluster_sync();\n");
-        P("    w.n = 0.0f; w.mu = 0.0f; w.m2 = 0.0f;\n");
-        P("    for (int r = 0; r < %d; r++) {\n", cl);
-        P("      bm_wf o;\n      o.n = bm_cluster_ld_f32(bm_smem_addr(&gsum[0]), (unsigned int)r);\n");
-        P("      o.mu = bm_cluster_ld_f32(bm_smem_addr(&gsum[1]), (unsigned int)r);\n");
-        P("      o.m2 = bm_cluster_ld_f32(bm_smem_addr(&gsum[2]), (unsigned int)r);\n");
-        P("      w = bm_wf_merge(w, o);\n    }\n");
-        P("    bm_cluster_arrive(); /* done reading the peers' statistics (the wait: below) */\n");
+        P("    if (tid == 0) gsum[%d] = %s_all;\n    bm_cluster_sync();\n", pass, v);
+        P("    %s_all = 0.0f;\n", v);
+        P("    for (int r = 0; r < %d; r++) %s_all += bm_cluster_ld_f32(bm_smem_addr(&gsum[%d]), (unsigned int)r);\n",
+          cl, v, pass);
+        if (pass == 1) P("    bm_cluster_arrive(); /* done reading the peers' sums (the wait: below) */\n");
         P("#endif\n");
       }
-      P("    const float mean = w.mu, rstd = 1.0f / sqrtf(w.m2 / (float)len + %s);\n", ck_flt(n->a.eps).s);
+      if (pass == 0) P("    const float mean = s_all / (float)len;\n");
+      else
+        P("    const float rstd = 1.0f / sqrtf(q_all / (float)len + %s);\n", ck_flt(n->a.eps).s);
       continue;
     }
     P("      const %s j0 = iv * %d, ch = g * cg + j0 / S;\n", I, V);
