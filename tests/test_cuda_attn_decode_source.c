@@ -63,12 +63,19 @@ static void test_knobs(void) {
   CHECK(is_tiled(s) && !is_stream(s));
   free(s);
   /* defaults at 4 rows: 4 K loads a lane per step (2 keys a warp load: a step of 32 keys), no
-   * prefetch, 3 blocks per multiprocessor (396 blocks a run: 49 splits of 8 kv heads), __expf */
+   * prefetch, 3 blocks per multiprocessor (396 blocks a run: 49 splits of 8 kv heads), __expf,
+   * the scores reduce-scattered over a key's lanes (one exponential per (row, key) owner: sv) */
   unsetenv("BM_CUDA_ATTN_DEC");
   s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
   CHECK(s && strstr(s, "__launch_bounds__(128, 3)") && strstr(s, "j0 += 32)") && !strstr(s, "bm_u4 kn[") &&
-        strstr(s, "(int)396 / (B * Hkv)") && strstr(s, "__expf(s[rr][u] - mu)"));
+        strstr(s, "(int)396 / (B * Hkv)") && strstr(s, "__expf(sv[") && !strstr(s, "__expf(s[rr][u] - mu)"));
   free(s);
+  /* r0: every lane of a key's group computes the scores (the streaming kernel before the reduce-scatter) */
+  setenv("BM_CUDA_ATTN_DEC", "r0", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "__expf(s[rr][u] - mu)") && !strstr(s, "__expf(sv["));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_DEC");
   /* one row: prefetch on, 4 blocks per multiprocessor */
   s = dec_source(32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16);
   CHECK(s && strstr(s, "__launch_bounds__(128, 4)") && strstr(s, "bm_u4 kn[4], vn[4];"));
@@ -77,7 +84,7 @@ static void test_knobs(void) {
   setenv("BM_CUDA_ATTN_DEC", "u2w8e0b1000", 1);
   s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
   CHECK(s && strstr(s, "__launch_bounds__(256, 1)") && strstr(s, "j0 += 32)") && strstr(s, "(int)1000 / (B * Hkv)") &&
-        strstr(s, " expf(s[rr][u] - mu)"));
+        strstr(s, " expf(sv[") && !strstr(s, "__expf("));
   free(s);
   unsetenv("BM_CUDA_ATTN_DEC");
 }

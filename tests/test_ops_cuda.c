@@ -286,11 +286,13 @@ static void b_groupnorm_silu(bm_graph *g) {
  * size a multiple of the vector): the SD VAE's 128 channels in 32 groups
  * with SiLU and a residual (f16), a wide bf16 group without weight or bias,
  * f32 with a batch of 2 */
-static void b_gn_vec_f16(bm_graph *g) {
-  bm_node *x = IN("x", F16, 1, 128, 32, 48), *w = IN("w", F16, 128), *b = IN("b", F16, 128);
-  bm_node *r = IN("r", F16, 1, 128, 32, 48);
-  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, w, b, 32, 1e-6f)), r));
+/* y = silu(group_norm(x)) + r over f16 (n, c, h, w) */
+static void gn_silu_res_f16(bm_graph *g, int64_t n, int64_t c, int64_t h, int64_t w, int groups) {
+  bm_node *x = IN("x", F16, n, c, h, w), *wt = IN("w", F16, c), *b = IN("b", F16, c);
+  bm_node *r = IN("r", F16, n, c, h, w);
+  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, wt, b, groups, 1e-6f)), r));
 }
+static void b_gn_vec_f16(bm_graph *g) { gn_silu_res_f16(g, 1, 128, 32, 48, 32); }
 static void b_gn_vec_bf16(bm_graph *g) {
   bm_node *x = IN("x", BF16, 1, 256, 64, 64);
   bm_output_add(g, "y", bm_group_norm(g, x, NULL, NULL, 8, 1e-5f));
@@ -299,11 +301,7 @@ static void b_gn_vec_bf16(bm_graph *g) {
  * at least 2 vectors a thread per block, at most 8 blocks): 4 blocks a group
  * with a batch of 2 and SiLU + residual (f16); 8 with one group (f32); a
  * symbolic batch (bf16, 4 blocks). _cl1: the same with one block a group. */
-static void b_gn_cl_f16(bm_graph *g) {
-  bm_node *x = IN("x", F16, 2, 64, 64, 64), *w = IN("w", F16, 64), *b = IN("b", F16, 64);
-  bm_node *r = IN("r", F16, 2, 64, 64, 64);
-  bm_output_add(g, "y", bm_add(g, bm_silu(g, bm_group_norm(g, x, w, b, 4, 1e-6f)), r));
-}
+static void b_gn_cl_f16(bm_graph *g) { gn_silu_res_f16(g, 2, 64, 64, 64, 4); }
 static void b_gn_cl_f32(bm_graph *g) {
   bm_node *x = IN("x", F32, 1, 32, 64, 64);
   bm_output_add(g, "y", bm_group_norm(g, x, NULL, NULL, 1, 1e-5f));
@@ -950,6 +948,16 @@ static void b_dec2_sq4_bf16_d64_mask(bm_graph *g) { dat = (dec_at){4, 4, 4, 1200
 static void b_dec2_llama_short_f16(bm_graph *g) { dat = (dec_at){8, 2, 1, 2048, 128, 0, false, 0, 5, 0, F16}; b_dec(g); }
 static void b_dec2_len0_f16(bm_graph *g) { dat = (dec_at){4, 2, 1, 512, 128, 0, false, 0, 0, 0, F16}; b_dec(g); }
 static void b_dec2_d256_cap_bf16(bm_graph *g) { dat = (dec_at){4, 2, 1, 700, 256, 0, false, 30.0f, 200, 150, BF16}; b_dec(g); }
+/* ---- attndec2: the reduce-scatter of the streaming kernel (dec_rs_*: 2, 4 or 8 rows a kv head, D >= 16):
+ * every lane count a key (D 16..256), one or several owned scores a lane, copies (D 256 at 4 rows, d128 at
+ * 2), GQA 2/4/8 and Sq 2, kv_len, a window, a mask, soft-capping */
+static void b_dec3_gqa2_f16_d128(bm_graph *g) { dat = (dec_at){4, 2, 1, 1800, 128, 0, false, 0, 300, 500, F16}; b_dec(g); }
+static void b_dec3_gqa2_bf16_d64_win(bm_graph *g) { dat = (dec_at){8, 4, 1, 1000, 64, 200, false, 0, 250, 250, BF16}; b_dec(g); }
+static void b_dec3_gqa4_bf16_d32_mask(bm_graph *g) { dat = (dec_at){8, 2, 1, 900, 32, 0, true, 0, 100, 260, BF16}; b_dec(g); }
+static void b_dec3_gqa4_f16_d16_cap(bm_graph *g) { dat = (dec_at){8, 2, 1, 600, 16, 0, false, 20.0f, 50, 180, F16}; b_dec(g); }
+static void b_dec3_gqa8_f16_d64_win_cap(bm_graph *g) { dat = (dec_at){16, 2, 1, 1500, 64, 400, false, 30.0f, 500, 300, F16}; b_dec(g); }
+static void b_dec3_gqa4_bf16_d256(bm_graph *g) { dat = (dec_at){8, 2, 1, 800, 256, 0, false, 0, 150, 200, BF16}; b_dec(g); }
+static void b_dec3_gqa2_sq2_bf16_d128(bm_graph *g) { dat = (dec_at){4, 2, 2, 1300, 128, 0, false, 0, 2, 400, BF16}; b_dec(g); }
 /* ---- end attndec */
 
 static void b_kv(bm_graph *g) {
@@ -1326,6 +1334,17 @@ static const tcase cases[] = {
     {"attn_dec2_llama_short_f16", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
     {"attn_dec2_len0_f16", b_dec2_len0_f16, TOL_DEC_F16, {0}, false},
     {"attn_dec2_d256_cap_bf16", b_dec2_d256_cap_bf16, TOL_DEC_BF16, {0}, false},
+    /* attndec2: the reduce-scatter (the default at 2, 4, 8 rows); "_decr0" the streaming kernel without it */
+    {"attn_dec3_gqa2_f16_d128", b_dec3_gqa2_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec3_gqa2_bf16_d64_win", b_dec3_gqa2_bf16_d64_win, TOL_DEC_BF16, {0}, false},
+    {"attn_dec3_gqa4_bf16_d32_mask", b_dec3_gqa4_bf16_d32_mask, TOL_DEC_BF16, {0}, false},
+    {"attn_dec3_gqa4_f16_d16_cap", b_dec3_gqa4_f16_d16_cap, TOL_DEC_F16, {0}, false},
+    {"attn_dec3_gqa8_f16_d64_win_cap", b_dec3_gqa8_f16_d64_win_cap, TOL_DEC_F16, {0}, false},
+    {"attn_dec3_gqa4_bf16_d256", b_dec3_gqa4_bf16_d256, TOL_DEC_BF16, {0}, false},
+    {"attn_dec3_gqa2_sq2_bf16_d128", b_dec3_gqa2_sq2_bf16_d128, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_llama_short_f16_decr0", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_gqa8_bf16_d128_decr0", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, false},
+    {"attn_dec3_gqa2_bf16_d64_win_decr0", b_dec3_gqa2_bf16_d64_win, TOL_DEC_BF16, {0}, false},
     {"attn_dec2_mha_f16_d128_decold", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
     {"attn_dec2_gqa8_bf16_d128_decold", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, false},
     {"attn_dec_f16_gqa_decold", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
@@ -1461,6 +1480,7 @@ static const case_knob case_knobs[] = {
     {"attn_dec", "_dece0", "BM_CUDA_ATTN_DEC", "e0"},
     {"attn_dec", "_decw8", "BM_CUDA_ATTN_DEC", "w8"},
     {"attn_dec", "_decb2k", "BM_CUDA_ATTN_DEC", "b2048"},
+    {"attn_dec", "_decr0", "BM_CUDA_ATTN_DEC", "r0"},
     {"attn_exp_", "", "BM_CUDA_ATTN_RESCALE", "8"},
     /* attnx: the previous consumer loop (emit_attention.c wa_xtask_on) */
     {"attn_xt_", "_xt0", "BM_CUDA_ATTN_XTASK", "0"},

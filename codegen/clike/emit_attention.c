@@ -1589,6 +1589,10 @@ typedef struct dec_cfg {
    * per warp load), pf: the next step's loads issued before this step's math */
   bool fast;
   int nw, unr, lk, kpw, pf, minb, fexp;
+  /* rs: the rows' partial scores reduce-scattered over a key's lanes (each
+   * lane then owns a few (row, key) scores: mask, exponential and softmax
+   * once per pair; dec_rs_*), the probabilities broadcast back for P V */
+  bool rs;
   /* tb: the streaming kernel's target blocks per run (its splits per (batch, kv
    * head) at run time: tb / (B Hkv), at most ns); dv4: Dv rounded up to 4,
    * pst = dv4 + 4: a partial row's floats (acc, then m and l at dv4: 16-byte rows) */
@@ -1608,14 +1612,16 @@ enum { DEC_SMS = 132 };
  * v<waves: the target blocks per run are v x 132 multiprocessors x m; 1>
  * b<target blocks (instead of v)> p<0|1: prefetch; default 1 up to 2 rows>
  * e<0|1: the softmax's exponentials by __expf (ex2.approx; the default) or
- * expf>, e.g. "u2p1v2". */
+ * expf> r<0|1: the reduce-scatter of the scores (dec_rs_*; default 1 where it
+ * applies: 2, 4 or 8 rows, D >= 16; r0 is the streaming kernel before it),
+ * e.g. "u2p1v2". */
 typedef struct dec_knob {
   bool old;
-  int unr, nw, blocks, waves, pf, minb, fexp;
+  int unr, nw, blocks, waves, pf, minb, fexp, rs;
 } dec_knob;
 
 static dec_knob dec_knob_get(void) {
-  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1};
+  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1};
   const char *e = getenv("BM_CUDA_ATTN_DEC");
   if (!e || !*e) return kb;
   if (strcmp(e, "old") == 0) {
@@ -1632,6 +1638,7 @@ static dec_knob dec_knob_get(void) {
     if (c == 'e' && (v == 0 || v == 1)) kb.fexp = v;
     if (c == 'p' && (v == 0 || v == 1)) kb.pf = v;
     if (c == 'm' && v >= 1 && v <= 8) kb.minb = v;
+    if (c == 'r' && (v == 0 || v == 1)) kb.rs = v;
   }
   return kb;
 }
@@ -1660,6 +1667,9 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
   if (c->minb < 1) c->minb = 1;
   c->tb = kb.blocks ? kb.blocks : kb.waves * DEC_SMS * c->minb;
   c->lk = (int)(D / 8), c->kpw = 32 / c->lk;
+  /* the reduce-scatter: a power-of-two count of (row, key) scores a lane
+   * group step (rows 2, 4 or 8) over at least 2 lanes a key */
+  c->rs = c->fast && kb.rs && (R == 2 || R == 4 || R == 8) && c->lk >= 2;
   if (c->fast) {
     /* splits: tb blocks at batch 1 (fewer per (batch, kv head) at run time
      * with more of them), each split at least one block step of keys; the
@@ -2010,6 +2020,122 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   return NULL;
 }
 
+/* The reduce-scatter of the streaming kernel (dec_cfg.rs): a lane group (the
+ * lk = 2^L lanes of a key) holds N = rows x unr partial scores a lane (its 8
+ * columns' dot products; index e = rr unr + u). Level l (xor offset lk >>
+ * (l + 1)) keeps the lower or the upper half of the lane's remaining values
+ * by its lane bit and adds the partner's, so after ml = min(L, log2 N) levels
+ * a lane owns no = N >> ml whole scores, e = ob + t (ob = (kc >> lsh) no; the
+ * low lsh = L - ml lane bits, if any, hold copies, summed as before). A lane
+ * then owns nro rows' ko keys each: the mask, the scale, the row maximum (an
+ * xor max over the sh lanes of its row), the exponentials and the row sum run
+ * once per (row, key); the probabilities and each row's correction go back to
+ * every lane of the group by shuffles (from the owner with lane bits 0) for
+ * P V. mo / lo: the owned rows' running max (equal over the row's lanes) and
+ * the lane's share of the sum. */
+typedef struct dec_rs {
+  int L, N, ml, no, lsh, ko, nro, sh;
+} dec_rs;
+
+static int dec_log2(int x) {
+  int l = 0;
+  while ((1 << l) < x) l++;
+  return l;
+}
+
+static dec_rs dec_rs_get(const dec_cfg *c) {
+  dec_rs r;
+  r.L = dec_log2(c->lk);
+  r.N = c->rb * c->unr;
+  r.ml = r.L < dec_log2(r.N) ? r.L : dec_log2(r.N);
+  r.no = r.N >> r.ml;
+  r.lsh = r.L - r.ml;
+  r.ko = r.no < c->unr ? r.no : c->unr;
+  r.nro = r.no / r.ko;
+  r.sh = c->unr / r.ko;
+  return r;
+}
+
+/* the owner lane (in the warp) of score e of this lane's key group */
+static str dec_rs_src(const dec_cfg *c, const dec_rs *r, int e) {
+  return ck_strf("kg * %d + %d", c->lk, (e / r->no) << r->lsh);
+}
+
+/* before the key loop: the owned rows' coordinates and softmax state */
+static void dec_rs_open(ck *k, const dec_cfg *c) {
+  const dec_rs r = dec_rs_get(c);
+  const char *I = k->I;
+  P("    const int ob = (kc >> %d) * %d, ub = ob %% %d; /* the lane's first owned score, its key */\n", r.lsh, r.no,
+    c->unr);
+  P("    float mo[%d], lo[%d];\n    %s oi[%d], oh[%d]; /* the owned rows' positions (past nr: -1), heads */\n", r.nro,
+    r.nro, I, r.nro, r.nro);
+  P("#pragma unroll\n    for (int q = 0; q < %d; q++) {\n", r.nro);
+  P("      const %s rro = ob / %d + q, r = r0 + rro;\n", I, c->unr);
+  P("      oi[q] = rro < nr ? r %% Sq : -1;\n      oh[q] = hk * G + r / Sq;\n");
+  P("      mo[q] = -BM_INF;\n      lo[q] = 0.0f;\n    }\n");
+}
+
+/* a step: the partial scores s[rr][u] -> each row's probabilities pb[rr][u]
+ * and correction cr[rr] in every lane */
+static void dec_rs_step(ck *k, const dec_cfg *c, int mi) {
+  const dec_rs r = dec_rs_get(c);
+  const char *I = k->I;
+  const int RB = c->rb, UNR = c->unr, KPW = c->kpw;
+  P("      float sv[%d];\n", r.N);
+  P("#pragma unroll\n      for (int e = 0; e < %d; e++) sv[e] = s[e / %d][e %% %d];\n", r.N, UNR, UNR);
+  for (int l = 0; l < r.ml; l++) {
+    const int o = c->lk >> (l + 1), h = r.N >> (l + 1);
+    P("      {\n        const bool up = (kc & %d) != 0;\n", o);
+    P("#pragma unroll\n        for (int e = 0; e < %d; e++) {\n", h);
+    P("          const float snd = up ? sv[e] : sv[e + %d];\n", h);
+    P("          sv[e] = (up ? sv[e + %d] : sv[e]) + BM_SHFL_XOR(snd, %d);\n        }\n      }\n", h, o);
+  }
+  for (int o = (1 << r.lsh) >> 1; o >= 1; o >>= 1)
+    P("#pragma unroll\n      for (int e = 0; e < %d; e++) sv[e] += BM_SHFL_XOR(sv[e], %d);\n", r.no, o);
+  const char *ex = c->fexp ? "__expf" : "expf";
+  P("      float po[%d], co[%d];\n", r.no, r.nro);
+  P("#pragma unroll\n      for (int q = 0; q < %d; q++) {\n", r.nro);
+  P("        float mx = mo[q];\n");
+  P("#pragma unroll\n        for (int t = 0; t < %d; t++) {\n", r.ko);
+  P("          const %s i = oi[q], h = oh[q], j = j0 + (ub + t) * %d + kg;\n", I, KPW);
+  P("          (void)h;\n");
+  emit_key_ok(k, "          ");
+  P("          ok = ok && i >= 0 && j < c1;\n");
+  P("          float y = sv[q * %d + t];\n", r.ko);
+  emit_score_fix(k, "y", "          ", mi);
+  P("          sv[q * %d + t] = ok ? y : -BM_INF;\n", r.ko);
+  P("          mx = fmaxf(mx, sv[q * %d + t]);\n        }\n", r.ko);
+  for (int x = 1; x < r.sh; x <<= 1) P("        mx = fmaxf(mx, BM_SHFL_XOR(mx, %d));\n", x << r.lsh);
+  P("        const float mu = mx == -BM_INF ? 0.0f : mx;\n");
+  P("        co[q] = %s(mo[q] - mu);\n        mo[q] = mx;\n        float ps = 0.0f;\n", ex);
+  P("#pragma unroll\n        for (int t = 0; t < %d; t++) { po[q * %d + t] = %s(sv[q * %d + t] - mu); ps += po[q * %d + t]; }\n",
+    r.ko, r.ko, ex, r.ko, r.ko);
+  P("        lo[q] = lo[q] * co[q] + ps;\n      }\n");
+  /* back to every lane of the group */
+  P("      float pb[%d][%d], cr[%d];\n", RB, UNR, RB);
+  for (int rr = 0; rr < RB; rr++) {
+    const int e = rr * UNR;
+    P("      cr[%d] = BM_SHFL(co[%d], %s);\n", rr, (e % r.no) / r.ko, dec_rs_src(c, &r, e).s);
+    for (int u = 0; u < UNR; u++)
+      P("      pb[%d][%d] = BM_SHFL(po[%d], %s);\n", rr, u, (e + u) % r.no, dec_rs_src(c, &r, e + u).s);
+  }
+}
+
+/* after the key loop: each row's (m, l) of the lane group into mr / lr of
+ * every lane (the sums of the row's sh lanes) */
+static void dec_rs_close(ck *k, const dec_cfg *c) {
+  const dec_rs r = dec_rs_get(c);
+  P("#pragma unroll\n    for (int q = 0; q < %d; q++) {\n", r.nro);
+  for (int x = 1; x < r.sh; x <<= 1) P("      lo[q] += BM_SHFL_XOR(lo[q], %d);\n", x << r.lsh);
+  P("    }\n");
+  for (int rr = 0; rr < c->rb; rr++) {
+    const int e = rr * c->unr;
+    str src = dec_rs_src(c, &r, e);
+    P("    mr[%d] = BM_SHFL(mo[%d], %s);\n", rr, (e % r.no) / r.ko, src.s);
+    P("    lr[%d] = BM_SHFL(lo[%d], %s);\n", rr, (e % r.no) / r.ko, src.s);
+  }
+}
+
 /* The streaming decode kernel (FlashDecoding / FlashInfer's layout) for
  * f16/bf16 K and V with D = Dv a power of two from 8 to 256 and at most 8
  * query rows per kv head: a block of nw warps takes one (batch, kv head,
@@ -2072,6 +2198,7 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
     P(ld, UNR, I, "j0", KPW, "kn", (long long)D * 2, "vn", (long long)Dv * 2);
     P("    }\n");
   }
+  if (c->rs) dec_rs_open(k, c);
   P("    for (; j0 < c1; j0 += %d) {\n", step);
   if (c->pf) {
     P("#pragma unroll\n      for (int u = 0; u < %d; u++) { kr[u] = kn[u]; vr[u] = vn[u]; }\n", UNR);
@@ -2091,7 +2218,7 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   P("          float a = qr[rr][0] * kf[0];\n");
   P("#pragma unroll\n          for (int x = 1; x < 8; x++) a = fmaf(qr[rr][x], kf[x], a);\n");
   P("          s[rr][u] = a;\n        }\n      }\n");
-  if (LK > 1) {
+  if (LK > 1 && !c->rs) {
     P("#pragma unroll\n      for (int o = 1; o < %d; o <<= 1)\n", LK);
     P("#pragma unroll\n        for (int rr = 0; rr < %d; rr++)\n", RB);
     P("#pragma unroll\n          for (int u = 0; u < %d; u++) s[rr][u] += BM_SHFL_XOR(s[rr][u], o);\n", UNR);
@@ -2100,29 +2227,40 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   P("      float vf[%d][8];\n", UNR);
   P("#pragma unroll\n      for (int u = 0; u < %d; u++)\n", UNR);
   P("#pragma unroll\n        for (int x = 0; x < 8; x++) vf[u][x] = %s(vr[u], x);\n", xv);
-  P("#pragma unroll\n      for (int rr = 0; rr < %d; rr++) {\n", RB);
-  P("        float mx = mr[rr];\n");
-  P("#pragma unroll\n        for (int u = 0; u < %d; u++) {\n", UNR);
-  P("          const %s i = ri[rr], j = j0 + u * %d + kg, h = hk * G + (r0 + rr) / Sq;\n", I, KPW);
-  P("          (void)h;\n");
-  emit_key_ok(k, "          ");
-  P("          ok = ok && i >= 0 && j < c1;\n");
-  P("          float y = s[rr][u];\n");
-  emit_score_fix(k, "y", "          ", mi);
-  P("          s[rr][u] = ok ? y : -BM_INF;\n");
-  P("          mx = fmaxf(mx, s[rr][u]);\n");
-  P("        }\n");
-  const char *ex = c->fexp ? "__expf" : "expf";
-  P("        const float mu = mx == -BM_INF ? 0.0f : mx, corr = %s(mr[rr] - mu);\n", ex);
-  P("        mr[rr] = mx;\n");
-  P("        float p[%d], ps = 0.0f;\n", UNR);
-  P("#pragma unroll\n        for (int u = 0; u < %d; u++) { p[u] = %s(s[rr][u] - mu); ps += p[u]; }\n", UNR, ex);
-  P("        lr[rr] = lr[rr] * corr + ps;\n");
-  P("#pragma unroll\n        for (int x = 0; x < 8; x++) {\n");
-  P("          float a = acc[rr][x] * corr;\n");
-  P("#pragma unroll\n          for (int u = 0; u < %d; u++) a = fmaf(p[u], vf[u][x], a);\n", UNR);
-  P("          acc[rr][x] = a;\n        }\n      }\n");
-  P("    }\n");
+  if (c->rs) {
+    dec_rs_step(k, c, mi);
+    P("#pragma unroll\n      for (int rr = 0; rr < %d; rr++)\n", RB);
+    P("#pragma unroll\n        for (int x = 0; x < 8; x++) {\n");
+    P("          float a = acc[rr][x] * cr[rr];\n");
+    P("#pragma unroll\n          for (int u = 0; u < %d; u++) a = fmaf(pb[rr][u], vf[u][x], a);\n", UNR);
+    P("          acc[rr][x] = a;\n        }\n");
+    P("    }\n");
+    dec_rs_close(k, c);
+  } else {
+    P("#pragma unroll\n      for (int rr = 0; rr < %d; rr++) {\n", RB);
+    P("        float mx = mr[rr];\n");
+    P("#pragma unroll\n        for (int u = 0; u < %d; u++) {\n", UNR);
+    P("          const %s i = ri[rr], j = j0 + u * %d + kg, h = hk * G + (r0 + rr) / Sq;\n", I, KPW);
+    P("          (void)h;\n");
+    emit_key_ok(k, "          ");
+    P("          ok = ok && i >= 0 && j < c1;\n");
+    P("          float y = s[rr][u];\n");
+    emit_score_fix(k, "y", "          ", mi);
+    P("          s[rr][u] = ok ? y : -BM_INF;\n");
+    P("          mx = fmaxf(mx, s[rr][u]);\n");
+    P("        }\n");
+    const char *ex = c->fexp ? "__expf" : "expf";
+    P("        const float mu = mx == -BM_INF ? 0.0f : mx, corr = %s(mr[rr] - mu);\n", ex);
+    P("        mr[rr] = mx;\n");
+    P("        float p[%d], ps = 0.0f;\n", UNR);
+    P("#pragma unroll\n        for (int u = 0; u < %d; u++) { p[u] = %s(s[rr][u] - mu); ps += p[u]; }\n", UNR, ex);
+    P("        lr[rr] = lr[rr] * corr + ps;\n");
+    P("#pragma unroll\n        for (int x = 0; x < 8; x++) {\n");
+    P("          float a = acc[rr][x] * corr;\n");
+    P("#pragma unroll\n          for (int u = 0; u < %d; u++) a = fmaf(p[u], vf[u][x], a);\n", UNR);
+    P("          acc[rr][x] = a;\n        }\n      }\n");
+    P("    }\n");
+  }
   /* the warp's lane groups merged (shuffles across groups of the same column) */
   if (KPW > 1) {
     P("#pragma unroll\n    for (int rr = 0; rr < %d; rr++) {\n", RB);
