@@ -120,10 +120,15 @@ static void test_defaults(void) {
   s = attn_source((at_case){128, 128, false, false, BM_DTYPE_BF16});
   CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqd_pp"));
   free(s);
-  /* causal over at most 8k keys, no window or mask: the head groups (both head dims) */
-  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16});
+  /* causal over at most 8k keys, no window or mask: the head groups (both head dims); at head
+   * dim 128 over at most 1k keys the head-major order (a head's query tiles in a row) */
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16, 4096});
   CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqg_pp") &&
         strstr(s, "const int qt = nqi - 1 - grk / gsz, bh = g0 + grk % gsz;"));
+  free(s);
+  s = attn_source((at_case){128, 128, true, false, BM_DTYPE_BF16, 1024});
+  CHECK(s && is_ws(s) && has_tma(s, 1) && has_pp(s) && has_dyn(s) && strstr(s, "wgmma attention w2n128tmaqh_pp") &&
+        !strstr(s, "grk / gsz") && strstr(s, "const int qt = nqi - 1 - t % nqi, bh = t / nqi;"));
   free(s);
   s = attn_source((at_case){64, 64, true, false, BM_DTYPE_F16, 8192});
   CHECK(s && is_ws3(s) && has_tma(s, 1) && has_pp3(s) && has_dyn(s) && strstr(s, "wgmma attention w3n128tmaqg_pp") &&

@@ -213,8 +213,9 @@ static void emit_task_order(ck *k, int dyn, const char *T, const char *t, const 
 /* L2 bytes for a head group's K/V (wa_cfg.dyn 3, emit_head_groups; the H100
  * has 50 MB in two halves; BM_CUDA_ATTN_L2=bytes overrides it at compile time) */
 #define WA_L2 (16ll << 20)
-/* causal attention over at most this many keys defaults to the head groups (wa_attn_cfg) */
-enum { WA_SHORT_SK = 8192 };
+/* causal attention over at most WA_SHORT_SK keys defaults to the head groups, at head dim 128
+ * over at most WA_HEAD_MAJOR_SK to the head-major order (wa_attn_cfg) */
+enum { WA_SHORT_SK = 8192, WA_HEAD_MAJOR_SK = 1024 };
 /* dyn 3's head groups (emit_task_order), per task (a few integer divisions;
  * nothing more stays live across the tasks): tgh (batch, head) pairs, whole KV heads
  * (Hq / Hkv query heads each) whose K/V (Sk keys of kvbytes) fit in WA_L2
@@ -622,9 +623,15 @@ static const wa_cfg *wa_attn_cfg(const bm_clike_lang *L, const bm_graph *g, cons
   for (int i = 0; i < 3; i++) small = small && elems_max(g, n->in[i]) < (1ll << 30);
   const bool w3 = tma_ok && D == 64 && small && n->a.window <= 0 &&
                   !(n->a.attn_flags & (BM_ATTN_HAS_MASK | BM_ATTN_HAS_KV_LEN)); /* (kv_len: 4 bytes spill) */
+  /* causal head dim 128 over at most 1k keys (the shortest tasks): the head-major order
+   * (w2n128tmaqh_pp), a head's query tiles in a row, longest first: at 1k 0.289-0.293 ms for
+   * the head groups, 0.283-0.292 for it (five runs in two calls, 19:45-19:55 UTC: never
+   * slower, 0-3.5% faster; 0.99-1.01x SDPA); at 4k it was slower (0.89 vs 0.92x, 15:10 UTC) */
+  const bool causal_1k = causal_short && D == 128 && ck_dim_max(g, kk->shape[2]) <= WA_HEAD_MAJOR_SK;
   const char *def = !tma_ok                          ? "w2n128ws"
                     : w3 && causal_short             ? "w3n128tmaqg_pp"
                     : w3                             ? "w3n128tmaqd_pp"
+                    : causal_1k                      ? "w2n128tmaqh_pp"
                     : causal_short                   ? "w2n128tmaqg_pp"
                     : limited && D <= 64             ? "w2n128ws"
                     : limited                        ? "w2n128tma_pp"
