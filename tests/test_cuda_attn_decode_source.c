@@ -89,8 +89,47 @@ static void test_knobs(void) {
   unsetenv("BM_CUDA_ATTN_DEC");
 }
 
+/* the splits merged in clusters (dec_cluster_merge): c8, clusters of 8 on sm_90a images
+ * (__cluster_dims__ under __CUDA_ARCH_FEAT_SM90_ALL; the other images take the global partials of
+ * every split: ucl false), the splits a multiple of 8 (49 of 8 kv heads -> 56 in the grid), the
+ * run's split count rounded down to whole clusters, the counter and the combine per cluster; the
+ * default (and c0): no clusters; c4: clusters of 4 */
+static void test_cluster(void) {
+  setenv("BM_CUDA_ATTN_DEC", "c8", 1);
+  char *s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "#define BM_KATTR __cluster_dims__(8, 1, 1)") && strstr(s, "B * Hkv * 56;") &&
+        strstr(s, "const bool ucl = nsr0 >= 8;") && strstr(s, "#else\n    const bool ucl = false;\n#endif") &&
+        strstr(s, "nsr = ucl ? nsr0 / 8 * 8 : nsr0;") && strstr(s, "nlb = ucl ? (nlive + 7) / 8 * 8 : nlive;") &&
+        strstr(s, "if (sp >= nlb) continue;") && strstr(s, "float *pp = ucl ? cpart :") &&
+        strstr(s, "bm_cluster_sync();") && strstr(s, "bm_cluster_ld_f32(cb + ") &&
+        strstr(s, "sp / 8) * 528;") && strstr(s, "e += 1024)") && strstr(s, "bm_cluster_arrive();") &&
+        strstr(s, "if (ucl) bm_cluster_wait();") && strstr(s, "done == (unsigned int)(nlb) - 1u;") &&
+        strstr(s, "const int ncb = ucl ? nlb / 8 : nact;"));
+  free(s);
+  for (int i = 0; i < 2; i++) {
+    if (i) setenv("BM_CUDA_ATTN_DEC", "c0", 1);
+    else unsetenv("BM_CUDA_ATTN_DEC");
+    s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+    CHECK(s && !strstr(s, "__cluster_dims__(") && !strstr(s, "ucl") && !strstr(s, "bm_cluster_sync();") &&
+          strstr(s, "B * Hkv * 50;") && strstr(s, "if (sp >= nlive) continue;") &&
+          strstr(s, "done == (unsigned int)(nlive) - 1u;") && strstr(s, "const int ncb = nact;"));
+    free(s);
+  }
+  setenv("BM_CUDA_ATTN_DEC", "c4", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "__cluster_dims__(4, 1, 1)") && strstr(s, "B * Hkv * 52;") && strstr(s, "e += 512)"));
+  free(s);
+  /* the tiled kernel: no clusters */
+  setenv("BM_CUDA_ATTN_DEC", "old", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && is_tiled(s) && !strstr(s, "__cluster_dims__(") && !strstr(s, "ucl"));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_DEC");
+}
+
 int main(void) {
   RUN(test_choice);
   RUN(test_knobs);
+  RUN(test_cluster);
   return bm_test_finish();
 }

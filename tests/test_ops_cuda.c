@@ -1360,6 +1360,19 @@ static const tcase cases[] = {
     {"attn_dec_bf16_window_cap_decw8", b_dec_bf16_window_cap, TOL_DEC_BF16, {0}, false},
     {"attn_dec2_llama_short_f16_decb2k", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
     {"attn_dec_f16_gqa_decb2k", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
+    /* ---- attndec3: the cluster merge of the decode splits (emit_attention.c dec_cluster_merge; off by
+     * default): clusters of 8 (the live span in one cluster: 5 keys; many clusters), 4 and 2 (d256 at 4
+     * rows: 4 merge rounds a block), and b32c8 (4 splits a (batch, kv head) at run time: the clustered
+     * kernel's path without the merge) */
+    {"attn_dec2_gqa8_bf16_d128_decc8", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, false},
+    {"attn_dec_f16_gqa_decc8", b_dec_f16_gqa, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_llama_short_f16_decc8", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_len0_f16_decc8", b_dec2_len0_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec3_gqa8_f16_d64_win_cap_decc8", b_dec3_gqa8_f16_d64_win_cap, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_llama_short_f16_decc4", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec3_gqa4_bf16_d256_decc2", b_dec3_gqa4_bf16_d256, TOL_DEC_BF16, {0}, false},
+    {"attn_dec_bf16_window_cap_decb32c8", b_dec_bf16_window_cap, TOL_DEC_BF16, {0}, false},
+    /* ---- end attndec3 */
     /* attnexp: every exponential from the polynomial, the stale max (the tolerances as above:
      * the polynomial's error, 3e-6 / 9e-5 relative, is within their 1e-5 and bf16's u / 40) */
     {"attn_exp_d64_f16", b_at_exp_d64_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
@@ -1481,6 +1494,11 @@ static const case_knob case_knobs[] = {
     {"attn_dec", "_decw8", "BM_CUDA_ATTN_DEC", "w8"},
     {"attn_dec", "_decb2k", "BM_CUDA_ATTN_DEC", "b2048"},
     {"attn_dec", "_decr0", "BM_CUDA_ATTN_DEC", "r0"},
+    /* attndec3: the decode splits' cluster merge (dec_knob_get c<N>) */
+    {"attn_dec", "_decc8", "BM_CUDA_ATTN_DEC", "c8"},
+    {"attn_dec", "_decc4", "BM_CUDA_ATTN_DEC", "c4"},
+    {"attn_dec", "_decc2", "BM_CUDA_ATTN_DEC", "c2"},
+    {"attn_dec", "_decb32c8", "BM_CUDA_ATTN_DEC", "b32c8"},
     {"attn_exp_", "", "BM_CUDA_ATTN_RESCALE", "8"},
     /* attnx: the previous consumer loop (emit_attention.c wa_xtask_on) */
     {"attn_xt_", "_xt0", "BM_CUDA_ATTN_XTASK", "0"},

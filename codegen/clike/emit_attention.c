@@ -1605,6 +1605,10 @@ typedef struct dec_cfg {
    * pst = dv4 + 4: a partial row's floats (acc, then m and l at dv4: 16-byte rows) */
   int tb;
   int64_t dv4, pst;
+  /* cl: the streaming kernel's thread-block cluster (sm_90a images; 0, 1:
+   * none): the cl consecutive splits of a cluster merge their partials through
+   * distributed shared memory into one (dec_cluster_merge); ns a multiple of cl */
+  int cl;
 } dec_cfg;
 
 enum { DEC_T = 128, DEC_KT = 32, DEC_OLD_UNROLL = 1 };
@@ -1620,15 +1624,18 @@ enum { DEC_SMS = 132 };
  * b<target blocks (instead of v)> p<0|1: prefetch; default 1 up to 2 rows>
  * e<0|1: the softmax's exponentials by __expf (ex2.approx; the default) or
  * expf> r<0|1: the reduce-scatter of the scores (dec_rs_*; default 1 where it
- * applies: 2, 4 or 8 rows, D >= 16; r0 is the streaming kernel before it),
+ * applies: 2, 4 or 8 rows, D >= 16; r0 is the streaming kernel before it)
+ * c<0|2|4|8: the splits merged in thread-block clusters of that many blocks
+ * (sm_90a, dec_cluster_merge; default 0, the global partials of every split:
+ * the clustered launch measured 3-30% slower on the H100, docs/cuda.md),
  * e.g. "u2p1v2". */
 typedef struct dec_knob {
   bool old;
-  int unr, nw, blocks, waves, pf, minb, fexp, rs;
+  int unr, nw, blocks, waves, pf, minb, fexp, rs, cl;
 } dec_knob;
 
 static dec_knob dec_knob_get(void) {
-  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1};
+  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1, 0};
   const char *e = getenv("BM_CUDA_ATTN_DEC");
   if (!e || !*e) return kb;
   if (strcmp(e, "old") == 0) {
@@ -1646,11 +1653,13 @@ static dec_knob dec_knob_get(void) {
     if (c == 'p' && (v == 0 || v == 1)) kb.pf = v;
     if (c == 'm' && v >= 1 && v <= 8) kb.minb = v;
     if (c == 'r' && (v == 0 || v == 1)) kb.rs = v;
+    if (c == 'c' && (v == 0 || v == 1 || v == 2 || v == 4 || v == 8)) kb.cl = v;
   }
   return kb;
 }
 
-static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
+/* tcores: the target's tensor-core level (clusters at 2: sm_90a) */
+static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cfg *c) {
   const bm_node *q = n->in[0], *kk = n->in[1], *v = n->in[2];
   if (!bm_dim_is_static(q->shape[1]) || !bm_dim_is_static(kk->shape[1])) return false;
   int64_t Hq = q->shape[1].add, Hkv = kk->shape[1].add, D = q->shape[3].add, Dv = v->shape[3].add;
@@ -1666,6 +1675,7 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
   const bool kv16 = (kk->dtype == BM_DTYPE_F16 || kk->dtype == BM_DTYPE_BF16) &&
                     (v->dtype == BM_DTYPE_F16 || v->dtype == BM_DTYPE_BF16);
   c->fast = !kb.old && kv16 && D == Dv && D % 8 == 0 && 32 % (D / 8) == 0 && R <= 8;
+  c->cl = 1;
   c->nw = kb.nw;
   c->fexp = kb.fexp;
   c->pf = kb.pf >= 0 ? kb.pf : R <= 2;
@@ -1685,6 +1695,9 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
     c->ns = (int)((c->tb + Hkv - 1) / Hkv);
     if (c->ns > (sk + step - 1) / step) c->ns = (int)((sk + step - 1) / step);
     if (c->ns > 256) c->ns = 256;
+    /* clusters: whole clusters of splits (empty splits past the keys) */
+    c->cl = tcores >= 2 && kb.cl > 1 && c->ns >= kb.cl ? kb.cl : 1;
+    c->ns = (c->ns + c->cl - 1) / c->cl * c->cl;
   } else {
     /* splits: about 512 blocks at batch 1, each split at least 64 keys */
     c->ns = (int)((512 + Hkv * c->nrg - 1) / (Hkv * c->nrg));
@@ -1707,6 +1720,7 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, dec_cfg *c) {
     if (c->parts * 4 <= (64ll << 20) || c->ns == 1) break;
     c->ns = (c->ns + 1) / 2;
   }
+  if (c->cl > 1 && c->ns % c->cl) c->cl = 1;
   return c->smem <= 200 * 1024 && c->parts * 4 <= (64ll << 20);
 }
 
@@ -1789,14 +1803,27 @@ static void dec_open(ck *k, const dec_cfg *c, int T) {
  * expression; splits past it leave at once), this split's keys [c0, c1),
  * nact (the splits that hold keys) and nlive (the blocks the counter waits
  * for); an empty split leaves (continue) unless all_splits. Ends with a
- * barrier (the block's shared memory is free for this task). */
+ * barrier (the block's shared memory is free for this task). With clusters
+ * (c->cl > 1; sm_90a images, when the run has at least cl splits: ucl) the
+ * split count is a multiple of cl (nsr rounded down) and whole clusters run
+ * or leave: nlb, nlive rounded up to cl, blocks run and count (the empty
+ * splits among them write an empty partial). */
 static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, bool all_splits, const char *nsr) {
   const bm_node *n = k->n;
   const char *I = k->I;
   const int NS = c->ns, NRG = c->nrg, RB = c->rb;
   P("    const %s sp = t %% %d, rest = t / %d, rg = rest %% %d, bh = rest / %d, hk = bh %% Hkv, b = bh / Hkv;\n", I,
     NS, NS, NRG, NRG);
-  P("    const %s nsr = %s; /* the splits of this run */\n", I, nsr);
+  const int CL = c->cl;
+  if (CL > 1) {
+    P("    const %s nsr0 = %s;\n", I, nsr);
+    P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+    P("    const bool ucl = nsr0 >= %d; /* whole clusters of splits, merged in the cluster */\n", CL);
+    P("#else\n    const bool ucl = false;\n#endif\n");
+    P("    const %s nsr = ucl ? nsr0 / %d * %d : nsr0; /* the splits of this run */\n", I, CL, CL);
+  } else {
+    P("    const %s nsr = %s; /* the splits of this run */\n", I, nsr);
+  }
   P("    if (sp >= nsr) continue;\n");
   emit_len(k, li);
   P("    const %s r0 = rg * %d, nr = R - r0 < %d ? R - r0 : %d;\n", I, RB, RB, RB);
@@ -1812,7 +1839,9 @@ static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, bool all_
   /* the splits that hold keys (at least one: it writes zeros for an empty span) */
   P("    const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0, nlive = %s;\n",
     all_splits ? "(int)nsr" : "nact > 0 ? nact : 1");
-  if (!all_splits) P("    if (sp >= nlive) continue; /* an empty split (the whole block): nothing to write */\n");
+  if (CL > 1) P("    const int nlb = ucl ? (nlive + %d) / %d * %d : nlive; /* the blocks that run */\n", CL - 1, CL, CL);
+  if (!all_splits)
+    P("    if (sp >= %s) continue; /* an empty split (the whole block): nothing to write */\n", CL > 1 ? "nlb" : "nlive");
   P("    BM_SYNC();\n");
 }
 
@@ -1826,8 +1855,10 @@ static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, bool all_
  * when the rows have fewer 4-column chunks than the block threads, summed
  * through shared cred) and applies the epilogue to O / L. T threads; the
  * split loop unrolled `unroll` times (loads in flight; 0: the compiler's
- * choice, which keeps the tiled kernel's registers as they were). */
-static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll) {
+ * choice, which keeps the tiled kernel's registers as they were). ncnt: the
+ * blocks the counter waits for (nlive), ncomb: the partials to combine (nact;
+ * with clusters both are per cluster, see dec_cluster_merge). */
+static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll, const char *ncnt, const char *ncomb) {
   const char *I = k->I;
   const int NS = c->ns, NRG = c->nrg, RB = c->rb, NW = T / 32, NSL = (NS + 31) / 32;
   const long long Dv = (long long)c->dv, PST = (long long)c->pst, DV4 = (long long)c->dv4;
@@ -1835,26 +1866,27 @@ static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll) {
   P("    __threadfence();\n    BM_SYNC();\n");
   P("    if (tid == 0) {\n");
   P("      const unsigned int done = atomicAdd(&bm_cnt[bh * %d + rg], 1u);\n", NRG);
-  P("      last_ = done == (unsigned int)nlive - 1u;\n");
+  P("      last_ = done == (unsigned int)(%s) - 1u;\n", ncnt);
   P("      if (last_) bm_cnt[bh * %d + rg] = 0u; /* for the next run */\n", NRG);
   P("    }\n");
   P("    BM_SYNC();\n");
   P("    if (last_) {\n");
   P("      __threadfence();\n");
+  P("      const int ncb = %s; /* the partials */\n", ncomb);
   P("      const float *pb = bm_part + (bm_i64)(bh * %d + rg) * %d * %lld;\n", NRG, NS, RB * PST);
   /* only the splits that held keys: a short cache (kv_len 136 of 4096 slots) fills a few */
   P("      for (int rr = warp; rr < nr; rr += %d) {\n", NW);
   P("        float2 ml[%d];\n        float M = -BM_INF, L = 0.0f;\n", NSL);
   P("#pragma unroll\n        for (int y = 0; y < %d; y++) {\n", NSL);
   P("          const int s2 = lane + 32 * y;\n");
-  P("          ml[y] = s2 < nact ? __ldcg((const float2 *)(pb + (s2 * %d + rr) * %lld + %lld)) : make_float2(-BM_INF, "
+  P("          ml[y] = s2 < ncb ? __ldcg((const float2 *)(pb + (s2 * %d + rr) * %lld + %lld)) : make_float2(-BM_INF, "
     "0.0f);\n", RB, PST, DV4);
   P("          M = fmaxf(M, ml[y].x);\n        }\n");
   P("        M = bm_warp_max(M);\n");
   P("#pragma unroll\n        for (int y = 0; y < %d; y++) {\n", NSL);
   P("          const int s2 = lane + 32 * y;\n");
   P("          const float w = ml[y].x == -BM_INF ? 0.0f : expf(ml[y].x - M);\n");
-  P("          if (s2 < nact) cw[s2 * %d + rr] = w;\n", RB);
+  P("          if (s2 < ncb) cw[s2 * %d + rr] = w;\n", RB);
   P("          L += w * ml[y].y;\n        }\n");
   P("        L = bm_warp_sum(L);\n");
   P("        if (lane == 0) cL[rr] = L;\n      }\n");
@@ -1873,7 +1905,7 @@ static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll) {
   P("#pragma unroll\n        for (int x = 0; x < %d; x++) o[x] = 0.0f;\n", VW);
   P("        if (rr < nr) {\n");
   if (unroll > 0) P("#pragma unroll %d\n", unroll);
-  P("          for (int s2 = g; s2 < nact; s2 += %d) {\n", NG);
+  P("          for (int s2 = g; s2 < ncb; s2 += %d) {\n", NG);
   P("            const float w = cw[s2 * %d + rr];\n", RB);
   if (VW == 4) {
     P("            const float4 a = __ldcg((const float4 *)(pb + (s2 * %d + rr) * %lld) + cc);\n", RB, PST);
@@ -2022,7 +2054,7 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   P("      const int dd = tid + %d * u;\n", DEC_T);
   P("      if (dd < %lld) pp[r * %lld + dd] = acc[r][u];\n", (long long)Dv, (long long)c->pst);
   P("    }\n");
-  dec_finish(k, c, DEC_T, DEC_OLD_UNROLL);
+  dec_finish(k, c, DEC_T, DEC_OLD_UNROLL, "nlive", "nact");
   ck_loop_close(k);
   return NULL;
 }
@@ -2143,6 +2175,48 @@ static void dec_rs_close(ck *k, const dec_cfg *c) {
   }
 }
 
+/* The cluster merge of the streaming kernel (c->cl > 1, the run's ucl): each
+ * block of a cluster wrote its partial (the layout of bm_part's rows: acc,
+ * then m and l at dv4) to its shared cpart; after a cluster barrier block
+ * rank q (its split's rank in the cluster) merges every cl-th T elements of
+ * the cl partials, read from the peers' shared memory (mapa), into the
+ * cluster's partial in bm_part (index sp / cl), then arrives on the barrier
+ * whose wait (dec_cluster_wait, at the task's end) keeps cpart readable until
+ * every peer has read it. The counter and the last block's combine
+ * (dec_finish) then see one partial per cluster. */
+static void dec_cluster_merge(ck *k, const dec_cfg *c, int T) {
+  const int CL = c->cl, RB = c->rb, NS = c->ns;
+  const long long Dv = (long long)c->dv, PST = (long long)c->pst, DV4 = (long long)c->dv4;
+  P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n");
+  P("    if (ucl) {\n");
+  P("      bm_cluster_sync(); /* the cluster's partials are in its blocks' cpart */\n");
+  P("      const unsigned int cb = bm_smem_addr(cpart);\n");
+  P("      float *pq = bm_part + (bm_i64)(bh * %d + sp / %d) * %lld;\n", NS, CL, (long long)RB * PST);
+  P("      for (int e = (int)(sp %% %d) * %d + tid; e < %lld; e += %d) {\n", CL, T, (long long)RB * Dv, CL * T);
+  P("        const int rr = e / %lld, dd = e %% %lld;\n", Dv, Dv);
+  P("        float mq[%d], M = -BM_INF, L = 0.0f, O = 0.0f;\n", CL);
+  P("#pragma unroll\n        for (int q = 0; q < %d; q++) {\n", CL);
+  P("          mq[q] = bm_cluster_ld_f32(cb + 4u * (unsigned int)(rr * %lld + %lld), (unsigned int)q);\n", PST, DV4);
+  P("          M = fmaxf(M, mq[q]);\n        }\n");
+  P("#pragma unroll\n        for (int q = 0; q < %d; q++) {\n", CL);
+  P("          const float f = mq[q] == -BM_INF ? 0.0f : expf(mq[q] - M);\n");
+  P("          O += f * bm_cluster_ld_f32(cb + 4u * (unsigned int)(rr * %lld + dd), (unsigned int)q);\n", PST);
+  P("          if (dd == 0) L += f * bm_cluster_ld_f32(cb + 4u * (unsigned int)(rr * %lld + %lld), (unsigned int)q);\n",
+    PST, DV4 + 1);
+  P("        }\n");
+  P("        pq[rr * %lld + dd] = O;\n", PST);
+  P("        if (dd == 0) { pq[rr * %lld + %lld] = M; pq[rr * %lld + %lld] = L; }\n", PST, DV4, PST, DV4 + 1);
+  P("      }\n");
+  P("      bm_cluster_arrive(); /* done reading the peers' cpart (the wait: at the task's end) */\n");
+  P("    }\n");
+  P("#endif\n");
+}
+
+/* the end of a task with the cluster merge: the peers have read cpart */
+static void dec_cluster_wait(ck *k, const dec_cfg *c) {
+  if (c->cl > 1) P("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n    if (ucl) bm_cluster_wait();\n#endif\n");
+}
+
 /* The streaming decode kernel (FlashDecoding / FlashInfer's layout) for
  * f16/bf16 K and V with D = Dv a power of two from 8 to 256 and at most 8
  * query rows per kv head: a block of nw warps takes one (batch, kv head,
@@ -2174,6 +2248,11 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
   P("  float *wacc = (float *)bm_dsm; /* (warps, rows, Dv): the warps' acc */\n");
   P("  __shared__ float wm[%d], wl[%d]; /* the warps' m and l per row */\n", NW * RB, NW * RB);
+  if (c->cl > 1) {
+    P("  __shared__ __align__(16) float cpart[%lld]; /* the block's partial for the cluster merge */\n",
+      (long long)RB * c->pst);
+    k->cluster = c->cl;
+  }
   dec_open(k, c, T);
   /* this run's splits per (batch, kv head): tb blocks in all, at most ns */
   dec_split_range(k, c, step, li, all_splits, ck_strf("(%s)%d / (B * Hkv) < 1 ? 1 : (%s)%d / (B * Hkv) > %d ? %d : (%s)%d / (B * Hkv)", I, c->tb, I, c->tb, NS, NS, I, c->tb).s);
@@ -2289,7 +2368,10 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   P("      }\n    }\n");
   P("    BM_SYNC();\n");
   /* the block's partial: the warps merged, a thread per (row, column) */
-  P("    float *pp = bm_part + (bm_i64)(bh * %d + sp) * %lld;\n", NS, (long long)RB * c->pst);
+  if (c->cl > 1) /* with the cluster merge: into cpart (a generic pointer) */
+    P("    float *pp = ucl ? cpart : bm_part + (bm_i64)(bh * %d + sp) * %lld;\n", NS, (long long)RB * c->pst);
+  else
+    P("    float *pp = bm_part + (bm_i64)(bh * %d + sp) * %lld;\n", NS, (long long)RB * c->pst);
   P("    for (int e = tid; e < %lld; e += %d) {\n", (long long)RB * Dv, T);
   P("      const int rr = e / %lld, dd = e %% %lld;\n", (long long)Dv, (long long)Dv);
   P("      float M = -BM_INF, L = 0.0f, O = 0.0f;\n");
@@ -2303,7 +2385,13 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   P("      if (dd == 0) { pp[rr * %lld + %lld] = M; pp[rr * %lld + %lld] = L; }\n", (long long)c->pst,
     (long long)c->dv4, (long long)c->pst, (long long)c->dv4 + 1);
   P("    }\n");
-  dec_finish(k, c, T, 16);
+  if (c->cl > 1) {
+    dec_cluster_merge(k, c, T);
+    dec_finish(k, c, T, 16, "nlb", ck_strf("ucl ? nlb / %d : nact", c->cl).s);
+    dec_cluster_wait(k, c);
+  } else {
+    dec_finish(k, c, T, 16, "nlive", "nact");
+  }
   ck_loop_close(k);
   return NULL;
 }
@@ -2319,7 +2407,7 @@ bm_status emit_attention(ck *k) {
   tc_cfg tc;
   /* the decode kernel uses CUDA's atomics and static device arrays */
   bool cuda = k->L && strcmp(k->L->name, "cuda") == 0;
-  if (cuda && dec_attn_cfg(k->g, n, &dc))
+  if (cuda && dec_attn_cfg(k->g, n, k->L->tensor_cores, &dc))
     return dc.fast ? emit_attention_decode_stream(k, &dc, mi, li) : emit_attention_decode(k, &dc, mi, li);
   if (k->L && k->L->tensor_cores && tc_attn_cfg(k->g, n, &tc)) {
     const wa_cfg *w = wa_attn_cfg(k->L, k->g, n);
