@@ -62,14 +62,21 @@ static void test_knobs(void) {
   char *s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
   CHECK(is_tiled(s) && !is_stream(s));
   free(s);
-  /* defaults at 4 rows: 4 K loads a lane per step (2 keys a warp load: a step of 32 keys), no
-   * prefetch, 3 blocks per multiprocessor (396 blocks a run: 49 splits of 8 kv heads), __expf,
-   * the scores reduce-scattered over a key's lanes (one exponential per (row, key) owner: sv) */
+  /* defaults at 4 rows: 4 K loads a lane per step (2 keys a warp load: a step of 32 keys), the
+   * next step's loads issued ahead, 2 blocks per multiprocessor (264 blocks a run: 33 splits of 8
+   * kv heads), __expf, the scores reduce-scattered over a key's lanes (one exponential per
+   * (row, key) owner: sv) */
   unsetenv("BM_CUDA_ATTN_DEC");
   s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
-  CHECK(s && strstr(s, "__launch_bounds__(128, 3)") && strstr(s, "j0 += 32)") && !strstr(s, "bm_u4 kn[") &&
-        strstr(s, "(int)396 / (B * Hkv)") && strstr(s, "__expf(sv[") && !strstr(s, "__expf(s[rr][u] - mu)"));
+  CHECK(s && strstr(s, "__launch_bounds__(128, 2)") && strstr(s, "j0 += 32)") && strstr(s, "bm_u4 kn[") &&
+        strstr(s, "(int)264 / (B * Hkv)") && strstr(s, "__expf(sv[") && !strstr(s, "__expf(s[rr][u] - mu)"));
   free(s);
+  /* p0m3: the 4-row default before (no prefetch, 3 blocks per multiprocessor) */
+  setenv("BM_CUDA_ATTN_DEC", "p0m3", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "__launch_bounds__(128, 3)") && !strstr(s, "bm_u4 kn[") && strstr(s, "(int)396 / (B * Hkv)"));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_DEC");
   /* r0: every lane of a key's group computes the scores (the streaming kernel before the reduce-scatter) */
   setenv("BM_CUDA_ATTN_DEC", "r0", 1);
   s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
@@ -91,13 +98,13 @@ static void test_knobs(void) {
 
 /* the splits merged in clusters (dec_cluster_merge): c8, clusters of 8 on sm_90a images
  * (__cluster_dims__ under __CUDA_ARCH_FEAT_SM90_ALL; the other images take the global partials of
- * every split: ucl false), the splits a multiple of 8 (49 of 8 kv heads -> 56 in the grid), the
+ * every split: ucl false), the splits a multiple of 8 (33 of 8 kv heads -> 40 in the grid), the
  * run's split count rounded down to whole clusters, the counter and the combine per cluster; the
  * default (and c0): no clusters; c4: clusters of 4 */
 static void test_cluster(void) {
   setenv("BM_CUDA_ATTN_DEC", "c8", 1);
   char *s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
-  CHECK(s && strstr(s, "#define BM_KATTR __cluster_dims__(8, 1, 1)") && strstr(s, "B * Hkv * 56;") &&
+  CHECK(s && strstr(s, "#define BM_KATTR __cluster_dims__(8, 1, 1)") && strstr(s, "B * Hkv * 40;") &&
         strstr(s, "const bool ucl = nsr0 >= 8;") && strstr(s, "#else\n    const bool ucl = false;\n#endif") &&
         strstr(s, "nsr = ucl ? nsr0 / 8 * 8 : nsr0;") && strstr(s, "nlb = ucl ? (nlive + 7) / 8 * 8 : nlive;") &&
         strstr(s, "if (sp >= nlb) continue;") && strstr(s, "float *pp = ucl ? cpart :") &&
@@ -111,13 +118,13 @@ static void test_cluster(void) {
     else unsetenv("BM_CUDA_ATTN_DEC");
     s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
     CHECK(s && !strstr(s, "__cluster_dims__(") && !strstr(s, "ucl") && !strstr(s, "bm_cluster_sync();") &&
-          strstr(s, "B * Hkv * 50;") && strstr(s, "if (sp >= nlive) continue;") &&
+          strstr(s, "B * Hkv * 33;") && strstr(s, "if (sp >= nlive) continue;") &&
           strstr(s, "done == (unsigned int)(nlive) - 1u;") && strstr(s, "const int ncb = nact;"));
     free(s);
   }
   setenv("BM_CUDA_ATTN_DEC", "c4", 1);
   s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
-  CHECK(s && strstr(s, "__cluster_dims__(4, 1, 1)") && strstr(s, "B * Hkv * 52;") && strstr(s, "e += 512)"));
+  CHECK(s && strstr(s, "__cluster_dims__(4, 1, 1)") && strstr(s, "B * Hkv * 36;") && strstr(s, "e += 512)"));
   free(s);
   /* the tiled kernel: no clusters */
   setenv("BM_CUDA_ATTN_DEC", "old", 1);

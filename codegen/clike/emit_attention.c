@@ -1619,9 +1619,10 @@ enum { DEC_SMS = 132 };
  * time: "old" (the tiled kernel above for every node), else letters with
  * numbers: u<loads a lane per step; default 4, 2 above 4 rows> w<warps>
  * m<blocks per multiprocessor for the register bound; default by the rows:
- * 4 warps x 4 blocks (128 registers) up to 2 rows, x 3 up to 4, x 2 above>
+ * 4 warps x 4 blocks (128 registers) up to 2 rows, x 2 above (3 before the prefetch at 3-4 rows)>
  * v<waves: the target blocks per run are v x 132 multiprocessors x m; 1>
- * b<target blocks (instead of v)> p<0|1: prefetch; default 1 up to 2 rows>
+ * b<target blocks (instead of v)> p<0|1: prefetch; default 1 up to 4 rows (p0m3: the
+ * 4-row default before)>
  * e<0|1: the softmax's exponentials by __expf (ex2.approx; the default) or
  * expf> r<0|1: the reduce-scatter of the scores (dec_rs_*; default 1 where it
  * applies: 2, 4 or 8 rows, D >= 16; r0 is the streaming kernel before it)
@@ -1678,9 +1679,13 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cf
   c->cl = 1;
   c->nw = kb.nw;
   c->fexp = kb.fexp;
-  c->pf = kb.pf >= 0 ? kb.pf : R <= 2;
+  /* the next step's loads issued ahead (prefetch) up to 4 rows; 4 blocks a multiprocessor
+   * up to 2 rows, 2 above (at 3-4 rows the prefetch needs the registers: at 3 blocks it spilled;
+   * LLaMA-3's GQA at 8k / 16k keys 20.5 / 32.5-32.8 us vs 22.5-22.8 / 34.6-34.7 without it at 3
+   * blocks, batch 8 56.4-56.9 vs 57.6-58.1, 1k 9.2 vs 8.9-9.3: H100, two runs, 20:25 UTC) */
+  c->pf = kb.pf >= 0 ? kb.pf : R <= 4;
   c->unr = kb.unr ? kb.unr : R <= 4 ? 4 : 2;
-  c->minb = kb.minb ? kb.minb : (R <= 2 ? 16 : R <= 4 ? 12 : 8) / c->nw;
+  c->minb = kb.minb ? kb.minb : (R <= 2 ? 16 : 8) / c->nw;
   if (c->minb < 1) c->minb = 1;
   c->tb = kb.blocks ? kb.blocks : kb.waves * DEC_SMS * c->minb;
   c->lk = (int)(D / 8), c->kpw = 32 / c->lk;
