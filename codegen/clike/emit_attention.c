@@ -1609,6 +1609,9 @@ typedef struct dec_cfg {
    * none): the cl consecutive splits of a cluster merge their partials through
    * distributed shared memory into one (dec_cluster_merge); ns a multiple of cl */
   int cl;
+  /* every split writes its partial and counts, empty or not (BM_CUDA_DEC_EMPTY_SPLITS=1 at
+   * bmc time: the kernel before the empty splits left at once) */
+  bool all_splits;
 } dec_cfg;
 
 enum { DEC_T = 128, DEC_KT = 32, DEC_OLD_UNROLL = 1 };
@@ -1713,6 +1716,8 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cf
   c->dp4 = (int)((D + 3) / 4 * 4);
   c->u = (int)((Dv + DEC_T - 1) / DEC_T);
   c->dv = Dv;
+  const char *ae = getenv("BM_CUDA_DEC_EMPTY_SPLITS");
+  c->all_splits = ae && *ae && strcmp(ae, "0") != 0;
   c->dv4 = (Dv + 3) / 4 * 4;
   c->pst = c->dv4 + 4;
   c->hkv = Hkv;
@@ -1807,13 +1812,14 @@ static void dec_open(ck *k, const dec_cfg *c, int T) {
  * `chunk` keys (a multiple of `unit`) for the nsr splits of this run (an
  * expression; splits past it leave at once), this split's keys [c0, c1),
  * nact (the splits that hold keys) and nlive (the blocks the counter waits
- * for); an empty split leaves (continue) unless all_splits. Ends with a
+ * for); an empty split leaves (continue) unless c->all_splits. Ends with a
  * barrier (the block's shared memory is free for this task). With clusters
  * (c->cl > 1; sm_90a images, when the run has at least cl splits: ucl) the
  * split count is a multiple of cl (nsr rounded down) and whole clusters run
  * or leave: nlb, nlive rounded up to cl, blocks run and count (the empty
  * splits among them write an empty partial). */
-static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, bool all_splits, const char *nsr) {
+static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, const char *nsr) {
+  const bool all_splits = c->all_splits;
   const bm_node *n = k->n;
   const char *I = k->I;
   const int NS = c->ns, NRG = c->nrg, RB = c->rb;
@@ -1952,15 +1958,13 @@ static bm_status emit_attention_decode(ck *k, const dec_cfg *c, int mi, int li) 
   const char *I = k->I;
   int64_t D = q->shape[3].add, Dv = v->shape[3].add;
   int RB = c->rb, NRG = c->nrg, NS = c->ns, DP4 = c->dp4, KT = DEC_KT, U = c->u, RPW = (RB + 3) / 4;
-  const char *ae = getenv("BM_CUDA_DEC_EMPTY_SPLITS");
-  const bool all_splits = ae && *ae && strcmp(ae, "0") != 0;
   k->threads = DEC_T;
   k->smem = c->smem;
   P("  extern __shared__ __align__(128) unsigned char bm_dsm[];\n");
   P("  float *ks = (float *)bm_dsm, *vs = ks + %d, *qs = vs + %d, *ps = qs + %d, *rsc = ps + %d;\n",
     KT * DEC_KS(k), KT * (int)Dv, RB * DP4, RB * KT);
   dec_open(k, c, DEC_T);
-  dec_split_range(k, c, KT, li, all_splits, ck_strf("%d", NS).s);
+  dec_split_range(k, c, KT, li, ck_strf("%d", NS).s);
   /* the query rows: row r of the group is head hk * G + r / Sq, position r % Sq */
   str lq = ck_ld(k, 0, q->dtype, ck_strf("((b * Hq + hk * G + r / Sq) * Sq + r %% Sq) * %lld + d", (long long)D));
   P("    for (int e = tid; e < %d; e += %d) {\n", RB * DP4, DEC_T);
@@ -2242,8 +2246,6 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   const int64_t D = q->shape[3].add, Dv = v->shape[3].add;
   const int RB = c->rb, NS = c->ns, NW = c->nw, UNR = c->unr, LK = c->lk, KPW = c->kpw, T = 32 * c->nw;
   const int step = NW * KPW * UNR; /* keys a block step */
-  const char *ae = getenv("BM_CUDA_DEC_EMPTY_SPLITS");
-  const bool all_splits = ae && *ae && strcmp(ae, "0") != 0;
   const char *xk = kk->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16";
   const char *xv = v->dtype == BM_DTYPE_F16 ? "bm_x8_f16" : "bm_x8_bf16";
   k->threads = T;
@@ -2260,7 +2262,7 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
   }
   dec_open(k, c, T);
   /* this run's splits per (batch, kv head): tb blocks in all, at most ns */
-  dec_split_range(k, c, step, li, all_splits, ck_strf("(%s)%d / (B * Hkv) < 1 ? 1 : (%s)%d / (B * Hkv) > %d ? %d : (%s)%d / (B * Hkv)", I, c->tb, I, c->tb, NS, NS, I, c->tb).s);
+  dec_split_range(k, c, step, li, ck_strf("(%s)%d / (B * Hkv) < 1 ? 1 : (%s)%d / (B * Hkv) > %d ? %d : (%s)%d / (B * Hkv)", I, c->tb, I, c->tb, NS, NS, I, c->tb).s);
   P("    const int kg = lane / %d, kc = lane %% %d; /* the lane's key in a warp load, its 16-byte column */\n", LK, LK);
   /* the query rows (row r: head hk * G + r / Sq, position r % Sq), columns 8 kc.. */
   P("    float qr[%d][8], mr[%d], lr[%d], acc[%d][8];\n", RB, RB, RB, RB);
