@@ -24,6 +24,8 @@ env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
 bm_vms, vreps = {}, {}
 for v, vd in vdirs:
     pkgs = [os.path.join(vd, c[1] + ".bmpk") for c in cases]
+    # decode: NAME_x2 chains CHAIN2 (list.txt's 11th field) attentions (bench_cuda_gemm.c)
+    pkgs += [os.path.join(vd, c[1] + "_x2.bmpk") for c in cases if c[0] == "attn" and len(c) > 10 and int(c[10]) > 0]
     # each variant's REPS per run (attn: list.txt's 9th field, gemm: 8th)
     vreps[v] = {l.split()[1]: l.split() for l in open(os.path.join(vd, "list.txt")) if l.strip()}
     bm_vms[v] = {}
@@ -138,10 +140,19 @@ if dec_rows:
             vc = vreps[v].get(name)
             if not b or not tt:
                 continue
-            b /= int(vc[8]) if vc and len(vc) > 8 else 1
+            n1 = int(vc[8]) if vc and len(vc) > 8 else 1
+            n2 = int(vc[10]) if vc and len(vc) > 10 else 0
+            b2 = bm_vms[v].get(name + "_x2")
+            b /= n1
             label = f"{name}[{v}]" if v else name
             print(f"{label:42s} {dtn:4s} bm {b * 1e3:8.1f} us {nb / b / 1e6:6.0f} GB/s {100 * nb / b / 1e6 / copy_gbs:4.0f}% copy"
                   f"  torch {tt * 1e3:8.1f} us {nb / tt / 1e6:6.0f} GB/s  bm/torch {tt / b:6.3f}")
+            if b2 and n2 > n1:  # one attention on the device: the slope of the run time over the chain length
+                bd = (b2 - b * n1) / (n2 - n1)
+                if bd > 0:
+                    print(f"{label + ' (device)':42s} {dtn:4s} bm {bd * 1e3:8.1f} us {nb / bd / 1e6:6.0f} GB/s "
+                          f"{100 * nb / bd / 1e6 / copy_gbs:4.0f}% copy  (runs of {n1} and {n2}: {b * n1 * 1e3:.1f} and "
+                          f"{b2 * 1e3:.1f} us)  bm/torch {tt / bd:6.3f}")
 
 # decode GEMV: bm runs REPS GEMVs over distinct weights per session run (about
 # 1 GiB, so launch + synchronization are amortized and L2 holds none of them);

@@ -174,12 +174,12 @@ static int bench(int reps, int npkg, char **pkgs) {
   for (int p = 0; p < npkg; p++) {
     bm_package *pkg = NULL;
     bm_session *s = NULL;
-    void *bufs[16] = {0};
+    void *bufs[128] = {0};
     int nin = 0;
     bm_status st = bm_package_open(pkgs[p], NULL, &pkg);
     if (!st) st = bm_session_create(pkg, NULL, &s);
     if (!st) nin = bm_function_input_count(pkg, 0);
-    if (!st && nin > 16) st = bm_status_make(BM_ERR_UNSUPPORTED, "%s: %d inputs (16 at most)", pkgs[p], nin);
+    if (!st && nin > 128) st = bm_status_make(BM_ERR_UNSUPPORTED, "%s: %d inputs (128 at most)", pkgs[p], nin);
     uint32_t rng = 12345;
     for (int i = 0; !st && i < nin; i++) {
       bm_tensor_info info;
@@ -239,7 +239,7 @@ static int bench(int reps, int npkg, char **pkgs) {
     fflush(stdout);
     bm_session_destroy(s);
     bm_package_close(pkg);
-    for (int i = 0; i < 16; i++) free(bufs[i]);
+    for (int i = 0; i < 128; i++) free(bufs[i]);
   }
   return bad;
 }

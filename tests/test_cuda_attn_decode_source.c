@@ -86,7 +86,14 @@ static void test_knobs(void) {
   /* one row: prefetch on, 4 blocks per multiprocessor */
   s = dec_source(32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16);
   CHECK(s && strstr(s, "__launch_bounds__(128, 4)") && strstr(s, "bm_u4 kn[4], vn[4];"));
+  /* k100: at least 100 keys a split, rounded up to the block step (128); the default has no floor */
+  CHECK(s && !strstr(s, "chunk0"));
   free(s);
+  setenv("BM_CUDA_ATTN_DEC", "k100", 1);
+  s = dec_source(32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16);
+  CHECK(s && strstr(s, "chunk0 = ((span + nsr - 1) / nsr") && strstr(s, "chunk = chunk0 > 128 ? chunk0 : 128;"));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_DEC");
   /* forced: 2 loads, 8 warps, expf, 1000 blocks */
   setenv("BM_CUDA_ATTN_DEC", "u2w8e0b1000", 1);
   s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);

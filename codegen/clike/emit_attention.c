@@ -1612,6 +1612,9 @@ typedef struct dec_cfg {
   /* every split writes its partial and counts, empty or not (BM_CUDA_DEC_EMPTY_SPLITS=1 at
    * bmc time: the kernel before the empty splits left at once) */
   bool all_splits;
+  /* mink: the streaming kernel's fewest keys a split (a multiple of its block step; 0: none):
+   * a short live span runs on fewer, longer splits (the rest leave at once) */
+  int mink;
 } dec_cfg;
 
 enum { DEC_T = 128, DEC_KT = 32, DEC_OLD_UNROLL = 1 };
@@ -1631,15 +1634,16 @@ enum { DEC_SMS = 132 };
  * applies: 2, 4 or 8 rows, D >= 16; r0 is the streaming kernel before it)
  * c<0|2|4|8: the splits merged in thread-block clusters of that many blocks
  * (sm_90a, dec_cluster_merge; default 0, the global partials of every split:
- * the clustered launch measured 3-30% slower on the H100, docs/cuda.md),
+ * the clustered launch measured 3-30% slower on the H100, docs/cuda.md)
+ * k<fewest keys a split, rounded up to the block step; 0: none>,
  * e.g. "u2p1v2". */
 typedef struct dec_knob {
   bool old;
-  int unr, nw, blocks, waves, pf, minb, fexp, rs, cl;
+  int unr, nw, blocks, waves, pf, minb, fexp, rs, cl, mink;
 } dec_knob;
 
 static dec_knob dec_knob_get(void) {
-  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1, 0};
+  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1, 0, 0};
   const char *e = getenv("BM_CUDA_ATTN_DEC");
   if (!e || !*e) return kb;
   if (strcmp(e, "old") == 0) {
@@ -1658,6 +1662,7 @@ static dec_knob dec_knob_get(void) {
     if (c == 'm' && v >= 1 && v <= 8) kb.minb = v;
     if (c == 'r' && (v == 0 || v == 1)) kb.rs = v;
     if (c == 'c' && (v == 0 || v == 1 || v == 2 || v == 4 || v == 8)) kb.cl = v;
+    if (c == 'k' && v >= 0 && v <= 65536) kb.mink = v;
   }
   return kb;
 }
@@ -1680,6 +1685,7 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cf
                     (v->dtype == BM_DTYPE_F16 || v->dtype == BM_DTYPE_BF16);
   c->fast = !kb.old && kv16 && D == Dv && D % 8 == 0 && 32 % (D / 8) == 0 && R <= 8;
   c->cl = 1;
+  c->mink = 0;
   c->nw = kb.nw;
   c->fexp = kb.fexp;
   /* the next step's loads issued ahead (prefetch) up to 4 rows; 4 blocks a multiprocessor
@@ -1706,6 +1712,7 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cf
     /* clusters: whole clusters of splits (empty splits past the keys) */
     c->cl = tcores >= 2 && kb.cl > 1 && c->ns >= kb.cl ? kb.cl : 1;
     c->ns = (c->ns + c->cl - 1) / c->cl * c->cl;
+    c->mink = (kb.mink + step - 1) / step * step;
   } else {
     /* splits: about 512 blocks at batch 1, each split at least 64 keys */
     c->ns = (int)((512 + Hkv * c->nrg - 1) / (Hkv * c->nrg));
@@ -1844,8 +1851,10 @@ static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, const cha
     P("    kbeg = off - %d + 1;\n", n->a.window);
     P("    if (kbeg < 0) kbeg = 0;\n");
   }
-  P("    const %s span = kend > kbeg ? kend - kbeg : 0, chunk = ((span + nsr - 1) / nsr + %d) / %d * %d;\n", I,
-    unit - 1, unit, unit);
+  P("    const %s span = kend > kbeg ? kend - kbeg : 0, chunk%s = ((span + nsr - 1) / nsr + %d) / %d * %d;\n", I,
+    c->mink > 0 ? "0" : "", unit - 1, unit, unit);
+  if (c->mink > 0) /* fewer, longer splits over a short span (the splits past nact leave) */
+    P("    const %s chunk = chunk0 > %d ? chunk0 : %d;\n", I, c->mink, c->mink);
   P("    const %s c0 = kbeg + sp * chunk, c1 = c0 + chunk < kend ? c0 + chunk : kend;\n", I);
   /* the splits that hold keys (at least one: it writes zeros for an empty span) */
   P("    const int nact = chunk > 0 ? (int)((span + chunk - 1) / chunk) : 0, nlive = %s;\n",
