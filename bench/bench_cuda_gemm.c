@@ -127,6 +127,8 @@ static const qcase qgemms[] = {
     {"qgemm_m16_up_14336x4096_i4g32_dq", 16, 14336, 4096, 32, 1},
     {"qgemm_dq_up_14336x4096_i8", 1, 14336, 4096, 0, 2},
     {"qgemm_dq_up_14336x4096_i4g32", 1, 14336, 4096, 32, 2},
+    {"qgemm_dq_up_14336x4096_i4g128", 1, 14336, 4096, 128, 2},
+    {"qgemm_dq_up_14336x4096_i4pr", 1, 14336, 4096, 4096, 2}, /* per-row scales */
 };
 
 /* SD 1.5 UNet convolutions (batch 2), f16 */

@@ -320,25 +320,38 @@ static void test_glu_rows(void) {
   CHECK(glu_made(F32, F32, 5, NULL) == 0);
 }
 
-/* ---- the kernels: a DEQUANT kernel (16-byte chunks) and the TMA GEMM */
+/* ---- the kernels: a DEQUANT kernel (8-output units; BM_CUDA_DEQ=old: 16-byte
+ * chunks) and the TMA GEMM */
 
 static void test_cuda_source(void) {
-  for (int qi = 0; qi < 2; qi++) {
-    bm_module *m = bm_module_create("t");
-    bm_graph *g = linear(m, BF16, 777, false);
-    bm_pass_options po = cuda_opts(qi ? BM_QUANT_INT4 : BM_QUANT_INT8);
-    CHECK_OK(bm_pipeline_run(g, &po));
-    bm_clike_out out;
-    CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
-    const char *src = out.src.s;
-    CHECK(src && strstr(src, "/* 16-byte chunks of q */") && strstr(src, "bm_ld16_stream(bm_buf(0) + e0"));
-    CHECK(src && strstr(src, "*(bm_u4 *)(bm_out(2) + 2 * (e0 + 8 * s8)) = o;")); /* q, s, then the output */
-    CHECK(src && strstr(src, qi ? "(float)((int)(r.w[e >> 3]" : "(float)(signed char)(r.w[e >> 2]"));
-    CHECK(src && strstr(src, "  /* tma ") && !strstr(src, "_qmatmul"));
-    CHECK(out.nkernels == 2);
-    bm_clike_out_free(&out);
-    bm_module_destroy(m);
-  }
+  for (int old = 0; old < 2; old++)
+    for (int qi = 0; qi < 2; qi++) {
+      if (old) setenv("BM_CUDA_DEQ", "old", 1);
+      bm_module *m = bm_module_create("t");
+      bm_graph *g = linear(m, BF16, 777, false);
+      bm_pass_options po = cuda_opts(qi ? BM_QUANT_INT4 : BM_QUANT_INT8);
+      CHECK_OK(bm_pipeline_run(g, &po));
+      bm_clike_out out;
+      CHECK_OK(bm_clike_emit_module(&bm_clike_cuda, m, &out));
+      const char *src = out.src.s;
+      if (old) {
+        CHECK(src && strstr(src, "/* 16-byte chunks of q */") && strstr(src, "bm_ld16_stream(bm_buf(0) + e0"));
+        CHECK(src && strstr(src, "*(bm_u4 *)(bm_out(2) + 2 * (e0 + 8 * s8)) = o;")); /* q, s, then the output */
+        CHECK(src && strstr(src, qi ? "(float)((int)(r.w[e >> 3]" : "(float)(signed char)(r.w[e >> 2]"));
+      } else { /* constant q: non-volatile loads past L1, one word (i4) or two (i8) per unit */
+        CHECK(src && strstr(src, "/* units of 8 outputs */") && strstr(src, "for (int u = 0; u < 2; u++)"));
+        CHECK(src && strstr(src, qi ? "asm(\"ld.global.nc.L1::no_allocate.u32 %0, [%1];\""
+                                    : "asm(\"ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];\""));
+        CHECK(src && strstr(src, "*(bm_u4 *)(bm_out(2) + (size_t)16 * c) = o;")); /* q, s, then the output */
+        CHECK(src && strstr(src, qi ? "(((w[u] ^ 0x88888888u) >> (4 * j)) & 15u)) - 8388616.0f"
+                                    : "^ 0x80808080u) >> (8 * (j & 3))) & 255u)) - 8388736.0f"));
+      }
+      CHECK(src && strstr(src, "  /* tma ") && !strstr(src, "_qmatmul"));
+      CHECK(out.nkernels == 2);
+      bm_clike_out_free(&out);
+      bm_module_destroy(m);
+      unsetenv("BM_CUDA_DEQ");
+    }
 }
 
 /* ---- the golden llama2 in bf16 with int8 / int4 weights: the forward

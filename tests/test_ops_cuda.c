@@ -1158,6 +1158,33 @@ static void b_qg_rms_glu_f32_m8(bm_graph *g) { hf_act = BM_OP_SILU, hf_pre = tru
 #undef I4
 /* ---- end qgemm */
 
+/* ---- deqv: the DEQUANT kernel alone (owner: deq): i8/i4 weights to f16/bf16 in 8-output
+ * units (emit.c emit_dequant_vec), compared exactly (tol 0: each output is the f32 product
+ * q * scale rounded to nearest even, as the interpreter's). int4 in groups of 32 and 128,
+ * per-row scales and groups of 8; int8 per row and in groups of 8; K = 136 and 200 (not
+ * multiples of the old 16-byte chunk); unit counts that leave a partial last block; a q
+ * that is not a constant (volatile loads) with a symbolic row count. */
+static void b_dq(bm_graph *g, bm_node *q, int64_t groups, bm_dtype out) {
+  bm_node *s = IN("s", F32, q->shape[0].add, groups); // (N, groups)
+  bm_output_add(g, "w", bm_node_make_typed(g, BM_OP_DEQUANT, 2, (bm_node *[]){q, s}, NULL, out, 2, q->shape));
+}
+static void b_dq_i4g32_bf16(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I4, 40, 256, 21), 8, BF16); }
+static void b_dq_i4g128_f16(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I4, 33, 384, 22), 3, F16); }
+static void b_dq_i4pr_bf16_k136(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I4, 24, 136, 23), 1, BF16); }
+static void b_dq_i4g8_f16_k72(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I4, 50, 72, 24), 9, F16); }
+static void b_dq_i8_f16_k200(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I8, 31, 200, 25), 1, F16); }
+static void b_dq_i8g8_bf16(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I8, 20, 128, 26), 16, BF16); }
+static void b_dq_i4g32_bf16_big(bm_graph *g) { b_dq(g, qweight(g, BM_DTYPE_I4, 300, 384, 27), 12, BF16); }
+/* q computed on the device (an activation: the volatile loads), its rows symbolic */
+static void b_dq_i8_act_sym(bm_graph *g) {
+  int m = bm_sym_declare(g, "m", 64);
+  bm_node *x = IN("x", F32, BM_SYM(m), 136);
+  bm_node *q = bm_cast(g, bm_mul(g, x, bm_scalar(g, 300.0f)), BM_DTYPE_I8); // (m, 136), saturating
+  bm_node *s = IN("s", F32, BM_SYM(m), 17);
+  bm_output_add(g, "w", bm_node_make_typed(g, BM_OP_DEQUANT, 2, (bm_node *[]){q, s}, NULL, F16, 2, q->shape));
+}
+/* ---- end deqv */
+
 static const tcase cases[] = {
     {"unary_all", b_unary_all, 2e-5, {0}, true},
     {"binary_bcast", b_binary_bcast, 2e-5, {0}, true},
@@ -1425,6 +1452,17 @@ static const tcase cases[] = {
     {"qgemm_glu_f32_sym9", b_qg_glu_f32_sym16, 2e-5, {9}, false},
     {"qgemm_rms_glu_f32_m8", b_qg_rms_glu_f32_m8, 2e-5, {0}, false},
     /* ---- end qgemm */
+    /* ---- deqv: the DEQUANT kernel alone, exact */
+    {"deqv_i4g32_bf16", b_dq_i4g32_bf16, 0, {0}, false},
+    {"deqv_i4g128_f16", b_dq_i4g128_f16, 0, {0}, false},
+    {"deqv_i4pr_bf16_k136", b_dq_i4pr_bf16_k136, 0, {0}, false},
+    {"deqv_i4g8_f16_k72", b_dq_i4g8_f16_k72, 0, {0}, false},
+    {"deqv_i8_f16_k200", b_dq_i8_f16_k200, 0, {0}, false},
+    {"deqv_i8g8_bf16", b_dq_i8g8_bf16, 0, {0}, false},
+    {"deqv_i4g32_bf16_big", b_dq_i4g32_bf16_big, 0, {0}, false},
+    {"deqv_i8_act_sym50", b_dq_i8_act_sym, 0, {50}, false},
+    {"deqv_i8_act_sym64", b_dq_i8_act_sym, 0, {0}, false},
+    /* ---- end deqv */
     /* ---- mov: the movement kernels (emit_movement.c) */
     {"move_perm_keep", b_mv_perm_keep, 0, {2}, false},
     {"move_transpose", b_mv_transpose, 0, {2}, false},

@@ -357,14 +357,110 @@ void ck_copy_elem(ck *k, int buf, bm_dtype src, str off, const char *indent) {
 /* Row-major stride of axis d of node x. */
 static str stride_of(const ck *k, const bm_node *x, int d) { return ck_prodx(k, x->shape, d + 1, x->ndim); }
 
-/* DEQUANT to f16/bf16 (fuse_dequant's form for the GEMM with many rows) in the
- * CUDA prelude's 16-byte chunks: a thread turns one 16-byte chunk of q (16 i8
- * or 32 i4 values of one row) into 16-byte stores of 8 outputs, each the f32
- * product q * scale rounded to nearest even (as the reference: bit-identical),
- * one scale per chunk (groups of a multiple of the chunk) or per 8 outputs. Needs K static and a multiple of the chunk, and
- * groups of a multiple of 8; *ch: the chunk's elements. q streams past L1
- * where it is a package constant (else volatile loads: the PDL rule). */
-static bool dequant_vec_ok(const ck *k, int *ch) {
+/* DEQUANT to f16/bf16 (fuse_dequant's form for the GEMM with many rows): the
+ * kernel's configuration, read by bmc from BM_CUDA_DEQ: "old" (the 16-byte-chunk
+ * kernel below), else "u<N>" (units per thread, 1-16) and/or "cs" (streaming
+ * stores); unset: 2 units per thread, normal stores (the fastest on an H100 of
+ * 1-16 units, cs no faster: docs/cuda.md). */
+typedef struct dq_cfg {
+  bool old;  /* the 16-byte-chunk kernel */
+  int units; /* 8-output units per thread; 0: the default, 2 */
+  bool cs;   /* st.global.cs (evict-first) stores of the output */
+} dq_cfg;
+
+static dq_cfg dequant_cfg(void) {
+  dq_cfg c = {false, 0, false};
+  const char *e = getenv("BM_CUDA_DEQ");
+  if (!e) return c;
+  if (strcmp(e, "old") == 0) c.old = true;
+  const char *u = strchr(e, 'u');
+  if (u && u[1] >= '1' && u[1] <= '9') {
+    c.units = atoi(u + 1);
+    if (c.units > 16) c.units = 16;
+  }
+  c.cs = strstr(e, "cs") != NULL;
+  return c;
+}
+
+/* DEQUANT to f16/bf16 in 8-output units: unit c is elements 8c..8c+7 of the
+ * row-major (N, K) weight, its q one 32-bit word (i4) or two (i8), its output one
+ * 16-byte store; a thread takes units u0 + 256 u (u < U), so a warp's loads and
+ * stores cover contiguous bytes (i4: 128 bytes of q, 512 of output per
+ * instruction), with all U loads issued before the first store. Each output is
+ * the f32 product q * scale rounded to nearest even (bit-identical to the
+ * reference); q becomes f32 exactly by the 2^23 trick (sign biased by an xor,
+ * the value put under the exponent of 2^23, 2^23 + bias subtracted). One scale
+ * load per unit (a unit never straddles a group). Needs K static and a multiple
+ * of 8, groups of a multiple of 8. q streams past L1 where it is a package
+ * constant (else volatile loads: the PDL rule). */
+static bool dequant_vec_ok(const ck *k) {
+  const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
+  if (!k->L->tensor_cores || (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) ||
+      (q->dtype != BM_DTYPE_I8 && q->dtype != BM_DTYPE_I4) || !bm_dim_is_static(q->shape[1]) ||
+      !bm_dim_is_static(sc->shape[1]))
+    return false;
+  const int64_t K = q->shape[1].add, G = sc->shape[1].add;
+  return K > 0 && G > 0 && K % 8 == 0 && K % G == 0 && (K / G) % 8 == 0;
+}
+
+static bm_status emit_dequant_vec(ck *k, dq_cfg cfg) {
+  const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
+  const char *I = k->I;
+  const int T = k->threads = 256;
+  const long long K = (long long)q->shape[1].add, G = (long long)sc->shape[1].add;
+  const bool i4 = q->dtype == BM_DTYPE_I4, cst = q->op == BM_OP_WEIGHT || q->op == BM_OP_CONST;
+  const int U = cfg.units > 0 ? cfg.units : 2, W = i4 ? 1 : 2; /* units per thread, q words per unit */
+  k->tasks = ck_task_linear(k->g, 2, n->shape, (int64_t)T * U * 8);
+  str total = ck_prodx(k, n->shape, 0, 2);
+  P("  const %s nu = %s / 8; /* units of 8 outputs */\n", I, total.s);
+  ck_loop_open(k, ck_strf("(nu + %d) / %d", T * U - 1, T * U).s);
+  P("    const %s u0 = t * %d + tid;\n", I, T * U);
+  P("    unsigned int w[%d]; /* q: unit u0 + %d u in words %d u.. */\n", U * W, T, W);
+  P("#pragma unroll\n    for (int u = 0; u < %d; u++) {\n", U);
+  P("      const %s c = u0 + %d * u < nu ? u0 + %d * u : nu - 1; /* past the end: the last unit again */\n", I, T, T);
+  /* constant q: non-volatile, past L1; else volatile (never above BM_PDL_WAIT) */
+  const char *ld = cst ? "asm(\"ld.global.nc.L1::no_allocate" : "asm volatile(\"ld.global.nc";
+  if (i4)
+    P("      %s.u32 %%0, [%%1];\" : \"=r\"(w[u]) : \"l\"(bm_buf(0) + (size_t)4 * c));\n", ld);
+  else
+    P("      %s.v2.u32 {%%0, %%1}, [%%2];\" : \"=r\"(w[2 * u]), \"=r\"(w[2 * u + 1]) : \"l\"(bm_buf(0) + (size_t)8 * c));\n",
+      ld);
+  P("    }\n");
+  P("#pragma unroll\n    for (int u = 0; u < %d; u++) {\n", U);
+  P("      const %s c = u0 + %d * u;\n", I, T);
+  P("      if (c < nu) {\n");
+  P("        const %s row = c / %lld, col = 8 * (c %% %lld);\n", I, K / 8, K / 8);
+  P("        const float s = %s;\n", ck_ld(k, 1, sc->dtype, ck_strf("row * %lld + col / %lld", G, K / G)).s);
+  P("        float v[8]; /* q exactly */\n");
+  if (i4)
+    P("#pragma unroll\n        for (int j = 0; j < 8; j++)\n"
+      "          v[j] = __uint_as_float(0x4b000000u | (((w[u] ^ 0x88888888u) >> (4 * j)) & 15u)) - 8388616.0f;\n");
+  else
+    P("#pragma unroll\n        for (int j = 0; j < 8; j++)\n"
+      "          v[j] = __uint_as_float(0x4b000000u | (((w[2 * u + (j >> 2)] ^ 0x80808080u) >> (8 * (j & 3))) & 255u)) - 8388736.0f;\n");
+  P("        bm_u4 o;\n");
+  P("#pragma unroll\n        for (int j = 0; j < 4; j++) o.w[j] = %s(v[2 * j] * s, v[2 * j + 1] * s);\n",
+    n->dtype == BM_DTYPE_BF16 ? "bm_pack_bf16x2" : "bm_pack_f16x2");
+  /* the output: the buffer after the inputs */
+  if (cfg.cs)
+    P("        asm volatile(\"st.global.cs.v4.u32 [%%0], {%%1, %%2, %%3, %%4};\" :: \"l\"(bm_out(%d) + (size_t)16 * c), \"r\"(o.w[0]),"
+      " \"r\"(o.w[1]), \"r\"(o.w[2]), \"r\"(o.w[3]) : \"memory\");\n", n->nin);
+  else
+    P("        *(bm_u4 *)(bm_out(%d) + (size_t)16 * c) = o;\n", n->nin);
+  P("      }\n");
+  P("    }\n");
+  ck_loop_close(k);
+  return NULL;
+}
+
+/* The previous DEQUANT kernel (BM_CUDA_DEQ=old), in the CUDA prelude's 16-byte
+ * chunks: a thread turns one 16-byte chunk of q (16 i8 or 32 i4 values of one
+ * row) into 16-byte stores of 8 outputs, each the f32 product q * scale rounded
+ * to nearest even (as the reference: bit-identical), one scale per chunk (groups
+ * of a multiple of the chunk) or per 8 outputs. Needs K static and a multiple of
+ * the chunk, and groups of a multiple of 8; *ch: the chunk's elements. q streams
+ * past L1 where it is a package constant (else volatile loads: the PDL rule). */
+static bool dequant_chunk_ok(const ck *k, int *ch) {
   const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
   *ch = q->dtype == BM_DTYPE_I4 ? 32 : 16;
   if (!k->L->tensor_cores || (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) ||
@@ -375,7 +471,7 @@ static bool dequant_vec_ok(const ck *k, int *ch) {
   return K > 0 && G > 0 && K % *ch == 0 && K % G == 0 && (K / G) % 8 == 0;
 }
 
-static bm_status emit_dequant_vec(ck *k, int CH) {
+static bm_status emit_dequant_chunk(ck *k, int CH) {
   const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
   const char *I = k->I;
   const int T = k->threads = 256;
@@ -411,8 +507,12 @@ static bm_status emit_dequant_vec(ck *k, int CH) {
 
 static bm_status emit_movement(ck *k) {
   const bm_node *n = k->n;
-  int dq_chunk;
-  if (n->op == BM_OP_DEQUANT && dequant_vec_ok(k, &dq_chunk)) return emit_dequant_vec(k, dq_chunk);
+  if (n->op == BM_OP_DEQUANT) { /* the vector kernels (BM_CUDA_DEQ=old: the previous one) */
+    const dq_cfg dq = dequant_cfg();
+    int dq_chunk;
+    if (!dq.old && dequant_vec_ok(k)) return emit_dequant_vec(k, dq);
+    if (dq.old && dequant_chunk_ok(k, &dq_chunk)) return emit_dequant_chunk(k, dq_chunk);
+  }
   bm_status fast;
   if (ck_movement_fast(k, &fast)) return fast; /* vectors / tiled transpose (emit_movement.c) */
   const int T = k->threads = 256;
