@@ -141,9 +141,50 @@ static void test_cluster(void) {
   unsetenv("BM_CUDA_ATTN_DEC");
 }
 
+/* the publication and the last block's combine (dec_finish, dec_combine_one), the prefetch of two
+ * steps: the default publishes by one thread's release atomic after a barrier (no
+ * __threadfence) and, at 4 rows of d128 (a thread a 4-column chunk), loads each thread's acc of
+ * the first 32 splits before the weights' phase (o3); one row (fewer chunks than threads) takes
+ * the one-phase combine (o1, chunks of 8 splits at the 4-block bound); a0o0 the kernel before;
+ * o1 / o2 at 4 rows chunks of 32 / 16; p2 the loads of two steps ahead (not at one row: spills) */
+static void test_combine(void) {
+  unsetenv("BM_CUDA_ATTN_DEC");
+  char *s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "atom.acq_rel.gpu.global.add.u32") && !strstr(s, "__threadfence()") &&
+        !strstr(s, "atomicAdd(") && strstr(s, "float4 ap[32];") && strstr(s, "w * ap[u].x") &&
+        strstr(s, "cw[s2 * 4 + rr]") && !strstr(s, "float2 ml[32]") && strstr(s, "bm_u4 kn[4]") && !strstr(s, "kn2["));
+  free(s);
+  s = dec_source(32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16);
+  CHECK(s && strstr(s, "atom.acq_rel.gpu.global.add.u32") && strstr(s, "float2 ml[8];") && strstr(s, "cmx[e0] = M;") &&
+        !strstr(s, "ap[u]") && !strstr(s, "cw[s2"));
+  free(s);
+  setenv("BM_CUDA_ATTN_DEC", "a0o0", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && !strstr(s, "atom.acq_rel") && strstr(s, "__threadfence();") && strstr(s, "atomicAdd(&bm_cnt[") &&
+        !strstr(s, "ap[u]") && !strstr(s, "cmx[") && strstr(s, "cw[s2 * 4 + rr] = w;"));
+  free(s);
+  setenv("BM_CUDA_ATTN_DEC", "o1", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "float2 ml[32];") && strstr(s, "float4 a[32];") && !strstr(s, "ap[u]"));
+  free(s);
+  setenv("BM_CUDA_ATTN_DEC", "o2", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "float2 ml[16];") && strstr(s, "float4 a[16];"));
+  free(s);
+  setenv("BM_CUDA_ATTN_DEC", "p2", 1);
+  s = dec_source(32, 8, 1, 128, BM_DTYPE_BF16, BM_DTYPE_BF16);
+  CHECK(s && strstr(s, "bm_u4 kn2[4], vn2[4];") && strstr(s, "if (j0 + 64 < c1)") && strstr(s, "kn[u] = kn2[u];"));
+  free(s);
+  s = dec_source(32, 32, 1, 128, BM_DTYPE_F16, BM_DTYPE_F16);
+  CHECK(s && !strstr(s, "kn2[") && strstr(s, "bm_u4 kn[4]"));
+  free(s);
+  unsetenv("BM_CUDA_ATTN_DEC");
+}
+
 int main(void) {
   RUN(test_choice);
   RUN(test_knobs);
   RUN(test_cluster);
+  RUN(test_combine);
   return bm_test_finish();
 }

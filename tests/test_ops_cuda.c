@@ -1400,6 +1400,16 @@ static const tcase cases[] = {
     {"attn_dec3_gqa4_bf16_d256_decc2", b_dec3_gqa4_bf16_d256, TOL_DEC_BF16, {0}, false},
     {"attn_dec_bf16_window_cap_decb32c8", b_dec_bf16_window_cap, TOL_DEC_BF16, {0}, false},
     /* ---- end attndec3 */
+    /* ---- attndec4: the decode prefetch of two steps (emit_attention.c dec_knob_get p2), the
+     * publication / combine before the release atomic and the acc prefetch ("_deca0o0"), the
+     * one-phase combine at 4 rows ("_deco1") */
+    {"attn_dec2_llama_short_f16_decp2", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec3_gqa4_bf16_d256_decp2", b_dec3_gqa4_bf16_d256, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_gqa8_bf16_d128_decp2", b_dec2_gqa8_bf16_d128, TOL_DEC_BF16, {0}, false},
+    {"attn_dec2_llama_short_f16_deca0o0", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_mha_f16_d128_deca0o0", b_dec2_mha_f16_d128, TOL_DEC_F16, {0}, false},
+    {"attn_dec2_llama_short_f16_deco1", b_dec2_llama_short_f16, TOL_DEC_F16, {0}, false},
+    /* ---- end attndec4 */
     /* attnexp: every exponential from the polynomial, the stale max (the tolerances as above:
      * the polynomial's error, 3e-6 / 9e-5 relative, is within their 1e-5 and bf16's u / 40) */
     {"attn_exp_d64_f16", b_at_exp_d64_f16, TOL_TC_F16(0.9) /* 0.998 */, {0}, false},
@@ -1537,6 +1547,10 @@ static const case_knob case_knobs[] = {
     {"attn_dec", "_decc4", "BM_CUDA_ATTN_DEC", "c4"},
     {"attn_dec", "_decc2", "BM_CUDA_ATTN_DEC", "c2"},
     {"attn_dec", "_decb32c8", "BM_CUDA_ATTN_DEC", "b32c8"},
+    /* attndec4: the prefetch of two steps; the publication and combine before (dec_knob_get p2, a0o0) */
+    {"attn_dec", "_decp2", "BM_CUDA_ATTN_DEC", "p2"},
+    {"attn_dec", "_deca0o0", "BM_CUDA_ATTN_DEC", "a0o0"},
+    {"attn_dec", "_deco1", "BM_CUDA_ATTN_DEC", "o1"},
     {"attn_exp_", "", "BM_CUDA_ATTN_RESCALE", "8"},
     /* attnx: the previous consumer loop (emit_attention.c wa_xtask_on) */
     {"attn_xt_", "_xt0", "BM_CUDA_ATTN_XTASK", "0"},

@@ -1615,6 +1615,13 @@ typedef struct dec_cfg {
   /* mink: the streaming kernel's fewest keys a split (a multiple of its block step; 0: none):
    * a short live span runs on fewer, longer splits (the rest leave at once) */
   int mink;
+  /* the streaming kernel's publication and combine (dec_finish): pub, the partial published by
+   * one thread's release atomic after a block barrier (and the last block's acquire by the same
+   * atomic) instead of every thread's __threadfence; oc (dec_knob_get o<N>): 0 the two-phase
+   * combine, 3 with the acc prefetched before the weights' phase (else as 1), 1 / 2 in one phase
+   * (each thread loads (m, l) and acc of a chunk of 32 / 16 splits at once, rescales online) */
+  bool pub;
+  int oc; /* 2: chunks of at most 16 splits */
 } dec_cfg;
 
 enum { DEC_T = 128, DEC_KT = 32, DEC_OLD_UNROLL = 1 };
@@ -1635,15 +1642,27 @@ enum { DEC_SMS = 132 };
  * c<0|2|4|8: the splits merged in thread-block clusters of that many blocks
  * (sm_90a, dec_cluster_merge; default 0, the global partials of every split:
  * the clustered launch measured 3-30% slower on the H100, docs/cuda.md)
- * k<fewest keys a split, rounded up to the block step; 0: none>,
- * e.g. "u2p1v2". */
+ * k<fewest keys a split, rounded up to the block step; 0: none>
+ * p2: the loads of the next two steps in flight (prefetch distance 2)
+ * a<0|1: the partial published by one thread's release atomic (default 1; a0: every thread's
+ * __threadfence and a relaxed atomicAdd, as before)>
+ * o<0|1|2|3: the last block's combine (dec_finish): o0 a warp per row loads the splits' (m, l),
+ * the weights through shared memory, then every thread its acc (the kernel before); o3 (the
+ * default) o0 with each thread's acc of the first splits loaded before the weights' phase, both
+ * in flight at once, where a thread has one 4-column chunk (NE = T: LLaMA-3's 4 rows of d128),
+ * else o1; o1 in one phase (dec_combine_one: each thread loads the (m, l) and acc of up to 32
+ * splits at once and rescales online; LLaMA-3 GQA as slow as o0, MHA 1 row 4% faster); o2: o1 in
+ * chunks of at most 16 splits>,
+ * e.g. "u2p1v2"; "a0o0" is the kernel before the publication and combine changes (H100,
+ * 21:41 UTC: LLaMA-3 GQA decode device time 1k / 8k / 16k / b8 4k 8.9 / 19.1 / 31.3 / 54.4 us
+ * with a0o0, 7.6 / 17.8 / 29.2 / 53.5 with the default; docs/cuda.md). */
 typedef struct dec_knob {
   bool old;
-  int unr, nw, blocks, waves, pf, minb, fexp, rs, cl, mink;
+  int unr, nw, blocks, waves, pf, minb, fexp, rs, cl, mink, pub, oc;
 } dec_knob;
 
 static dec_knob dec_knob_get(void) {
-  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1, 0, 0};
+  dec_knob kb = {false, 0, 4, 0, 1, -1, 0, 1, 1, 0, 0, 1, 3};
   const char *e = getenv("BM_CUDA_ATTN_DEC");
   if (!e || !*e) return kb;
   if (strcmp(e, "old") == 0) {
@@ -1658,11 +1677,13 @@ static dec_knob dec_knob_get(void) {
     if (c == 'b' && v >= 32 && v <= 8192) kb.blocks = v;
     if (c == 'v' && v >= 1 && v <= 16) kb.waves = v;
     if (c == 'e' && (v == 0 || v == 1)) kb.fexp = v;
-    if (c == 'p' && (v == 0 || v == 1)) kb.pf = v;
+    if (c == 'p' && (v == 0 || v == 1 || v == 2)) kb.pf = v;
     if (c == 'm' && v >= 1 && v <= 8) kb.minb = v;
     if (c == 'r' && (v == 0 || v == 1)) kb.rs = v;
     if (c == 'c' && (v == 0 || v == 1 || v == 2 || v == 4 || v == 8)) kb.cl = v;
     if (c == 'k' && v >= 0 && v <= 65536) kb.mink = v;
+    if (c == 'a' && (v == 0 || v == 1)) kb.pub = v;
+    if (c == 'o' && v >= 0 && v <= 3) kb.oc = v;
   }
   return kb;
 }
@@ -1686,6 +1707,8 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cf
   c->fast = !kb.old && kv16 && D == Dv && D % 8 == 0 && 32 % (D / 8) == 0 && R <= 8;
   c->cl = 1;
   c->mink = 0;
+  c->pub = c->fast && kb.pub;
+  c->oc = c->fast ? kb.oc : 0;
   c->nw = kb.nw;
   c->fexp = kb.fexp;
   /* the next step's loads issued ahead (prefetch) up to 4 rows; 4 blocks a multiprocessor
@@ -1696,6 +1719,7 @@ static bool dec_attn_cfg(const bm_graph *g, const bm_node *n, int tcores, dec_cf
   c->unr = kb.unr ? kb.unr : R <= 4 ? 4 : 2;
   c->minb = kb.minb ? kb.minb : (R <= 2 ? 16 : 8) / c->nw;
   if (c->minb < 1) c->minb = 1;
+  if (c->pf == 2 && c->minb * c->nw > 8) c->pf = 1; /* two steps spill at the 128-register bound */
   c->tb = kb.blocks ? kb.blocks : kb.waves * DEC_SMS * c->minb;
   c->lk = (int)(D / 8), c->kpw = 32 / c->lk;
   /* the reduce-scatter: a power-of-two count of (row, key) scores a lane
@@ -1801,7 +1825,10 @@ static void dec_open(ck *k, const dec_cfg *c, int T) {
   str B = ck_dimx(k, q->shape[0]), Hq = ck_dimx(k, q->shape[1]), Sq = ck_dimx(k, q->shape[2]),
       Hkv = ck_dimx(k, kk->shape[1]), Sk = ck_dimx(k, kk->shape[2]);
   P("  __shared__ int last_;\n");
-  P("  __shared__ float cw[%d], cL[%d]; /* the combine's split weights and row sums */\n", NS * RB, RB);
+  if (c->oc) /* the one-phase combine (o3: where the acc prefetch does not apply) */
+    P("  __shared__ float cmx[%d], csm[%d]; /* the combine's (m, l) per split group */\n", T, T);
+  if (c->oc == 0 || c->oc == 3)
+    P("  __shared__ float cw[%d], cL[%d]; /* the combine's split weights and row sums */\n", NS * RB, RB);
   P("  __shared__ __align__(16) float cred[%d]; /* the combine's sums per split group */\n", 4 * T);
   P("  static __align__(16) float bm_part[%lld]; /* (B, Hkv, row groups, splits, rows, pst): acc, m, l */\n",
     (long long)c->parts);
@@ -1865,6 +1892,89 @@ static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, const cha
   P("    BM_SYNC();\n");
 }
 
+/* The output of a combine's chunk (VW columns cc.. of row rr) from its sums o[] and the row
+ * sum L (an expression), through the node's epilogue. */
+static void dec_store_out(ck *k, const dec_cfg *c, int VW, const char *L) {
+  const char *I = k->I;
+  P("          {\n");
+  P("            const %s r = r0 + rr, h = hk * G + r / Sq, i = r %% Sq;\n", I);
+  P("            const float Lr = %s;\n", L);
+  P("#pragma unroll\n            for (int x = 0; x < %d; x++) {\n", VW);
+  P("              const %s oi = ((b * Hq + h) * Sq + i) * %lld + cc * %d + x;\n", I, (long long)c->dv, VW);
+  P("              float v = Lr > 0.0f ? o[x] / Lr : 0.0f;\n");
+  ck_emit_epilogue(k, "v", "oi");
+  ck_store(k, "oi", "v");
+  P("            }\n          }\n");
+}
+
+/* The splits whose loads a combine thread has in flight at once (6 registers a split in one
+ * phase, 4 with o3's acc prefetch; pre: the latter): 32 at the bound of 255 registers a thread
+ * (one chunk of LLaMA-3's 32-33 splits at batch 1), except one phase with the prefetch of two
+ * steps (p2: it spilled), o2 and o3's one-phase fallback (rows of several chunks a thread): 16;
+ * 8 at 128 registers. */
+static int dec_combine_ch(const dec_cfg *c, int T, bool pre) {
+  const int regs = 65536 / (c->minb * T);
+  if (regs >= 255 && (pre || (c->pf < 2 && c->oc < 2))) return 32;
+  return regs >= 168 ? 16 : 8;
+}
+
+/* The last block's combine in one phase (dec_cfg.oc; 4-column chunks): thread e0 = (group g,
+ * row rr, chunk cc) takes the chunks of CH splits g, g + NG, ...: loads the CH splits' (m, l)
+ * and acc at once (all in flight), then the chunk's maximum, the rescale of its running sums
+ * and the weighted sum (an online softmax over the chunks). Groups (rows with fewer chunks
+ * than threads) merge through shared cred / cmx / csm. */
+static void dec_combine_one(ck *k, const dec_cfg *c, int T) {
+  const int RB = c->rb, NC = (int)(c->dv / 4), NE = RB * NC, NG = NE >= T ? 1 : T / NE;
+  const long long PST = (long long)c->pst, DV4 = (long long)c->dv4;
+  const int CH = dec_combine_ch(c, T, false);
+  P("      for (int e0 = tid; e0 < %d; e0 += %d) {\n", NE * NG, T);
+  P("        const int e = e0 %% %d, g = e0 / %d, rr = e / %d, cc = e %% %d;\n", NE, NE, NC, NC);
+  P("        float o[4] = {0.0f, 0.0f, 0.0f, 0.0f}, M = -BM_INF, L = 0.0f;\n");
+  P("        if (rr < nr) {\n");
+  P("          for (int s0 = g * %d; s0 < ncb; s0 += %d) {\n", CH, NG * CH);
+  P("            float2 ml[%d];\n            float4 a[%d];\n", CH, CH);
+  P("#pragma unroll\n            for (int u = 0; u < %d; u++) {\n", CH);
+  P("              const int s2 = s0 + u;\n");
+  P("              const float *ps = pb + (s2 * %d + rr) * %lld;\n", RB, PST);
+  P("              ml[u] = s2 < ncb ? __ldcg((const float2 *)(ps + %lld)) : make_float2(-BM_INF, 0.0f);\n", DV4);
+  P("              a[u] = s2 < ncb ? __ldcg((const float4 *)ps + cc) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);\n");
+  P("            }\n");
+  P("            float Mn = M;\n");
+  P("#pragma unroll\n            for (int u = 0; u < %d; u++) Mn = fmaxf(Mn, ml[u].x);\n", CH);
+  P("            const float f = M == -BM_INF ? 0.0f : expf(M - Mn);\n");
+  P("            L *= f;\n");
+  P("#pragma unroll\n            for (int x = 0; x < 4; x++) o[x] *= f;\n");
+  P("#pragma unroll\n            for (int u = 0; u < %d; u++) {\n", CH);
+  P("              const float w = ml[u].x == -BM_INF ? 0.0f : expf(ml[u].x - Mn);\n");
+  P("              L += w * ml[u].y;\n");
+  P("              o[0] += w * a[u].x;\n              o[1] += w * a[u].y;\n              o[2] += w * a[u].z;\n"
+    "              o[3] += w * a[u].w;\n");
+  P("            }\n            M = Mn;\n          }\n");
+  if (NG == 1) {
+    dec_store_out(k, c, 4, "L");
+    P("        }\n      }\n");
+  } else {
+    P("        }\n");
+    P("#pragma unroll\n        for (int x = 0; x < 4; x++) cred[e0 * 4 + x] = o[x];\n");
+    P("        cmx[e0] = M;\n        csm[e0] = L;\n");
+    P("      }\n");
+    P("      BM_SYNC();\n");
+    P("      for (int e = tid; e < %d; e += %d) {\n", NE, T);
+    P("        const int rr = e / %d, cc = e %% %d;\n", NC, NC);
+    P("        float o[4] = {0.0f, 0.0f, 0.0f, 0.0f}, M = -BM_INF, L = 0.0f;\n");
+    P("#pragma unroll\n        for (int g = 0; g < %d; g++) M = fmaxf(M, cmx[g * %d + e]);\n", NG, NE);
+    P("#pragma unroll\n        for (int g = 0; g < %d; g++) {\n", NG);
+    P("          const float mg = cmx[g * %d + e], w = mg == -BM_INF ? 0.0f : expf(mg - M);\n", NE);
+    P("          L += w * csm[g * %d + e];\n", NE);
+    P("#pragma unroll\n          for (int x = 0; x < 4; x++) o[x] += w * cred[(g * %d + e) * 4 + x];\n", NE);
+    P("        }\n");
+    P("        if (rr < nr)\n");
+    dec_store_out(k, c, 4, "L");
+    P("      }\n");
+  }
+  P("    }\n");
+}
+
 /* After a block wrote its partial (acc, m, l of its rows) to bm_part: the
  * counter of its (batch, kv head, row group); the last of the nlive blocks
  * resets it for the next run and combines the nact splits' partials with
@@ -1877,23 +1987,50 @@ static void dec_split_range(ck *k, const dec_cfg *c, int unit, int li, const cha
  * split loop unrolled `unroll` times (loads in flight; 0: the compiler's
  * choice, which keeps the tiled kernel's registers as they were). ncnt: the
  * blocks the counter waits for (nlive), ncomb: the partials to combine (nact;
- * with clusters both are per cluster, see dec_cluster_merge). */
+ * with clusters both are per cluster, see dec_cluster_merge). The streaming
+ * kernel's c->pub: the counter bumped by thread 0's release-acquire atomic after
+ * a barrier (no __threadfence); c->oc: 3 (o3) each thread's acc loads issued
+ * before the weights' phase (a thread a chunk: NE = T), else dec_combine_one. */
 static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll, const char *ncnt, const char *ncomb) {
-  const char *I = k->I;
   const int NS = c->ns, NRG = c->nrg, RB = c->rb, NW = T / 32, NSL = (NS + 31) / 32;
   const long long Dv = (long long)c->dv, PST = (long long)c->pst, DV4 = (long long)c->dv4;
   const int VW = Dv % 4 == 0 ? 4 : 1, NC = (int)(Dv / VW), NE = RB * NC, NG = NE >= T ? 1 : T / NE;
-  P("    __threadfence();\n    BM_SYNC();\n");
-  P("    if (tid == 0) {\n");
-  P("      const unsigned int done = atomicAdd(&bm_cnt[bh * %d + rg], 1u);\n", NRG);
+  if (c->pub) {
+    /* the block's stores, ordered before thread 0's release by the barrier (cumulativity), and
+     * the acquire of the last block's thread 0 ordered before its threads' loads by the next */
+    P("    BM_SYNC();\n");
+    P("    if (tid == 0) {\n");
+    P("      unsigned int done;\n");
+    P("      asm volatile(\"atom.acq_rel.gpu.global.add.u32 %%0, [%%1], 1;\" : \"=r\"(done) : \"l\"(&bm_cnt[bh * %d + rg]) : "
+      "\"memory\");\n", NRG);
+  } else {
+    P("    __threadfence();\n    BM_SYNC();\n");
+    P("    if (tid == 0) {\n");
+    P("      const unsigned int done = atomicAdd(&bm_cnt[bh * %d + rg], 1u);\n", NRG);
+  }
   P("      last_ = done == (unsigned int)(%s) - 1u;\n", ncnt);
   P("      if (last_) bm_cnt[bh * %d + rg] = 0u; /* for the next run */\n", NRG);
   P("    }\n");
   P("    BM_SYNC();\n");
   P("    if (last_) {\n");
-  P("      __threadfence();\n");
+  if (!c->pub) P("      __threadfence();\n");
   P("      const int ncb = %s; /* the partials */\n", ncomb);
   P("      const float *pb = bm_part + (bm_i64)(bh * %d + rg) * %d * %lld;\n", NRG, NS, RB * PST);
+  /* o3: a thread a (row, 4 columns) (NE = T): its acc of the first CH splits loaded before the
+   * weights' phase, so both loads are in flight at once */
+  const bool pre = c->oc == 3 && NE == T;
+  const int CH = dec_combine_ch(c, T, true);
+  if (c->oc && !pre) { /* the streaming kernel: Dv a multiple of 8 */
+    dec_combine_one(k, c, T);
+    return;
+  }
+  if (pre) {
+    P("      const int rp = tid / %d, cp = tid %% %d; /* this thread's row and 4-column chunk */\n", NC, NC);
+    P("      float4 ap[%d];\n", CH);
+    P("#pragma unroll\n      for (int u = 0; u < %d; u++)\n", CH);
+    P("        ap[u] = rp < nr && u < ncb ? __ldcg((const float4 *)(pb + (u * %d + rp) * %lld) + cp) : make_float4(0.0f, "
+      "0.0f, 0.0f, 0.0f);\n", RB, PST);
+  }
   /* only the splits that held keys: a short cache (kv_len 136 of 4096 slots) fills a few */
   P("      for (int rr = warp; rr < nr; rr += %d) {\n", NW);
   P("        float2 ml[%d];\n        float M = -BM_INF, L = 0.0f;\n", NSL);
@@ -1911,14 +2048,23 @@ static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll, const char *n
   P("        L = bm_warp_sum(L);\n");
   P("        if (lane == 0) cL[rr] = L;\n      }\n");
   P("      BM_SYNC();\n");
-  /* the output of chunk e (4 or 1 columns of a row) from its sums o */
-  const char *out = "          {\n"
-                    "            const %s r = r0 + rr, h = hk * G + r / Sq, i = r %% Sq;\n"
-                    "            const float L = cL[rr];\n"
-                    "#pragma unroll\n"
-                    "            for (int x = 0; x < %d; x++) {\n"
-                    "              const %s oi = ((b * Hq + h) * Sq + i) * %lld + cc * %d + x;\n"
-                    "              float v = L > 0.0f ? o[x] / L : 0.0f;\n";
+  if (pre) {
+    P("      if (rp < nr) {\n");
+    P("        const int rr = rp, cc = cp;\n");
+    P("        float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};\n");
+    P("#pragma unroll\n        for (int u = 0; u < %d; u++) {\n", CH);
+    P("          const float w = u < ncb ? cw[u * %d + rr] : 0.0f;\n", RB);
+    P("          o[0] += w * ap[u].x;\n          o[1] += w * ap[u].y;\n          o[2] += w * ap[u].z;\n"
+      "          o[3] += w * ap[u].w;\n        }\n");
+    P("        for (int s2 = %d; s2 < ncb; s2++) { /* past the prefetched splits */\n", CH);
+    P("          const float w = cw[s2 * %d + rr];\n", RB);
+    P("          const float4 a = __ldcg((const float4 *)(pb + (s2 * %d + rr) * %lld) + cc);\n", RB, PST);
+    P("          o[0] += w * a.x;\n          o[1] += w * a.y;\n          o[2] += w * a.z;\n          o[3] += w * a.w;\n");
+    P("        }\n");
+    dec_store_out(k, c, 4, "cL[rr]");
+    P("      }\n    }\n");
+    return;
+  }
   P("      for (int e0 = tid; e0 < %d; e0 += %d) {\n", NE * NG, T);
   P("        const int e = e0 %% %d, g = e0 / %d, rr = e / %d, cc = e %% %d;\n", NE, NE, NC, NC);
   P("        float o[%d];\n", VW);
@@ -1935,10 +2081,7 @@ static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll, const char *n
   }
   P("          }\n");
   if (NG == 1) {
-    P(out, I, VW, I, Dv, VW);
-    ck_emit_epilogue(k, "v", "oi");
-    ck_store(k, "oi", "v");
-    P("            }\n          }\n");
+    dec_store_out(k, c, VW, "cL[rr]");
     P("        }\n      }\n");
   } else {
     P("        }\n");
@@ -1953,10 +2096,7 @@ static void dec_finish(ck *k, const dec_cfg *c, int T, int unroll, const char *n
     P("#pragma unroll\n          for (int g = 0; g < %d; g++) o[x] += cred[(g * %d + e) * %d + x];\n", NG, NE, VW);
     P("        }\n");
     P("        if (rr < nr)\n");
-    P(out, I, VW, I, Dv, VW);
-    ck_emit_epilogue(k, "v", "oi");
-    ck_store(k, "oi", "v");
-    P("            }\n          }\n");
+    dec_store_out(k, c, VW, "cL[rr]");
     P("      }\n");
   }
   P("    }\n");
@@ -2300,9 +2440,21 @@ static bm_status emit_attention_decode_stream(ck *k, const dec_cfg *c, int mi, i
     P(ld, UNR, I, "j0", KPW, "kn", (long long)D * 2, "vn", (long long)Dv * 2);
     P("    }\n");
   }
+  if (c->pf == 2) { /* the step after it too */
+    P("    bm_u4 kn2[%d], vn2[%d];\n", UNR, UNR);
+    P("    if (j0 + %d < c1) {\n#pragma unroll\n", step);
+    P(ld, UNR, I, ck_strf("(j0 + %d)", step).s, KPW, "kn2", (long long)D * 2, "vn2", (long long)Dv * 2);
+    P("    }\n");
+  }
   if (c->rs) dec_rs_open(k, c);
   P("    for (; j0 < c1; j0 += %d) {\n", step);
-  if (c->pf) {
+  if (c->pf == 2) {
+    P("#pragma unroll\n      for (int u = 0; u < %d; u++) { kr[u] = kn[u]; vr[u] = vn[u]; kn[u] = kn2[u]; vn[u] = vn2[u]; }\n",
+      UNR);
+    P("      if (j0 + %d < c1) {\n#pragma unroll\n", 2 * step);
+    P(ld, UNR, I, ck_strf("(j0 + %d)", 2 * step).s, KPW, "kn2", (long long)D * 2, "vn2", (long long)Dv * 2);
+    P("      }\n");
+  } else if (c->pf) {
     P("#pragma unroll\n      for (int u = 0; u < %d; u++) { kr[u] = kn[u]; vr[u] = vn[u]; }\n", UNR);
     P("      if (j0 + %d < c1) {\n#pragma unroll\n", step);
     P(ld, UNR, I, ck_strf("(j0 + %d)", step).s, KPW, "kn", (long long)D * 2, "vn", (long long)Dv * 2);
