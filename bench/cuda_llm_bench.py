@@ -30,6 +30,14 @@
 # BM_BENCH_PROFILE=1: also the per-kernel times (`bmrun --profile`, kernel by
 # kernel, no graphs) of each A/B package's decode function at the benchmark's
 # last position (kv_len = 8 + BM_BENCH_NEW keys), written to the log.
+# BM_BENCH_PREFILL_PROFILE=1: the model at BM_BENCH_AB_LAYERS layers compiled
+# once more and `bmrun --profile` of its prefill function (BM_BENCH_PREFILL
+# tokens from position 0; kernels launched one by one, each timed with its
+# launch and a synchronization, so a small kernel reads ~10 us high), written
+# to the log and OUTDIR/prefill_profile_<label>.txt (with BM_BENCH_AB: of both
+# A/B packages, labels as_is and with). BM_BENCH_PREFILL_ONLY=1: no
+# transformers and no full-size run (only the profile, or the A/B with its
+# profiles). BM_BENCH_HF=0 skips transformers.
 import gc
 import json
 import os
@@ -60,6 +68,9 @@ COMPARE = env_int("BM_BENCH_COMPARE", 1)
 AB = os.environ.get("BM_BENCH_AB", "")
 AB_LAYERS = env_int("BM_BENCH_AB_LAYERS", 4)
 PROFILE = env_int("BM_BENCH_PROFILE", 0)
+PREFILL_PROFILE = env_int("BM_BENCH_PREFILL_PROFILE", 0)
+PREFILL_ONLY = env_int("BM_BENCH_PREFILL_ONLY", 0)
+HF = env_int("BM_BENCH_HF", 1)
 
 # LLaMA-3-8B (meta-llama/Meta-Llama-3-8B config.json), the layer count aside
 CONFIG = {
@@ -190,6 +201,29 @@ def bm_profile(carry, pkg, label):
     return out[-3000:]
 
 
+def bm_prefill_profile(carry, pkg, outdir, label):
+    """bmrun --profile of pkg's prefill of PREFILL tokens from position 0; returns the output"""
+    import numpy as np
+
+    d = os.path.join(WORK, "prefill_inputs")
+    os.makedirs(d, exist_ok=True)
+    ins = {"input_ids": ((np.arange(PREFILL) * 7919 + 13) % CONFIG["vocab_size"]).astype(np.int32)[None],
+           "positions": np.arange(PREFILL, dtype=np.int32)[None], "start": np.array([0], np.int32),
+           "kv_len": np.array([PREFILL], np.int32), "last": np.array([PREFILL - 1], np.int32)}
+    args = []
+    for name, v in ins.items():
+        np.save(os.path.join(d, name + ".npy"), v)
+        args += ["--input", f"{name}={os.path.join(d, name + '.npy')}"]
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
+    cmd = [os.path.join(carry, "bin/bmrun"), pkg, "--function", "prefill", "--repeat", "3", "--profile"] + args
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = (p.stdout + p.stderr).strip()
+    log(f"profile ({label}, prefill {PREFILL} tokens, {AB_LAYERS} layers):\n{out[-12000:]}")
+    with open(os.path.join(outdir, f"prefill_profile_{label}.txt"), "w") as f:
+        f.write(out + "\n")
+    return out
+
+
 def bm_run(carry, pkg, graphs, label=None, extra=None):
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"), BM_CUDA_GRAPHS=str(graphs), **(extra or {}))
     cmd = [os.path.join(carry, "bin/bm_cuda_check"), "--llm-bench", pkg, str(PREFILL), str(NEW), str(REPS)]
@@ -232,7 +266,14 @@ def main():
 
     res["copy_gb_s"] = copy_bandwidth()
     log(f"device copy bandwidth: {res['copy_gb_s']:.0f} GB/s (read + write)")
-    transformers_part(model_dir, res)
+    if HF and not PREFILL_ONLY:
+        transformers_part(model_dir, res)
+    else:  # BM_BENCH_HF=0: no transformers; the decode bytes from the config (bf16, no embedding table)
+        c, h = CONFIG, CONFIG["hidden_size"]
+        kv = c["num_key_value_heads"] * c["head_dim"]
+        layer = h * (h + 2 * kv) + h * h + 3 * h * c["intermediate_size"] + 2 * h
+        res["decode_bytes"] = 2 * (LAYERS * layer + h + h * c["vocab_size"])
+        res["hf_decode_tok_s"] = res["hf_prefill_ms"] = float("nan")
     res["bound_tok_s"] = res["copy_gb_s"] * 1e9 / res["decode_bytes"]
 
     # bm: compile here with the LLVM-less bmc, then time
@@ -250,35 +291,59 @@ def main():
              "--max-seq", str(max(PREFILL, 16)), "--max-batch", "1", "--no-tokenizer", "-o", out]
         return c + ["--random-weights"] if WEIGHTS != "hf" or model != model_dir else c
 
-    cmd = bmc_cmd(model_dir, pkg)
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    res["bmc_seconds"] = time.perf_counter() - t0
-    log(f"bmc: {' '.join(cmd[1:])}\n  {(p.stdout + p.stderr).strip()}\n  ({res['bmc_seconds']:.1f} s)")
-    ok = p.returncode == 0
-    if ok:
-        res["package_bytes"] = os.path.getsize(pkg)
-        res["bm"] = bm_run(carry, pkg, 1)
-        if GRAPHS_CHECK:
-            res["bm_no_graphs"] = bm_run(carry, pkg, 0)
-            same = res["bm"].get("digest") is not None and res["bm"].get("digest") == res["bm_no_graphs"].get("digest")
-            res["graphs_identical"] = same
-            log(f"bm decode logits with and without CUDA graphs: {'identical' if same else 'DIFFER'}")
-            ok = ok and same
-        if COMPARE:
-            res["bm_no_pdl"] = bm_run(carry, pkg, 1, "graphs, no PDL", {"BM_CUDA_PDL": "0"})
-            res["bm_host_argmax"] = bm_run(carry, pkg, 1, "graphs, no PDL, host argmax",
-                                           {"BM_CUDA_PDL": "0", "BM_BENCH_HOST_ARGMAX": "1"})
-            same = all(res[k].get("digest") == res["bm"].get("digest") for k in ("bm_no_pdl", "bm_host_argmax"))
-            res["variants_identical"] = same
-            log(f"bm decode logits with and without PDL / device argmax: {'identical' if same else 'DIFFER'}")
-            ok = ok and same
-        ok = ok and "error" not in res["bm"]
-    else:
-        res["bmc_error"] = (p.stdout + p.stderr).strip()[-2000:]
+    if PREFILL_PROFILE and not AB:  # the prefill's per-kernel times at AB_LAYERS layers
+        pdir = os.path.join(WORK, "profile_model")
+        os.makedirs(pdir, exist_ok=True)
+        with open(os.path.join(pdir, "config.json"), "w") as f:
+            json.dump(dict(CONFIG, num_hidden_layers=AB_LAYERS), f, indent=2)
+        ppkg = os.path.join(WORK, "profile.bmpk")
+        p = subprocess.run(bmc_cmd(pdir, ppkg), env=env, capture_output=True, text=True)
+        if p.returncode:
+            log(f"prefill profile: bmc failed: {(p.stdout + p.stderr).strip()[-1000:]}")
+        else:
+            try:
+                res["prefill_profile"] = bm_prefill_profile(carry, ppkg, outdir, "as_is")[-6000:]
+            except (OSError, subprocess.SubprocessError) as e:
+                log(f"prefill profile: {e}")
+            os.remove(ppkg)
+        if PREFILL_ONLY:
+            with open(os.path.join(outdir, "llm_bench.json"), "w") as f:
+                json.dump(res, f, indent=2)
+            shutil.rmtree(WORK, ignore_errors=True)
+            return 0 if "prefill_profile" in res else 1
+
+    ok = True
+    if not PREFILL_ONLY:  # the full-size model: compile and time
+        cmd = bmc_cmd(model_dir, pkg)
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        res["bmc_seconds"] = time.perf_counter() - t0
+        log(f"bmc: {' '.join(cmd[1:])}\n  {(p.stdout + p.stderr).strip()}\n  ({res['bmc_seconds']:.1f} s)")
+        ok = p.returncode == 0
+        if ok:
+            res["package_bytes"] = os.path.getsize(pkg)
+            res["bm"] = bm_run(carry, pkg, 1)
+            if GRAPHS_CHECK:
+                res["bm_no_graphs"] = bm_run(carry, pkg, 0)
+                same = res["bm"].get("digest") is not None and res["bm"].get("digest") == res["bm_no_graphs"].get("digest")
+                res["graphs_identical"] = same
+                log(f"bm decode logits with and without CUDA graphs: {'identical' if same else 'DIFFER'}")
+                ok = ok and same
+            if COMPARE:
+                res["bm_no_pdl"] = bm_run(carry, pkg, 1, "graphs, no PDL", {"BM_CUDA_PDL": "0"})
+                res["bm_host_argmax"] = bm_run(carry, pkg, 1, "graphs, no PDL, host argmax",
+                                               {"BM_CUDA_PDL": "0", "BM_BENCH_HOST_ARGMAX": "1"})
+                same = all(res[k].get("digest") == res["bm"].get("digest") for k in ("bm_no_pdl", "bm_host_argmax"))
+                res["variants_identical"] = same
+                log(f"bm decode logits with and without PDL / device argmax: {'identical' if same else 'DIFFER'}")
+                ok = ok and same
+            ok = ok and "error" not in res["bm"]
+        else:
+            res["bmc_error"] = (p.stdout + p.stderr).strip()[-2000:]
     if ok and AB and "=" in AB:
         # compile-time A/B at AB_LAYERS layers (random weights), same bm_cuda_check run each
-        os.remove(pkg)
+        if os.path.exists(pkg):
+            os.remove(pkg)
         # one or more space-separated VAR=VALUE assignments
         ab_env = dict(a.split("=", 1) for a in AB.split() if "=" in a)
         ab_dir = os.path.join(WORK, "ab_model")
@@ -298,6 +363,11 @@ def main():
                     ab[label + "_profile"] = bm_profile(carry, apkg, label)
                 except (OSError, subprocess.SubprocessError) as e:
                     log(f"profile ({label}): {e}")
+            if PREFILL_PROFILE:
+                try:
+                    ab[label + "_prefill_profile"] = bm_prefill_profile(carry, apkg, outdir, label)[-6000:]
+                except (OSError, subprocess.SubprocessError) as e:
+                    log(f"prefill profile ({label}): {e}")
             os.remove(apkg)
         res["ab"] = ab
         for label in ("as_is", "with"):

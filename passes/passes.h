@@ -69,6 +69,7 @@ bm_status bm_pass_fuse_epilogue(bm_graph *g, const bm_pass_options *o);    /* fu
 bm_status bm_pass_fuse_elementwise(bm_graph *g, const bm_pass_options *o); /* fuse_elementwise.c: chains -> FUSED */
 bm_status bm_pass_fuse_horizontal(bm_graph *g, const bm_pass_options *o); /* fuse_horizontal.c: q/k/v linears -> one */
 bm_status bm_pass_plan_memory(bm_graph *g, const bm_pass_options *o);      /* plan_memory.c */
+bm_status bm_pass_hoist_take_row(bm_graph *g, const bm_pass_options *o);   /* hoist_take_row.c: row-wise ops below take_row (BM_HOIST_TAKE_ROW=1) */
 
 /* True if SLICE n is a contiguous part of its input whose storage can be
  * shared (a view, no kernel): step 1, every dim before the axis at most 1 at

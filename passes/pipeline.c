@@ -9,6 +9,7 @@ const bm_pass bm_pipeline[] = {
     {"fold", bm_pass_fold, false},
     {"cse", bm_pass_cse, false},
     {"dce", bm_pass_dce, false},
+    {"hoist_take_row", bm_pass_hoist_take_row, false},
     {"quantize", bm_pass_quantize, false},
     {"lower_moe", bm_pass_lower_moe, false},
     {"layout_conv", bm_pass_layout_conv, false},

@@ -754,6 +754,66 @@ static void b_mv_slice(bm_graph *g) {
   bm_output_add(g, "f32", bm_slice(g, y, 2, 4, 12, 1));
   bm_output_add(g, "f32_odd", bm_slice(g, y, 2, 1, 12, 1));
 }
+/* ---- prefill: the LLM prefill's head split over a symbolic batch and sequence
+ * (strided copies with symbolic strides), ROPE and KV_WRITE on 16-byte vectors,
+ * each beside a case that keeps the fallback */
+/* a fused q/k/v projection (b, s, 64) -> q (b, 2, s, 16), k, v (b, 1, s, 16) and the merge back */
+static void b_pf_split(bm_graph *g) {
+  int b = bm_sym_declare(g, "b", 2), s = bm_sym_declare(g, "seq", 9);
+  bm_node *x = IN("x", BF16, BM_SYM(b), BM_SYM(s), 64);
+  const int64_t part[3][2] = {{0, 32}, {32, 48}, {48, 64}};
+  const char *names[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; i++) {
+    bm_node *sl = bm_slice(g, x, 2, part[i][0], part[i][1], 1);
+    const int64_t h = (part[i][1] - part[i][0]) / 16;
+    bm_node *r = bm_reshape(g, sl, 4, (int64_t[]){BM_SYM(b), BM_SYM(s), h, 16});
+    bm_node *heads = bm_permute(g, r, (int[]){0, 2, 1, 3});
+    bm_output_add(g, names[i], heads);
+    if (i == 0) bm_output_add(g, "merge", bm_permute(g, bm_mul(g, heads, bm_scalar(g, 2.0f)), (int[]){0, 2, 1, 3}));
+  }
+  bm_node *y = IN("y", F16, BM_SYM(b), BM_SYM(s), 3, 24); /* f16, 3 heads of 24 */
+  bm_output_add(g, "f16_odd", bm_permute(g, y, (int[]){0, 2, 1, 3}));
+}
+static void pf_rope(bm_graph *g, bm_dtype t, int64_t D, bool pos2) {
+  int b = bm_sym_declare(g, "b", 2), s = bm_sym_declare(g, "seq", 11);
+  bm_node *x = IN("x", t, BM_SYM(b), BM_SYM(s), 3, D);
+  bm_node *pos = pos2 ? IN("pos", BM_DTYPE_I32, BM_SYM(b), BM_SYM(s)) : IN("pos", BM_DTYPE_I32, BM_SYM(s));
+  float fr[16];
+  for (int i = 0; i < 16; i++) fr[i] = powf(500000.0f, -(float)i / 16.0f);
+  bm_node *f = bm_const(g, F32, 1, (int64_t[]){16}, fr);
+  bm_output_add(g, "halves", bm_rope(g, x, pos, f, 0)); /* 16-byte vectors where D = 32 */
+  bm_output_add(g, "pairs", bm_rope(g, x, pos, f, 1)); /* rope_mode 1: the element-wise kernel */
+}
+static void b_pf_rope_bf16(bm_graph *g) { pf_rope(g, BF16, 32, true); }
+static void b_pf_rope_f16(bm_graph *g) { pf_rope(g, F16, 32, false); }
+static void b_pf_rope_partial(bm_graph *g) { pf_rope(g, BF16, 48, true); } /* D > 2 * half: the fallback */
+/* rows (b, 2, s, 32) into a (2, 2, 16, 32) cache at random starts (some past the cache) */
+static void pf_kv(bm_graph *g, bm_dtype t) {
+  int b = bm_sym_declare(g, "b", 2), s = bm_sym_declare(g, "seq", 5);
+  bm_node *cache = bm_state(g, "kcache", t, 4, (int64_t[]){2, 2, 16, 32});
+  bm_node *rows = IN("rows", t, BM_SYM(b), 2, BM_SYM(s), 32), *pos = IN("pos", BM_DTYPE_I32, BM_SYM(b));
+  bm_node *kv = bm_kv_write(g, cache, rows, pos);
+  bm_output_add(g, "kv", bm_mul(g, kv, bm_scalar(g, 1.0f)));
+}
+/* the TMA GEMM's store with the epilogue inputs prefetched (every one f16/bf16 of the output's
+ * shape): the MLP's silu(x Wg^T) * (x Wu^T) and the residual add, columns past N (392), batches */
+static void b_pf_glu_bf16(bm_graph *g) {
+  int s = bm_sym_declare(g, "m", 512);
+  bm_node *x = IN("x", BF16, BM_SYM(s), 512), *wg = IN("wg", BF16, 392, 512), *wu = IN("wu", BF16, 392, 512);
+  bm_node *up = bm_matmul(g, x, wu, false, true);
+  bm_output_add(g, "y", bm_mul(g, bm_silu(g, bm_matmul(g, x, wg, false, true)), up));
+}
+static void b_pf_res_f16(bm_graph *g) {
+  bm_node *a = IN("a", F16, 384, 520), *b = IN("b", F16, 392, 520), *r = IN("r", F16, 384, 392);
+  bm_output_add(g, "y", bm_add(g, bm_matmul(g, a, b, false, true), r));
+}
+static void b_pf_res_batch_bf16(bm_graph *g) {
+  bm_node *a = IN("a", BF16, 2, 256, 136), *b = IN("b", BF16, 2, 200, 136), *r = IN("r", BF16, 2, 256, 200);
+  bm_output_add(g, "y", bm_add(g, r, bm_matmul(g, a, b, false, true)));
+}
+static void b_pf_kv_bf16(bm_graph *g) { pf_kv(g, BF16); }
+static void b_pf_kv_f32(bm_graph *g) { pf_kv(g, F32); }
+/* ---- end prefill */
 /* concats along each axis: the UNet's skip concat (channels of NCHW), axis 0 with a
  * symbolic batch, the last axis (the fallback), f32 with odd inner runs (the fallback) */
 static void b_mv_concat(bm_graph *g) {
@@ -1480,6 +1540,19 @@ static const tcase cases[] = {
     {"move_concat", b_mv_concat, 0, {2}, false},
     {"move_upsample", b_mv_upsample, 0, {2}, false},
     /* ---- end mov */
+    /* ---- prefill: head split with symbolic strides, ROPE / KV_WRITE on vectors */
+    {"pf_split", b_pf_split, 0, {2, 7}, false},
+    {"pf_split_b1", b_pf_split, 0, {1, 9}, false},
+    {"pf_rope_bf16", b_pf_rope_bf16, TOL_DEC_BF16, {2, 9}, false},
+    {"pf_rope_f16", b_pf_rope_f16, TOL_DEC_F16, {1, 11}, false},
+    {"pf_rope_partial", b_pf_rope_partial, TOL_DEC_BF16, {2, 5}, false},
+    {"pf_kv_bf16", b_pf_kv_bf16, 0, {2, 5}, false},
+    {"pf_kv_f32", b_pf_kv_f32, 0, {2, 3}, false},
+    {"pf_glu_bf16", b_pf_glu_bf16, 1.5e-2, {256}, false},
+    {"pf_glu_bf16_m200", b_pf_glu_bf16, 1.5e-2, {200}, false},
+    {"pf_res_f16", b_pf_res_f16, 3e-3, {0}, false},
+    {"pf_res_batch_bf16", b_pf_res_batch_bf16, 1.5e-2, {0}, false},
+    /* ---- end prefill */
 };
 
 /* BM_TEST_ONLY=a,b,...: the cases whose name contains one of the words */

@@ -221,7 +221,9 @@ str ck_emit_prog(ck *k, const bm_prog *p, const char *r, const char *indent) {
 
 /* Applies the node's epilogue (if any) to the f32 variable v, for output
  * element `idx` (linear). */
-void ck_emit_epilogue(ck *k, const char *v, const char *idx) {
+void ck_emit_epilogue(ck *k, const char *v, const char *idx) { ck_emit_epilogue_pre(k, v, idx, NULL); }
+
+void ck_emit_epilogue_pre(ck *k, const char *v, const char *idx, const char *const *pre) {
   const bm_node *n = k->n;
   const bm_prog *p = &n->a.prog;
   if (!(bm_op_table[n->op].flags & BM_OPF_EPILOGUE) || p->n == 0) return;
@@ -235,7 +237,7 @@ void ck_emit_epilogue(ck *k, const char *v, const char *idx) {
   for (int x = 0; x < nx; x++) {
     const bm_node *in = n->in[base + x];
     str off = ck_same_dims(in, n) ? ck_strf("%s", idx) : ck_is_single(in) ? ck_strf("0") : ck_bcast_off(k, in, n->ndim, "ec");
-    str l = ck_ld(k, base + x, in->dtype, off);
+    str l = pre && pre[x] ? ck_strf("%s", pre[x]) : ck_ld(k, base + x, in->dtype, off);
     P("      const float er%d = %s;\n", 1 + x, l.s);
   }
   str res = ck_emit_prog(k, p, "er", "      ");
@@ -998,8 +1000,68 @@ static bm_status emit_norm(ck *k) {
 
 /* ------------------------------------------------------------------ rope */
 
+/* BM_CUDA_ROPE=old (read by bmc): ROPE and KV_WRITE one element a thread (the
+ * kernels before the 16-byte ones below). */
+static bool rope_old(void) {
+  const char *e = getenv("BM_CUDA_ROPE");
+  return e && strcmp(e, "old") == 0;
+}
+
+/* ROPE of 16-bit data in the half-split mode (rope_mode 0) over the whole head
+ * (D = 2 * half, half a multiple of 8), with the CUDA prelude: a thread rotates
+ * 8 pairs (j, j + half), j = 8g .. 8g+7, of one (b, s, h) row: two 16-byte
+ * loads and stores, each angle's cos/sin computed once for its pair (the
+ * element-wise kernel computes them twice). Same arithmetic per element. */
+static bool rope_vec_ok(const ck *k) {
+  const bm_node *n = k->n, *x = n->in[0];
+  if (!k->L || !k->L->tensor_cores || rope_old() || n->a.rope_mode != 0 || x->dtype != n->dtype) return false;
+  if (n->dtype != BM_DTYPE_BF16 && n->dtype != BM_DTYPE_F16) return false;
+  const int64_t half = n->in[2]->shape[0].add;
+  return x->ndim == 4 && bm_dim_is_static(x->shape[3]) && x->shape[3].add == 2 * half && half % 8 == 0;
+}
+
+static bm_status emit_rope_vec(ck *k) {
+  const bm_node *n = k->n, *x = n->in[0], *pos = n->in[1], *fr = n->in[2];
+  const int T = k->threads = 256;
+  const long long half = (long long)fr->shape[0].add, G = half / 8;
+  k->tasks = ck_task_linear(k->g, 4, x->shape, (int64_t)T * 16);
+  const char *t16 = n->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
+  str rows = ck_prodx(k, x->shape, 0, 3), S = ck_dimx(k, x->shape[1]), H = ck_dimx(k, x->shape[2]);
+  P("  /* rope: 8 pairs (j, j + %lld) of one row a thread, 16-byte loads and stores */\n", half);
+  P("  const %s nv = %s * %lld, S = %s, H = %s;\n", k->I, rows.s, G, S.s, H.s);
+  ck_loop_open(k, ck_strf("(nv + %d) / %d", T - 1, T).s);
+  P("    const %s v = t * %d + tid;\n", k->I, T);
+  P("    if (v < nv) {\n");
+  P("      const %s g = v %% %lld, row = v / %lld, s = (row / H) %% S, b = row / (H * S);\n", k->I, G, G);
+  P("      (void)b;\n");
+  P("      const %s i0 = row * %lld + g * 8; /* element (row, j0) */\n", k->I, 2 * half);
+  str lp = ck_ld(k, 1, pos->dtype, pos->ndim == 1 ? ck_strf("s") : ck_strf("b * S + s"));
+  P("      const float p = %s;\n", lp.s);
+  P("      const bm_u4 va = bm_ld16((const BM_GLOBAL bm_u4 *)bm_buf(0) + i0 / 8);\n");
+  P("      const bm_u4 vb = bm_ld16((const BM_GLOBAL bm_u4 *)bm_buf(0) + (i0 + %lld) / 8);\n", half);
+  P("      bm_u4 oa, ob;\n");
+  P("#pragma unroll\n      for (int e = 0; e < 8; e += 2) {\n");
+  P("        float ra[2], rb[2];\n");
+  P("#pragma unroll\n        for (int q = 0; q < 2; q++) {\n");
+  str lf = ck_ld(k, 2, fr->dtype, ck_strf("g * 8 + e + q"));
+  P("          const float ang = p * %s, c = cosf(ang), sn = sinf(ang);\n", lf.s);
+  P("          const float a = bm_x8_%s(va, e + q), bb = bm_x8_%s(vb, e + q);\n", t16, t16);
+  P("          ra[q] = a * c - bb * sn;\n");
+  P("          rb[q] = bb * c + a * sn;\n");
+  P("        }\n");
+  P("        oa.w[e >> 1] = bm_pack_%sx2(ra[0], ra[1]);\n", t16);
+  P("        ob.w[e >> 1] = bm_pack_%sx2(rb[0], rb[1]);\n", t16);
+  P("      }\n");
+  P("      ((BM_GLOBAL bm_u4 *)bm_out(3))[i0 / 8] = oa;\n");
+  P("      ((BM_GLOBAL bm_u4 *)bm_out(3))[(i0 + %lld) / 8] = ob;\n", half);
+  P("    }\n");
+  ck_loop_close(k);
+  return NULL;
+}
+
 static bm_status emit_rope(ck *k) {
   const bm_node *n = k->n, *x = n->in[0], *pos = n->in[1], *fr = n->in[2];
+  if (rope_vec_ok(k)) return emit_rope_vec(k);
   const int T = k->threads = 256;
   k->tasks = ck_task_linear(k->g, 4, x->shape, T);
   int64_t half = fr->shape[0].add;
@@ -1034,13 +1096,38 @@ static bm_status emit_rope(ck *k) {
 
 /* ------------------------------------------------------------------ LLM ops */
 
+/* KV_WRITE: rows (B, H, S, D) into the cache (B, H, L, D) at position p0 of
+ * batch b. With the CUDA prelude, the same dtype and D * element bytes a
+ * multiple of 16, a thread copies one 16-byte vector (V elements; a vector
+ * never crosses a row); else one element. */
 static bm_status emit_kv_write(ck *k) {
   const bm_node *n = k->n, *c = n->in[0], *rows = n->in[1], *pos = n->in[2];
   const int T = k->threads = 256;
-  k->tasks = ck_task_linear(k->g, 4, rows->shape, T);
+  const int64_t es = (int64_t)bm_dtype_nbytes(rows->dtype, 1);
+  int V = 1;
+  if (k->L && k->L->tensor_cores && !rope_old() && rows->dtype == n->dtype && n->dtype != BM_DTYPE_I4 && es <= 8 &&
+      bm_dim_is_static(rows->shape[3]) && rows->shape[3].add * es % 16 == 0)
+    V = (int)(16 / es);
+  k->tasks = ck_task_linear(k->g, 4, rows->shape, (int64_t)T * V);
   str total = ck_prodx(k, rows->shape, 0, 4), H = ck_dimx(k, rows->shape[1]), S = ck_dimx(k, rows->shape[2]),
       D = ck_dimx(k, rows->shape[3]), L = ck_dimx(k, c->shape[2]);
   P("  const %s total = %s, H = %s, S = %s, D = %s, L = %s;\n", k->I, total.s, H.s, S.s, D.s, L.s);
+  if (V > 1) {
+    P("  /* 16-byte vectors (%d elements) */\n", V);
+    P("  const %s nv = total / %d;\n", k->I, V);
+    ck_loop_open(k, ck_strf("(nv + %d) / %d", T - 1, T).s);
+    P("    const %s v = t * %d + tid, e = v * %d;\n", k->I, T, V);
+    P("    if (v < nv) {\n");
+    P("      const %s d = e %% D, s = (e / D) %% S, bh = e / (D * S), b = bh / H;\n", k->I);
+    str lp = ck_ldi(k, 2, pos->dtype, ck_strf("b"));
+    P("      const bm_i64 p0 = %s;\n", lp.s);
+    P("      if (!(p0 > (bm_i64)L || p0 + s < 0 || p0 + s >= (bm_i64)L)) {\n");
+    P("        const %s i = (bh * L + (%s)p0 + s) * D + d;\n", k->I, k->I);
+    P("        ((BM_GLOBAL bm_u4 *)bm_out(3))[i / %d] = bm_ld16((const BM_GLOBAL bm_u4 *)bm_buf(1) + v);\n", V);
+    P("      }\n    }\n");
+    ck_loop_close(k);
+    return NULL;
+  }
   ck_loop_open(k, ck_strf("(total + %d) / %d", T - 1, T).s);
   P("    const %s e = t * %d + tid;\n", k->I, T);
   P("    if (e < total) {\n");

@@ -894,6 +894,26 @@ static void conv_bias2(ck *k) {
   P("      { const float bv = %s; v += bv; v1 += bv; }\n", b.s);
 }
 
+/* The TMA store's epilogue prefetch: the number of extra epilogue inputs
+ * when every one is f16/bf16 with the output's shape (the LLM's residual add
+ * and gate x up: read as the pair of columns each thread stores, one 32-bit
+ * word, before the chunk's wait), else 0 (loaded per element in the
+ * epilogue, as before; BM_CUDA_EPI_PREFETCH=0, read by bmc, keeps that). */
+static int tma_epi_prefetch(const ck *k) {
+  const bm_node *n = k->n;
+  const char *e = getenv("BM_CUDA_EPI_PREFETCH");
+  if (e && strcmp(e, "0") == 0) return 0;
+  const int base = bm_node_base_nin(n), nx = n->a.prog.nin - 1;
+  if (nx < 1 || nx > 8 || base + nx > n->nin) return 0;
+  for (int x = 0; x < nx; x++) {
+    const bm_node *in = n->in[base + x];
+    if (in->dtype != n->in[base]->dtype || (in->dtype != BM_DTYPE_BF16 && in->dtype != BM_DTYPE_F16) ||
+        !ck_same_dims(in, n))
+      return 0;
+  }
+  return nx;
+}
+
 static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
   const bm_node *n = k->n, *a = n->in[0], *b = n->in[1];
   const char *I = k->I, *dt = b->dtype == BM_DTYPE_BF16 ? "bf16" : "f16";
@@ -1075,8 +1095,19 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
     else
       P("      if (m0 < M) { /* a cluster pair's second tile may lie past M */\n");
     P("      const int crow = (int)(bi * M + m0) + wg * 64;\n");
+    const int npre = (bm_op_table[n->op].flags & BM_OPF_EPILOGUE) && n->a.prog.n > 0 && !cbias ? tma_epi_prefetch(k) : 0;
     P("#pragma unroll\n      for (int h = 0; h < %d; h++) {\n", BN / 64);
     P("      const unsigned int eb = eb0 + (h & 1) * 8192;\n");
+    if (npre) { /* the epilogue's inputs of chunk h, loaded before the wait: their latencies overlap */
+      P("      unsigned int ex[%d][16];\n", npre);
+      P("#pragma unroll\n      for (int j = 0; j < 8; j++)\n#pragma unroll\n      for (int q = 0; q < 4; q += 2) {\n");
+      P("      const %s gm = m0 + wg * 64 + wq * 16 + (lane >> 2) + (q >> 1) * 8, gn = n0 + h * 64 + j * 8 + (lane & 3) * 2;\n", I);
+      P("      const %s oi = (bi * M + gm) * N + gn;\n", I);
+      for (int x = 0; x < npre; x++)
+        P("      ex[%d][j * 2 + (q >> 1)] = gn < N ? *(const BM_GLOBAL unsigned int *)(bm_buf(%d) + (bm_i64)oi * 2) : 0u;\n", x,
+          bm_node_base_nin(n) + x);
+      P("      }\n");
+    }
     P("      if ((tid & 127) == 0) bm_bulk_wait_read<1>();\n");
     P("      bm_bar_sync_n(1 + wg, 128); /* buffer h & 1 is free */\n");
     P("#pragma unroll\n      for (int j = 0; j < 8; j++)\n#pragma unroll\n      for (int q = 0; q < 4; q += 2) {\n");
@@ -1089,8 +1120,24 @@ static void emit_gemm_tma(ck *k, gemm *g, const tma_cfg *c) {
       if (cbias) conv_bias2(k);
       if (epi) {
         P("      const %s oi = (bi * M + gm) * N + gn, oi1 = oi + 1;\n", I);
-        ck_emit_epilogue(k, "v", "oi");
-        ck_emit_epilogue(k, "v1", "oi1");
+        if (npre) { /* the low half of each 32-bit word is column gn, the high half gn + 1 */
+          const bool bf = n->in[bm_node_base_nin(n)]->dtype == BM_DTYPE_BF16;
+          str lo[8], hi[8];
+          const char *plo[8], *phi[8];
+          for (int x = 0; x < npre; x++) {
+            lo[x] = bf ? ck_strf("bm_bits_f32(ex[%d][j * 2 + (q >> 1)] << 16)", x)
+                       : ck_strf("bm_h2f((unsigned short)(ex[%d][j * 2 + (q >> 1)] & 0xffffu))", x);
+            hi[x] = bf ? ck_strf("bm_bits_f32(ex[%d][j * 2 + (q >> 1)] & 0xffff0000u)", x)
+                       : ck_strf("bm_h2f((unsigned short)(ex[%d][j * 2 + (q >> 1)] >> 16))", x);
+            plo[x] = lo[x].s;
+            phi[x] = hi[x].s;
+          }
+          ck_emit_epilogue_pre(k, "v", "oi", plo);
+          ck_emit_epilogue_pre(k, "v1", "oi1", phi);
+        } else {
+          ck_emit_epilogue(k, "v", "oi");
+          ck_emit_epilogue(k, "v1", "oi1");
+        }
       }
       P("      }\n");
     }

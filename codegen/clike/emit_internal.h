@@ -72,6 +72,9 @@ str ck_emit_prog(ck *k, const bm_prog *p, const char *r, const char *indent);
 /* Applies the node's epilogue (if any) to the f32 variable v, for output
  * element `idx` (linear). */
 void ck_emit_epilogue(ck *k, const char *v, const char *idx);
+/* The same with extra input x's value given as the f32 expression pre[x]
+ * (already loaded by the caller) where pre and pre[x] are not NULL. */
+void ck_emit_epilogue_pre(ck *k, const char *v, const char *idx, const char *const *pre);
 void ck_store(ck *k, const char *idx, const char *v);
 /* tasks = prod_i ceil(dims[i] / divs[i]) as a bm_task_expr: exact when at
  * most one dim is symbolic, else an upper bound (kernels loop over their own

@@ -12,11 +12,14 @@
 
 /* A movement of one input as a strided copy: output element (c0 .. c{r-1})
  * (adjacent dims merged where the input is contiguous across them) reads
- * input element base + sum c_d * st[d]. */
+ * input element base + sum c_d * stride(d), stride(d) = st[d] where from[d]
+ * < 0, else st[d] * (the product of the input's dims from[d] .. ndim-1: a
+ * symbolic stride, e.g. the batch's over a symbolic sequence). */
 typedef struct mv_map {
   int r;
   bm_dim dims[BM_MAX_DIMS];
   int64_t st[BM_MAX_DIMS];
+  int from[BM_MAX_DIMS];
   int64_t base;
 } mv_map;
 
@@ -29,39 +32,76 @@ static void static_strides(const bm_node *x, int64_t *st) {
   }
 }
 
-/* Merges dim d into d+1 where both are static and the input runs on across them. */
+/* Row-major strides of x as (st, from) (see mv_map): static where every later
+ * dim is, else 1 x the product of the dims after d. */
+static void map_strides(const bm_node *x, int64_t *st, int *from) {
+  static_strides(x, st);
+  for (int d = 0; d < x->ndim; d++) {
+    from[d] = st[d] < 0 ? d + 1 : -1;
+    if (st[d] < 0) st[d] = 1;
+  }
+}
+
+/* The static factor of stride d of m over input x (what divides it for sure). */
+static int64_t map_stride_static(const mv_map *m, const bm_node *x, int d) {
+  int64_t s = m->st[d];
+  if (m->from[d] >= 0)
+    for (int j = m->from[d]; j < x->ndim; j++)
+      if (bm_dim_is_static(x->shape[j])) s *= x->shape[j].add;
+  return s;
+}
+
+/* Merges dim d into d+1 where both dims and strides are static and the input
+ * runs on across them. */
 static void map_merge(mv_map *m) {
   int w = m->r - 1;
   bm_dim dims[BM_MAX_DIMS];
   int64_t st[BM_MAX_DIMS];
+  int from[BM_MAX_DIMS];
   dims[w] = m->dims[m->r - 1];
   st[w] = m->st[m->r - 1];
+  from[w] = m->from[m->r - 1];
   for (int d = m->r - 2; d >= 0; d--) {
-    if (bm_dim_is_static(m->dims[d]) && bm_dim_is_static(dims[w]) && m->st[d] == st[w] * dims[w].add) {
+    if (bm_dim_is_static(m->dims[d]) && bm_dim_is_static(dims[w]) && m->from[d] < 0 && from[w] < 0 &&
+        m->st[d] == st[w] * dims[w].add) {
       dims[w] = bm_dim_c(dims[w].add * m->dims[d].add);
       continue;
     }
     w--;
     dims[w] = m->dims[d];
     st[w] = m->st[d];
+    from[w] = m->from[d];
   }
   int r = m->r - w;
   memmove(m->dims, dims + w, (size_t)r * sizeof dims[0]);
   memmove(m->st, st + w, (size_t)r * sizeof st[0]);
+  memmove(m->from, from + w, (size_t)r * sizeof from[0]);
   m->r = r;
 }
 
-/* The map of a PERMUTE, SLICE or RESHAPE with static input strides. */
+/* BM_CUDA_MOVE=static (read by bmc): the strided copy only where every input
+ * stride is static (before symbolic strides: the LLM's head split/merge and
+ * q/k/v slices over a symbolic sequence took the element-wise kernel). */
+static bool move_static_only(void) {
+  const char *e = getenv("BM_CUDA_MOVE");
+  return e && strcmp(e, "static") == 0;
+}
+
+/* The map of a PERMUTE, SLICE or RESHAPE (strides static or symbolic, see mv_map). */
 static bool map_build(const bm_node *n, mv_map *m) {
   const bm_node *x = n->in[0];
   int64_t st[BM_MAX_DIMS];
-  static_strides(x, st);
+  int from[BM_MAX_DIMS];
+  map_strides(x, st, from);
   memset(m, 0, sizeof *m);
   m->r = n->ndim;
   for (int d = 0; d < n->ndim; d++) m->dims[d] = n->shape[d];
   switch (n->op) {
     case BM_OP_PERMUTE:
-      for (int d = 0; d < n->ndim; d++) m->st[d] = st[n->a.perm[d]];
+      for (int d = 0; d < n->ndim; d++) {
+        m->st[d] = st[n->a.perm[d]];
+        m->from[d] = from[n->a.perm[d]];
+      }
       break;
     case BM_OP_SLICE: {
       const int ax = n->a.axis;
@@ -71,17 +111,27 @@ static bool map_build(const bm_node *n, mv_map *m) {
         if (!bm_dim_is_static(x->shape[ax])) return false;
         begin += x->shape[ax].add;
       }
-      for (int d = 0; d < n->ndim; d++) m->st[d] = d == ax && st[d] >= 0 ? st[d] * n->a.step : st[d];
-      if (st[ax] < 0) return false;
+      for (int d = 0; d < n->ndim; d++) {
+        m->st[d] = d == ax ? st[d] * n->a.step : st[d];
+        m->from[d] = from[d];
+      }
+      if (from[ax] >= 0 && begin != 0) return false; /* a symbolic base */
       m->base = begin * st[ax];
       break;
     }
-    case BM_OP_RESHAPE: static_strides(n, m->st); break;
+    case BM_OP_RESHAPE: /* the output's own row-major order (the input is contiguous) */
+      static_strides(n, m->st);
+      for (int d = 0; d < n->ndim; d++) {
+        m->from[d] = -1;
+        if (m->st[d] < 0) return false;
+      }
+      break;
     default: return false;
   }
   if (n->ndim == 0) return false;
-  for (int d = 0; d < m->r; d++)
-    if (m->st[d] < 0) return false;
+  if (move_static_only() && n->op != BM_OP_RESHAPE) /* BM_CUDA_MOVE=static: only static strides */
+    for (int d = 0; d < m->r; d++)
+      if (m->from[d] >= 0) return false;
   map_merge(m);
   return true;
 }
@@ -111,8 +161,8 @@ static int map_vec(const bm_node *n, mv_map *m) {
   /* the run, the base and every stride must be multiples of the vector */
   const int64_t es = (int64_t)bm_dtype_nbytes(n->dtype, 1);
   for (int64_t v = 16 / es; v >= 2 && v * es >= 4; v /= 2) {
-    bool ok = m->dims[L].add % v == 0 && m->base % v == 0;
-    for (int d = 0; d < L && ok; d++) ok = m->st[d] % v == 0;
+    bool ok = m->dims[L].add % v == 0 && m->base % v == 0 && m->from[L] < 0;
+    for (int d = 0; d < L && ok; d++) ok = map_stride_static(m, n->in[0], d) % v == 0;
     if (ok) return (int)v;
   }
   return 0;
@@ -166,8 +216,15 @@ static bm_status emit_map_copy(ck *k, const mv_map *m, int V) {
   P("    if (v < nv) {\n");
   ck_unravel(k, "v", m->r, dims, "c");
   str off = ck_strf("%lld", (long long)(m->base / V));
-  for (int d = 0; d < m->r; d++)
-    off = d == L ? ck_strf("%s + c%d", off.s, d) : ck_strf("%s + c%d * %lld", off.s, d, (long long)(m->st[d] / V));
+  for (int d = 0; d < m->r; d++) {
+    if (d == L)
+      off = ck_strf("%s + c%d", off.s, d);
+    else if (m->from[d] < 0)
+      off = ck_strf("%s + c%d * %lld", off.s, d, (long long)(m->st[d] / V));
+    else /* a symbolic stride: st x the product of the input's dims from[d] on, a multiple of V */
+      off = ck_strf("%s + c%d * (%s * %lld / %d)", off.s, d,
+                    ck_prodx(k, n->in[0]->shape, m->from[d], n->in[0]->ndim).s, (long long)m->st[d], V);
+  }
   P("      const %s s = %s;\n", k->I, off.s);
   vec_copy(k, V, 0, "v", "s", "      ");
   P("    }\n");
