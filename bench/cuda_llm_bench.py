@@ -180,44 +180,43 @@ def transformers_part(model_dir, res):
     torch.cuda.empty_cache()
 
 
-def bm_profile(carry, pkg, label):
-    """bmrun --profile of pkg's decode at kv_len = 8 + NEW (batch 1); returns the output"""
+def bmrun_profile(carry, pkg, fn, ins, repeat, timeout):
+    """`bmrun --profile` of pkg's function fn on the inputs ins (name -> numpy array, saved as
+    .npy under WORK/<fn>_inputs); returns its stdout + stderr"""
     import numpy as np
 
-    d = os.path.join(WORK, "profile_inputs")
+    d = os.path.join(WORK, fn + "_inputs")
     os.makedirs(d, exist_ok=True)
-    kv = 8 + NEW
-    ins = {"input_ids": np.array([[1]], np.int32), "positions": np.array([[kv - 1]], np.int32),
-           "start": np.array([kv - 1], np.int32), "kv_len": np.array([kv], np.int32)}
     args = []
     for name, v in ins.items():
         np.save(os.path.join(d, name + ".npy"), v)
         args += ["--input", f"{name}={os.path.join(d, name + '.npy')}"]
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
-    cmd = [os.path.join(carry, "bin/bmrun"), pkg, "--function", "decode", "--repeat", "20", "--profile"] + args
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    out = (p.stdout + p.stderr).strip()
-    log(f"profile ({label}, decode, kv_len {kv}):\n{out[-3000:]}")
-    return out[-3000:]
+    cmd = [os.path.join(carry, "bin/bmrun"), pkg, "--function", fn, "--repeat", str(repeat), "--profile"] + args
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return (p.stdout + p.stderr).strip()
+
+
+def bm_profile(carry, pkg, label):
+    """bmrun --profile of pkg's decode at kv_len = 8 + NEW (batch 1); returns the output"""
+    import numpy as np
+
+    kv = 8 + NEW
+    ins = {"input_ids": np.array([[1]], np.int32), "positions": np.array([[kv - 1]], np.int32),
+           "start": np.array([kv - 1], np.int32), "kv_len": np.array([kv], np.int32)}
+    out = bmrun_profile(carry, pkg, "decode", ins, 20, 120)[-3000:]
+    log(f"profile ({label}, decode, kv_len {kv}):\n{out}")
+    return out
 
 
 def bm_prefill_profile(carry, pkg, outdir, label):
     """bmrun --profile of pkg's prefill of PREFILL tokens from position 0; returns the output"""
     import numpy as np
 
-    d = os.path.join(WORK, "prefill_inputs")
-    os.makedirs(d, exist_ok=True)
     ins = {"input_ids": ((np.arange(PREFILL) * 7919 + 13) % CONFIG["vocab_size"]).astype(np.int32)[None],
            "positions": np.arange(PREFILL, dtype=np.int32)[None], "start": np.array([0], np.int32),
            "kv_len": np.array([PREFILL], np.int32), "last": np.array([PREFILL - 1], np.int32)}
-    args = []
-    for name, v in ins.items():
-        np.save(os.path.join(d, name + ".npy"), v)
-        args += ["--input", f"{name}={os.path.join(d, name + '.npy')}"]
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(carry, "lib"))
-    cmd = [os.path.join(carry, "bin/bmrun"), pkg, "--function", "prefill", "--repeat", "3", "--profile"] + args
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    out = (p.stdout + p.stderr).strip()
+    out = bmrun_profile(carry, pkg, "prefill", ins, 3, 300)
     log(f"profile ({label}, prefill {PREFILL} tokens, {AB_LAYERS} layers):\n{out[-12000:]}")
     with open(os.path.join(outdir, f"prefill_profile_{label}.txt"), "w") as f:
         f.write(out + "\n")

@@ -395,15 +395,19 @@ static dq_cfg dequant_cfg(void) {
  * load per unit (a unit never straddles a group). Needs K static and a multiple
  * of 8, groups of a multiple of 8. q streams past L1 where it is a package
  * constant (else volatile loads: the PDL rule). */
-static bool dequant_vec_ok(const ck *k) {
+/* Both DEQUANT kernels: i8/i4 to f16/bf16 on a tensor-core target, K and the
+ * groups static, K a multiple of `unit` elements, groups of a multiple of 8. */
+static bool dequant_ok(const ck *k, int64_t unit) {
   const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
   if (!k->L->tensor_cores || (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) ||
       (q->dtype != BM_DTYPE_I8 && q->dtype != BM_DTYPE_I4) || !bm_dim_is_static(q->shape[1]) ||
       !bm_dim_is_static(sc->shape[1]))
     return false;
   const int64_t K = q->shape[1].add, G = sc->shape[1].add;
-  return K > 0 && G > 0 && K % 8 == 0 && K % G == 0 && (K / G) % 8 == 0;
+  return K > 0 && G > 0 && K % unit == 0 && K % G == 0 && (K / G) % 8 == 0;
 }
+
+static bool dequant_vec_ok(const ck *k) { return dequant_ok(k, 8); }
 
 static bm_status emit_dequant_vec(ck *k, dq_cfg cfg) {
   const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
@@ -463,14 +467,8 @@ static bm_status emit_dequant_vec(ck *k, dq_cfg cfg) {
  * the chunk, and groups of a multiple of 8; *ch: the chunk's elements. q streams
  * past L1 where it is a package constant (else volatile loads: the PDL rule). */
 static bool dequant_chunk_ok(const ck *k, int *ch) {
-  const bm_node *n = k->n, *q = n->in[0], *sc = n->in[1];
-  *ch = q->dtype == BM_DTYPE_I4 ? 32 : 16;
-  if (!k->L->tensor_cores || (n->dtype != BM_DTYPE_F16 && n->dtype != BM_DTYPE_BF16) ||
-      (q->dtype != BM_DTYPE_I8 && q->dtype != BM_DTYPE_I4) || !bm_dim_is_static(q->shape[1]) ||
-      !bm_dim_is_static(sc->shape[1]))
-    return false;
-  const int64_t K = q->shape[1].add, G = sc->shape[1].add;
-  return K > 0 && G > 0 && K % *ch == 0 && K % G == 0 && (K / G) % 8 == 0;
+  *ch = k->n->in[0]->dtype == BM_DTYPE_I4 ? 32 : 16;
+  return dequant_ok(k, *ch);
 }
 
 static bm_status emit_dequant_chunk(ck *k, int CH) {
