@@ -81,6 +81,11 @@ static uint16_t float_to_half(float f) {
   return (uint16_t)(sign | r);
 }
 
+/* libgcc/compiler-rt conversion helpers LLVM calls without F16C. */
+static float rt_gnu_h2f_ieee(uint16_t h) { return half_to_float(h); }
+static uint16_t rt_gnu_f2h_ieee(float f) { return float_to_half(f); }
+#if defined(__x86_64__) && defined(__FLT16_MAX__)
+/* The x86-64 ABI passes half (and bf16) in xmm registers, like _Float16. */
 static uint16_t float_to_bf16(float f) {
   uint32_t x;
   memcpy(&x, &f, 4);
@@ -88,12 +93,6 @@ static uint16_t float_to_bf16(float f) {
   x += 0x7fff + ((x >> 16) & 1);
   return (uint16_t)(x >> 16);
 }
-
-/* libgcc/compiler-rt conversion helpers LLVM calls without F16C. */
-static float rt_gnu_h2f_ieee(uint16_t h) { return half_to_float(h); }
-static uint16_t rt_gnu_f2h_ieee(float f) { return float_to_half(f); }
-#if defined(__x86_64__) && defined(__FLT16_MAX__)
-/* The x86-64 ABI passes half (and bf16) in xmm registers, like _Float16. */
 static float rt_extendhfsf2(_Float16 h) {
   uint16_t b;
   memcpy(&b, &h, 2);

@@ -12,10 +12,11 @@ struct bm_status_s {
   char msg[];
 };
 
-static struct {
-  struct bm_status_s s;
-  char buf[64];
-} oom_status = {{BM_ERR_OUT_OF_MEMORY, 1}, "out of memory (while reporting an error)"};
+/* The status returned when making one runs out of memory: static (never
+ * freed), its message kept apart (a flexible array member has no storage in
+ * a static object). */
+static struct bm_status_s oom_status = {BM_ERR_OUT_OF_MEMORY, 1};
+static const char oom_message[] = "out of memory (while reporting an error)";
 
 static bm_status status_vmake(bm_code code, const char *prefix, const char *fmt, va_list ap) {
   if (code == BM_OK) return NULL;
@@ -23,7 +24,7 @@ static bm_status status_vmake(bm_code code, const char *prefix, const char *fmt,
   vsnprintf(tmp, sizeof tmp, fmt, ap);
   size_t plen = prefix ? strlen(prefix) : 0, tlen = strlen(tmp);
   bm_status s = malloc(sizeof *s + plen + tlen + 1);
-  if (!s) return &oom_status.s;
+  if (!s) return &oom_status;
   s->code = code;
   s->is_static = 0;
   if (plen) memcpy(s->msg, prefix, plen);
@@ -47,13 +48,13 @@ bm_status bm_status_wrap(bm_status s, const char *fmt, ...) {
   vsnprintf(prefix, sizeof prefix - 2, fmt, ap);
   va_end(ap);
   strcat(prefix, ": ");
-  bm_status r = bm_status_make(s->code, "%s%s", prefix, s->msg);
+  bm_status r = bm_status_make(s->code, "%s%s", prefix, bm_status_message(s));
   bm_status_free(s);
   return r;
 }
 
 bm_code bm_status_code(bm_status s) { return s ? s->code : BM_OK; }
-const char *bm_status_message(bm_status s) { return s ? s->msg : "ok"; }
+const char *bm_status_message(bm_status s) { return !s ? "ok" : s == &oom_status ? oom_message : s->msg; }
 
 const char *bm_code_name(bm_code c) {
   static const char *const names[BM_CODE_COUNT] = {
