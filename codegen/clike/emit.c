@@ -1110,31 +1110,27 @@ static bm_status emit_kv_write(ck *k) {
   str total = ck_prodx(k, rows->shape, 0, 4), H = ck_dimx(k, rows->shape[1]), S = ck_dimx(k, rows->shape[2]),
       D = ck_dimx(k, rows->shape[3]), L = ck_dimx(k, c->shape[2]);
   P("  const %s total = %s, H = %s, S = %s, D = %s, L = %s;\n", k->I, total.s, H.s, S.s, D.s, L.s);
+  /* a thread per unit: a 16-byte vector v of element e = v V (V > 1), else element e */
   if (V > 1) {
     P("  /* 16-byte vectors (%d elements) */\n", V);
     P("  const %s nv = total / %d;\n", k->I, V);
     ck_loop_open(k, ck_strf("(nv + %d) / %d", T - 1, T).s);
     P("    const %s v = t * %d + tid, e = v * %d;\n", k->I, T, V);
     P("    if (v < nv) {\n");
-    P("      const %s d = e %% D, s = (e / D) %% S, bh = e / (D * S), b = bh / H;\n", k->I);
-    str lp = ck_ldi(k, 2, pos->dtype, ck_strf("b"));
-    P("      const bm_i64 p0 = %s;\n", lp.s);
-    P("      if (!(p0 > (bm_i64)L || p0 + s < 0 || p0 + s >= (bm_i64)L)) {\n");
-    P("        const %s i = (bh * L + (%s)p0 + s) * D + d;\n", k->I, k->I);
-    P("        ((BM_GLOBAL bm_u4 *)bm_out(3))[i / %d] = bm_ld16((const BM_GLOBAL bm_u4 *)bm_buf(1) + v);\n", V);
-    P("      }\n    }\n");
-    ck_loop_close(k);
-    return NULL;
+  } else {
+    ck_loop_open(k, ck_strf("(total + %d) / %d", T - 1, T).s);
+    P("    const %s e = t * %d + tid;\n", k->I, T);
+    P("    if (e < total) {\n");
   }
-  ck_loop_open(k, ck_strf("(total + %d) / %d", T - 1, T).s);
-  P("    const %s e = t * %d + tid;\n", k->I, T);
-  P("    if (e < total) {\n");
   P("      const %s d = e %% D, s = (e / D) %% S, bh = e / (D * S), b = bh / H;\n", k->I);
   str lp = ck_ldi(k, 2, pos->dtype, ck_strf("b"));
   P("      const bm_i64 p0 = %s;\n", lp.s);
   P("      if (!(p0 > (bm_i64)L || p0 + s < 0 || p0 + s >= (bm_i64)L)) {\n");
   P("        const %s i = (bh * L + (%s)p0 + s) * D + d;\n", k->I, k->I);
-  ck_copy_elem(k, 1, rows->dtype, ck_strf("e"), "        ");
+  if (V > 1)
+    P("        ((BM_GLOBAL bm_u4 *)bm_out(3))[i / %d] = bm_ld16((const BM_GLOBAL bm_u4 *)bm_buf(1) + v);\n", V);
+  else
+    ck_copy_elem(k, 1, rows->dtype, ck_strf("e"), "        ");
   P("      }\n    }\n");
   ck_loop_close(k);
   return NULL;
